@@ -1,0 +1,155 @@
+# One agent's sandbox: a wasm3 runtime with a fuel tank, a memory cap in bytes, a stack cap
+# and only the host functions its manifest allows.
+#
+# Every pointer and length an agent hands the host is checked against that agent's own
+# memory and capped at abi.MAX_HOST_PAYLOAD before the host reads or writes a byte.
+# A trap, exhausted fuel or a broken host-call rule raises AgentFault for this agent only.
+
+from . import abi, port, wasminfo
+from .errors import AgentFault, SandboxError, WasmError
+
+_U32 = 0xFFFFFFFF
+
+
+class Sandbox:
+    """A spawned agent. `services` implements the host functions (see Supervisor)."""
+
+    def __init__(self, manifest, wasm, services):
+        self.manifest = manifest
+        self.agent_id = manifest["agent_id"]
+        self.services = services
+        self.fuel_used = 0
+        self._spawn(wasm)
+
+    # ---- spawn ---------------------------------------------------------------------------
+
+    def _spawn(self, wasm):
+        engine = port.engine
+        if engine is None:
+            raise SandboxError("this build has no wasm engine (wasm3 module missing)")
+        memory = self.manifest["memory"]
+        perms = self.manifest["permissions"]
+        allowed = [n for n in perms["allowed"] if n not in perms["denied"]]
+        try:
+            imports, declared = wasminfo.inspect(wasm)
+        except (WasmError, UnicodeError) as e:
+            raise SandboxError("agent %s: malformed wasm: %s" % (self.agent_id, e))
+        for module, name, kind in imports:
+            if module == "metering" and name == "usegas":
+                continue
+            if kind != 0 or module != abi.HOST_MODULE or name not in allowed:
+                raise SandboxError("agent %s: imports %s.%s, which its manifest does not allow" % (self.agent_id, module, name))
+        if not any(m == "metering" for m, _, _ in imports):
+            raise SandboxError("agent %s: module is not fuel-metered (build it with microfang build)" % self.agent_id)
+        cap = memory["max_bytes"]
+        if declared is None:
+            raise SandboxError("agent %s: module declares no memory" % self.agent_id)
+        cap_pages = (cap + wasminfo.PAGE - 1) // wasminfo.PAGE
+        if declared[0] > cap_pages or declared[1] is None or declared[1] > cap_pages:
+            raise SandboxError(
+                "agent %s: module declares %d..%s pages, above the memory cap of %d bytes"
+                % (self.agent_id, declared[0], declared[1], cap)
+            )
+        try:
+            self._env = engine.Environment()
+            self._runtime = self._env.new_runtime(memory["stack_bytes"], cap)
+            self._module = self._env.parse_module(bytes(wasm))
+            self._runtime.load(self._module)
+            for name in allowed:
+                self._module.link_function(abi.HOST_MODULE, name, abi.HOST_FUNCTIONS[name], self._host_fn(name))
+            self._alloc = self._runtime.find_function("mf_alloc")
+            self._on_event = self._runtime.find_function("mf_on_event")
+        except engine.Wasm3Error as e:
+            raise SandboxError("agent %s: cannot load: %s" % (self.agent_id, e))
+        self._module.fuel = self.manifest["fuel"]["max"]
+        try:
+            init = self._runtime.find_function("mf_init")
+        except engine.Wasm3Error:
+            init = None
+        if init is not None:
+            self._call(init)
+
+    # ---- fuel and memory -----------------------------------------------------------------
+
+    @property
+    def fuel(self):
+        return self._module.fuel
+
+    def refuel(self, amount):
+        """Add fuel up to the manifest's max_fuel; return the new level."""
+        self._module.fuel = min(self.manifest["fuel"]["max"], self._module.fuel + amount)
+        return self._module.fuel
+
+    @property
+    def memory_bytes(self):
+        return self._runtime.memory_size
+
+    def memory_snapshot(self):
+        return bytes(self._runtime.get_memory(0))
+
+    # ---- calls ---------------------------------------------------------------------------
+
+    def _call(self, fn, *args):
+        engine = port.engine
+        before = self._module.fuel
+        try:
+            return fn(*args)
+        except engine.OutOfFuel:
+            raise AgentFault(self.agent_id, "fuel", "out of fuel")
+        except engine.Trap as e:
+            raise AgentFault(self.agent_id, "trap", str(e))
+        except engine.Wasm3Error as e:
+            raise AgentFault(self.agent_id, "trap", str(e))
+        except AgentFault:
+            raise
+        except Exception as e:  # a host function's own failure must not reach the supervisor loop
+            raise AgentFault(self.agent_id, "host", "host function failed: %r" % e)
+        finally:
+            self.fuel_used += before - self._module.fuel
+
+    def deliver(self, kind, payload=b""):
+        """Run mf_on_event(kind, ptr, len) with `payload` written into the agent's memory."""
+        size = len(payload)
+        ptr = 0
+        if size:
+            ptr = self._call(self._alloc, size) & _U32
+            if ptr == 0:
+                raise AgentFault(self.agent_id, "host", "mf_alloc refused a %d byte event" % size)
+            mem = self._runtime.get_memory(0)
+            if ptr + size > len(mem):
+                raise AgentFault(self.agent_id, "host", "mf_alloc returned %#x, outside its memory" % ptr)
+            mem[ptr : ptr + size] = payload
+        return self._call(self._on_event, kind, ptr, size)
+
+    # ---- host functions ------------------------------------------------------------------
+
+    def read(self, ptr, length, what):
+        """Copy `length` bytes at `ptr` out of the agent's memory, checked."""
+        ptr &= _U32
+        if length < 0 or length > abi.MAX_HOST_PAYLOAD:
+            raise AgentFault(self.agent_id, "host", "%s: length %d is over the %d byte limit" % (what, length, abi.MAX_HOST_PAYLOAD))
+        mem = self._runtime.get_memory(0)
+        if ptr + length > len(mem):
+            raise AgentFault(self.agent_id, "host", "%s: %d bytes at %#x are outside its %d byte memory" % (what, length, ptr, len(mem)))
+        return bytes(mem[ptr : ptr + length])
+
+    def write(self, ptr, data, capacity, what):
+        """Copy `data` (truncated to `capacity`) into the agent's memory, checked."""
+        ptr &= _U32
+        if capacity < 0:
+            raise AgentFault(self.agent_id, "host", "%s: negative capacity %d" % (what, capacity))
+        data = data[:capacity]
+        mem = self._runtime.get_memory(0)
+        if ptr + len(data) > len(mem):
+            raise AgentFault(self.agent_id, "host", "%s: %d bytes at %#x are outside its %d byte memory" % (what, len(data), ptr, len(mem)))
+        mem[ptr : ptr + len(data)] = data
+        return len(data)
+
+    def _host_fn(self, name):
+        impl = getattr(self.services, "host_" + name)
+        sandbox = self
+
+        def call(*args):
+            return impl(sandbox, *args)
+
+        return call

@@ -1,0 +1,300 @@
+# The supervisor: runs a board's agents. Spawn, suspend, resume, reclaim; per-agent event
+# queues and timers; refuel on each manifest's schedule; restart with backoff after a trap.
+#
+# One asyncio task drives everything. Each round it fires due timers and refuels, then hands
+# at most one queued event to each runnable agent, so a busy agent cannot starve the others;
+# a single invocation is bounded by the agent's fuel.
+
+from . import abi, bundle, cbor, port
+from .errors import AgentFault, MicrofangError, SandboxError
+from .sandbox import Sandbox
+
+RUNNING = "running"
+SUSPENDED = "suspended"
+EXHAUSTED = "exhausted"  # out of fuel: events wait for the next refuel
+BACKOFF = "backoff"  # trapped: restarts after a delay
+FAILED = "failed"  # trapped and out of restarts
+STOPPED = "stopped"
+
+_QUEUE_LIMIT = 32  # events waiting per agent; more are dropped and counted
+_MEMORY_RECORDS = 256  # per-agent records kept by mem_append until the flash log lands
+_IDLE_MS = 5
+
+
+def _text(raw):
+    try:
+        return str(raw, "utf-8")
+    except UnicodeError:
+        return ""
+
+
+class Agent:
+    """The supervisor's record of one agent: its sandbox, queue, timers and counters."""
+
+    def __init__(self, manifest, wasm, now):
+        self.manifest = manifest
+        self.wasm = wasm
+        self.agent_id = manifest["agent_id"]
+        self.sandbox = None
+        self.state = STOPPED
+        self.queue = []
+        self.timers = [[t["id"], t["every_ms"], now + t["every_ms"]] for t in manifest["timers"]]
+        self.next_refuel = now + manifest["fuel"]["refuel_interval_ms"]
+        self.restarts = 0
+        self.restart_at = 0
+        self.records = []
+        self.next_request = 1
+        self.stats = {"events": 0, "traps": 0, "exhausted": 0, "dropped": 0, "restarts": 0, "host_calls": 0, "fuel_used": 0}
+
+    def snapshot(self):
+        s = dict(self.stats)
+        s["state"] = self.state
+        s["queued"] = len(self.queue)
+        if self.sandbox is not None:
+            s["fuel_used"] = self.stats["fuel_used"] + self.sandbox.fuel_used
+            s["fuel"] = self.sandbox.fuel
+            s["memory"] = self.sandbox.memory_bytes
+        else:
+            s["fuel"] = 0
+            s["memory"] = 0
+        s["memory_cap"] = self.manifest["memory"]["max_bytes"]
+        return s
+
+
+class Supervisor:
+    """Runs agents. `report(agent_id, kind, text)` receives logs, faults and state changes;
+    `outbox(agent_id, kind, topic_or_kind, body, request_id)` receives publishes and requests."""
+
+    def __init__(self, report=None, outbox=None, sensors=None, clock=port.ticks_ms):
+        self.agents = {}
+        self._report = report
+        self._outbox = outbox
+        self._sensors = sensors
+        self._clock = clock
+        self._start = clock()
+        self._wake = None
+
+    # ---- reporting -----------------------------------------------------------------------
+
+    def report(self, agent_id, kind, text):
+        if self._report is not None:
+            self._report(agent_id, kind, text)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def spawn(self, data=None, manifest=None, wasm=None):
+        """Spawn an agent from bundle bytes (or a manifest and metered wasm); return its id."""
+        if data is not None:
+            manifest, wasm = bundle.decode(data)
+        agent_id = manifest["agent_id"]
+        old = self.agents.get(agent_id)
+        if old is not None and old.state != STOPPED:
+            raise SandboxError("agent %s is already running (reclaim it first)" % agent_id)
+        agent = Agent(manifest, wasm, self._clock())
+        self._start_agent(agent)  # raises before the agent is registered if it cannot spawn
+        self.agents[agent_id] = agent
+        return agent_id
+
+    def _start_agent(self, agent):
+        agent.sandbox = None
+        agent.sandbox = Sandbox(agent.manifest, agent.wasm, self)
+        agent.state = RUNNING
+        agent.queue.insert(0, (abi.EV_START, b""))
+        self.report(agent.agent_id, "state", RUNNING)
+        self._kick()
+
+    def suspend(self, agent_id):
+        agent = self._get(agent_id)
+        if agent.state in (RUNNING, EXHAUSTED):
+            agent.state = SUSPENDED
+            self.report(agent_id, "state", SUSPENDED)
+
+    def resume(self, agent_id):
+        agent = self._get(agent_id)
+        if agent.state == SUSPENDED:
+            agent.state = EXHAUSTED if agent.sandbox.fuel <= 0 else RUNNING
+            self.report(agent_id, "state", agent.state)
+            self._kick()
+
+    def reclaim(self, agent_id):
+        """Stop an agent and give back its runtime, memory and queue."""
+        agent = self._get(agent_id)
+        if agent.sandbox is not None and agent.state in (RUNNING, SUSPENDED):
+            try:
+                agent.sandbox.deliver(abi.EV_STOP)
+            except AgentFault as e:
+                self.report(agent_id, "fault", str(e))
+        del self.agents[agent_id]
+        agent.sandbox = None
+        agent.queue = []
+        self.report(agent_id, "state", "reclaimed")
+
+    def _get(self, agent_id):
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            raise SandboxError("no agent %r on this board" % agent_id)
+        return agent
+
+    def post(self, agent_id, kind, payload=b""):
+        """Queue an event for an agent; return False if its queue is full."""
+        agent = self._get(agent_id)
+        if len(agent.queue) >= _QUEUE_LIMIT:
+            agent.stats["dropped"] += 1
+            return False
+        agent.queue.append((kind, payload))
+        self._kick()
+        return True
+
+    def stats(self, agent_id=None):
+        if agent_id is not None:
+            return self._get(agent_id).snapshot()
+        return {aid: a.snapshot() for aid, a in self.agents.items()}
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def _kick(self):
+        if self._wake is not None:
+            self._wake.set()
+
+    def step(self):
+        """One round: timers, refuel, restarts, then one event per runnable agent.
+        Returns the number of events delivered."""
+        now = self._clock()
+        delivered = 0
+        for agent in list(self.agents.values()):
+            self._tick(agent, now)
+            if agent.state == RUNNING and agent.queue:
+                kind, payload = agent.queue.pop(0)
+                self._deliver(agent, kind, payload)
+                delivered += 1
+        return delivered
+
+    def _tick(self, agent, now):
+        fuel = agent.manifest["fuel"]
+        if agent.sandbox is not None and port.ticks_diff(now, agent.next_refuel) >= 0:
+            agent.next_refuel = now + fuel["refuel_interval_ms"]
+            agent.sandbox.refuel(fuel["refuel_amount"])
+            if agent.state == EXHAUSTED:
+                agent.state = RUNNING
+                agent.queue.insert(0, (abi.EV_REFUEL, b""))
+                self.report(agent.agent_id, "state", RUNNING)
+        if agent.state == BACKOFF and port.ticks_diff(now, agent.restart_at) >= 0:
+            agent.stats["fuel_used"] += agent.sandbox.fuel_used if agent.sandbox else 0
+            try:
+                self._start_agent(agent)
+            except MicrofangError as e:
+                agent.state = FAILED
+                self.report(agent.agent_id, "fault", "restart failed: %s" % e)
+        if agent.state not in (RUNNING, EXHAUSTED):
+            return
+        for timer in agent.timers:
+            if port.ticks_diff(now, timer[2]) >= 0:
+                timer[2] = now + timer[1]
+                if len(agent.queue) < _QUEUE_LIMIT:
+                    agent.queue.append((abi.EV_TIMER, cbor.dumps(timer[0])))
+                else:
+                    agent.stats["dropped"] += 1
+
+    def _deliver(self, agent, kind, payload):
+        agent.stats["events"] += 1
+        try:
+            agent.sandbox.deliver(kind, payload)
+        except AgentFault as e:
+            self._fault(agent, e)
+
+    def _fault(self, agent, fault):
+        if fault.reason == "fuel":
+            agent.stats["exhausted"] += 1
+            agent.state = EXHAUSTED
+            self.report(agent.agent_id, "fault", "out of fuel: suspended until refuel (memory kept)")
+            self.report(agent.agent_id, "state", EXHAUSTED)
+            return
+        agent.stats["traps"] += 1
+        self.report(agent.agent_id, "fault", str(fault))
+        restart = agent.manifest["restart"]
+        if restart["policy"] == "never" or agent.restarts >= restart["max_restarts"]:
+            agent.state = FAILED
+            self.report(agent.agent_id, "state", FAILED)
+            return
+        # Exponential backoff, capped at 64x the base delay.
+        delay = restart["backoff_ms"] << min(agent.restarts, 6)
+        agent.restarts += 1
+        agent.stats["restarts"] += 1
+        agent.state = BACKOFF
+        agent.restart_at = self._clock() + delay
+        agent.queue = []
+        self.report(agent.agent_id, "state", "%s (restart in %d ms)" % (BACKOFF, delay))
+
+    async def run(self, duration_ms=None):
+        """Drive the agents until `duration_ms` passes (forever if None)."""
+        self._wake = port.asyncio.Event()
+        start = self._clock()
+        while duration_ms is None or port.ticks_diff(self._clock(), start) < duration_ms:
+            if self.step() == 0:
+                self._wake.clear()
+                try:
+                    await port.asyncio.wait_for(self._wake.wait(), _IDLE_MS / 1000)
+                except port.asyncio.TimeoutError:
+                    pass
+            else:
+                await port.sleep_ms(0)
+
+    # ---- host functions (called by Sandbox with the calling sandbox first) --------------
+
+    def _agent_of(self, sandbox):
+        agent = self.agents.get(sandbox.agent_id)
+        if agent is not None:
+            agent.stats["host_calls"] += 1
+        return agent
+
+    def host_log(self, sandbox, ptr, length):
+        self._agent_of(sandbox)
+        text = sandbox.read(ptr, length, "log")
+        try:
+            line = str(text, "utf-8")
+        except UnicodeError:
+            line = repr(text)
+        self.report(sandbox.agent_id, "log", line)
+
+    def host_now_ms(self, sandbox):
+        self._agent_of(sandbox)
+        return port.ticks_diff(self._clock(), self._start)
+
+    def host_sensor_read(self, sandbox, channel):
+        self._agent_of(sandbox)
+        if self._sensors is None:
+            return abi.E_NOT_FOUND
+        return self._sensors(sandbox.agent_id, channel)
+
+    def host_publish(self, sandbox, topic_ptr, topic_len, body_ptr, body_len):
+        self._agent_of(sandbox)
+        topic = sandbox.read(topic_ptr, topic_len, "publish topic")
+        body = sandbox.read(body_ptr, body_len, "publish body")
+        if self._outbox is None:
+            return abi.E_NOT_FOUND
+        return self._outbox(sandbox.agent_id, "publish", _text(topic), body, 0)
+
+    def host_request(self, sandbox, kind_ptr, kind_len, body_ptr, body_len):
+        agent = self._agent_of(sandbox)
+        kind = sandbox.read(kind_ptr, kind_len, "request kind")
+        body = sandbox.read(body_ptr, body_len, "request body")
+        if self._outbox is None or agent is None:
+            return abi.E_NOT_FOUND
+        request_id = agent.next_request
+        agent.next_request += 1
+        status = self._outbox(sandbox.agent_id, "request", _text(kind), body, request_id)
+        return request_id if status == 0 else status
+
+    def host_mem_append(self, sandbox, ptr, length):
+        agent = self._agent_of(sandbox)
+        data = sandbox.read(ptr, length, "mem_append")
+        if agent is None or len(agent.records) >= _MEMORY_RECORDS:
+            return abi.E_FULL
+        agent.records.append(data)
+        return len(agent.records) - 1
+
+    def host_mem_read(self, sandbox, seq, ptr, capacity):
+        agent = self._agent_of(sandbox)
+        if agent is None or not 0 <= seq < len(agent.records):
+            return abi.E_NOT_FOUND
+        return sandbox.write(ptr, agent.records[seq], capacity, "mem_read")

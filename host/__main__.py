@@ -1,0 +1,5 @@
+import sys
+
+from microfang.cli import main
+
+sys.exit(main())

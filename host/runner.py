@@ -1,0 +1,69 @@
+"""`microfang run`: run agents locally in one supervisor and print what they do."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from microfang import console
+from microfang.firmware.errors import MicrofangError
+from microfang.firmware.supervisor import Supervisor
+from microfang.responder import LocalResponder
+from microfang.sensors import SimulatedSensors
+from microfang.tools.build import build
+
+_STYLES = {"log": "white", "fault": "bold red", "state": "cyan", "request": "magenta", "publish": "green"}
+
+
+def load_bundle(path: Path) -> bytes:
+    """Read a .mfa bundle, building it first when given a manifest (.toml)."""
+    if path.suffix == ".toml":
+        out, summary = build(path)
+        console.info(f"[dim]built {out} ({summary['bundle_bytes']} bytes)[/dim]")
+        path = out
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise MicrofangError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def stats_table(supervisor: Supervisor) -> Table:
+    table = Table(title="agents")
+    for column in ("agent", "state", "events", "fuel used", "fuel left", "memory", "traps", "out of fuel", "restarts"):
+        table.add_column(column, justify="left" if column in ("agent", "state") else "right")
+    for agent_id, s in supervisor.stats().items():
+        table.add_row(agent_id, s["state"], str(s["events"]), f"{s['fuel_used']:,}", f"{s['fuel']:,}",
+                      f"{s['memory']:,}/{s['memory_cap']:,} B", str(s["traps"]), str(s["exhausted"]),
+                      str(s["restarts"]))
+    return table
+
+
+def run(paths: list[Path], seconds: float) -> Supervisor:
+    """Spawn the agents at `paths` and run them for `seconds`, printing their output."""
+    start = time.monotonic()
+
+    def report(agent_id: str, kind: str, text: str) -> None:
+        style = _STYLES.get(kind, "white")
+        console.out.print(f"[dim]{time.monotonic() - start:7.3f}[/dim] [bold]{agent_id:<10}[/bold] "
+                          f"[{style}]{kind:<7}[/{style}] ", end="")
+        console.out.print(text, markup=False, highlight=False)
+
+    responder: LocalResponder | None = None
+
+    def outbox(agent_id: str, kind: str, target: str, body: bytes, request_id: int) -> int:
+        report(agent_id, kind, f"{target} #{request_id} ({len(body)} bytes)" if request_id else f"{target} ({len(body)} bytes)")
+        if kind == "request" and responder is not None:
+            return responder.answer(agent_id, target, body, request_id)
+        return 0
+
+    supervisor = Supervisor(report=report, outbox=outbox, sensors=SimulatedSensors())
+    responder = LocalResponder(supervisor.post)
+    bundles = [load_bundle(p) for p in paths]
+    for data in bundles:
+        supervisor.spawn(data)
+    asyncio.run(supervisor.run(int(seconds * 1000)))
+    console.out.print(stats_table(supervisor))
+    return supervisor

@@ -1,0 +1,72 @@
+/* mf.h: the microfang agent SDK for C (one header, no libc).
+ *
+ * Build with `microfang build agent.toml` (clang --target=wasm32, see tools/build.py).
+ * An agent defines mf_on_event() and optionally mf_init(); this header provides mf_alloc(),
+ * the host-function imports and a few helpers. Only the host functions listed in the
+ * manifest's allowed_host_functions may be called: the build refuses the others.
+ */
+#ifndef MF_H
+#define MF_H
+
+typedef unsigned int mf_u32;
+typedef int mf_i32;
+typedef long long mf_i64;
+
+#define MF_IMPORT(name) __attribute__((import_module("mf"), import_name(#name)))
+#define MF_EXPORT(name) __attribute__((export_name(#name)))
+
+/* Event kinds passed to mf_on_event. */
+enum { MF_EV_START = 1, MF_EV_TIMER = 2, MF_EV_MESSAGE = 3, MF_EV_REPLY = 4, MF_EV_REFUEL = 5, MF_EV_STOP = 6 };
+/* Host-function error codes (always negative). */
+enum { MF_E_FAULT = -1, MF_E_TOO_BIG = -2, MF_E_DENIED = -3, MF_E_FULL = -4, MF_E_NOT_FOUND = -5, MF_E_RATE = -6 };
+
+MF_IMPORT(log) void mf_log(const char *text, mf_i32 len);
+MF_IMPORT(now_ms) mf_i64 mf_now_ms(void);
+MF_IMPORT(publish) mf_i32 mf_publish(const char *topic, mf_i32 topic_len, const void *body, mf_i32 len);
+MF_IMPORT(request) mf_i32 mf_request(const char *kind, mf_i32 kind_len, const void *body, mf_i32 len);
+MF_IMPORT(sensor_read) mf_i32 mf_sensor_read(mf_i32 channel);
+MF_IMPORT(mem_append) mf_i32 mf_mem_append(const void *data, mf_i32 len);
+MF_IMPORT(mem_read) mf_i32 mf_mem_read(mf_i32 seq, void *buf, mf_i32 cap);
+
+/* Event payloads land in one static buffer: agents handle one event at a time. */
+#ifndef MF_EVENT_BUFFER
+#define MF_EVENT_BUFFER 512
+#endif
+static unsigned char mf_event_buffer[MF_EVENT_BUFFER];
+
+MF_EXPORT(mf_alloc) void *mf_alloc(mf_i32 len) {
+    return (len >= 0 && len <= MF_EVENT_BUFFER) ? mf_event_buffer : 0;
+}
+
+static inline mf_i32 mf_strlen(const char *s) {
+    mf_i32 n = 0;
+    while (s[n]) n++;
+    return n;
+}
+
+static inline void mf_print(const char *s) { mf_log(s, mf_strlen(s)); }
+
+/* Write the decimal form of v into out (at least 12 bytes); returns its length. */
+static inline mf_i32 mf_itoa(mf_i32 v, char *out) {
+    char tmp[12];
+    mf_i32 n = 0, len = 0;
+    mf_u32 u = v < 0 ? 0u - (mf_u32)v : (mf_u32)v;
+    do { tmp[n++] = (char)('0' + u % 10); u /= 10; } while (u);
+    if (v < 0) out[len++] = '-';
+    while (n) out[len++] = tmp[--n];
+    return len;
+}
+
+/* Append src (len bytes) to dst at *pos; a tiny string builder without libc. */
+static inline void mf_cat(char *dst, mf_i32 *pos, const char *src, mf_i32 len) {
+    for (mf_i32 i = 0; i < len; i++) dst[(*pos)++] = src[i];
+}
+
+/* CBOR helpers for request bodies: a text string header. */
+static inline mf_i32 mf_cbor_text_head(unsigned char *out, mf_i32 len) {
+    if (len < 24) { out[0] = (unsigned char)(0x60 | len); return 1; }
+    if (len < 256) { out[0] = 0x78; out[1] = (unsigned char)len; return 2; }
+    out[0] = 0x79; out[1] = (unsigned char)(len >> 8); out[2] = (unsigned char)len; return 3;
+}
+
+#endif /* MF_H */
