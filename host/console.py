@@ -7,6 +7,9 @@ import sys
 from rich.console import Console
 
 out = Console(highlight=False)
+if not out.is_terminal:
+    # Piped or captured output: rich would assume 80 columns and wrap the stats tables.
+    out = Console(highlight=False, width=120)
 err = Console(stderr=True, highlight=False)
 
 

@@ -69,4 +69,57 @@ static inline mf_i32 mf_cbor_text_head(unsigned char *out, mf_i32 len) {
     out[0] = 0x79; out[1] = (unsigned char)(len >> 8); out[2] = (unsigned char)len; return 3;
 }
 
+/* Read one CBOR head at p; returns the bytes it took (0 if malformed) and sets *major, *arg. */
+static inline mf_i32 mf_cbor_head(const unsigned char *p, mf_i32 len, mf_i32 *major, mf_u32 *arg) {
+    if (len < 1) return 0;
+    mf_i32 info = p[0] & 0x1f, need = info < 24 ? 1 : info == 24 ? 2 : info == 25 ? 3 : info == 26 ? 5 : 0;
+    if (need == 0 || need > len) return 0;
+    *major = p[0] >> 5;
+    *arg = info < 24 ? (mf_u32)info : 0;
+    for (mf_i32 i = 1; i < need; i++) *arg = (*arg << 8) | p[i];
+    return need;
+}
+
+/* Find `key` in a flat CBOR map whose values are ints, simple values, text or byte strings
+ * (what reply events carry). On success sets *out/*out_len to a text/byte value, or *out to 0
+ * and *out_len to an integer/simple value, and returns 1; returns 0 if absent or malformed. */
+static inline mf_i32 mf_cbor_get(const unsigned char *p, mf_i32 len, const char *key,
+                                 const unsigned char **out, mf_i32 *out_len) {
+    mf_i32 major, pos, n, keylen = mf_strlen(key);
+    mf_u32 count, arg;
+    pos = mf_cbor_head(p, len, &major, &count);
+    if (!pos || major != 5) return 0;
+    for (mf_u32 item = 0; item < count * 2; item++) {
+        n = mf_cbor_head(p + pos, len - pos, &major, &arg);
+        if (!n) return 0;
+        pos += n;
+        const unsigned char *value = p + pos;
+        if (major == 2 || major == 3) {
+            if ((mf_u32)(len - pos) < arg) return 0;
+            pos += (mf_i32)arg;
+        } else if (major == 4 || major == 5 || major == 6) {
+            return 0; /* nested values are not for this helper */
+        }
+        if (item % 2 == 0) {
+            if (major == 3 && (mf_i32)arg == keylen) {
+                mf_i32 same = 1;
+                for (mf_i32 i = 0; i < keylen; i++) same &= value[i] == (unsigned char)key[i];
+                if (same) {
+                    n = mf_cbor_head(p + pos, len - pos, &major, &arg);
+                    if (!n) return 0;
+                    if (major == 2 || major == 3) {
+                        if ((mf_u32)(len - pos - n) < arg) return 0;
+                        *out = p + pos + n;
+                    } else {
+                        *out = 0;
+                    }
+                    *out_len = (mf_i32)arg;
+                    return 1;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
 #endif /* MF_H */
