@@ -55,13 +55,14 @@ class Sandbox:
             self._runtime = self._env.new_runtime(memory["stack_bytes"], cap)
             self._module = self._env.parse_module(bytes(wasm))
             self._runtime.load(self._module)
+            # Fuel before the first lookup: wasm3 runs the module's start function then.
+            self._module.fuel = self.manifest["fuel"]["max"]
             for name in allowed:
                 self._module.link_function(abi.HOST_MODULE, name, abi.HOST_FUNCTIONS[name], self._host_fn(name))
             self._alloc = self._runtime.find_function("mf_alloc")
             self._on_event = self._runtime.find_function("mf_on_event")
         except engine.Wasm3Error as e:
             raise SandboxError("agent %s: cannot load: %s" % (self.agent_id, e))
-        self._module.fuel = self.manifest["fuel"]["max"]
         try:
             init = self._runtime.find_function("mf_init")
         except engine.Wasm3Error:

@@ -1,0 +1,263 @@
+"""The sandbox and supervisor against adversarial agents: each gets a clear error and the
+supervisor and the other agents keep running."""
+
+import asyncio
+
+import pytest
+from helpers import agent_wat, build_bundle, raw_bundle
+
+from microfang.firmware import abi
+from microfang.firmware.errors import SandboxError, WasmError
+from microfang.firmware.supervisor import EXHAUSTED, FAILED, RUNNING, Supervisor
+from microfang.tools.wasm.wasmtools import parse_wat
+
+HELLO = agent_wat("""
+  (data (i32.const 0) "hi")
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+    (call $log (i32.const 0) (i32.const 2)) (i32.const 0))""")
+
+INFINITE_LOOP = agent_wat("""
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+    (loop $forever (br $forever)) (i32.const 0))""")
+
+# Counts its events in memory at address 0, then spins forever on the third one.
+COUNT_THEN_SPIN = agent_wat("""
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+    (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))
+    (if (i32.eq (i32.load (i32.const 0)) (i32.const 3)) (then (loop $l (br $l))))
+    (i32.const 0))""")
+
+DEEP_RECURSION = agent_wat("""
+  (func $down (param i32) (result i32) (i32.add (call $down (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (call $down (i32.const 0)))""")
+
+# Grows memory until refused, then logs the final page count at address 0 as text "N".
+MEMORY_BOMB = agent_wat("""
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+    (block $done (loop $more
+      (br_if $done (i32.eq (memory.grow (i32.const 1)) (i32.const -1)))
+      (br $more)))
+    (i32.store8 (i32.const 0) (i32.add (i32.const 48) (memory.size)))
+    (call $log (i32.const 0) (i32.const 1))
+    (i32.const 0))""")
+
+
+def events(sup):
+    """Collect (agent, kind, text) reports."""
+    seen = []
+    sup._report = lambda agent_id, kind, text: seen.append((agent_id, kind, text))
+    return seen
+
+
+def run_steps(sup, n=20):
+    for _ in range(n):
+        sup.step()
+
+
+def test_hello_agent_logs_on_start():
+    sup = Supervisor()
+    seen = events(sup)
+    sup.spawn(build_bundle(HELLO))
+    run_steps(sup, 1)
+    assert ("a1", "log", "hi") in seen
+
+
+def test_infinite_loop_exhausts_fuel_and_other_agents_keep_running():
+    sup = Supervisor()
+    seen = events(sup)
+    sup.spawn(build_bundle(INFINITE_LOOP, **{"sandbox.agent_id": "spinner", "sandbox.fuel.refuel_interval_ms": 60_000}))
+    sup.spawn(build_bundle(HELLO, **{"sandbox.agent_id": "good"}))
+    run_steps(sup, 3)
+    assert sup.stats("spinner")["state"] == EXHAUSTED
+    assert sup.stats("spinner")["fuel"] == 0
+    assert ("spinner", "fault", "out of fuel: suspended until refuel (memory kept)") in seen
+    assert ("good", "log", "hi") in seen
+    assert sup.stats("good")["state"] == RUNNING
+
+
+def test_fuel_exhaustion_keeps_memory_and_resumes_after_refuel():
+    now = [0]
+    sup = Supervisor(clock=lambda: now[0])
+    sup.spawn(build_bundle(COUNT_THEN_SPIN, **{"sandbox.fuel.max_fuel": 5_000, "sandbox.fuel.refuel_amount": 5_000,
+                                                "sandbox.fuel.refuel_interval_ms": 100}))
+    for _ in range(3):
+        sup.post("a1", abi.EV_MESSAGE, b"")
+    run_steps(sup, 5)  # start + 2 messages counted, the next one spins out of fuel
+    assert sup.stats("a1")["state"] == EXHAUSTED
+    assert sup.agents["a1"].sandbox.memory_snapshot()[0] == 3
+    now[0] = 100
+    sup.post("a1", abi.EV_MESSAGE, b"")
+    run_steps(sup, 3)  # refuel event + the message left queued + the new one: counting goes on
+    assert sup.agents["a1"].sandbox.memory_snapshot()[0] == 6
+    assert sup.stats("a1")["exhausted"] == 1
+
+
+def test_loop_in_start_function_is_refused_at_spawn():
+    wat = agent_wat("""
+      (func $start (loop $l (br $l)))
+      (start $start)
+      (func (export "mf_on_event") (param i32 i32 i32) (result i32) (i32.const 0))""")
+    sup = Supervisor()
+    with pytest.raises(SandboxError, match="out of fuel"):
+        sup.spawn(build_bundle(wat))
+    assert sup.agents == {}
+
+
+def test_deep_recursion_traps_only_that_agent():
+    sup = Supervisor()
+    seen = events(sup)
+    sup.spawn(build_bundle(DEEP_RECURSION, **{"sandbox.agent_id": "deep", "agent.restart": {"policy": "never"},
+                                               "sandbox.fuel.max_fuel": 10**9}))
+    sup.spawn(build_bundle(HELLO, **{"sandbox.agent_id": "good"}))
+    run_steps(sup, 2)
+    faults = [t for a, k, t in seen if a == "deep" and k == "fault"]
+    assert faults and "stack overflow" in faults[0]
+    assert sup.stats("deep")["state"] == FAILED
+    assert ("good", "log", "hi") in seen
+
+
+def test_memory_bomb_stops_at_the_cap():
+    sup = Supervisor()
+    seen = events(sup)
+    sup.spawn(build_bundle(MEMORY_BOMB, **{"sandbox.memory.max_heap_kb": 192, "sandbox.memory.grow_limit_pages": 100}))
+    run_steps(sup, 1)
+    assert ("a1", "log", "3") in seen  # 192 KiB = 3 pages; memory.grow returned -1 after that
+    assert sup.stats("a1")["memory"] == 192 * 1024
+
+
+def test_sub_page_cap_traps_at_the_byte():
+    wat = agent_wat("""
+      (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+        (i32.store8 (local.get 1) (i32.const 1)) (i32.store8 (i32.const 8192) (i32.const 1)) (i32.const 0))""")
+    sup = Supervisor()
+    seen = events(sup)
+    sup.spawn(build_bundle(wat, **{"sandbox.memory.max_heap_kb": 8, "agent.restart": {"policy": "never"}}))
+    run_steps(sup, 1)
+    assert sup.stats("a1")["memory"] == 8192
+    assert any("out of bounds memory access" in t for a, k, t in seen if k == "fault")
+
+
+def test_huge_declared_memory_is_refused_at_build():
+    wat = agent_wat("""(func (export "mf_on_event") (param i32 i32 i32) (result i32) (i32.const 0))""",
+                    abi='(memory (export "memory") 100) (func (export "mf_alloc") (param i32) (result i32) (i32.const 0))')
+    with pytest.raises(WasmError, match="declares 100 pages .* above the cap of 64 KiB"):
+        build_bundle(wat)
+
+
+def test_huge_declared_memory_is_refused_at_spawn():
+    wat = agent_wat("""(func (export "mf_on_event") (param i32 i32 i32) (result i32) (i32.const 0))""",
+                    imports='(import "metering" "usegas" (func (param i32)))',
+                    abi='(memory (export "memory") 100) (func (export "mf_alloc") (param i32) (result i32) (i32.const 0))')
+    with pytest.raises(SandboxError, match="declares 100..None pages, above the memory cap of 65536 bytes"):
+        Supervisor().spawn(raw_bundle(parse_wat(wat)))
+
+
+def test_disallowed_import_is_refused_at_build():
+    wat = agent_wat("""(func (export "mf_on_event") (param i32 i32 i32) (result i32) (i32.const 0))""",
+                    imports='(import "mf" "publish" (func (param i32 i32 i32 i32) (result i32)))')
+    with pytest.raises(WasmError, match="imports mf.publish, which the manifest does not allow"):
+        build_bundle(wat)
+
+
+def test_disallowed_import_is_refused_at_spawn():
+    wat = agent_wat("""(func (export "mf_on_event") (param i32 i32 i32) (result i32) (i32.const 0))""",
+                    imports='(import "metering" "usegas" (func (param i32))) (import "env" "system" (func))')
+    with pytest.raises(SandboxError, match="imports env.system, which its manifest does not allow"):
+        Supervisor().spawn(raw_bundle(parse_wat(wat)))
+
+
+@pytest.mark.parametrize("wasm", [b"", b"\x00asm", b"\x00asm\x01\x00\x00\x00\x01\xff\xff", b"hello world"])
+def test_malformed_wasm_is_refused_at_spawn(wasm):
+    with pytest.raises(SandboxError, match="malformed wasm|cannot load|not fuel-metered"):
+        Supervisor().spawn(raw_bundle(wasm))
+
+
+def test_truncated_metered_module_is_refused_at_spawn():
+    good = build_bundle(HELLO)
+    from microfang.firmware import bundle
+
+    manifest, wasm = bundle.decode(good)
+    with pytest.raises(SandboxError):
+        Supervisor().spawn(manifest=manifest, wasm=wasm[: len(wasm) // 2])
+
+
+def test_out_of_bounds_pointer_faults_the_agent_with_a_clear_error():
+    wat = agent_wat("""
+      (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+        (call $log (i32.const 0xFFFF0000) (i32.const 10)) (i32.const 0))""")
+    sup = Supervisor()
+    seen = events(sup)
+    sup.spawn(build_bundle(wat, **{"agent.restart": {"policy": "never"}}))
+    run_steps(sup, 1)
+    assert ("a1", "fault", "agent a1: log: 10 bytes at 0xffff0000 are outside its 65536 byte memory") in seen
+
+
+def test_oversized_length_to_a_host_function_is_refused():
+    wat = agent_wat("""
+      (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+        (call $log (i32.const 0) (i32.const 100000)) (i32.const 0))""")
+    sup = Supervisor()
+    seen = events(sup)
+    sup.spawn(build_bundle(wat, **{"agent.restart": {"policy": "never"}}))
+    run_steps(sup, 1)
+    assert ("a1", "fault", "agent a1: log: length 100000 is over the 4096 byte limit") in seen
+
+
+def test_trap_restarts_with_backoff_then_fails():
+    wat = agent_wat("""(func (export "mf_on_event") (param i32 i32 i32) (result i32) unreachable)""")
+    now = [0]
+    sup = Supervisor(clock=lambda: now[0])
+    sup.spawn(build_bundle(wat, **{"agent.restart": {"policy": "on-failure", "max_restarts": 2, "backoff_ms": 100}}))
+    sup.step()
+    assert sup.stats("a1")["state"] == "backoff"
+    now[0] = 99
+    sup.step()
+    assert sup.stats("a1")["state"] == "backoff"  # not before the delay
+    now[0] = 100
+    sup.step()  # restarted, traps again on its start event; the next delay doubles
+    assert sup.agents["a1"].restart_at == 300
+    now[0] = 300
+    sup.step()
+    assert sup.stats("a1")["state"] == FAILED
+    assert sup.stats("a1")["restarts"] == 2
+
+
+def test_suspended_agent_gets_no_events_until_resumed():
+    sup = Supervisor()
+    seen = events(sup)
+    sup.spawn(build_bundle(HELLO))
+    sup.suspend("a1")
+    run_steps(sup, 3)
+    assert ("a1", "log", "hi") not in seen
+    sup.resume("a1")
+    run_steps(sup, 1)
+    assert ("a1", "log", "hi") in seen
+
+
+def test_reclaim_removes_the_agent_and_its_id_can_be_reused():
+    sup = Supervisor()
+    sup.spawn(build_bundle(HELLO))
+    sup.reclaim("a1")
+    assert "a1" not in sup.agents
+    with pytest.raises(SandboxError, match="no agent 'a1'"):
+        sup.post("a1", abi.EV_MESSAGE)
+    sup.spawn(build_bundle(HELLO))
+    assert sup.stats("a1")["state"] == RUNNING
+
+
+def test_full_queue_drops_events_and_counts_them():
+    sup = Supervisor()
+    sup.spawn(build_bundle(HELLO))
+    accepted = [sup.post("a1", abi.EV_MESSAGE, b"x") for _ in range(40)]
+    assert accepted.count(False) == 40 - 31  # the start event holds one of the 32 places
+    assert sup.stats("a1")["dropped"] == 9
+
+
+def test_timers_fire_on_schedule_under_asyncio():
+    sup = Supervisor()
+    seen = events(sup)
+    sup.spawn(build_bundle(HELLO, **{"agent.timers": [{"id": 7, "every_ms": 20}]}))
+    asyncio.run(sup.run(150))
+    logs = [t for a, k, t in seen if k == "log"]
+    assert 4 <= len(logs) <= 9  # start + one per 20 ms over 150 ms, with scheduling slack
+    assert sup.stats("a1")["events"] == len(logs)
