@@ -35,7 +35,6 @@ COSTS[0x40] = 200  # memory.grow: allocation
 for _op in (0x6D, 0x6E, 0x6F, 0x70, 0x7F, 0x80, 0x81, 0x82, 0x95, 0xA3):  # int div/rem, float div
     COSTS[_op] = 4
 COSTS[0x91] = COSTS[0x9F] = 4  # f32.sqrt, f64.sqrt
-PREFIX_COSTS = {"memory.copy": 10, "memory.fill": 10}  # plus nothing per byte: bulk memory is off
 
 # Instructions after which a new basic block starts.
 _ENDS_BLOCK = {0x00, 0x03, 0x04, 0x05, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F}
