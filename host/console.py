@@ -10,7 +10,6 @@ out = Console(highlight=False)
 if not out.is_terminal:
     # Piped or captured output: rich would assume 80 columns and wrap the stats tables.
     out = Console(highlight=False, width=120)
-err = Console(stderr=True, highlight=False)
 
 
 def info(message: str) -> None:
@@ -20,5 +19,6 @@ def info(message: str) -> None:
 def die(message: str, code: int = 1) -> int:
     """Print `microfang: message` on stderr (no traceback) and return the exit code."""
     sys.stdout.flush()
-    err.print(f"microfang: {message}", markup=False)
+    # Plain print, not rich: an error stays one line however narrow the terminal.
+    print(f"microfang: {message}", file=sys.stderr, flush=True)
     return code

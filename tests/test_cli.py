@@ -1,0 +1,83 @@
+"""The CLI as a newcomer uses it: build then run each example; bad input gets one line."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parent.parent / "tools" / "sdk" / "examples"
+
+
+def microfang(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "microfang", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=120, check=False)
+
+
+@pytest.fixture
+def example(tmp_path):
+    def copy(name):
+        shutil.copytree(EXAMPLES / name, tmp_path / name)
+        return tmp_path / name
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("hello", ["hello from a wasm agent", "tick 1", "tick 2"]),
+        ("threshold", ["ALERT temperature high: 3", "publish alert (5 bytes)"]),
+        ("ask", ["asking the gateway's LLM", "request llm #1", "LLM error: no gateway attached"]),
+    ],
+)
+def test_build_then_run_each_example(example, name, expected):
+    folder = example(name)
+    built = microfang("build", folder / "agent.toml")
+    assert built.returncode == 0, built.stderr
+    assert f"built {folder / name}.mfa" in built.stdout
+    ran = microfang("run", folder / f"{name}.mfa", "--seconds", "2")
+    assert ran.returncode == 0, ran.stderr
+    for line in expected:
+        assert line in ran.stdout
+    assert "running" in ran.stdout and "fault" not in ran.stdout
+
+
+def test_inspect_shows_a_bundle(example):
+    folder = example("hello")
+    microfang("build", folder / "agent.toml")
+    shown = microfang("inspect", folder / "hello.mfa")
+    assert shown.returncode == 0, shown.stderr
+    assert "agent      hello v1" in shown.stdout
+    assert "metering.usegas" in shown.stdout
+
+
+def test_bad_manifest_is_one_line_without_traceback(tmp_path):
+    bad = tmp_path / "agent.toml"
+    bad.write_text('schema_version = 1\n[agent]\nmodule = "x.wat"\n[sandbox]\nagent_id = "x"\n'
+                   "[sandbox.fuel]\nmax_fuel = -1\n")
+    out = microfang("build", bad)
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"microfang: {bad}: sandbox.fuel.max_fuel: must be at least 1, got -1"
+
+
+def test_malformed_wasm_is_one_line_without_traceback(tmp_path):
+    (tmp_path / "agent.wasm").write_bytes(b"\x00asm\x01\x00\x00\x00\x01\x05garbage")
+    (tmp_path / "agent.toml").write_text('schema_version = 1\n[agent]\nmodule = "agent.wasm"\n'
+                                         '[sandbox]\nagent_id = "x"\n')
+    out = microfang("build", tmp_path / "agent.toml")
+    assert out.returncode == 1
+    assert out.stderr.startswith(f"microfang: {tmp_path / 'agent.toml'}: agent.wasm: invalid wasm:")
+    assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
+    inspected = microfang("inspect", tmp_path / "agent.wasm")
+    assert inspected.returncode == 1 and "Traceback" not in inspected.stderr
+
+
+def test_truncated_bundle_is_one_line_without_traceback(example):
+    folder = example("hello")
+    microfang("build", folder / "agent.toml")
+    data = (folder / "hello.mfa").read_bytes()
+    (folder / "cut.mfa").write_bytes(data[: len(data) // 2])
+    out = microfang("run", folder / "cut.mfa", "--seconds", "0.1")
+    assert out.returncode == 1
+    assert out.stderr.strip() == "microfang: not a bundle: truncated CBOR"
