@@ -3,7 +3,8 @@
 // It has the API shape of pywasm3 (Environment, Runtime, Module, link_function, find_function,
 // get_memory) and what pywasm3 lacks and a board needs:
 //   - a memory limit in bytes (wasm3's runtime->memoryLimit), so caps below one 64 KiB page hold;
-//   - fuel as an integer count of raw units (pywasm3 scales by 10000 through a double);
+//   - fuel as an integer count of raw units (pywasm3 scales by 10000 through a double),
+//     charged by a dedicated wasm3 op rather than a host call (patches/0001-fuel-op.patch);
 //   - OutOfFuel and Trap exceptions, so the supervisor can tell exhaustion from a fault;
 //   - finalizers: a reclaimed agent gives its runtime, memory and module back.
 // The MicroPython module in ../ exposes the same names, so firmware/port.py can pick either.
@@ -20,7 +21,6 @@ static PyObject *Wasm3Error;   // parse/load/link problems
 static PyObject *TrapError;    // a wasm trap (subclass of Wasm3Error)
 static PyObject *OutOfFuel;    // fuel exhausted (subclass of TrapError)
 
-static const char *c_outOfFuel = "[trap] out of fuel";
 static const char *c_hostRaised = "host function raised";
 
 typedef struct {
@@ -57,7 +57,7 @@ static PyObject *
 raise_m3(IM3Runtime runtime, M3Result err)
 {
     PyObject *kind = Wasm3Error;
-    if (err == c_outOfFuel) kind = OutOfFuel;
+    if (err == m3Err_trapOutOfFuel) kind = OutOfFuel;
     else if (strncmp(err, "[trap]", 6) == 0) kind = TrapError;
     if (runtime) {
         M3ErrorInfo info;
@@ -79,7 +79,7 @@ m3ApiRawFunction(metering_usegas)
     mod->fuel -= gas;
     if (M3_UNLIKELY(mod->fuel < 0)) {
         mod->fuel = 0;
-        m3ApiTrap(c_outOfFuel);
+        m3ApiTrap(m3Err_trapOutOfFuel);
     }
     m3ApiSuccess();
 }
@@ -183,6 +183,9 @@ Runtime_load(Runtime *self, PyObject *arg)
     M3Result err = m3_LoadModule(self->r, mod->m);
     if (err) return raise_m3(self->r, err);
     mod->loaded = 1;
+    // Direct metering calls compile to wasm3's op_UseFuel on this counter (patches/0001);
+    // the raw function below still serves indirect calls, with the same charge and trap.
+    mod->m->fuelCounter = &mod->fuel;
     Py_INCREF(mod);
     self->module = (PyObject *)mod;
     err = m3_LinkRawFunctionEx(mod->m, "metering", "usegas", "v(i)", &metering_usegas, mod);

@@ -1566,6 +1566,35 @@ _       (Push (o, type, topSlot));
 }
 
 
+// microfang: a direct call `metering.usegas(<i32.const>)` in a module with a fuel counter
+// compiles to one op_UseFuel instead of a host call; *o_done says whether it did.
+static M3Result  CompileUseFuel  (IM3Compilation o, IM3Function i_function, bool * o_done)
+{
+    M3Result result = m3Err_none;
+    * o_done = false;
+
+    if (i_function and o->page and o->module->fuelCounter and i_function->import.moduleUtf8
+        and strcmp (i_function->import.moduleUtf8, "metering") == 0
+        and strcmp (i_function->import.fieldUtf8, "usegas") == 0
+        and GetFuncTypeNumParams (i_function->funcType) == 1 and GetFuncTypeNumResults (i_function->funcType) == 0
+        and o->stackIndex > o->stackFirstDynamicIndex)
+    {
+        u16 slot = GetStackTopSlotNumber (o);
+        if (IsConstantSlot (o, slot))
+        {
+            i32 cost = * (i32 *) & o->constants [slot - o->slotFirstConstIndex];
+_           (Pop (o));
+_           (EmitOp (o, op_UseFuel));
+            EmitPointer (o, o->module->fuelCounter);
+            EmitConstant32 (o, (u32) cost);
+            * o_done = true;
+        }
+    }
+
+    _catch: return result;
+}
+
+
 M3Result  Compile_Call  (IM3Compilation o, m3opcode_t i_opcode)
 {
     M3Result result;
@@ -1576,7 +1605,11 @@ _   (ReadLEB_u32 (& functionIndex, & o->wasm, o->wasmEnd));
 
     IM3Function function = Module_GetFunction (o->module, functionIndex);
 
-    if (function)
+    bool metered = false;
+_   (CompileUseFuel (o, function, & metered));
+
+    if (metered) {}
+    else if (function)
     {                                                                   m3log (compile, d_indent " (func= [%d] '%s'; args= %d)",
                                                                                 get_indention_string (o), functionIndex, m3_GetFunctionName (function), function->funcType->numArgs);
         if (function->module)

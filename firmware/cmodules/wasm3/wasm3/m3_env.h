@@ -114,6 +114,10 @@ typedef struct M3Module
 
     //bool                    hasWasmCodeCopy;
 
+    // microfang: when set, direct calls `metering.usegas(<i32.const>)` compile to op_UseFuel,
+    // which subtracts from this counter without the cost of a host call.
+    int64_t *               fuelCounter;
+
     struct M3Module *       next;
 }
 M3Module;

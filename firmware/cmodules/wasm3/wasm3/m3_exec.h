@@ -1229,6 +1229,21 @@ d_m3Op  (Unsupported)
     newTrap ("unsupported instruction executed");
 }
 
+// microfang: fuel metering. Same charge and trap as a call to metering.usegas(cost).
+d_m3Op  (UseFuel)
+{
+    int64_t * fuel = immediate (int64_t *);
+    i32 cost = immediate (i32);
+
+    if (M3_UNLIKELY ((* fuel -= cost) < 0))
+    {
+        * fuel = 0;
+        newTrap (m3Err_trapOutOfFuel);
+    }
+
+    nextOp ();
+}
+
 d_m3Op  (Unreachable)
 {
     m3StackCheck();

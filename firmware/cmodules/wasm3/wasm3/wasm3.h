@@ -177,6 +177,7 @@ d_m3ErrorConst  (trapExit,                      "[trap] program called exit")
 d_m3ErrorConst  (trapAbort,                     "[trap] program called abort")
 d_m3ErrorConst  (trapUnreachable,               "[trap] unreachable executed")
 d_m3ErrorConst  (trapStackOverflow,             "[trap] stack overflow")
+d_m3ErrorConst  (trapOutOfFuel,                 "[trap] out of fuel")          // microfang: metering
 
 
 //-------------------------------------------------------------------------------------------------------------------------------
