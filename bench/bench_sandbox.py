@@ -1,0 +1,145 @@
+"""Sandbox benchmarks, measured side by side in one run (machines are noisy: compare only
+within a run).
+
+1. Spawn of a ~1 KB agent (the hello example: validate imports and memory, new runtime with a
+   byte cap, parse, load, link, find exports, mf_init) vs bare pywasm3 parse+load of the same
+   module. Goal: ratio <= 1.3.
+2. Fuel-metering overhead: a compute loop metered vs unmetered on the same engine
+   (microfang._wasm3). Goal: <= 15%. Context: the same metered loop on upstream pywasm3,
+   whose metering is a host call per basic block.
+
+Usage: python bench/bench_sandbox.py [--quick]; results go to bench/results/sandbox.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import wasm3 as pywasm3
+
+from microfang import _wasm3
+from microfang.firmware import bundle
+from microfang.firmware.sandbox import Sandbox
+from microfang.tools.build import build
+from microfang.tools.wasm.meter import meter
+from microfang.tools.wasm.wasmtools import parse_wat
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+LOOP = """(module (memory (export "memory") 1)
+  (func (export "work") (param $n i32) (result i32) (local $i i32) (local $acc i32)
+    (loop $l
+      (local.set $acc (i32.add (local.get $acc)
+        (i32.xor (i32.mul (local.get $i) (i32.const 2654435761)) (i32.shr_u (local.get $acc) (i32.const 7)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+    (local.get $acc)))"""
+
+
+class _Quiet:
+    """Host functions that go nowhere: the bench measures the sandbox, not printing."""
+
+    def host_log(self, sandbox, ptr, length):
+        sandbox.read(ptr, length, "log")
+
+
+def _timed(fn, repeat):
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def _side_by_side(ours, baseline, rounds, repeat):
+    """Alternate the two in each round; return median seconds per call of each."""
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(_timed(ours, repeat))
+        b.append(_timed(baseline, repeat))
+    return statistics.median(a), statistics.median(b)
+
+
+def bench_spawn(rounds, repeat):
+    out, _ = build(ROOT / "tools" / "sdk" / "examples" / "hello" / "agent.toml", Path("/tmp/mf-bench-hello.mfa"))
+    manifest, wasm = bundle.decode(out.read_bytes())
+    services = _Quiet()
+
+    def ours():
+        Sandbox(manifest, wasm, services)
+
+    def bare_pywasm3():
+        env = pywasm3.Environment()
+        runtime = env.new_runtime(manifest["memory"]["stack_bytes"])
+        runtime.load(env.parse_module(wasm))
+
+    def bare_engine():
+        env = _wasm3.Environment()
+        runtime = env.new_runtime(manifest["memory"]["stack_bytes"], manifest["memory"]["max_bytes"])
+        runtime.load(env.parse_module(wasm))
+
+    ours_s, base_s = _side_by_side(ours, bare_pywasm3, rounds, repeat)
+    _, engine_s = _side_by_side(ours, bare_engine, rounds, repeat)
+    return {"module_bytes": len(wasm), "microfang_spawn_us": ours_s * 1e6, "pywasm3_parse_load_us": base_s * 1e6,
+            "ratio": ours_s / base_s, "goal": 1.3, "microfang_wasm3_parse_load_us": engine_s * 1e6}
+
+
+def bench_metering(rounds, iterations):
+    plain = parse_wat(LOOP)
+    metered = meter(plain)
+
+    def runner(wasm):
+        env = _wasm3.Environment()
+        runtime = env.new_runtime(65536)
+        module = env.parse_module(wasm)
+        runtime.load(module)
+        module.fuel = 1 << 62
+        work = runtime.find_function("work")
+        return lambda: work(iterations)
+
+    def pywasm3_runner(wasm):
+        env = pywasm3.Environment()
+        runtime = env.new_runtime(65536)
+        module = env.parse_module(wasm)
+        runtime.load(module)
+        module.gasLimit = 1e12
+        work = runtime.find_function("work")
+        # pywasm3's Function does not keep its Module alive, and the gas counter lives there.
+        return lambda: (module, work(iterations))[1]
+
+    run_metered, run_plain, run_py = runner(metered), runner(plain), pywasm3_runner(metered)
+    assert run_metered() == run_plain() == run_py()
+    m, p = _side_by_side(run_metered, run_plain, rounds, 1)
+    py, p2 = _side_by_side(run_py, run_plain, rounds, 1)
+    return {"iterations": iterations, "metered_ms": m * 1e3, "unmetered_ms": p * 1e3, "overhead": m / p - 1,
+            "goal": 0.15, "pywasm3_usegas_call_ms": py * 1e3, "pywasm3_overhead_vs_unmetered": py / p2 - 1}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    args = parser.parse_args()
+    rounds = 3 if args.quick else 9
+    spawn = bench_spawn(rounds, 200 if args.quick else 1000)
+    metering = bench_metering(rounds, 2_000_000 if args.quick else 10_000_000)
+    print(f"spawn of a {spawn['module_bytes']} B agent: microfang {spawn['microfang_spawn_us']:.1f} us vs bare "
+          f"pywasm3 parse+load {spawn['pywasm3_parse_load_us']:.1f} us -> ratio {spawn['ratio']:.2f}x "
+          f"(goal <= {spawn['goal']}x); context: our engine's bare parse+load {spawn['microfang_wasm3_parse_load_us']:.1f} us")
+    print(f"fuel metering on a {metering['iterations']:,}-iteration loop: metered {metering['metered_ms']:.1f} ms vs "
+          f"unmetered {metering['unmetered_ms']:.1f} ms -> overhead {metering['overhead']:+.1%} (goal <= 15%); "
+          f"context: upstream pywasm3's host-call metering {metering['pywasm3_overhead_vs_unmetered']:+.1%}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = {"bench": "sandbox", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "machine": {"python": platform.python_version(), "cpu": platform.machine()},
+              "spawn": spawn, "metering": metering}
+    (RESULTS / "sandbox.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"results: {RESULTS / 'sandbox.json'}")
+
+
+if __name__ == "__main__":
+    main()
