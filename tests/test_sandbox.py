@@ -261,3 +261,20 @@ def test_timers_fire_on_schedule_under_asyncio():
     logs = [t for a, k, t in seen if k == "log"]
     assert 4 <= len(logs) <= 9  # start + one per 20 ms over 150 ms, with scheduling slack
     assert sup.stats("a1")["events"] == len(logs)
+
+
+def test_reclaimed_agents_give_their_runtimes_back():
+    import gc
+
+    def live_runtimes():
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if type(o).__name__ == "Runtime")
+
+    before = live_runtimes()
+    sup = Supervisor()
+    data = build_bundle(HELLO)
+    for _ in range(200):
+        sup.spawn(data)
+        sup.step()
+        sup.reclaim("a1")
+    assert live_runtimes() == before

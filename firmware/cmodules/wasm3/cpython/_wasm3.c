@@ -111,7 +111,7 @@ Environment_new_runtime(Environment *env, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"stack_bytes", "memory_limit", NULL};
     unsigned int stack = 0, limit = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "I|I", kwlist, &stack, &limit)) return NULL;
-    Runtime *self = PyObject_New(Runtime, RuntimeType);
+    Runtime *self = PyObject_GC_New(Runtime, RuntimeType);
     if (!self) return NULL;
     self->r = m3_NewRuntime(env->e, stack, NULL);
     if (!self->r) { self->env = NULL; self->module = NULL; Py_DECREF(self); return PyErr_NoMemory(); }
@@ -120,6 +120,7 @@ Environment_new_runtime(Environment *env, PyObject *args, PyObject *kw)
     Py_INCREF(env);
     self->env = (PyObject *)env;
     self->module = NULL;
+    PyObject_GC_Track(self);
     return (PyObject *)self;
 }
 
@@ -134,7 +135,7 @@ Environment_parse_module(Environment *env, PyObject *wasm)
     M3Result err = m3_ParseModule(env->e, &m, (const uint8_t *)PyBytes_AS_STRING(wasm),
                                   (uint32_t)PyBytes_GET_SIZE(wasm));
     if (err) return raise_m3(NULL, err);
-    Module *self = PyObject_New(Module, ModuleType);
+    Module *self = PyObject_GC_New(Module, ModuleType);
     if (!self) { m3_FreeModule(m); return NULL; }
     self->links = PyList_New(0);
     Py_INCREF(env);
@@ -144,6 +145,7 @@ Environment_parse_module(Environment *env, PyObject *wasm)
     self->m = m;
     self->loaded = 0;
     self->fuel = 0;
+    PyObject_GC_Track(self);
     return (PyObject *)self;
 }
 
@@ -156,15 +158,30 @@ static PyMethodDef Environment_methods[] = {
 
 // ---- Runtime --------------------------------------------------------------------------------
 
+// Host callables usually refer back to the sandbox that owns the runtime (a cycle through
+// Module.links), so the types take part in Python's cycle collector: a reclaimed agent's
+// runtime is freed even if nobody breaks the cycle by hand.
+
+static int
+Runtime_traverse(Runtime *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->env);
+    Py_VISIT(self->module);
+    return 0;
+}
+
 static void
 Runtime_dealloc(Runtime *self)
 {
+    PyObject_GC_UnTrack(self);
     // m3_FreeRuntime frees the loaded module too; the Module object only drops its references.
     if (self->r) m3_FreeRuntime(self->r);
-    Py_XDECREF(self->module);
-    Py_XDECREF(self->env);
+    self->r = NULL;
+    Py_CLEAR(self->module);
+    Py_CLEAR(self->env);
     PyTypeObject *tp = Py_TYPE(self);
-    PyObject_Free(self);
+    PyObject_GC_Del(self);
     Py_DECREF(tp);
 }
 
@@ -201,11 +218,12 @@ Runtime_find_function(Runtime *self, PyObject *name)
     IM3Function f = NULL;
     M3Result err = m3_FindFunction(&f, self->r, s);
     if (err) return raise_m3(self->r, err);
-    Function *fn = PyObject_New(Function, FunctionType);
+    Function *fn = PyObject_GC_New(Function, FunctionType);
     if (!fn) return NULL;
     Py_INCREF(self);
     fn->runtime = (PyObject *)self;
     fn->f = f;
+    PyObject_GC_Track(fn);
     return (PyObject *)fn;
 }
 
@@ -247,15 +265,34 @@ static PyGetSetDef Runtime_getset[] = {
 
 // ---- Module ---------------------------------------------------------------------------------
 
+static int
+Module_traverse(Module *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->env);
+    Py_VISIT(self->links);
+    return 0;
+}
+
+static int
+Module_clear(Module *self)
+{
+    // Only reached for unreachable cycles: nothing can call into the runtime any more.
+    Py_CLEAR(self->links);
+    return 0;
+}
+
 static void
 Module_dealloc(Module *self)
 {
+    PyObject_GC_UnTrack(self);
     if (self->m && !self->loaded) m3_FreeModule(self->m);
-    Py_XDECREF(self->links);
-    Py_XDECREF(self->wasm);
-    Py_XDECREF(self->env);
+    self->m = NULL;
+    Py_CLEAR(self->links);
+    Py_CLEAR(self->wasm);
+    Py_CLEAR(self->env);
     PyTypeObject *tp = Py_TYPE(self);
-    PyObject_Free(self);
+    PyObject_GC_Del(self);
     Py_DECREF(tp);
 }
 
@@ -331,7 +368,7 @@ Module_link_function(Module *self, PyObject *args)
     M3Result err = m3_LinkRawFunctionEx(self->m, mod_name, name, sig, call_python, fn);
     if (err == m3Err_functionLookupFailed) Py_RETURN_FALSE;   // the module does not import it
     if (err) return raise_m3(NULL, err);
-    if (PyList_Append(self->links, fn) < 0) return NULL;
+    if (!self->links || PyList_Append(self->links, fn) < 0) return NULL;
     Py_RETURN_TRUE;
 }
 
@@ -363,12 +400,21 @@ static PyGetSetDef Module_getset[] = {
 
 // ---- Function -------------------------------------------------------------------------------
 
+static int
+Function_traverse(Function *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->runtime);
+    return 0;
+}
+
 static void
 Function_dealloc(Function *self)
 {
-    Py_XDECREF(self->runtime);
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->runtime);
     PyTypeObject *tp = Py_TYPE(self);
-    PyObject_Free(self);
+    PyObject_GC_Del(self);
     Py_DECREF(tp);
 }
 
@@ -446,6 +492,7 @@ static PyType_Slot Environment_slots[] = {
 };
 static PyType_Slot Runtime_slots[] = {
     {Py_tp_dealloc, Runtime_dealloc},
+    {Py_tp_traverse, Runtime_traverse},
     {Py_tp_methods, Runtime_methods},
     {Py_tp_getset, Runtime_getset},
     {Py_tp_doc, "A wasm3 runtime: one agent's stack and linear memory"},
@@ -453,6 +500,8 @@ static PyType_Slot Runtime_slots[] = {
 };
 static PyType_Slot Module_slots[] = {
     {Py_tp_dealloc, Module_dealloc},
+    {Py_tp_traverse, Module_traverse},
+    {Py_tp_clear, Module_clear},
     {Py_tp_methods, Module_methods},
     {Py_tp_getset, Module_getset},
     {Py_tp_doc, "A parsed wasm module"},
@@ -460,14 +509,16 @@ static PyType_Slot Module_slots[] = {
 };
 static PyType_Slot Function_slots[] = {
     {Py_tp_dealloc, Function_dealloc},
+    {Py_tp_traverse, Function_traverse},
     {Py_tp_call, Function_call},
     {Py_tp_getset, Function_getset},
     {Py_tp_doc, "An exported wasm function"},
     {0, 0}
 };
 
-#define SPEC(name, T, slots) {"microfang._wasm3." name, sizeof(T), 0, Py_TPFLAGS_DEFAULT, slots}
-static PyType_Spec Environment_spec = SPEC("Environment", Environment, Environment_slots);
+#define SPEC(name, T, slots) {"microfang._wasm3." name, sizeof(T), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, slots}
+static PyType_Spec Environment_spec = {"microfang._wasm3.Environment", sizeof(Environment), 0, Py_TPFLAGS_DEFAULT,
+                                       Environment_slots};
 static PyType_Spec Runtime_spec = SPEC("Runtime", Runtime, Runtime_slots);
 static PyType_Spec Module_spec = SPEC("Module", Module, Module_slots);
 static PyType_Spec Function_spec = SPEC("Function", Function, Function_slots);
