@@ -212,7 +212,9 @@ class Supervisor:
         agent.stats["traps"] += 1
         self.report(agent.agent_id, "fault", str(fault))
         restart = agent.manifest["restart"]
-        if restart["policy"] == "never" or agent.restarts >= restart["max_restarts"]:
+        # on-failure gives up after max_restarts; always keeps restarting (with capped backoff).
+        gives_up = restart["policy"] == "on-failure" and agent.restarts >= restart["max_restarts"]
+        if restart["policy"] == "never" or gives_up:
             agent.state = FAILED
             self.report(agent.agent_id, "state", FAILED)
             return

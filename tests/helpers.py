@@ -54,3 +54,9 @@ def raw_bundle(wasm: bytes, **changes: Any) -> bytes:
     """A bundle that skips the build's checks: what a hostile or broken host could send."""
     normalized = manifests.validate(manifest(**changes), "test.toml")
     return bundle.encode(normalized, wasm)
+
+
+HELLO_WAT = agent_wat("""
+  (data (i32.const 0) "hi")
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+    (call $log (i32.const 0) (i32.const 2)) (i32.const 0))""")

@@ -273,8 +273,23 @@ def test_reclaimed_agents_give_their_runtimes_back():
     before = live_runtimes()
     sup = Supervisor()
     data = build_bundle(HELLO)
+    sup.spawn(data)
+    assert live_runtimes() == before + 1  # the count sees runtimes at all
+    sup.reclaim("a1")
     for _ in range(200):
         sup.spawn(data)
         sup.step()
         sup.reclaim("a1")
     assert live_runtimes() == before
+
+
+def test_restart_policy_always_ignores_max_restarts():
+    wat = agent_wat("""(func (export "mf_on_event") (param i32 i32 i32) (result i32) unreachable)""")
+    now = [0]
+    sup = Supervisor(clock=lambda: now[0])
+    sup.spawn(build_bundle(wat, **{"agent.restart": {"policy": "always", "max_restarts": 1, "backoff_ms": 10}}))
+    for _ in range(5):
+        sup.step()
+        now[0] += 10_000
+    assert sup.stats("a1")["state"] == "backoff"
+    assert sup.stats("a1")["restarts"] == 5
