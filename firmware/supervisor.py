@@ -65,8 +65,9 @@ class Supervisor:
     """Runs agents. `report(agent_id, kind, text)` receives logs, faults and state changes;
     `outbox(agent_id, kind, topic_or_kind, body, request_id)` receives publishes and requests."""
 
-    def __init__(self, report=None, outbox=None, sensors=None, clock=port.ticks_ms):
+    def __init__(self, report=None, outbox=None, sensors=None, clock=port.ticks_ms, trace_events=False):
         self.agents = {}
+        self.trace_events = trace_events
         self._report = report
         self._outbox = outbox
         self._sensors = sensors
@@ -197,6 +198,8 @@ class Supervisor:
 
     def _deliver(self, agent, kind, payload):
         agent.stats["events"] += 1
+        if self.trace_events:
+            self.report(agent.agent_id, "event", "%s (%d bytes)" % (abi.EVENT_NAMES.get(kind, kind), len(payload)))
         try:
             agent.sandbox.deliver(kind, payload)
         except AgentFault as e:

@@ -3,7 +3,7 @@
 Usage:
   microfang build AGENT.toml [-o OUT.mfa]   validate, meter and bundle an agent
   microfang inspect FILE                     describe a bundle (.mfa) or a wasm module
-  microfang run AGENT.toml|AGENT.mfa ...     run agents locally and print their events
+  microfang run AGENT.toml|AGENT.mfa ... [-e] run agents locally and print their logs (-e: and events)
 
 Each command is a `do_X(args)` handler plus an `argparse_X(sub)` builder in `_COMMANDS`.
 Expected failures (bad input) print one line `microfang: ...` and exit 1; bugs keep their
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 from microfang import console
@@ -49,6 +50,7 @@ def argparse_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run agents locally and print their events, logs and stats")
     p.add_argument("agents", type=Path, nargs="+", help="manifests (.toml, built first) or bundles (.mfa)")
     p.add_argument("-t", "--seconds", type=float, default=3.0, help="how long to run (default 3)")
+    p.add_argument("-e", "--events", action="store_true", help="also print every event delivered to an agent")
 
 
 def do_run(args: argparse.Namespace) -> None:
@@ -56,7 +58,7 @@ def do_run(args: argparse.Namespace) -> None:
 
     if args.seconds <= 0:
         raise MicrofangError("--seconds must be positive")
-    run(args.agents, args.seconds)
+    run(args.agents, args.seconds, events=args.events)
 
 
 _COMMANDS = {
@@ -67,8 +69,10 @@ _COMMANDS = {
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="microfang", description=__doc__.split("\n")[0],
+    summary, _, usage = __doc__.partition("\n\n")
+    p = argparse.ArgumentParser(prog="microfang", description=summary, epilog=usage.split("\n\nEach")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"microfang {version('microfang')}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for _, build_parser in _COMMANDS.values():
         build_parser(sub)

@@ -15,7 +15,7 @@ from microfang.responder import LocalResponder
 from microfang.sensors import SimulatedSensors
 from microfang.tools.build import build
 
-_STYLES = {"log": "white", "fault": "bold red", "state": "cyan", "request": "magenta", "publish": "green"}
+_STYLES = {"event": "dim", "log": "white", "fault": "bold red", "state": "cyan", "request": "magenta", "publish": "green"}
 
 
 def load_bundle(path: Path) -> bytes:
@@ -41,7 +41,7 @@ def stats_table(supervisor: Supervisor) -> Table:
     return table
 
 
-def run(paths: list[Path], seconds: float) -> Supervisor:
+def run(paths: list[Path], seconds: float, events: bool = False) -> Supervisor:
     """Spawn the agents at `paths` and run them for `seconds`, printing their output."""
     start = time.monotonic()
 
@@ -59,7 +59,7 @@ def run(paths: list[Path], seconds: float) -> Supervisor:
             return responder.answer(agent_id, target, body, request_id)
         return 0
 
-    supervisor = Supervisor(report=report, outbox=outbox, sensors=SimulatedSensors())
+    supervisor = Supervisor(report=report, outbox=outbox, sensors=SimulatedSensors(), trace_events=events)
     responder = LocalResponder(supervisor.post)
     bundles = [load_bundle(p) for p in paths]
     for data in bundles:
