@@ -128,7 +128,7 @@ class Sandbox:
         """Copy `length` bytes at `ptr` out of the agent's memory, checked."""
         ptr &= _U32
         if length < 0 or length > abi.MAX_HOST_PAYLOAD:
-            raise AgentFault(self.agent_id, "host", "%s: length %d is over the %d byte limit" % (what, length, abi.MAX_HOST_PAYLOAD))
+            raise AgentFault(self.agent_id, "host", "%s: length %d is outside 0..%d bytes" % (what, length, abi.MAX_HOST_PAYLOAD))
         mem = self._runtime.get_memory(0)
         if ptr + length > len(mem):
             raise AgentFault(self.agent_id, "host", "%s: %d bytes at %#x are outside its %d byte memory" % (what, length, ptr, len(mem)))
