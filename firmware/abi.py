@@ -44,3 +44,8 @@ E_RATE = -6  # rate limit hit
 
 # Largest single payload an agent may hand the host in one call.
 MAX_HOST_PAYLOAD = 4096
+
+# What one agent may ask of a board at most (the build refuses more, the board checks again).
+MAX_AGENT_MEMORY = 4 * 1024 * 1024
+MAX_AGENT_STACK = 256 * 1024
+MAX_FUEL = 1 << 48

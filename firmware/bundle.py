@@ -5,7 +5,7 @@
 
 import hashlib
 
-from . import cbor
+from . import abi, cbor
 from .errors import BundleError
 
 FORMAT = "mfa/1"
@@ -45,4 +45,49 @@ def decode(data):
         raise BundleError("bundle wasm does not match its sha256")
     if doc.get("version") != manifest.get("version"):
         raise BundleError("bundle version does not match its manifest")
+    check_manifest(manifest)
     return manifest, wasm
+
+
+# The normalized manifest's shape (docs/protocol.md): field -> (type, low, high) or a sub-table.
+_SHAPE = {
+    "agent_id": str,
+    "version": (int, 1, (1 << 31) - 1),
+    "fuel": {"max": (int, 1, abi.MAX_FUEL), "refuel_interval_ms": (int, 10, 1 << 31),
+             "refuel_amount": (int, 1, abi.MAX_FUEL)},
+    "memory": {"max_bytes": (int, 1, abi.MAX_AGENT_MEMORY), "stack_bytes": (int, 1024, abi.MAX_AGENT_STACK),
+               "grow_limit_pages": (int, 0, 65536)},
+    "restart": {"policy": str, "max_restarts": (int, 0, 1000), "backoff_ms": (int, 1, 3600000)},
+    "permissions": {"allowed": list, "denied": list},
+    "timers": list,
+}
+
+
+def _check(table, shape, where):
+    for key in shape:
+        want = shape[key]
+        field = where + key
+        value = table.get(key) if isinstance(table, dict) else None
+        if isinstance(want, dict):
+            if not isinstance(value, dict):
+                raise BundleError("bundle manifest: %s must be a table" % field)
+            _check(value, want, field + ".")
+        elif isinstance(want, tuple):
+            if not isinstance(value, int) or isinstance(value, bool) or not want[1] <= value <= want[2]:
+                raise BundleError("bundle manifest: %s must be an integer in %d..%d" % (field, want[1], want[2]))
+        elif not isinstance(value, want):
+            raise BundleError("bundle manifest: %s is missing or not a %s" % (field, want.__name__))
+
+
+def check_manifest(manifest):
+    """Raise BundleError unless a normalized manifest has every field the board reads, in range.
+
+    The build validates manifests with friendlier messages; the board must not trust that."""
+    _check(manifest, _SHAPE, "")
+    for name in manifest["permissions"]["allowed"] + manifest["permissions"]["denied"]:
+        if name not in abi.HOST_FUNCTIONS:
+            raise BundleError("bundle manifest: unknown host function %r" % (name,))
+    for timer in manifest["timers"]:
+        if not isinstance(timer, dict):
+            raise BundleError("bundle manifest: timers must be tables")
+        _check(timer, {"id": (int, 1, 65535), "every_ms": (int, 10, 1 << 31)}, "timers.")

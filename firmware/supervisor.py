@@ -87,6 +87,8 @@ class Supervisor:
         """Spawn an agent from bundle bytes (or a manifest and metered wasm); return its id."""
         if data is not None:
             manifest, wasm = bundle.decode(data)
+        else:
+            bundle.check_manifest(manifest)
         agent_id = manifest["agent_id"]
         old = self.agents.get(agent_id)
         if old is not None and old.state != STOPPED:

@@ -6,8 +6,8 @@ import asyncio
 import pytest
 from helpers import agent_wat, build_bundle, raw_bundle
 
-from microfang.firmware import abi
-from microfang.firmware.errors import SandboxError, WasmError
+from microfang.firmware import abi, bundle, cbor
+from microfang.firmware.errors import BundleError, SandboxError, WasmError
 from microfang.firmware.supervisor import EXHAUSTED, FAILED, RUNNING, Supervisor
 from microfang.tools.wasm.wasmtools import parse_wat
 
@@ -174,8 +174,6 @@ def test_malformed_wasm_is_refused_at_spawn(wasm):
 
 def test_truncated_metered_module_is_refused_at_spawn():
     good = build_bundle(HELLO)
-    from microfang.firmware import bundle
-
     manifest, wasm = bundle.decode(good)
     with pytest.raises(SandboxError):
         Supervisor().spawn(manifest=manifest, wasm=wasm[: len(wasm) // 2])
@@ -291,3 +289,28 @@ def test_restart_policy_always_ignores_max_restarts():
         now[0] += 10_000
     assert sup.stats("a1")["state"] == "backoff"
     assert sup.stats("a1")["restarts"] == 5
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "problem"),
+    [
+        (("memory",), None, "memory must be a table"),
+        (("memory", "max_bytes"), 1 << 40, "memory.max_bytes must be an integer in 1..4194304"),
+        (("fuel", "max"), "lots", "fuel.max must be an integer"),
+        (("agent_id",), 7, "agent_id is missing or not a str"),
+        (("timers",), [{"id": 1, "every_ms": 0}], "timers.every_ms must be an integer in 10.."),
+        (("permissions", "allowed"), ["log", "system"], "unknown host function 'system'"),
+    ],
+)
+def test_forged_bundle_manifest_is_refused_with_the_field_named(path, value, problem):
+    doc = cbor.loads(build_bundle(HELLO))
+    table = doc["manifest"]
+    for key in path[:-1]:
+        table = table[key]
+    table[path[-1]] = value
+    sup = Supervisor()
+    with pytest.raises(BundleError, match=problem):
+        sup.spawn(cbor.dumps(doc))
+    with pytest.raises(BundleError, match=problem):
+        sup.spawn(manifest=doc["manifest"], wasm=doc["wasm"])
+    assert sup.agents == {}

@@ -16,10 +16,10 @@ from microfang.firmware import abi
 from microfang.firmware.errors import ManifestError
 
 SCHEMA_VERSION = 1
-# What one agent may ask of a board at most; boards/ profiles narrow it per board.
-MAX_HEAP_BYTES = 4 * 1024 * 1024
-MAX_STACK_KB = 256
-MAX_FUEL = 1 << 48
+# What one agent may ask of a board at most (firmware/abi.py); boards/ profiles narrow it per board.
+MAX_HEAP_BYTES = abi.MAX_AGENT_MEMORY
+MAX_STACK_KB = abi.MAX_AGENT_STACK >> 10
+MAX_FUEL = abi.MAX_FUEL
 MIN_TIMER_MS = 10
 AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 RESTART_POLICIES = ("never", "on-failure", "always")
