@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +40,14 @@ def compile_source(path: Path) -> bytes:
     clang = shutil.which("clang")
     if clang is None:
         raise WasmError("clang is needed to build C agents (Debian: apt install clang lld)")
-    out = path.with_suffix(".wasm")
-    proc = subprocess.run([clang, *CLANG_FLAGS, f"-I{SDK_DIR}", "-o", str(out), str(path)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode:
-        first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip())
-        raise WasmError(f"{path}: compile failed: {first}")
-    return out.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="microfang-") as tmp:
+        out = Path(tmp) / path.with_suffix(".wasm").name
+        proc = subprocess.run([clang, *CLANG_FLAGS, f"-I{SDK_DIR}", "-o", str(out), str(path)],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode:
+            first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip())
+            raise WasmError(f"{path}: compile failed: {first}")
+        return out.read_bytes()
 
 
 def check_abi(module: wb.Module, manifest: dict[str, Any]) -> None:
