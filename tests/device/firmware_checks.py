@@ -1,10 +1,12 @@
 # Device-side checks that run unmodified under MicroPython and CPython; test_device_runtimes.py
 # runs this file under both and requires identical output.
 #
-# argv: ROOT (a folder holding microfang/firmware), BUNDLE (a built .mfa), CBOR_HEX (cbor2 bytes).
+# argv: ROOT (a folder holding microfang/firmware, or "-" to use the installed package),
+# BUNDLE (a built .mfa), CBOR_HEX (bytes encoded by cbor2).
 import sys
 
-sys.path.insert(0, sys.argv[1])
+if sys.argv[1] != "-":
+    sys.path.insert(0, sys.argv[1])
 
 from microfang.firmware import abi, bundle, cbor, port, wasminfo  # noqa: E402
 from microfang.firmware.errors import BundleError, SandboxError  # noqa: E402
