@@ -4,6 +4,8 @@ Usage:
   microfang build AGENT.toml [-o OUT.mfa]   validate, meter and bundle an agent
   microfang inspect FILE                     describe a bundle (.mfa) or a wasm module
   microfang run AGENT.toml|AGENT.mfa ... [-e] run agents locally and print their logs (-e: and events)
+  microfang port build [--board unix|esp32|esp32s3]
+                                             build the MicroPython firmware, print its path
 
 Each command is a `do_X(args)` handler plus an `argparse_X(sub)` builder in `_COMMANDS`.
 Expected failures (bad input) print one line `microfang: ...` and exit 1; bugs keep their
@@ -13,6 +15,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -61,10 +64,31 @@ def do_run(args: argparse.Namespace) -> None:
     run(args.agents, args.seconds, events=args.events)
 
 
+def argparse_port(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("port", help="build microfang's MicroPython firmware (unix port or ESP32 boards)")
+    actions = p.add_subparsers(dest="port_action", metavar="ACTION", required=True)
+    b = actions.add_parser("build", help="build the firmware and print the binary's path (cached by version)")
+    b.add_argument("--board", default="unix", choices=["unix", "esp32", "esp32s3"],
+                   help="unix: a MicroPython binary for this machine; esp32/esp32s3: needs ESP-IDF (docs/boards.md)")
+    b.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, help="parallel compile jobs")
+
+
+def do_port(args: argparse.Namespace) -> None:
+    from microfang.tools import portbuild
+
+    with console.stage(f"port build --board {args.board}") as step:
+        if args.board == "unix":
+            path = portbuild.build_unix(step, args.jobs)
+        else:
+            path = portbuild.build_esp32(args.board, step, args.jobs)
+    console.out.print(str(path), markup=False, highlight=False)
+
+
 _COMMANDS = {
     "build": (do_build, argparse_build),
     "inspect": (do_inspect, argparse_inspect),
     "run": (do_run, argparse_run),
+    "port": (do_port, argparse_port),
 }
 
 

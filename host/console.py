@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 
@@ -22,3 +24,35 @@ def die(message: str, code: int = 1) -> int:
     # Plain print, not rich: an error stays one line however narrow the terminal.
     print(f"microfang: {message}", file=sys.stderr, flush=True)
     return code
+
+
+@contextmanager
+def stage(title: str) -> Iterator[Callable[[str], None]]:
+    """Show a spinner with the latest line of a long job; yields the `step(line)` callback.
+
+    Lines starting with two spaces are tool output (compiler lines). On a terminal the latest
+    line updates in place; otherwise stage lines are printed and tool output is sampled, so CI
+    logs show progress without thousands of lines.
+    """
+    if not err_console.is_terminal:
+        seen = [0]
+
+        def step(line: str) -> None:
+            if line.startswith("  "):
+                seen[0] += 1
+                if seen[0] % 40:
+                    return
+            print(f"[{title}] {line.strip()}", file=sys.stderr, flush=True)
+
+        yield step
+        return
+    with err_console.status(title) as status:
+
+        def step(line: str) -> None:
+            status.update(f"{title}: {line.strip()[:100]}")
+
+        yield step
+    err_console.print(f"{title}: done", markup=False)
+
+
+err_console = Console(stderr=True, highlight=False)

@@ -103,6 +103,11 @@ void *  m3_Realloc  (void * i_ptr, size_t i_newSize, size_t i_oldSize)
     return newPtr;
 }
 
+#elif d_m3ExternalAllocator
+
+// microfang: the embedder defines m3_Malloc, m3_FreeImpl and m3_Realloc (the MicroPython module
+// puts every wasm3 allocation on the GC heap, so the heap size really bounds a board).
+
 #else
 
 void *  m3_Malloc  (size_t i_size)

@@ -1,0 +1,93 @@
+"""Board definitions: each board is a small class of data (esptool-style), its MicroPython
+custom board folder beside it, and the profile used to emulate it off hardware.
+
+`BOARD_DEFS` maps the names used on the command line (`--board esp32`) to the classes.
+Partitions are read from the board folder's partitions.csv, the same file ESP-IDF builds with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BOARDS_DIR = Path(__file__).resolve().parent
+
+
+class Partition:
+    def __init__(self, name: str, kind: str, subtype: str, offset: int, size: int) -> None:
+        self.name = name
+        self.kind = kind
+        self.subtype = subtype
+        self.offset = offset
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"Partition({self.name!r}, {self.kind}/{self.subtype}, {self.offset:#x}, {self.size:#x})"
+
+
+def read_partitions(path: Path) -> list[Partition]:
+    """Parse an ESP-IDF partition table CSV (explicit offsets only)."""
+    parts = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, kind, subtype, offset, size = [f.strip() for f in line.split(",")[:5]]
+        parts.append(Partition(name, kind, subtype, int(offset, 0), int(size, 0)))
+    return parts
+
+
+class Board:
+    """A board microfang can run on. Subclasses override the class constants."""
+
+    NAME = "base"
+    PORT = "unix"  # MicroPython port that builds its firmware
+    MICROPYTHON_BOARD = ""  # folder under boards/ with the custom board definition
+    CHIP = ""  # esptool chip name
+    IDF_VERSION = ""
+    HEAP_BYTES = 0  # MicroPython GC heap after boot, used as `-X heapsize` off hardware
+    FLASH_BYTES = 0
+    DATA_PARTITION = "vfs"  # the LittleFS partition holding config, keys, agents and logs
+
+    @classmethod
+    def partitions(cls) -> list[Partition]:
+        if not cls.MICROPYTHON_BOARD:
+            return []
+        return read_partitions(BOARDS_DIR / cls.MICROPYTHON_BOARD / "partitions.csv")
+
+    @classmethod
+    def data_partition(cls) -> Partition | None:
+        return next((p for p in cls.partitions() if p.name == cls.DATA_PARTITION), None)
+
+    @classmethod
+    def heapsize_arg(cls) -> str:
+        return f"heapsize={cls.HEAP_BYTES // 1024}k"
+
+
+class ESP32(Board):
+    NAME = "esp32"
+    PORT = "esp32"
+    MICROPYTHON_BOARD = "MICROFANG_ESP32"
+    CHIP = "esp32"
+    IDF_VERSION = "5.2.2"
+    HEAP_BYTES = 110 * 1024  # public reports for a plain ESP32 after boot (FACTS.md)
+    FLASH_BYTES = 4 * 1024 * 1024
+
+
+class ESP32S3PSRAM(Board):
+    NAME = "esp32s3"
+    PORT = "esp32"
+    MICROPYTHON_BOARD = "MICROFANG_ESP32S3_PSRAM"
+    CHIP = "esp32s3"
+    IDF_VERSION = "5.2.2"
+    HEAP_BYTES = 2 * 1024 * 1024  # conservative: 8 MB PSRAM gives MicroPython several MB
+    FLASH_BYTES = 8 * 1024 * 1024
+
+
+class Unix(Board):
+    NAME = "unix"
+    HEAP_BYTES = 1024 * 1024
+
+
+BOARD_DEFS: dict[str, type[Board]] = {"unix": Unix, "esp32": ESP32, "esp32s3": ESP32S3PSRAM}
+# Heap profiles for running the unix port like a board (`-X heapsize`).
+PROFILES: dict[str, type[Board]] = {"esp32": ESP32, "esp32s3-psram": ESP32S3PSRAM}
