@@ -31,6 +31,6 @@ class AgentFault(MicrofangError):
     """
 
     def __init__(self, agent_id, reason, message):
-        MicrofangError.__init__(self, "agent %s: %s" % (agent_id, message))
+        super().__init__("agent %s: %s" % (agent_id, message))
         self.agent_id = agent_id
         self.reason = reason

@@ -1,4 +1,10 @@
-"""Device code runs unmodified on MicroPython and CPython: the same checks, the same output."""
+"""Device code runs unmodified on MicroPython and CPython.
+
+1. The codec/bundle checks give identical output on the prebuilt MicroPython (no wasm3) and
+   CPython.
+2. The device suite (tests/device/) passes on CPython and on microfang's own MicroPython build
+   (`microfang port build --board unix`) under each board heap profile.
+"""
 
 import shutil
 import subprocess
@@ -7,10 +13,45 @@ from pathlib import Path
 
 import cbor2
 import pytest
+from agents import write_device_bundles
 from helpers import HELLO_WAT, build_bundle
 
+from microfang.boards import PROFILES
+from microfang.tools import portbuild
+
 ROOT = Path(__file__).resolve().parent.parent
-CHECKS = Path(__file__).parent / "device" / "firmware_checks.py"
+DEVICE = Path(__file__).parent / "device"
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    return write_device_bundles(tmp_path_factory.mktemp("bundles"))
+
+
+@pytest.fixture(scope="module")
+def microfang_micropython():
+    """microfang's unix-port MicroPython (wasm3 + frozen firmware), built or taken from the cache."""
+    return portbuild.build_unix(lambda line: None)
+
+
+def run_device_suite(command, bundles):
+    proc = subprocess.run([*command, str(DEVICE / "run.py"), str(bundles), "test_supervisor_device"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_device_suite_passes_on_cpython(bundles):
+    code, output = run_device_suite([sys.executable], bundles)
+    assert code == 0, output
+    assert " 0 failed" in output
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_device_suite_passes_on_micropython_with_the_board_heap(profile, bundles, microfang_micropython):
+    heap = PROFILES[profile].heapsize_arg()
+    code, output = run_device_suite([str(microfang_micropython), "-X", heap], bundles)
+    assert code == 0, f"-X {heap}:\n{output}"
+    assert " 0 failed" in output
 
 
 @pytest.fixture
@@ -27,8 +68,8 @@ def run_checks(interpreter, package_root, tmp_path):
     bundle_path = tmp_path / "hello.mfa"
     bundle_path.write_bytes(build_bundle(HELLO_WAT))
     cbor_hex = cbor2.dumps({"k": [1, 2.5, b"\x00", "t", None], "big": 2**63}).hex()
-    proc = subprocess.run([interpreter, str(CHECKS), str(package_root), str(bundle_path), cbor_hex],
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run([interpreter, str(DEVICE / "firmware_checks.py"), str(package_root), str(bundle_path),
+                           cbor_hex], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout, proc.stderr
 

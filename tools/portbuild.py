@@ -33,8 +33,10 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 """
 # Left out of the unix build: their sources are not in Debian's tree (BTREE, axTLS) or need
 # system libraries (mbedTLS, FFI). Kept: socket, select, asyncio, hashlib, VfsLfs2.
+# MICROPY_FORCE_32BIT: a 32-bit build (like the ESP32) spends heap per object and per wasm3
+# structure the way a board does; a 64-bit build needs ~1.6x the heap for the same agents.
 UNIX_FLAGS = ["MICROPY_PY_BTREE=0", "MICROPY_SSL_AXTLS=0", "MICROPY_SSL_MBEDTLS=0", "MICROPY_PY_SSL=0",
-              "MICROPY_PY_FFI=0"]
+              "MICROPY_PY_FFI=0", "MICROPY_FORCE_32BIT=1"]
 
 Progress = Callable[[str], None]
 
@@ -136,6 +138,14 @@ def build_key(root: Path, extra: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def _check_m32() -> None:
+    probe = subprocess.run(["gcc", "-m32", "-x", "c", "-", "-o", os.devnull], input="int main(void){return 0;}\n",
+                           capture_output=True, text=True, check=False)
+    if probe.returncode:
+        raise PortBuildError("the unix port is built 32-bit like an ESP32 and needs gcc -m32 "
+                             "(Debian: apt install gcc-multilib)")
+
+
 def build_unix(step: Progress, jobs: int = 2) -> Path:
     """Build the unix port with wasm3 and the frozen firmware; return the binary (cached)."""
     root = source_root()
@@ -146,6 +156,7 @@ def build_unix(step: Progress, jobs: int = 2) -> Path:
         return binary
     if shutil.which("make") is None or shutil.which("gcc") is None:
         raise PortBuildError("building the unix port needs make and gcc (Debian: apt install build-essential)")
+    _check_m32()
     tree = fetch_source(step)
     if not (tree / "mpy-cross" / "build" / "mpy-cross").is_file():
         step("building mpy-cross")

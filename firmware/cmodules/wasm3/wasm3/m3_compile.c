@@ -2761,7 +2761,8 @@ M3Result  CompileFunction  (IM3Function io_function)
                                                                         io_function->index, m3_GetFunctionName (io_function), SPrintFuncTypeSignature (funcType), (u32) (io_function->wasmEnd - io_function->wasm));
     IM3Runtime runtime = io_function->module->runtime;
 
-    IM3Compilation o = & runtime->compilation;                      d_m3Assert (d_m3MaxFunctionSlots >= d_m3MaxFunctionStackHeight * (d_m3Use32BitSlots + 1))  // need twice as many slots in 32-bit mode
+    M3Compilation compilation;  // microfang: on the C stack, not in the runtime (patches/0003)
+    IM3Compilation o = & compilation;                               d_m3Assert (d_m3MaxFunctionSlots >= d_m3MaxFunctionStackHeight * (d_m3Use32BitSlots + 1))  // need twice as many slots in 32-bit mode
     memset (o, 0x0, sizeof (M3Compilation));
 
     o->runtime  = runtime;

@@ -269,7 +269,8 @@ M3Result  EvaluateExpression  (IM3Module i_module, void * o_expressed, u8 i_type
     IM3Runtime savedRuntime = i_module->runtime;
     i_module->runtime = & runtime;
 
-    IM3Compilation o = & runtime.compilation;
+    M3Compilation compilation = { 0 };
+    IM3Compilation o = & compilation;
     o->runtime = & runtime;
     o->module =  i_module;
     o->wasm =    * io_bytes;

@@ -154,7 +154,8 @@ void                        Environment_AddFuncType     (IM3Environment i_enviro
 
 typedef struct M3Runtime
 {
-    M3Compilation           compilation;
+    // microfang: no M3Compilation here (~1 KB per runtime, used only while compiling); the
+    // compiler keeps it on the C stack instead (patches/0003).
 
     IM3Environment          environment;
 

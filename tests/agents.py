@@ -1,0 +1,116 @@
+"""The agents the specifications run: inline WAT plus manifest changes, built with the real
+toolchain. test_sandbox.py runs them on CPython; tests/device/ runs the same bundles under
+MicroPython with board heaps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import agent_wat, build_bundle, raw_bundle
+
+from microfang.tools.wasm.wasmtools import parse_wat
+
+ON_EVENT = '(func (export "mf_on_event") (param i32 i32 i32) (result i32) {body})'
+NEVER_RESTART = {"agent.restart": {"policy": "never"}}
+
+HELLO = agent_wat("""
+  (data (i32.const 0) "hi")
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+    (call $log (i32.const 0) (i32.const 2)) (i32.const 0))""")
+
+INFINITE_LOOP = agent_wat(ON_EVENT.format(body="(loop $forever (br $forever)) (i32.const 0)"))
+
+# Counts its events in memory at address 0, then spins forever on the third one.
+COUNT_THEN_SPIN = agent_wat(ON_EVENT.format(body="""
+    (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))
+    (if (i32.eq (i32.load (i32.const 0)) (i32.const 3)) (then (loop $l (br $l))))
+    (i32.const 0)"""))
+
+DEEP_RECURSION = agent_wat("""
+  (func $down (param i32) (result i32) (i32.add (call $down (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (call $down (i32.const 0)))""")
+
+# Grows memory until refused, then logs the final page count as one digit.
+MEMORY_BOMB = agent_wat(ON_EVENT.format(body="""
+    (block $done (loop $more
+      (br_if $done (i32.eq (memory.grow (i32.const 1)) (i32.const -1)))
+      (br $more)))
+    (i32.store8 (i32.const 0) (i32.add (i32.const 48) (memory.size)))
+    (call $log (i32.const 0) (i32.const 1))
+    (i32.const 0)"""))
+
+START_LOOP = agent_wat("""
+  (func $start (loop $l (br $l)))
+  (start $start)
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (i32.const 0))""")
+
+SUB_PAGE = agent_wat(ON_EVENT.format(body="""
+    (i32.store8 (local.get 1) (i32.const 1)) (i32.store8 (i32.const 8192) (i32.const 1)) (i32.const 0)"""))
+
+UNREACHABLE = agent_wat(ON_EVENT.format(body="unreachable"))
+
+
+def log_call(ptr: int, length: int) -> str:
+    return agent_wat(ON_EVENT.format(body=f"(call $log (i32.const {ptr}) (i32.const {length})) (i32.const 0)"))
+
+
+def unbuilt(imports: str, memory: str = '(memory (export "memory") 1)') -> bytes:
+    """A module that skips `microfang build`: metered by hand, with what the build refuses."""
+    abi = memory + ' (func (export "mf_alloc") (param i32) (result i32) (i32.const 0))'
+    return parse_wat(agent_wat(ON_EVENT.format(body="(i32.const 0)"),
+                               imports='(import "metering" "usegas" (func (param i32))) ' + imports, abi=abi))
+
+
+def device_bundles() -> dict[str, bytes]:
+    """Every bundle the device suite needs, by name: capped at 8 KiB of linear memory (not a
+    whole 64 KiB page) and a 2 KiB wasm stack, so that several fit the ~110 KB heap of a plain
+    ESP32."""
+    small = {"sandbox.memory.max_heap_kb": 8, "sandbox.memory.stack_size_kb": 2}
+
+    def build(wat: str, **changes: object) -> bytes:
+        return build_bundle(wat, **{**small, **changes})
+
+    def raw(wasm: bytes) -> bytes:
+        return raw_bundle(wasm, **small)
+
+    return {
+        "hello": build(HELLO),
+        "spinner": build(INFINITE_LOOP, **{"sandbox.agent_id": "spinner",
+                                           "sandbox.fuel.refuel_interval_ms": 60_000}),
+        "counter": build(COUNT_THEN_SPIN, **{"sandbox.fuel.max_fuel": 5_000, "sandbox.fuel.refuel_amount": 5_000,
+                                                    "sandbox.fuel.refuel_interval_ms": 100}),
+        "deep": build(DEEP_RECURSION, **{"sandbox.agent_id": "deep", "sandbox.fuel.max_fuel": 10**9,
+                                                **NEVER_RESTART}),
+        "bomb": build(MEMORY_BOMB, **{"sandbox.memory.max_heap_kb": 24,
+                                             "sandbox.memory.grow_limit_pages": 100}),
+        "start_loop": build(START_LOOP),
+        "sub_page": build(SUB_PAGE, **{"sandbox.memory.max_heap_kb": 8, **NEVER_RESTART}),
+        "oob": build(log_call(0xFFFF0000, 10), **NEVER_RESTART),
+        "too_long": build(log_call(0, 100000), **NEVER_RESTART),
+        "trap": build(UNREACHABLE, **{"agent.restart": {"policy": "on-failure", "max_restarts": 2,
+                                                               "backoff_ms": 100}}),
+        "huge_memory": raw(unbuilt("", memory='(memory (export "memory") 100)')),
+        "bad_import": raw(unbuilt('(import "env" "system" (func))')),
+        "malformed": raw(b"\x00asm\x01\x00\x00\x00\x01\xff\xff"),
+        "small": build(HELLO, **{"sandbox.memory.max_heap_kb": 2, "sandbox.memory.stack_size_kb": 1}),
+        **{f"example_{name}": _example(name) for name in ("hello", "threshold", "ask")},
+    }
+
+
+def _example(name: str) -> bytes:
+    """A C example agent from tools/sdk/examples, built by `microfang build`'s library."""
+    import tempfile
+
+    from microfang.tools.build import build
+
+    examples = Path(__file__).resolve().parent.parent / "tools" / "sdk" / "examples"
+    with tempfile.TemporaryDirectory() as tmp:
+        out, _ = build(examples / name / "agent.toml", Path(tmp) / f"{name}.mfa")
+        return out.read_bytes()
+
+
+def write_device_bundles(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in device_bundles().items():
+        (folder / f"{name}.mfa").write_bytes(data)
+    return folder
