@@ -16,10 +16,10 @@ from microfang.tools.wasm import wasmtools
 from microfang.tools.wasm.meter import meter
 
 SDK_DIR = Path(__file__).parent / "sdk"
-# Small agents: a 2 KiB C stack at the bottom of one page, data right after it (FACTS.md).
+# Small agents: a 1 KiB C stack at the bottom of linear memory, data right after it (FACTS.md).
 CLANG_FLAGS = [
     "--target=wasm32", "-O2", "-nostdlib", "-ffreestanding", "-fno-builtin",
-    "-Wl,--no-entry", "-Wl,-z,stack-size=2048", "-Wl,--global-base=16",
+    "-Wl,--no-entry", "-Wl,-z,stack-size=1024", "-Wl,--global-base=16",
     "-Wl,--initial-memory=65536", "-Wl,--max-memory=65536", "-Wl,--strip-debug",
 ]
 
