@@ -55,3 +55,196 @@ def _load_engine():
 
 
 engine = _load_engine()
+
+
+# ---- flash: LittleFS on a block device --------------------------------------------------
+#
+# Both runtimes run the same LittleFS v2 code over the same block protocol with the same
+# geometry (MicroPython's VfsLfs2 defaults: 32-byte reads/programs, 128-byte cache, 32-byte
+# lookahead, 100 block cycles), so an image written by the simulator mounts on a board.
+
+_LFS_READ = 32
+_LFS_PROG = 32
+_LFS_LOOKAHEAD = 32
+
+
+class _LfsFile:
+    """A littlefs-python file whose errors are OSErrors, like a MicroPython VfsLfs2 file."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def _call(self, method, *args):
+        from littlefs import LittleFSError
+
+        try:
+            return getattr(self._f, method)(*args)
+        except LittleFSError as e:
+            raise OSError(-e.code, str(e))
+
+    def write(self, data):
+        return self._call("write", data)
+
+    def read(self, *size):
+        return self._call("read", *size)
+
+    def flush(self):
+        return self._call("flush")
+
+    def close(self):
+        try:
+            return self._call("close")
+        finally:
+            # littlefs-python marks its handle closed only when lfs_file_close succeeds, yet
+            # LittleFS has released the file either way; a second close (at garbage
+            # collection) then trips an assertion in lfs.c and aborts the process.
+            raw = getattr(self._f, "raw", self._f)
+            setattr(raw, "__IOBase_closed", True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Flash:
+    """A mounted LittleFS. Paths are absolute within the filesystem ("/logs/a1/...")."""
+
+    def __init__(self, bdev, mount_point="/flash"):
+        self.bdev = bdev
+        if MICROPYTHON:
+            import os
+
+            self._os = os
+            try:
+                vfs = os.VfsLfs2(bdev, readsize=_LFS_READ, progsize=_LFS_PROG, lookahead=_LFS_LOOKAHEAD)
+            except OSError:
+                os.VfsLfs2.mkfs(bdev, readsize=_LFS_READ, progsize=_LFS_PROG, lookahead=_LFS_LOOKAHEAD)
+                vfs = os.VfsLfs2(bdev, readsize=_LFS_READ, progsize=_LFS_PROG, lookahead=_LFS_LOOKAHEAD)
+            try:
+                os.umount(mount_point)
+            except OSError:
+                pass
+            os.mount(vfs, mount_point)
+            self._root = mount_point
+        else:
+            from littlefs import LittleFS, UserContext
+
+            class _Context(UserContext):
+                # littlefs-python calls these with the same block/offset arguments as the C
+                # driver in MicroPython's VfsLfs2.
+                def __init__(self, dev):
+                    self.dev = dev
+
+                def read(self, cfg, block, off, size):
+                    buf = bytearray(size)
+                    self.dev.readblocks(block, buf, off)
+                    return buf
+
+                def prog(self, cfg, block, off, data):
+                    self.dev.writeblocks(block, data, off)
+                    return 0
+
+                def erase(self, cfg, block):
+                    self.dev.ioctl(6, block)
+                    return 0
+
+                def sync(self, cfg):
+                    self.dev.ioctl(3, 0)
+                    return 0
+
+            block_size = bdev.ioctl(5, 0)
+            self._fs = LittleFS(context=_Context(bdev), block_size=block_size, block_count=bdev.ioctl(4, 0),
+                                read_size=_LFS_READ, prog_size=_LFS_PROG, lookahead_size=_LFS_LOOKAHEAD,
+                                cache_size=min(block_size, 4 * max(_LFS_READ, _LFS_PROG)), block_cycles=100,
+                                mount=False)
+            try:
+                self._fs.mount()
+            except Exception:
+                self._fs.format()
+                self._fs.mount()
+            self._root = ""
+
+    def _path(self, path):
+        return self._root + path
+
+    def _lfs(self, method, *args):
+        # littlefs-python raises LittleFSError (negative LFS codes, which are -errno) from
+        # some calls: turn them into OSError as MicroPython's VfsLfs2 does.
+        from littlefs import LittleFSError
+
+        try:
+            return getattr(self._fs, method)(*args)
+        except LittleFSError as e:
+            raise OSError(-e.code, str(e))
+
+    def open(self, path, mode):
+        if MICROPYTHON:
+            return open(self._path(path), mode)
+        if mode == "ab" and not self.exists(path):
+            mode = "wb"  # littlefs-python's append mode does not create the file
+        return _LfsFile(self._lfs("open", path, mode))
+
+    def exists(self, path):
+        try:
+            self.size(path)
+            return True
+        except OSError:
+            return False
+
+    def size(self, path):
+        if MICROPYTHON:
+            return self._os.stat(self._path(path))[6]
+        return self._lfs("stat", path).size
+
+    def listdir(self, path):
+        try:
+            return sorted(self._os.listdir(self._path(path)) if MICROPYTHON else self._lfs("listdir", path))
+        except OSError:
+            return []
+
+    def makedirs(self, path):
+        built = ""
+        for part in path.strip("/").split("/"):
+            built += "/" + part
+            try:
+                if MICROPYTHON:
+                    self._os.mkdir(self._path(built))
+                else:
+                    self._lfs("mkdir", built)
+            except OSError:
+                pass  # exists
+
+    def remove(self, path):
+        if MICROPYTHON:
+            self._os.remove(self._path(path))
+        else:
+            self._lfs("remove", path)
+
+    def rename(self, old, new):
+        # Atomic in LittleFS, replacing `new`: the way to commit a rewritten file.
+        if MICROPYTHON:
+            self._os.rename(self._path(old), self._path(new))
+        else:
+            self._lfs("rename", old, new)
+
+    def usage(self):
+        """(bytes used, bytes total)."""
+        if MICROPYTHON:
+            st = self._os.statvfs(self._root)
+            return (st[2] - st[3]) * st[0], st[2] * st[0]
+        block_size = self.bdev.ioctl(5, 0)
+        return self._fs.used_block_count * block_size, self.bdev.ioctl(4, 0) * block_size
+
+    def unmount(self):
+        if MICROPYTHON:
+            try:
+                self._os.umount(self._root)
+            except OSError:
+                pass
+        else:
+            try:
+                self._fs.unmount()
+            except Exception:
+                pass

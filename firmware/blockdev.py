@@ -1,0 +1,128 @@
+# Block devices in MicroPython's extended block protocol (readblocks/writeblocks with an
+# offset, ioctl), used by LittleFS on both runtimes (port.mount_flash). On a board the real
+# one is the flash partition (esp32.Partition); these serve the simulator and the tests.
+
+_IOCTL_SYNC = 3
+_IOCTL_BLOCK_COUNT = 4
+_IOCTL_BLOCK_SIZE = 5
+_IOCTL_ERASE = 6
+
+
+class RAMBlockDevice:
+    """Flash in a bytearray. `cut_after=k` cuts the power at the k-th block write (a program or
+    an erase): that write is lost, or half applied with `tear=True`, and so is every later
+    one, as if the board had stopped there. `dead` says the cut happened; `image()` is what
+    the flash holds. Nothing is raised: exceptions cannot cross LittleFS's C code on CPython
+    (littlefs-python swallows them), so the code under test checks `dead` after each step."""
+
+    def __init__(self, block_size=4096, block_count=32, data=None, cut_after=0, tear=False):
+        self.block_size = block_size
+        self.block_count = block_count
+        self.data = bytearray(data) if data is not None else bytearray(b"\xff" * (block_size * block_count))
+        self.cut_after = cut_after
+        self.tear = tear
+        self.writes = 0
+        self.dead = False
+
+    def image(self):
+        return bytes(self.data)
+
+    def reset(self, data, cut_after=0, tear=False):
+        """Reuse this device (and its buffer: boards have little RAM) with new contents."""
+        self.data[:] = data
+        self.cut_after = cut_after
+        self.tear = tear
+        self.writes = 0
+        self.dead = False
+
+    def power_on(self):
+        """The power is back: the flash keeps what it held when it was cut."""
+        self.cut_after = 0
+        self.dead = False
+
+    def _write_allowed(self):
+        if self.dead:
+            return False
+        self.writes += 1
+        if self.cut_after and self.writes >= self.cut_after:
+            self.dead = True
+            return False
+        return True
+
+    def readblocks(self, block, buf, offset=0):
+        start = block * self.block_size + offset
+        buf[:] = self.data[start : start + len(buf)]
+
+    def writeblocks(self, block, buf, offset=None):
+        # LittleFS erases (ioctl 6) before it programs, so a program is a plain copy here.
+        start = block * self.block_size + (offset or 0)
+        first_lost = not self.dead
+        if self._write_allowed():
+            self.data[start : start + len(buf)] = buf
+        elif first_lost and self.tear:
+            # NOR flash programming only clears bits: a torn write ANDs in part of the data.
+            for i in range(len(buf) // 2):
+                self.data[start + i] &= buf[i]
+
+    def ioctl(self, op, arg):
+        if op == _IOCTL_BLOCK_COUNT:
+            return self.block_count
+        if op == _IOCTL_BLOCK_SIZE:
+            return self.block_size
+        if op == _IOCTL_ERASE:
+            first_lost = not self.dead
+            if self._write_allowed():
+                start = arg * self.block_size
+                self.data[start : start + self.block_size] = b"\xff" * self.block_size
+            elif first_lost and self.tear:
+                # A torn erase leaves the first half erased.
+                start = arg * self.block_size
+                self.data[start : start + self.block_size // 2] = b"\xff" * (self.block_size // 2)
+            return 0
+        if op == _IOCTL_SYNC:
+            return 0
+        return None
+
+
+class FileBlockDevice:
+    """Flash in a host file (the simulator's and the unix port's persistent board flash)."""
+
+    def __init__(self, path, block_size=4096, block_count=64):
+        self.block_size = block_size
+        self.block_count = block_count
+        size = block_size * block_count
+        try:
+            f = open(path, "r+b")
+        except OSError:
+            f = open(path, "w+b")
+        f.seek(0, 2)
+        have = f.tell()
+        if have < size:
+            f.write(b"\xff" * (size - have))
+            f.flush()
+        self.file = f
+
+    def readblocks(self, block, buf, offset=0):
+        self.file.seek(block * self.block_size + offset)
+        self.file.readinto(buf)
+
+    def writeblocks(self, block, buf, offset=None):
+        self.file.seek(block * self.block_size + (offset or 0))
+        self.file.write(buf)
+
+    def ioctl(self, op, arg):
+        if op == _IOCTL_BLOCK_COUNT:
+            return self.block_count
+        if op == _IOCTL_BLOCK_SIZE:
+            return self.block_size
+        if op == _IOCTL_ERASE:
+            self.file.seek(arg * self.block_size)
+            self.file.write(b"\xff" * self.block_size)
+            return 0
+        if op == _IOCTL_SYNC:
+            self.file.flush()
+            return 0
+        return None
+
+    def close(self):
+        self.file.close()
