@@ -98,7 +98,10 @@ class FileBlockDevice:
         f.seek(0, 2)
         have = f.tell()
         if have < size:
-            f.write(b"\xff" * (size - have))
+            blank = b"\xff" * block_size  # erased flash, one block at a time: RAM is scarce
+            while have < size:
+                f.write(blank)
+                have += block_size
             f.flush()
         self.file = f
 

@@ -60,6 +60,7 @@ _SHAPE = {
     "restart": {"policy": str, "max_restarts": (int, 0, 1000), "backoff_ms": (int, 1, 3600000)},
     "permissions": {"allowed": list, "denied": list},
     "timers": list,
+    "memory_log": {"max_kb": (int, 1, 1 << 20)},
 }
 
 

@@ -7,6 +7,7 @@
 
 from . import abi, bundle, cbor, port
 from .errors import AgentFault, MicrofangError, SandboxError
+from .memlog import LogError, MemoryLog
 from .sandbox import Sandbox
 
 RUNNING = "running"
@@ -17,7 +18,6 @@ FAILED = "failed"  # trapped and out of restarts
 STOPPED = "stopped"
 
 _QUEUE_LIMIT = 32  # events waiting per agent; more are dropped and counted
-_MEMORY_RECORDS = 256  # per-agent records kept by mem_append until the flash log lands
 _IDLE_MS = 5
 
 
@@ -42,7 +42,6 @@ class Agent:
         self.next_refuel = now + manifest["fuel"]["refuel_interval_ms"]
         self.restarts = 0
         self.restart_at = 0
-        self.records = []
         self.next_request = 1
         self.stats = {"events": 0, "traps": 0, "exhausted": 0, "dropped": 0, "restarts": 0, "host_calls": 0, "fuel_used": 0}
 
@@ -63,10 +62,13 @@ class Agent:
 
 class Supervisor:
     """Runs agents. `report(agent_id, kind, text)` receives logs, faults and state changes;
-    `outbox(agent_id, kind, topic_or_kind, body, request_id)` receives publishes and requests."""
+    `outbox(agent_id, kind, topic_or_kind, body, request_id)` receives publishes and requests;
+    `flash` (a port.Flash) holds the agents' memory logs."""
 
-    def __init__(self, report=None, outbox=None, sensors=None, clock=port.ticks_ms, trace_events=False):
+    def __init__(self, report=None, outbox=None, sensors=None, clock=port.ticks_ms, trace_events=False, flash=None):
         self.agents = {}
+        self.flash = flash
+        self._logs = {}
         self.trace_events = trace_events
         self._report = report
         self._outbox = outbox
@@ -292,16 +294,36 @@ class Supervisor:
         status = self._outbox(sandbox.agent_id, "request", _text(kind), body, request_id)
         return request_id if status == 0 else status
 
+    def log(self, agent_id):
+        """The memory log of an agent (its own namespace on flash), or None without flash."""
+        log = self._logs.get(agent_id)
+        if log is None and self.flash is not None:
+            agent = self.agents.get(agent_id)
+            if agent is None:
+                return None
+            log = MemoryLog(self.flash, agent_id, agent.manifest["memory_log"]["max_kb"] * 1024)
+            self._logs[agent_id] = log
+        return log
+
     def host_mem_append(self, sandbox, ptr, length):
-        agent = self._agent_of(sandbox)
+        self._agent_of(sandbox)
         data = sandbox.read(ptr, length, "mem_append")
-        if agent is None or len(agent.records) >= _MEMORY_RECORDS:
+        log = self.log(sandbox.agent_id)
+        if log is None:
+            return abi.E_NOT_FOUND
+        try:
+            return log.append(data)
+        except LogError as e:
+            self.report(sandbox.agent_id, "fault", "mem_append: %s" % e)
+            return e.code
+        except OSError as e:
+            self.report(sandbox.agent_id, "fault", "mem_append: flash error %s" % e)
             return abi.E_FULL
-        agent.records.append(data)
-        return len(agent.records) - 1
 
     def host_mem_read(self, sandbox, seq, ptr, capacity):
-        agent = self._agent_of(sandbox)
-        if agent is None or not 0 <= seq < len(agent.records):
+        self._agent_of(sandbox)
+        log = self.log(sandbox.agent_id)
+        payload = log.read(seq) if log is not None and seq >= 0 else None
+        if payload is None:
             return abi.E_NOT_FOUND
-        return sandbox.write(ptr, agent.records[seq], capacity, "mem_read")
+        return sandbox.write(ptr, payload, capacity, "mem_read")

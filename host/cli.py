@@ -54,6 +54,8 @@ def argparse_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("agents", type=Path, nargs="+", help="manifests (.toml, built first) or bundles (.mfa)")
     p.add_argument("-t", "--seconds", type=float, default=3.0, help="how long to run (default 3)")
     p.add_argument("-e", "--events", action="store_true", help="also print every event delivered to an agent")
+    p.add_argument("--flash", type=Path, metavar="IMAGE",
+                   help="board flash image file for the agents' memory logs, kept across runs (default: RAM)")
 
 
 def do_run(args: argparse.Namespace) -> None:
@@ -61,7 +63,7 @@ def do_run(args: argparse.Namespace) -> None:
 
     if args.seconds <= 0:
         raise MicrofangError("--seconds must be positive")
-    run(args.agents, args.seconds, events=args.events)
+    run(args.agents, args.seconds, events=args.events, flash_path=args.flash)
 
 
 def argparse_port(sub: argparse._SubParsersAction) -> None:

@@ -9,7 +9,9 @@ from pathlib import Path
 from rich.table import Table
 
 from microfang import console
+from microfang.firmware.blockdev import FileBlockDevice, RAMBlockDevice
 from microfang.firmware.errors import MicrofangError
+from microfang.firmware.port import Flash
 from microfang.firmware.supervisor import Supervisor
 from microfang.responder import LocalResponder
 from microfang.sensors import SimulatedSensors
@@ -41,7 +43,21 @@ def stats_table(supervisor: Supervisor) -> Table:
     return table
 
 
-def run(paths: list[Path], seconds: float, events: bool = False) -> Supervisor:
+FLASH_BLOCK = 4096
+FLASH_BLOCKS = 64  # 256 KB: a small board's LittleFS partition
+
+
+def open_flash(path: Path | None) -> Flash:
+    """The board flash for a local run: a file image (kept across runs) or RAM."""
+    if path is None:
+        return Flash(RAMBlockDevice(FLASH_BLOCK, FLASH_BLOCKS))
+    try:
+        return Flash(FileBlockDevice(str(path), FLASH_BLOCK, FLASH_BLOCKS))
+    except OSError as e:
+        raise MicrofangError(f"{path}: cannot open flash image: {e.strerror}") from None
+
+
+def run(paths: list[Path], seconds: float, events: bool = False, flash_path: Path | None = None) -> Supervisor:
     """Spawn the agents at `paths` and run them for `seconds`, printing their output."""
     start = time.monotonic()
 
@@ -59,7 +75,8 @@ def run(paths: list[Path], seconds: float, events: bool = False) -> Supervisor:
             return responder.answer(agent_id, target, body, request_id)
         return 0
 
-    supervisor = Supervisor(report=report, outbox=outbox, sensors=SimulatedSensors(), trace_events=events)
+    supervisor = Supervisor(report=report, outbox=outbox, sensors=SimulatedSensors(), trace_events=events,
+                            flash=open_flash(flash_path))
     responder = LocalResponder(supervisor.post)
     bundles = [load_bundle(p) for p in paths]
     for data in bundles:

@@ -93,7 +93,7 @@ def device_bundles() -> dict[str, bytes]:
         "bad_import": raw(unbuilt('(import "env" "system" (func))')),
         "malformed": raw(b"\x00asm\x01\x00\x00\x00\x01\xff\xff"),
         "small": build(HELLO, **{"sandbox.memory.max_heap_kb": 2, "sandbox.memory.stack_size_kb": 1}),
-        **{f"example_{name}": _example(name) for name in ("hello", "threshold", "ask")},
+        **{f"example_{name}": _example(name) for name in ("hello", "threshold", "ask", "bootcount")},
     }
 
 

@@ -34,9 +34,12 @@ def microfang_micropython():
     return portbuild.build_unix(lambda line: None)
 
 
+SUITE = ["test_supervisor_device", "test_memlog_device"]
+
+
 def run_device_suite(command, bundles):
-    proc = subprocess.run([*command, str(DEVICE / "run.py"), str(bundles), "test_supervisor_device"],
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run([*command, str(DEVICE / "run.py"), str(bundles), *SUITE],
+                          capture_output=True, text=True, timeout=600, check=False)
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -44,6 +47,7 @@ def test_device_suite_passes_on_cpython(bundles):
     code, output = run_device_suite([sys.executable], bundles)
     assert code == 0, output
     assert " 0 failed" in output
+    print(next(line for line in output.splitlines() if "power-loss" in line))
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
@@ -52,6 +56,24 @@ def test_device_suite_passes_on_micropython_with_the_board_heap(profile, bundles
     code, output = run_device_suite([str(microfang_micropython), "-X", heap], bundles)
     assert code == 0, f"-X {heap}:\n{output}"
     assert " 0 failed" in output
+    print(next(line for line in output.splitlines() if "power-loss" in line))
+
+
+def test_boot_counter_keeps_its_count_across_micropython_restarts(bundles, microfang_micropython, tmp_path):
+    image = tmp_path / "flash.img"
+    bootcount = bundles / "example_bootcount.mfa"
+    esp32 = PROFILES["esp32"].heapsize_arg()
+    seen = []
+    for _ in range(3):
+        proc = subprocess.run([str(microfang_micropython), "-X", esp32, str(DEVICE / "boot_once.py"), str(image),
+                               str(bootcount)], capture_output=True, text=True, timeout=60, check=True)
+        seen.append(proc.stdout.strip())
+    # The same flash image then boots on CPython (littlefs-python): the simulator's boards and
+    # real ones share one on-flash format.
+    proc = subprocess.run([sys.executable, str(DEVICE / "boot_once.py"), str(image), str(bootcount)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    seen.append(proc.stdout.strip())
+    assert seen == ["boot 1", "boot 2", "boot 3", "boot 4"]
 
 
 @pytest.fixture

@@ -314,3 +314,55 @@ def test_forged_bundle_manifest_is_refused_with_the_field_named(path, value, pro
     with pytest.raises(BundleError, match=problem):
         sup.spawn(manifest=doc["manifest"], wasm=doc["wasm"])
     assert sup.agents == {}
+
+
+MEMORY_AGENT = agent_wat(
+    """
+  (data (i32.const 0) "remember me")
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+    (if (i32.eq (local.get 0) (i32.const 1))
+      (then (return (call $append (i32.const 0) (i32.const 11)))))
+    ;; any other event: read the latest record to 64 and log what came back
+    (call $log (i32.const 64) (call $read (i32.const 0) (i32.const 64) (i32.const 32)))
+    (i32.const 0))""",
+    imports='(import "mf" "log" (func $log (param i32 i32))) '
+            '(import "mf" "mem_append" (func $append (param i32 i32) (result i32))) '
+            '(import "mf" "mem_read" (func $read (param i32 i32 i32) (result i32)))',
+)
+MEMORY_PERMS = {"sandbox.permissions.allowed_host_functions": ["log", "mem_append", "mem_read"]}
+
+
+def ram_flash():
+    from microfang.firmware.blockdev import RAMBlockDevice
+    from microfang.firmware.port import Flash
+
+    return Flash(RAMBlockDevice(4096, 16))
+
+
+def test_mem_append_and_mem_read_go_through_the_agents_own_log():
+    sup = Supervisor(flash=ram_flash())
+    seen = events(sup)
+    sup.spawn(build_bundle(MEMORY_AGENT, **MEMORY_PERMS))
+    sup.post("a1", abi.EV_MESSAGE, b"")
+    run_steps(sup, 2)
+    assert ("a1", "log", "remember me") in seen
+    assert [p for _, p in sup.log("a1").records()] == [b"remember me"]
+
+
+def test_an_agent_cannot_read_another_agents_log():
+    flash = ram_flash()
+    sup = Supervisor(flash=flash)
+    seen = events(sup)
+    sup.spawn(build_bundle(MEMORY_AGENT, **MEMORY_PERMS))  # a1 appends on start
+    run_steps(sup, 1)
+    reader = MEMORY_AGENT.replace('(i32.eq (local.get 0) (i32.const 1))', '(i32.const 0)')
+    sup.spawn(build_bundle(reader, **{**MEMORY_PERMS, "sandbox.agent_id": "b2"}))
+    run_steps(sup, 1)  # b2's start event reads "its latest record": it has none
+    assert [t for a, k, t in seen if a == "b2" and k == "log"] == []
+    assert any(a == "b2" and k == "fault" and "length -5" in t for a, k, t in seen)  # E_NOT_FOUND as a length
+    assert sup.log("b2").last_seq == 0 and sup.log("a1").last_seq == 1
+
+
+def test_mem_functions_need_the_manifests_permission():
+    with pytest.raises(WasmError, match="imports mf.mem_append, which the manifest does not allow"):
+        build_bundle(MEMORY_AGENT)

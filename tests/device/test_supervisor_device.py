@@ -176,9 +176,13 @@ def test_example_agents_run_their_timers_and_requests(bundle):
             sup.post(agent_id, abi.EV_REPLY, cbor.dumps(reply))
         return 0
 
+    from microfang.firmware.blockdev import RAMBlockDevice
+    from microfang.firmware.port import Flash
+
     rec = Recorder()
     readings = [2000, 3200, 3300, 2500]
-    sup = Supervisor(report=rec, outbox=outbox, sensors=lambda agent_id, channel: readings[len(rec.seen) % 4])
+    sup = Supervisor(report=rec, outbox=outbox, sensors=lambda agent_id, channel: readings[len(rec.seen) % 4],
+                     flash=Flash(RAMBlockDevice(512, 16), "/mf_t"))
     for name in ("example_hello", "example_threshold", "example_ask"):
         sup.spawn(bundle(name))
     port.asyncio.run(sup.run(700))
@@ -186,4 +190,4 @@ def test_example_agents_run_their_timers_and_requests(bundle):
     assert any(t.startswith("ALERT temperature high") for t in rec.texts("threshold", "log")), rec.seen
     assert rec.texts("ask", "log") == ["asking the gateway's LLM", "sleep saves power"], rec.seen
     assert ("ask", "request", "llm") in replies
-    assert sup.agents["ask"].records == [b"sleep saves power"]
+    assert [p for _, p in sup.log("ask").records()] == [b"sleep saves power"]
