@@ -1,5 +1,5 @@
 # Block devices in MicroPython's extended block protocol (readblocks/writeblocks with an
-# offset, ioctl), used by LittleFS on both runtimes (port.mount_flash). On a board the real
+# offset, ioctl), used by LittleFS on both runtimes (port.Flash). On a board the real
 # one is the flash partition (esp32.Partition); these serve the simulator and the tests.
 
 _IOCTL_SYNC = 3
@@ -8,7 +8,27 @@ _IOCTL_BLOCK_SIZE = 5
 _IOCTL_ERASE = 6
 
 
-class RAMBlockDevice:
+class _BlockDevice:
+    """The ioctl half of the protocol; subclasses store blocks and implement _erase()."""
+
+    def ioctl(self, op, arg):
+        if op == _IOCTL_BLOCK_COUNT:
+            return self.block_count
+        if op == _IOCTL_BLOCK_SIZE:
+            return self.block_size
+        if op == _IOCTL_ERASE:
+            self._erase(arg)
+            return 0
+        if op == _IOCTL_SYNC:
+            self._sync()
+            return 0
+        return None
+
+    def _sync(self):
+        pass
+
+
+class RAMBlockDevice(_BlockDevice):
     """Flash in a bytearray. `cut_after=k` cuts the power at the k-th block write (a program or
     an erase): that write is lost, or half applied with `tear=True`, and so is every later
     one, as if the board had stopped there. `dead` says the cut happened; `image()` is what
@@ -64,27 +84,17 @@ class RAMBlockDevice:
             for i in range(len(buf) // 2):
                 self.data[start + i] &= buf[i]
 
-    def ioctl(self, op, arg):
-        if op == _IOCTL_BLOCK_COUNT:
-            return self.block_count
-        if op == _IOCTL_BLOCK_SIZE:
-            return self.block_size
-        if op == _IOCTL_ERASE:
-            first_lost = not self.dead
-            if self._write_allowed():
-                start = arg * self.block_size
-                self.data[start : start + self.block_size] = b"\xff" * self.block_size
-            elif first_lost and self.tear:
-                # A torn erase leaves the first half erased.
-                start = arg * self.block_size
-                self.data[start : start + self.block_size // 2] = b"\xff" * (self.block_size // 2)
-            return 0
-        if op == _IOCTL_SYNC:
-            return 0
-        return None
+    def _erase(self, block):
+        start = block * self.block_size
+        first_lost = not self.dead
+        if self._write_allowed():
+            self.data[start : start + self.block_size] = b"\xff" * self.block_size
+        elif first_lost and self.tear:
+            # A torn erase leaves the first half erased.
+            self.data[start : start + self.block_size // 2] = b"\xff" * (self.block_size // 2)
 
 
-class FileBlockDevice:
+class FileBlockDevice(_BlockDevice):
     """Flash in a host file (the simulator's and the unix port's persistent board flash)."""
 
     def __init__(self, path, block_size=4096, block_count=64):
@@ -113,19 +123,12 @@ class FileBlockDevice:
         self.file.seek(block * self.block_size + (offset or 0))
         self.file.write(buf)
 
-    def ioctl(self, op, arg):
-        if op == _IOCTL_BLOCK_COUNT:
-            return self.block_count
-        if op == _IOCTL_BLOCK_SIZE:
-            return self.block_size
-        if op == _IOCTL_ERASE:
-            self.file.seek(arg * self.block_size)
-            self.file.write(b"\xff" * self.block_size)
-            return 0
-        if op == _IOCTL_SYNC:
-            self.file.flush()
-            return 0
-        return None
+    def _erase(self, block):
+        self.file.seek(block * self.block_size)
+        self.file.write(b"\xff" * self.block_size)
+
+    def _sync(self):
+        self.file.flush()
 
     def close(self):
         self.file.close()

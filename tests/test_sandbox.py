@@ -4,43 +4,13 @@ supervisor and the other agents keep running."""
 import asyncio
 
 import pytest
+from agents import (COUNT_THEN_SPIN, DEEP_RECURSION, HELLO, INFINITE_LOOP, MEMORY_BOMB, NEVER_RESTART, START_LOOP,
+                    SUB_PAGE, UNREACHABLE, log_call, unbuilt)
 from helpers import agent_wat, build_bundle, raw_bundle
 
 from microfang.firmware import abi, bundle, cbor
 from microfang.firmware.errors import BundleError, SandboxError, WasmError
 from microfang.firmware.supervisor import EXHAUSTED, FAILED, RUNNING, Supervisor
-from microfang.tools.wasm.wasmtools import parse_wat
-
-HELLO = agent_wat("""
-  (data (i32.const 0) "hi")
-  (func (export "mf_on_event") (param i32 i32 i32) (result i32)
-    (call $log (i32.const 0) (i32.const 2)) (i32.const 0))""")
-
-INFINITE_LOOP = agent_wat("""
-  (func (export "mf_on_event") (param i32 i32 i32) (result i32)
-    (loop $forever (br $forever)) (i32.const 0))""")
-
-# Counts its events in memory at address 0, then spins forever on the third one.
-COUNT_THEN_SPIN = agent_wat("""
-  (func (export "mf_on_event") (param i32 i32 i32) (result i32)
-    (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))
-    (if (i32.eq (i32.load (i32.const 0)) (i32.const 3)) (then (loop $l (br $l))))
-    (i32.const 0))""")
-
-DEEP_RECURSION = agent_wat("""
-  (func $down (param i32) (result i32) (i32.add (call $down (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))
-  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (call $down (i32.const 0)))""")
-
-# Grows memory until refused, then logs the final page count at address 0 as text "N".
-MEMORY_BOMB = agent_wat("""
-  (func (export "mf_on_event") (param i32 i32 i32) (result i32)
-    (block $done (loop $more
-      (br_if $done (i32.eq (memory.grow (i32.const 1)) (i32.const -1)))
-      (br $more)))
-    (i32.store8 (i32.const 0) (i32.add (i32.const 48) (memory.size)))
-    (call $log (i32.const 0) (i32.const 1))
-    (i32.const 0))""")
-
 
 def events(sup):
     """Collect (agent, kind, text) reports."""
@@ -93,21 +63,17 @@ def test_fuel_exhaustion_keeps_memory_and_resumes_after_refuel():
 
 
 def test_loop_in_start_function_is_refused_at_spawn():
-    wat = agent_wat("""
-      (func $start (loop $l (br $l)))
-      (start $start)
-      (func (export "mf_on_event") (param i32 i32 i32) (result i32) (i32.const 0))""")
     sup = Supervisor()
     with pytest.raises(SandboxError, match="out of fuel"):
-        sup.spawn(build_bundle(wat))
+        sup.spawn(build_bundle(START_LOOP))
     assert sup.agents == {}
 
 
 def test_deep_recursion_traps_only_that_agent():
     sup = Supervisor()
     seen = events(sup)
-    sup.spawn(build_bundle(DEEP_RECURSION, **{"sandbox.agent_id": "deep", "agent.restart": {"policy": "never"},
-                                               "sandbox.fuel.max_fuel": 10**9}))
+    sup.spawn(build_bundle(DEEP_RECURSION, **{"sandbox.agent_id": "deep", "sandbox.fuel.max_fuel": 10**9,
+                                               **NEVER_RESTART}))
     sup.spawn(build_bundle(HELLO, **{"sandbox.agent_id": "good"}))
     run_steps(sup, 2)
     faults = [t for a, k, t in seen if a == "deep" and k == "fault"]
@@ -126,12 +92,9 @@ def test_memory_bomb_stops_at_the_cap():
 
 
 def test_sub_page_cap_traps_at_the_byte():
-    wat = agent_wat("""
-      (func (export "mf_on_event") (param i32 i32 i32) (result i32)
-        (i32.store8 (local.get 1) (i32.const 1)) (i32.store8 (i32.const 8192) (i32.const 1)) (i32.const 0))""")
     sup = Supervisor()
     seen = events(sup)
-    sup.spawn(build_bundle(wat, **{"sandbox.memory.max_heap_kb": 8, "agent.restart": {"policy": "never"}}))
+    sup.spawn(build_bundle(SUB_PAGE, **{"sandbox.memory.max_heap_kb": 8, **NEVER_RESTART}))
     run_steps(sup, 1)
     assert sup.stats("a1")["memory"] == 8192
     assert any("out of bounds memory access" in t for a, k, t in seen if k == "fault")
@@ -145,11 +108,8 @@ def test_huge_declared_memory_is_refused_at_build():
 
 
 def test_huge_declared_memory_is_refused_at_spawn():
-    wat = agent_wat("""(func (export "mf_on_event") (param i32 i32 i32) (result i32) (i32.const 0))""",
-                    imports='(import "metering" "usegas" (func (param i32)))',
-                    abi='(memory (export "memory") 100) (func (export "mf_alloc") (param i32) (result i32) (i32.const 0))')
     with pytest.raises(SandboxError, match="declares 100..None pages, above the memory cap of 65536 bytes"):
-        Supervisor().spawn(raw_bundle(parse_wat(wat)))
+        Supervisor().spawn(raw_bundle(unbuilt("", memory='(memory (export "memory") 100)')))
 
 
 def test_disallowed_import_is_refused_at_build():
@@ -160,10 +120,8 @@ def test_disallowed_import_is_refused_at_build():
 
 
 def test_disallowed_import_is_refused_at_spawn():
-    wat = agent_wat("""(func (export "mf_on_event") (param i32 i32 i32) (result i32) (i32.const 0))""",
-                    imports='(import "metering" "usegas" (func (param i32))) (import "env" "system" (func))')
     with pytest.raises(SandboxError, match="imports env.system, which its manifest does not allow"):
-        Supervisor().spawn(raw_bundle(parse_wat(wat)))
+        Supervisor().spawn(raw_bundle(unbuilt('(import "env" "system" (func))')))
 
 
 @pytest.mark.parametrize("wasm", [b"", b"\x00asm", b"\x00asm\x01\x00\x00\x00\x01\xff\xff", b"hello world"])
@@ -189,21 +147,18 @@ def test_truncated_metered_module_is_refused_at_spawn():
     ],
 )
 def test_bad_pointer_or_length_to_a_host_function_faults_only_that_call(ptr, length, fault):
-    wat = agent_wat(f"""
-      (func (export "mf_on_event") (param i32 i32 i32) (result i32)
-        (call $log (i32.const {ptr}) (i32.const {length})) (i32.const 0))""")
     sup = Supervisor()
     seen = events(sup)
-    sup.spawn(build_bundle(wat, **{"agent.restart": {"policy": "never"}}))
+    sup.spawn(build_bundle(log_call(ptr, length), **NEVER_RESTART))
     run_steps(sup, 1)
     assert ("a1", "fault", fault) in seen
 
 
 def test_trap_restarts_with_backoff_then_fails():
-    wat = agent_wat("""(func (export "mf_on_event") (param i32 i32 i32) (result i32) unreachable)""")
     now = [0]
     sup = Supervisor(clock=lambda: now[0])
-    sup.spawn(build_bundle(wat, **{"agent.restart": {"policy": "on-failure", "max_restarts": 2, "backoff_ms": 100}}))
+    sup.spawn(build_bundle(UNREACHABLE, **{"agent.restart": {"policy": "on-failure", "max_restarts": 2,
+                                                             "backoff_ms": 100}}))
     sup.step()
     assert sup.stats("a1")["state"] == "backoff"
     now[0] = 99
@@ -280,10 +235,9 @@ def test_reclaimed_agents_give_their_runtimes_back():
 
 
 def test_restart_policy_always_ignores_max_restarts():
-    wat = agent_wat("""(func (export "mf_on_event") (param i32 i32 i32) (result i32) unreachable)""")
     now = [0]
     sup = Supervisor(clock=lambda: now[0])
-    sup.spawn(build_bundle(wat, **{"agent.restart": {"policy": "always", "max_restarts": 1, "backoff_ms": 10}}))
+    sup.spawn(build_bundle(UNREACHABLE, **{"agent.restart": {"policy": "always", "max_restarts": 1, "backoff_ms": 10}}))
     for _ in range(5):
         sup.step()
         now[0] += 10_000
