@@ -12,10 +12,12 @@ _U32 = 0xFFFFFFFF
 
 
 class Sandbox:
-    """A spawned agent. `services` implements the host functions (see Supervisor)."""
+    """A spawned agent. `services` implements the host functions (see Supervisor); `env` is a
+    wasm3 Environment to share with the board's other agents (a new one if None)."""
 
-    def __init__(self, manifest, wasm, services):
+    def __init__(self, manifest, wasm, services, env=None):
         self.manifest = manifest
+        self._env = env
         self.agent_id = manifest["agent_id"]
         self.services = services
         self.fuel_used = 0
@@ -51,7 +53,8 @@ class Sandbox:
                 % (self.agent_id, declared[0], declared[1], cap)
             )
         try:
-            self._env = engine.Environment()
+            if self._env is None:
+                self._env = engine.Environment()
             self._runtime = self._env.new_runtime(memory["stack_bytes"], cap)
             self._module = self._env.parse_module(bytes(wasm))
             self._runtime.load(self._module)
@@ -69,6 +72,10 @@ class Sandbox:
             init = None
         if init is not None:
             self._call(init)
+
+    def close(self):
+        """Free the engine's runtime now; the sandbox cannot run again."""
+        self._runtime.close()
 
     # ---- fuel and memory -----------------------------------------------------------------
 

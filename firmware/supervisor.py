@@ -69,6 +69,7 @@ class Supervisor:
         self.agents = {}
         self.flash = flash
         self._logs = {}
+        self._env = None
         self.trace_events = trace_events
         self._report = report
         self._outbox = outbox
@@ -101,8 +102,15 @@ class Supervisor:
         return agent_id
 
     def _start_agent(self, agent):
+        if agent.sandbox is not None:
+            agent.stats["fuel_used"] += agent.sandbox.fuel_used
+            agent.sandbox.close()  # a restart: give the old runtime back first
         agent.sandbox = None
-        agent.sandbox = Sandbox(agent.manifest, agent.wasm, self)
+        if self._env is None and port.engine is not None:
+            # One wasm3 environment for all agents: ~1.2 KB less per agent on a board, and
+            # code pages of reclaimed agents are reused by the next ones.
+            self._env = port.engine.Environment()
+        agent.sandbox = Sandbox(agent.manifest, agent.wasm, self, self._env)
         agent.state = RUNNING
         agent.queue.insert(0, (abi.EV_START, b""))
         self.report(agent.agent_id, "state", RUNNING)
@@ -130,6 +138,8 @@ class Supervisor:
             except AgentFault as e:
                 self.report(agent_id, "fault", str(e))
         del self.agents[agent_id]
+        if agent.sandbox is not None:
+            agent.sandbox.close()
         agent.sandbox = None
         agent.queue = []
         self.report(agent_id, "state", "reclaimed")
@@ -184,7 +194,6 @@ class Supervisor:
                 agent.queue.insert(0, (abi.EV_REFUEL, b""))
                 self.report(agent.agent_id, "state", RUNNING)
         if agent.state == BACKOFF and port.ticks_diff(now, agent.restart_at) >= 0:
-            agent.stats["fuel_used"] += agent.sandbox.fuel_used if agent.sandbox else 0
             try:
                 self._start_agent(agent)
             except MicrofangError as e:

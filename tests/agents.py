@@ -81,7 +81,7 @@ def device_bundles() -> dict[str, bytes]:
                                                     "sandbox.fuel.refuel_interval_ms": 100}),
         "deep": build(DEEP_RECURSION, **{"sandbox.agent_id": "deep", "sandbox.fuel.max_fuel": 10**9,
                                                 **NEVER_RESTART}),
-        "bomb": build(MEMORY_BOMB, **{"sandbox.memory.max_heap_kb": 24,
+        "bomb": build(MEMORY_BOMB, **{"sandbox.memory.max_heap_kb": 12,
                                              "sandbox.memory.grow_limit_pages": 100}),
         "start_loop": build(START_LOOP),
         "sub_page": build(SUB_PAGE, **{"sandbox.memory.max_heap_kb": 8, **NEVER_RESTART}),

@@ -88,7 +88,7 @@ def test_memory_bomb_stops_at_the_cap(bundle):
     sup, rec = started(bundle("bomb"))
     steps(sup, 1)
     assert rec.texts("a1", "log") == ["1"], rec.seen  # memory.grow refused: still one (capped) page
-    assert sup.stats("a1")["memory"] == 24 * 1024
+    assert sup.stats("a1")["memory"] == 12 * 1024
 
 
 def test_sub_page_cap_traps_at_the_byte(bundle):

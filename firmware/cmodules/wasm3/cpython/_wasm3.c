@@ -186,8 +186,27 @@ Runtime_dealloc(Runtime *self)
 }
 
 static PyObject *
+Runtime_close(Runtime *self, PyObject *unused)
+{
+    // Free the runtime now (a reclaimed agent): its code pages go back to the environment
+    // for the next agent instead of waiting for the garbage collector.
+    if (self->r) m3_FreeRuntime(self->r);
+    self->r = NULL;
+    Py_RETURN_NONE;
+}
+
+static int
+runtime_closed(Runtime *self)
+{
+    if (self->r) return 0;
+    PyErr_SetString(Wasm3Error, "runtime is closed");
+    return 1;
+}
+
+static PyObject *
 Runtime_load(Runtime *self, PyObject *arg)
 {
+    if (runtime_closed(self)) return NULL;
     if (!PyObject_TypeCheck(arg, ModuleType)) {
         PyErr_SetString(PyExc_TypeError, "load needs a Module");
         return NULL;
@@ -213,6 +232,7 @@ Runtime_load(Runtime *self, PyObject *arg)
 static PyObject *
 Runtime_find_function(Runtime *self, PyObject *name)
 {
+    if (runtime_closed(self)) return NULL;
     const char *s = PyUnicode_AsUTF8(name);
     if (!s) return NULL;
     IM3Function f = NULL;
@@ -232,6 +252,7 @@ Runtime_get_memory(Runtime *self, PyObject *index)
 {
     // The view is only valid until the next call into wasm (memory.grow may move it):
     // callers copy out what they need at once.
+    if (runtime_closed(self)) return NULL;
     uint32_t size = 0;
     uint8_t *mem = m3_GetMemory(self->r, &size, (uint32_t)PyLong_AsLong(index));
     if (!mem) Py_RETURN_NONE;
@@ -241,17 +262,20 @@ Runtime_get_memory(Runtime *self, PyObject *index)
 static PyObject *
 Runtime_get_memory_size(Runtime *self, void *closure)
 {
+    if (!self->r) return PyLong_FromLong(0);
     return PyLong_FromUnsignedLong(m3_GetMemorySize(self->r));
 }
 
 static PyObject *
 Runtime_get_memory_limit(Runtime *self, void *closure)
 {
+    if (!self->r) return PyLong_FromLong(0);
     return PyLong_FromUnsignedLong(self->r->memoryLimit);
 }
 
 static PyMethodDef Runtime_methods[] = {
     {"load", (PyCFunction)Runtime_load, METH_O, "load(module) -> None"},
+    {"close", (PyCFunction)Runtime_close, METH_NOARGS, "close() -> None: free the runtime now"},
     {"find_function", (PyCFunction)Runtime_find_function, METH_O, "find_function(name) -> Function"},
     {"get_memory", (PyCFunction)Runtime_get_memory, METH_O, "get_memory(index) -> memoryview"},
     {NULL, NULL}
@@ -423,6 +447,7 @@ Function_call(Function *self, PyObject *args, PyObject *kw)
 {
     IM3Function f = self->f;
     IM3Runtime r = ((Runtime *)self->runtime)->r;
+    if (runtime_closed((Runtime *)self->runtime)) return NULL;
     int nargs = m3_GetArgCount(f);
     if (PyTuple_GET_SIZE(args) != nargs) {
         return PyErr_Format(PyExc_TypeError, "%s takes %d arguments", m3_GetFunctionName(f), nargs);

@@ -214,6 +214,12 @@ static mp_obj_t runtime_del(mp_obj_t self_in) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(runtime_del_obj, runtime_del);
 
+static void check_open(runtime_obj_t *rt) {
+    if (rt->r == NULL) {
+        mp_raise_msg(&mp_type_Wasm3Error, MP_ERROR_TEXT("runtime is closed"));
+    }
+}
+
 m3ApiRawFunction(metering_usegas) {
     m3ApiGetArg(int32_t, gas)
     int64_t *fuel = (int64_t *)(_ctx->userdata);  // a tracked block: no GC object behind it
@@ -231,6 +237,7 @@ static mp_obj_t runtime_load(mp_obj_t self_in, mp_obj_t mod_in) {
         mp_raise_TypeError(MP_ERROR_TEXT("load needs a Module"));
     }
     module_obj_t *mod = MP_OBJ_TO_PTR(mod_in);
+    check_open(self);
     if (mod->loaded || self->module != mp_const_none) {
         mp_raise_msg(&mp_type_Wasm3Error, MP_ERROR_TEXT("module or runtime already loaded"));
     }
@@ -254,6 +261,7 @@ static MP_DEFINE_CONST_FUN_OBJ_2(runtime_load_obj, runtime_load);
 
 static mp_obj_t runtime_find_function(mp_obj_t self_in, mp_obj_t name) {
     runtime_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    check_open(self);
     IM3Function f = NULL;
     M3Result err = m3_FindFunction(&f, self->r, mp_obj_str_get_str(name));
     if (err) {
@@ -269,6 +277,7 @@ static MP_DEFINE_CONST_FUN_OBJ_2(runtime_find_function_obj, runtime_find_functio
 static mp_obj_t runtime_get_memory(mp_obj_t self_in, mp_obj_t index) {
     // Valid until the next call into wasm (memory.grow may move it): callers copy at once.
     runtime_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    check_open(self);
     uint32_t size = 0;
     uint8_t *mem = m3_GetMemory(self->r, &size, (uint32_t)mp_obj_get_int(index));
     if (mem == NULL) {
@@ -280,6 +289,10 @@ static MP_DEFINE_CONST_FUN_OBJ_2(runtime_get_memory_obj, runtime_get_memory);
 
 static void runtime_attr(mp_obj_t self_in, qstr attr, mp_obj_t *dest) {
     runtime_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    if (self->r == NULL && dest[0] == MP_OBJ_NULL && (attr == MP_QSTR_memory_size || attr == MP_QSTR_memory_limit)) {
+        dest[0] = MP_OBJ_NEW_SMALL_INT(0);
+        return;
+    }
     if (dest[0] == MP_OBJ_NULL && attr == MP_QSTR_memory_size) {
         dest[0] = mp_obj_new_int_from_uint(m3_GetMemorySize(self->r));
     } else if (dest[0] == MP_OBJ_NULL && attr == MP_QSTR_memory_limit) {
@@ -291,6 +304,8 @@ static void runtime_attr(mp_obj_t self_in, qstr attr, mp_obj_t *dest) {
 
 static const mp_rom_map_elem_t runtime_locals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___del__), MP_ROM_PTR(&runtime_del_obj) },
+    // close(): free the runtime now (a reclaimed agent), not at the next garbage collection.
+    { MP_ROM_QSTR(MP_QSTR_close), MP_ROM_PTR(&runtime_del_obj) },
     { MP_ROM_QSTR(MP_QSTR_load), MP_ROM_PTR(&runtime_load_obj) },
     { MP_ROM_QSTR(MP_QSTR_find_function), MP_ROM_PTR(&runtime_find_function_obj) },
     { MP_ROM_QSTR(MP_QSTR_get_memory), MP_ROM_PTR(&runtime_get_memory_obj) },
@@ -467,6 +482,7 @@ static MP_DEFINE_CONST_OBJ_TYPE(module_type, MP_QSTR_Module, MP_TYPE_FLAG_NONE,
 static mp_obj_t function_call(mp_obj_t self_in, size_t n_args, size_t n_kw, const mp_obj_t *args) {
     function_obj_t *self = MP_OBJ_TO_PTR(self_in);
     runtime_obj_t *rt = MP_OBJ_TO_PTR(self->runtime);
+    check_open(rt);
     module_obj_t *mod = MP_OBJ_TO_PTR(rt->module);
     IM3Function f = self->f;
     int nargs = m3_GetArgCount(f);
