@@ -129,7 +129,8 @@ def main() -> None:
     metering = bench_metering(rounds, 2_000_000 if args.quick else 10_000_000)
     print(f"spawn of a {spawn['module_bytes']} B agent: microfang {spawn['microfang_spawn_us']:.1f} us vs bare "
           f"pywasm3 parse+load {spawn['pywasm3_parse_load_us']:.1f} us -> ratio {spawn['ratio']:.2f}x "
-          f"(goal <= {spawn['goal']}x); context: our engine's bare parse+load {spawn['microfang_wasm3_parse_load_us']:.1f} us")
+          f"(goal <= {spawn['goal']}x); context: our engine's bare parse+load {spawn['microfang_wasm3_parse_load_us']:.1f} us; "
+          f"pywasm3 allocates a whole 64 KiB page per spawn and never frees a runtime, so it slows as a run goes on")
     print(f"fuel metering on a {metering['iterations']:,}-iteration loop: metered {metering['metered_ms']:.1f} ms vs "
           f"unmetered {metering['unmetered_ms']:.1f} ms -> overhead {metering['overhead']:+.1%} (goal <= 15%); "
           f"context: upstream pywasm3's host-call metering {metering['pywasm3_overhead_vs_unmetered']:+.1%}")
