@@ -78,13 +78,14 @@ def _scan(data, expect_seq):
 
 
 class MemoryLog:
-    """One agent's log. `flash` is a port.Flash; `max_bytes` caps its segments."""
+    """One agent's log. `flash` is a port.Flash; `max_bytes` caps its segments. The board's
+    link keeps its durable outbox in one too (root "/link")."""
 
-    def __init__(self, flash, agent_id, max_bytes):
+    def __init__(self, flash, agent_id, max_bytes, root="/logs"):
         self.flash = flash
         self.agent_id = agent_id
         self.max_bytes = max_bytes
-        self.dir = "/logs/" + agent_id
+        self.dir = root + "/" + agent_id
         # Segments are at most one erase block and at least 4 per log, so compaction frees a
         # useful fraction at a time.
         self.segment_max = max(256, min(_SEGMENT_MAX, max_bytes // 4))

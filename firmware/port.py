@@ -41,6 +41,31 @@ async def sleep_ms(ms):
         await asyncio.sleep(ms / 1000)
 
 
+async def wait_for(coro, timeout_ms):
+    return await asyncio.wait_for(coro, timeout_ms / 1000)
+
+
+async def open_connection(host, port, tls=False, timeout_ms=5000):
+    """A TCP (or TLS) stream pair with Nagle off: MQTT request/response stalls 40+ ms per
+    exchange with it on (FACTS.md)."""
+    if tls:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if not MICROPYTHON:
+            ctx.load_default_certs()
+        reader, writer = await wait_for(asyncio.open_connection(host, port, ssl=ctx), timeout_ms)
+    else:
+        reader, writer = await wait_for(asyncio.open_connection(host, port), timeout_ms)
+    sock = writer.s if MICROPYTHON else writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: the names are missing on MicroPython
+        except (OSError, AttributeError):
+            pass
+    return reader, writer
+
+
 def _load_engine():
     # On a board the engine is our wasm3 C module (firmware/cmodules/wasm3); on CPython it is
     # the binding of the same wasm3 sources built into the microfang wheel.

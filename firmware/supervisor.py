@@ -67,12 +67,12 @@ class Supervisor:
 
     def __init__(self, report=None, outbox=None, sensors=None, clock=port.ticks_ms, trace_events=False, flash=None):
         self.agents = {}
+        self.outbox = outbox
         self.flash = flash
         self._logs = {}
         self._env = None
         self.trace_events = trace_events
         self._report = report
-        self._outbox = outbox
         self._sensors = sensors
         self._clock = clock
         self._start = clock()
@@ -149,6 +149,18 @@ class Supervisor:
         if agent is None:
             raise SandboxError("no agent %r on this board" % agent_id)
         return agent
+
+    def refuel(self, agent_id, amount):
+        """Add fuel now (a gateway command); wakes an exhausted agent."""
+        agent = self._get(agent_id)
+        if agent.sandbox is None:
+            return
+        agent.sandbox.refuel(amount)
+        if agent.state == EXHAUSTED and agent.sandbox.fuel > 0:
+            agent.state = RUNNING
+            agent.queue.insert(0, (abi.EV_REFUEL, b""))
+            self.report(agent_id, "state", RUNNING)
+            self._kick()
 
     def post(self, agent_id, kind, payload=b""):
         """Queue an event for an agent; return False if its queue is full."""
@@ -288,19 +300,19 @@ class Supervisor:
         self._agent_of(sandbox)
         topic = sandbox.read(topic_ptr, topic_len, "publish topic")
         body = sandbox.read(body_ptr, body_len, "publish body")
-        if self._outbox is None:
+        if self.outbox is None:
             return abi.E_NOT_FOUND
-        return self._outbox(sandbox.agent_id, "publish", _text(topic), body, 0)
+        return self.outbox(sandbox.agent_id, "publish", _text(topic), body, 0)
 
     def host_request(self, sandbox, kind_ptr, kind_len, body_ptr, body_len):
         agent = self._agent_of(sandbox)
         kind = sandbox.read(kind_ptr, kind_len, "request kind")
         body = sandbox.read(body_ptr, body_len, "request body")
-        if self._outbox is None or agent is None:
+        if self.outbox is None or agent is None:
             return abi.E_NOT_FOUND
         request_id = agent.next_request
         agent.next_request += 1
-        status = self._outbox(sandbox.agent_id, "request", _text(kind), body, request_id)
+        status = self.outbox(sandbox.agent_id, "request", _text(kind), body, request_id)
         return request_id if status == 0 else status
 
     def log(self, agent_id):

@@ -22,8 +22,13 @@ class LocalResponder:
 
     def answer(self, agent_id: str, kind: str, body: bytes, request_id: int) -> int:
         self.requests.append((agent_id, kind, request_id))
-        if kind in ("echo", "ping"):
-            reply = {"id": request_id, "ok": True, "body": body if kind == "echo" else b"pong"}
+        if kind == "echo":
+            try:
+                reply = {"id": request_id, "ok": True, "body": cbor.loads(body)}
+            except cbor.CBORError as e:
+                reply = {"id": request_id, "ok": False, "error": f"request body is not CBOR: {e}"}
+        elif kind == "ping":
+            reply = {"id": request_id, "ok": True, "text": "pong"}
         else:
             reply = {"id": request_id, "ok": False,
                      "error": f"no gateway attached: '{kind}' requests need `microfang gateway`"}

@@ -1,0 +1,278 @@
+# The board's link to its gateway: MQTT with reconnect, a durable outbox, signed envelopes,
+# de-duplication, memory-log replication and telemetry. Topics under mf/{fleet}/{device}/:
+#   status (retained "online", last will "offline"), tele, up/{agent}, log/{agent}  board -> gateway
+#   down/{agent}, ctl                                                             gateway -> board
+#
+# Everything the board sends goes through the outbox, a MemoryLog on flash: a message is
+# stored (and gets its sequence number) before it is published at QoS 1, and leaves the
+# outbox only when the broker has acknowledged it. After a reboot or a reconnect every
+# unacknowledged message is sent again; the gateway drops what it has already seen by
+# sequence number, so delivery is at least once on the wire and exactly once in effect.
+
+import os
+import struct
+
+from . import abi, cbor, envelope, port
+from .errors import MicrofangError
+from .memlog import LogError, MemoryLog
+from .mqtt import MQTTClient, MQTTError
+
+_OUTBOX_BYTES = 16 * 1024
+_CURSOR_EVERY_MS = 1000  # how often acknowledgements are written to flash (wear vs resends)
+_BACKOFF_MIN_MS = 250
+_BACKOFF_MAX_MS = 30000
+_REPLICATE_BATCH = 16
+
+
+def _jitter(ms):
+    # +-25%, so a fleet that lost its broker does not come back in lockstep.
+    r = struct.unpack("<H", os.urandom(2))[0] / 65535.0
+    return int(ms * (0.75 + 0.5 * r))
+
+
+class Link:
+    """Connects a Supervisor to the gateway. `config` holds device, fleet, key (bytes), host,
+    port and optionally tls, user, password, keepalive, telemetry_ms."""
+
+    def __init__(self, config, flash, supervisor, clock=port.ticks_ms):
+        self.config = config
+        self.device = config["device"]
+        self.key = config["key"]
+        self.prefix = "mf/%s/%s/" % (config.get("fleet", "default"), self.device)
+        self.supervisor = supervisor
+        self.clock = clock
+        self.started = clock()
+        self.outbox = MemoryLog(flash, "outbox", config.get("outbox_bytes", _OUTBOX_BYTES), root="/link")
+        self.flash = flash
+        self.client = None
+        self.inflight = {}  # packet id -> outbox seq
+        self.acked = set()  # seqs acknowledged but not yet contiguous with the cursor
+        self.cursor_written = clock()
+        self.last_down_seq = self._read_down_seq()
+        self.replicated = {}  # agent -> highest seq sent (acknowledged ones come back on ctl)
+        self.stats = {"sent": 0, "received": 0, "duplicates": 0, "rejected": 0, "reconnects": 0}
+        self.connected = False
+        self.sent_upto = 0  # highest outbox seq published on the current connection
+        self._pending_cursor = 0
+        self._stop = False
+        self._kick = port.asyncio.Event()
+        supervisor.outbox = self.agent_outbox
+
+    # ---- sending -------------------------------------------------------------------------
+
+    def send(self, topic, agent, kind, body):
+        """Queue a message durably; returns its sequence number (or an abi error code)."""
+        seq = self.outbox.last_seq + 1
+        sealed = envelope.seal(self.key, self.device, seq, agent, kind, body, port.ticks_diff(self.clock(), self.started))
+        try:
+            stored = self.outbox.append(cbor.dumps([topic, sealed]))
+        except LogError as e:
+            return e.code
+        self._kick.set()
+        return stored
+
+    def agent_outbox(self, agent_id, kind, target, body, request_id):
+        """The Supervisor's outbox hook: an agent's publish or request goes up on up/{agent}."""
+        if kind == "request":
+            doc = {"id": request_id, "kind": target, "body": body}
+        else:
+            doc = {"topic": target, "data": body}
+        seq = self.send("up/" + agent_id, agent_id, kind, doc)
+        return seq if seq < 0 else 0
+
+    async def _flush(self):
+        """Publish the stored messages not yet sent on this connection, oldest first."""
+        if self.outbox.last_seq <= self.sent_upto:
+            return
+        for seq, record in self.outbox.records(self.sent_upto + 1):
+            if not self.connected:
+                return
+            topic, sealed = cbor.loads(record)
+            packet_id = await self.client.publish(self.prefix + topic, sealed, qos=1)
+            self.inflight[packet_id] = seq
+            self.sent_upto = seq
+            self.stats["sent"] += 1
+
+    def _on_puback(self, packet_id):
+        seq = self.inflight.pop(packet_id, None)
+        if seq is None:
+            return
+        self.acked.add(seq)
+        cursor = self.outbox.acked
+        while cursor + 1 in self.acked:
+            cursor += 1
+            self.acked.discard(cursor)
+        if cursor > self.outbox.acked and (port.ticks_diff(self.clock(), self.cursor_written) >= _CURSOR_EVERY_MS
+                                           or not self.inflight):
+            self._write_cursor(cursor)
+        elif cursor > self.outbox.acked:
+            self._pending_cursor = cursor
+            self._kick.set()
+
+    def _write_cursor(self, cursor):
+        self.outbox.ack(cursor)
+        self.cursor_written = self.clock()
+
+    # ---- receiving -----------------------------------------------------------------------
+
+    def _read_down_seq(self):
+        try:
+            with self.flash.open("/link/down_seq", "rb") as f:
+                return struct.unpack(">I", f.read())[0]
+        except (OSError, ValueError):
+            return 0
+
+    def _write_down_seq(self):
+        with self.flash.open("/link/down_seq.tmp", "wb") as f:
+            f.write(struct.pack(">I", self.last_down_seq))
+        self.flash.rename("/link/down_seq.tmp", "/link/down_seq")
+
+    def _on_message(self, topic, payload):
+        if not topic.startswith(self.prefix):
+            return
+        try:
+            doc = envelope.open_envelope(payload, lambda dev: self.key if dev == self.device else None)
+        except envelope.EnvelopeError:
+            self.stats["rejected"] += 1
+            return
+        if doc["seq"] <= self.last_down_seq:
+            self.stats["duplicates"] += 1  # a redelivery or a replay: already handled
+            return
+        self.last_down_seq = doc["seq"]
+        self._write_down_seq()
+        self.stats["received"] += 1
+        rest = topic[len(self.prefix):]
+        try:
+            if rest.startswith("down/"):
+                self._deliver(rest[5:], doc)
+            elif rest == "ctl":
+                self._control(doc)
+        except MicrofangError as e:
+            self.supervisor.report(doc.get("agent", ""), "fault", "gateway message: %s" % e)
+
+    def _deliver(self, agent_id, doc):
+        kind = abi.EV_REPLY if doc["kind"] == "reply" else abi.EV_MESSAGE
+        self.supervisor.post(agent_id, kind, cbor.dumps(doc["body"]))
+
+    def _control(self, doc):
+        kind = doc["kind"]
+        agent_id = doc["agent"]
+        if kind == "log_ack":
+            log = self.supervisor.log(agent_id)
+            if log is not None:
+                log.ack(int(doc["body"]))
+        elif kind == "suspend":
+            self.supervisor.suspend(agent_id)
+        elif kind == "resume":
+            self.supervisor.resume(agent_id)
+        elif kind == "reclaim":
+            self.supervisor.reclaim(agent_id)
+        elif kind == "refuel":
+            self.supervisor.refuel(agent_id, int(doc["body"]))
+
+    # ---- replication and telemetry -------------------------------------------------------
+
+    def replicate(self):
+        """Send each agent's log records the gateway does not have yet, on log/{agent}."""
+        for agent_id in list(self.supervisor.agents):
+            log = self.supervisor.log(agent_id)
+            if log is None:
+                continue
+            start = max(log.acked, self.replicated.get(agent_id, 0)) + 1
+            if start > log.last_seq:
+                continue
+            batch = []
+            for seq, payload in log.records(start):
+                batch.append([seq, payload])
+                if len(batch) >= _REPLICATE_BATCH:
+                    break
+            if batch:
+                self.send("log/" + agent_id, agent_id, "log", batch)
+                self.replicated[agent_id] = batch[-1][0]
+
+    def telemetry(self):
+        try:
+            import gc
+
+            free = gc.mem_free() if hasattr(gc, "mem_free") else 0
+        except ImportError:
+            free = 0
+        used, total = self.flash.usage()
+        body = {"uptime_ms": port.ticks_diff(self.clock(), self.started), "free_heap": free,
+                "flash_used": used, "flash_total": total, "agents": self.supervisor.stats(),
+                "link": dict(self.stats)}
+        self.send("tele", "", "tele", body)
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    async def run(self, duration_ms=None):
+        """Stay connected (reconnecting with backoff and jitter) until stopped or timed out."""
+        backoff = _BACKOFF_MIN_MS
+        start = self.clock()
+        while not self._stop and (duration_ms is None or port.ticks_diff(self.clock(), start) < duration_ms):
+            try:
+                await self._session(start, duration_ms)
+                backoff = _BACKOFF_MIN_MS
+            except (OSError, MQTTError, EOFError) as e:
+                self.supervisor.report("", "link", "disconnected: %s" % e)
+            self.connected = False
+            if self.client is not None:
+                self.client.close()
+            self.inflight = {}
+            if self._stop:
+                break
+            self.stats["reconnects"] += 1
+            await port.sleep_ms(_jitter(backoff))
+            backoff = min(backoff * 2, _BACKOFF_MAX_MS)
+
+    async def _session(self, start, duration_ms):
+        cfg = self.config
+        client = MQTTClient(self.device, cfg["host"], cfg.get("port", 1883), keepalive=cfg.get("keepalive", 30),
+                            will=(self.prefix + "status", b"offline", True), user=cfg.get("user"),
+                            password=cfg.get("password"), tls=cfg.get("tls", False))
+        client.on_message = self._on_message
+        client.on_puback = self._on_puback
+        await client.connect(clean_session=False)
+        self.client = client
+        self.connected = True
+        self.sent_upto = self.outbox.acked  # everything unacknowledged goes out again
+        await client.subscribe([self.prefix + "down/#", self.prefix + "ctl"])
+        await client.publish(self.prefix + "status", b"online", qos=1, retain=True)
+        self.supervisor.report("", "link", "connected to %s:%d" % (cfg["host"], cfg.get("port", 1883)))
+        reader = port.asyncio.create_task(client.run())
+        keepalive_ms = cfg.get("keepalive", 30) * 1000 // 2
+        telemetry_ms = cfg.get("telemetry_ms", 5000)
+        last_ping = last_tele = self.clock()
+        try:
+            while not self._stop and (duration_ms is None or port.ticks_diff(self.clock(), start) < duration_ms):
+                if reader.done():
+                    reader.result()  # raises the reason the connection ended
+                    raise MQTTError("connection closed")
+                now = self.clock()
+                if port.ticks_diff(now, last_tele) >= telemetry_ms:
+                    last_tele = now
+                    self.replicate()
+                    self.telemetry()
+                if port.ticks_diff(now, last_ping) >= keepalive_ms:
+                    last_ping = now
+                    await client.ping()
+                if self._pending_cursor > self.outbox.acked and \
+                        port.ticks_diff(now, self.cursor_written) >= _CURSOR_EVERY_MS:
+                    self._write_cursor(self._pending_cursor)
+                await self._flush()
+                # Sleep until something is queued, an ack arrives, or the next timer is due.
+                self._kick.clear()
+                due = min(telemetry_ms - port.ticks_diff(self.clock(), last_tele),
+                          keepalive_ms - port.ticks_diff(self.clock(), last_ping), _CURSOR_EVERY_MS)
+                try:
+                    await port.wait_for(self._kick.wait(), max(1, min(due, 100)))
+                except port.asyncio.TimeoutError:
+                    pass
+        finally:
+            reader.cancel()
+            if self._stop:
+                await client.disconnect()
+
+    def stop(self):
+        self._stop = True
+        self._kick.set()

@@ -1,0 +1,268 @@
+"""The gateway: the host end of every board's link.
+
+    async with Gateway(broker="mqtt://127.0.0.1:1883", db="gateway.db") as gw:
+        await gw.serve_forever()
+
+It subscribes to every device's status, tele, up/+ and log/+ topics, verifies each envelope
+(known device, HMAC, sequence newer than the last one accepted), routes requests to handlers
+(router.py), stores telemetry and memory-log replicas, audits what agents do, and answers on
+down/{agent} and ctl with envelopes sealed with the device's key.
+
+Delivery: paho runs the socket in its own thread and hands messages to the event loop. Each
+message is acknowledged to the broker (manual PUBACK) only after its effects are committed to
+SQLite, so a gateway killed mid-stream loses nothing; the replay check makes the broker's
+redeliveries harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+
+from microfang import console
+from microfang.firmware import cbor, envelope
+from microfang.gateway.router import Request, Router
+from microfang.gateway.store import Store
+
+_TOPIC = re.compile(r"^mf/([^/]+)/([^/]+)/(status|tele|up|log)(?:/([a-z0-9][a-z0-9_-]{0,31}))?$")
+DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", "unknown-agent")
+
+
+def parse_broker(url: str) -> tuple[str, int, bool]:
+    parsed = urlparse(url if "://" in url else f"mqtt://{url}")
+    tls = parsed.scheme in ("mqtts", "ssl", "tls")
+    return parsed.hostname or "127.0.0.1", parsed.port or (8883 if tls else 1883), tls
+
+
+class Gateway:
+    """One gateway process. Keyword-only configuration; use as an async context manager."""
+
+    def __init__(self, *, broker: str = "mqtt://127.0.0.1:1883", db: str | Path = "gateway.db",
+                 router: Router | None = None, http_port: int | None = None, client_id: str = "microfang-gateway",
+                 user: str | None = None, password: str | None = None, quiet: bool = False) -> None:
+        self.host, self.port, self.tls = parse_broker(broker)
+        self.db_path = db
+        self.router = router or Router()
+        self.http_port = http_port
+        self.client_id = client_id
+        self.user = user
+        self.password = password
+        self.quiet = quiet
+        self.store: Store | None = None
+        self.devices: dict[str, dict[str, Any]] = {}
+        self.metrics: dict[str, int] = {"messages": 0, "requests": 0, "replies": 0, "telemetry": 0,
+                                        "log_records": 0, "publishes": 0, "presence": 0}
+        for reason in DROP_REASONS:
+            self.metrics[f"dropped_{reason}"] = 0
+        self.connected = False
+        self.started = time.time()
+        self._queue: asyncio.Queue | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: mqtt.Client | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._http: asyncio.base_events.Server | None = None
+        self.replies_sent = asyncio.Event()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Gateway:
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        self.store = Store(self.db_path)
+        self.devices = self.store.devices()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
+                             manual_ack=True)
+        if self.user is not None:
+            client.username_pw_set(self.user, self.password)
+        if self.tls:
+            client.tls_set()
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(0.1, 5)
+        self._client = client
+        client.connect_async(self.host, self.port, keepalive=30)
+        client.loop_start()
+        self._tasks.append(asyncio.create_task(self._process(), name="microfang[gateway].process"))
+        if self.http_port is not None:
+            from microfang.gateway.http import serve
+
+            self._http = await serve(self, self.http_port)
+        deadline = time.monotonic() + 10
+        while not self.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if not self.connected:
+            await self.__aexit__(None, None, None)
+            raise ConnectionError(f"cannot reach the MQTT broker at {self.host}:{self.port}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._http is not None:
+            self._http.close()
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+        if self.store is not None:
+            self.store.close()
+
+    async def serve_forever(self) -> None:
+        await asyncio.Event().wait()
+
+    def add_device(self, device: str, fleet: str = "default", key: bytes | None = None) -> bytes:
+        """Register a device and return its key (existing devices keep theirs)."""
+        assert self.store is not None
+        key = self.store.add_device(device, fleet, key)
+        self.devices = self.store.devices()
+        return key
+
+    # ---- paho thread -> event loop -------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        sock = client.socket()
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.subscribe([("mf/+/+/status", 1), ("mf/+/+/tele", 1), ("mf/+/+/up/+", 1), ("mf/+/+/log/+", 1)])
+        self.connected = True
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.connected = False
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        assert self._loop is not None and self._queue is not None
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, (message.topic, message.payload, message.mid,
+                                                                  message.qos))
+
+    # ---- processing ----------------------------------------------------------------------
+
+    async def _process(self) -> None:
+        assert self._queue is not None and self._client is not None
+        while True:
+            topic, payload, mid, qos = await self._queue.get()
+            try:
+                self.handle(topic, payload)
+            except Exception as e:  # a bug must not stop the gateway: log it, keep routing
+                self._log(f"error handling {topic}: {e!r}")
+            if qos:
+                self._client.ack(mid, qos)  # only now: its effects are committed
+
+    def _log(self, line: str) -> None:
+        if not self.quiet:
+            console.err_console.print(f"[gateway] {line}", markup=False, highlight=False)
+
+    def _drop(self, reason: str, topic: str, detail: str) -> None:
+        self.metrics[f"dropped_{reason}"] += 1
+        self._log(f"dropped {reason}: {topic}: {detail}")
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Handle one message from the broker (synchronously; requests run as tasks)."""
+        assert self.store is not None
+        self.metrics["messages"] += 1
+        m = _TOPIC.match(topic)
+        if m is None:
+            self._drop("malformed", topic, "topic outside mf/{fleet}/{device}/...")
+            return
+        fleet, device, kind, agent = m.groups()
+        record = self.devices.get(device)
+        if record is None or record["fleet"] != fleet:
+            self._drop("unknown-device", topic, f"unknown device {device!r} in fleet {fleet!r}")
+            return
+        if kind == "status":  # the broker publishes the last will itself: plain text, no envelope
+            online = payload == b"online"
+            record["online"] = online
+            self.store.set_presence(device, online)
+            self.metrics["presence"] += 1
+            return
+        try:
+            doc = envelope.open_envelope(payload, lambda dev: record["key"] if dev == device else None)
+        except envelope.EnvelopeError as e:
+            reason = "unknown-device" if e.reason == "unknown-device" else e.reason
+            self._drop(reason, topic, str(e))
+            return
+        if doc["seq"] <= record["up_seq"]:
+            self._drop("replay", topic, f"sequence {doc['seq']} is not newer than {record['up_seq']}")
+            return
+        if kind in ("up", "log") and doc["agent"] != agent:
+            self._drop("unknown-agent", topic, f"envelope names agent {doc['agent']!r}, the topic {agent!r}")
+            return
+        self.store.begin()
+        try:
+            record["up_seq"] = doc["seq"]
+            self._dispatch(device, kind, doc)
+            self.store.save_seqs(device, record["up_seq"], record["down_seq"])
+            self.store.commit()
+        except BaseException:
+            self.store.db.execute("ROLLBACK")
+            raise
+
+    def _dispatch(self, device: str, kind: str, doc: dict[str, Any]) -> None:
+        assert self.store is not None
+        agent = doc["agent"]
+        if kind == "tele":
+            self.metrics["telemetry"] += 1
+            self.store.add_telemetry(device, doc["body"])
+        elif kind == "log":
+            records = [(int(s), bytes(p)) for s, p in doc["body"]]
+            self.metrics["log_records"] += len(records)
+            held = self.store.replicate(device, agent, records)
+            self.send(device, agent, "log_ack", held, control=True)
+        elif doc["kind"] == "request":
+            body = doc["body"]
+            self.metrics["requests"] += 1
+            request = Request(device, agent, str(body.get("kind", "")), int(body.get("id", 0)), None)
+            self.store.audit(device, agent, "request", {"kind": request.kind, "id": request.id})
+            try:
+                # The agent's body is CBOR it encoded itself (the ABI's payload format).
+                request.body = cbor.loads(bytes(body.get("body") or b"\xf6"), max_bytes=envelope.MAX_ENVELOPE)
+            except cbor.CBORError as e:
+                self._reply(request, False, f"request body is not CBOR: {e}")
+                return
+            self.router.dispatch(request, self._reply)
+        elif doc["kind"] == "publish":
+            self.metrics["publishes"] += 1
+            self.store.audit(device, agent, "publish", {"topic": doc["body"].get("topic")})
+
+    def _reply(self, request: Request, ok: bool, body: Any) -> None:
+        reply: dict[str, Any] = {"id": request.id, "ok": ok}
+        if not ok:
+            reply["error"] = str(body)
+        elif isinstance(body, dict):
+            reply.update(body)
+        else:
+            reply["body"] = body
+        self.metrics["replies"] += 1
+        self.send(request.device, request.agent, "reply", reply)
+        self.replies_sent.set()
+
+    def send(self, device: str, agent: str, kind: str, body: Any, control: bool = False) -> None:
+        """Seal and publish a message to a device: down/{agent}, or ctl for commands."""
+        assert self._client is not None and self.store is not None
+        record = self.devices[device]
+        record["down_seq"] += 1
+        sealed = envelope.seal(record["key"], device, record["down_seq"], agent, kind, body, int(time.time() * 1000))
+        topic = f"mf/{record['fleet']}/{device}/" + ("ctl" if control else f"down/{agent}")
+        self._client.publish(topic, sealed, qos=1)
+        self.store.save_seqs(device, record["up_seq"], record["down_seq"])
+
+    # ---- status --------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        online = sum(1 for d in self.devices.values() if d.get("online"))
+        return {"status": "ok" if self.connected else "degraded", "broker_connected": self.connected,
+                "devices": len(self.devices), "online": online, "uptime_s": round(time.time() - self.started, 1),
+                "pending_requests": len(self.router.pending)}

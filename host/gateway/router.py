@@ -1,0 +1,107 @@
+"""Requests from agents, routed by kind to handlers that never block routing.
+
+A handler is `async def handler(request) -> reply body`. The router runs each request as its
+own task, bounded by `max_pending`, with a timeout; a slow or failing handler delays only its
+own reply. Other issues plug in their kinds (llm, tool.call, mem.search, a2a.send) with
+`router.add(kind, handler)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+class Request:
+    """One agent request: who asked, what kind, the request id to answer, the CBOR body."""
+
+    def __init__(self, device: str, agent: str, kind: str, request_id: int, body: Any) -> None:
+        self.device = device
+        self.agent = agent
+        self.kind = kind
+        self.id = request_id
+        self.body = body
+
+
+Handler = Callable[[Request], Awaitable[Any]]
+Reply = Callable[[Request, bool, Any], None]
+
+
+class RateLimiter:
+    """Token buckets per (device, agent): `rate` requests per second, bursts of `burst`."""
+
+    def __init__(self, rate: float = 50.0, burst: int = 100) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[tuple[str, str], list[float]] = {}
+
+    def allow(self, device: str, agent: str) -> bool:
+        now = time.monotonic()
+        bucket = self._buckets.setdefault((device, agent), [float(self.burst), now])
+        bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if bucket[0] < 1:
+            return False
+        bucket[0] -= 1
+        return True
+
+
+async def echo(request: Request) -> Any:
+    """Reply with the request's own body."""
+    return {"body": request.body}
+
+
+async def ping(request: Request) -> Any:
+    return {"text": "pong"}
+
+
+class Router:
+    def __init__(self, *, max_pending: int = 10_000, timeout: float = 30.0, limiter: RateLimiter | None = None) -> None:
+        self.handlers: dict[str, Handler] = {"echo": echo, "ping": ping}
+        self.max_pending = max_pending
+        self.timeout = timeout
+        self.limiter = limiter or RateLimiter()
+        self.pending: set[asyncio.Task] = set()
+        self.counts: dict[str, int] = {"requests": 0, "replies_ok": 0, "replies_error": 0, "rate_limited": 0,
+                                       "busy": 0, "timeouts": 0, "unknown_kind": 0}
+
+    def add(self, kind: str, handler: Handler) -> None:
+        """Register the handler for a request kind (replacing any earlier one)."""
+        self.handlers[kind] = handler
+
+    def dispatch(self, request: Request, reply: Reply) -> None:
+        """Start handling a request; `reply(request, ok, body)` is called exactly once."""
+        self.counts["requests"] += 1
+        handler = self.handlers.get(request.kind)
+        if handler is None:
+            self.counts["unknown_kind"] += 1
+            reply(request, False, f"no handler for request kind {request.kind!r} on this gateway")
+            return
+        if not self.limiter.allow(request.device, request.agent):
+            self.counts["rate_limited"] += 1
+            reply(request, False, "rate limited: too many requests from this agent")
+            return
+        if len(self.pending) >= self.max_pending:
+            self.counts["busy"] += 1
+            reply(request, False, "gateway busy: too many requests in flight")
+            return
+        task = asyncio.get_running_loop().create_task(self._run(handler, request, reply),
+                                                     name=f"microfang[{request.device}/{request.agent}].request")
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def _run(self, handler: Handler, request: Request, reply: Reply) -> None:
+        try:
+            body = await asyncio.wait_for(handler(request), self.timeout)
+        except asyncio.TimeoutError:
+            self.counts["timeouts"] += 1
+            reply(request, False, f"{request.kind} timed out after {self.timeout:g} s")
+            return
+        except Exception as e:  # a handler's failure becomes an error reply, never a crash
+            self.counts["replies_error"] += 1
+            reply(request, False, f"{request.kind} failed: {e}")
+            return
+        self.counts["replies_ok"] += 1
+        reply(request, True, body)

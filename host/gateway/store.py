@@ -1,0 +1,151 @@
+"""The gateway's SQLite store: device registry and keys, replay state, the audit log with its
+hash chain, the memory-log replica, telemetry with bounded retention.
+
+One connection, used from the gateway's event loop only. WAL mode: readers (`microfang
+status`, `microfang audit verify`) never block the gateway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    fleet TEXT NOT NULL,
+    key BLOB NOT NULL,
+    created REAL NOT NULL,
+    last_seen REAL,
+    online INTEGER NOT NULL DEFAULT 0,
+    up_seq INTEGER NOT NULL DEFAULT 0,     -- last sequence accepted from the device (replays are older)
+    down_seq INTEGER NOT NULL DEFAULT 0    -- last sequence the gateway sent to the device
+);
+CREATE TABLE IF NOT EXISTS audit (
+    n INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    device TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS log_replica (
+    device TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (device, agent, seq)
+);
+CREATE TABLE IF NOT EXISTS telemetry (
+    n INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    ts REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS telemetry_device ON telemetry (device, n);
+"""
+
+GENESIS = b"\x00" * 32
+TELEMETRY_KEEP = 100  # rows per device
+
+
+def _audit_hash(prev: bytes, ts: float, device: str, agent: str, action: str, detail: str) -> bytes:
+    record = json.dumps([ts, device, agent, action, detail], separators=(",", ":")).encode()
+    return hashlib.sha256(prev + record).digest()
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        row = self.db.execute("SELECT hash FROM audit ORDER BY n DESC LIMIT 1").fetchone()
+        self._audit_head = row[0] if row else GENESIS
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- registry ------------------------------------------------------------------------
+
+    def add_device(self, device: str, fleet: str = "default", key: bytes | None = None) -> bytes:
+        """Register a device (or return the key it already has)."""
+        row = self.db.execute("SELECT key FROM devices WHERE id = ?", (device,)).fetchone()
+        if row:
+            return bytes(row[0])
+        key = key or os.urandom(32)
+        self.db.execute("INSERT INTO devices (id, fleet, key, created) VALUES (?, ?, ?, ?)",
+                        (device, fleet, key, time.time()))
+        return key
+
+    def devices(self) -> dict[str, dict[str, Any]]:
+        rows = self.db.execute("SELECT id, fleet, key, last_seen, online, up_seq, down_seq FROM devices").fetchall()
+        return {r[0]: {"fleet": r[1], "key": bytes(r[2]), "last_seen": r[3], "online": bool(r[4]), "up_seq": r[5],
+                       "down_seq": r[6]} for r in rows}
+
+    def set_presence(self, device: str, online: bool) -> None:
+        self.db.execute("UPDATE devices SET online = ?, last_seen = ? WHERE id = ?", (int(online), time.time(), device))
+
+    def save_seqs(self, device: str, up_seq: int, down_seq: int) -> None:
+        self.db.execute("UPDATE devices SET up_seq = ?, down_seq = ?, last_seen = ? WHERE id = ?",
+                        (up_seq, down_seq, time.time(), device))
+
+    # ---- audit ---------------------------------------------------------------------------
+
+    def audit(self, device: str, agent: str, action: str, detail: Any) -> None:
+        """Append one audit record, chained to the previous one by SHA-256."""
+        ts = time.time()
+        text = detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"), default=str)
+        digest = _audit_hash(self._audit_head, ts, device, agent, action, text)
+        self.db.execute("INSERT INTO audit (ts, device, agent, action, detail, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (ts, device, agent, action, text, self._audit_head, digest))
+        self._audit_head = digest
+
+    def verify_audit(self) -> tuple[int, int | None]:
+        """Walk the chain; return (records checked, number of the first bad record or None)."""
+        prev = GENESIS
+        count = 0
+        for n, ts, device, agent, action, detail, stored_prev, digest in self.db.execute(
+                "SELECT n, ts, device, agent, action, detail, prev, hash FROM audit ORDER BY n"):
+            if bytes(stored_prev) != prev or _audit_hash(prev, ts, device, agent, action, detail) != bytes(digest):
+                return count, n
+            prev = bytes(digest)
+            count += 1
+        return count, None
+
+    # ---- memory-log replica and telemetry ------------------------------------------------
+
+    def replicate(self, device: str, agent: str, records: list[tuple[int, bytes]]) -> int:
+        """Store replicated records (idempotent); return the highest contiguous seq held."""
+        self.db.executemany("INSERT OR IGNORE INTO log_replica (device, agent, seq, payload) VALUES (?, ?, ?, ?)",
+                            [(device, agent, seq, payload) for seq, payload in records])
+        row = self.db.execute("SELECT MAX(seq) FROM log_replica WHERE device = ? AND agent = ?", (device, agent)).fetchone()
+        return row[0] or 0
+
+    def replica(self, device: str, agent: str) -> list[tuple[int, bytes]]:
+        return [(s, bytes(p)) for s, p in self.db.execute(
+            "SELECT seq, payload FROM log_replica WHERE device = ? AND agent = ? ORDER BY seq", (device, agent))]
+
+    def add_telemetry(self, device: str, body: Any) -> None:
+        self.db.execute("INSERT INTO telemetry (device, ts, body) VALUES (?, ?, ?)",
+                        (device, time.time(), json.dumps(body, default=str)))
+        self.db.execute("DELETE FROM telemetry WHERE device = ? AND n <= (SELECT n FROM telemetry WHERE device = ? "
+                        "ORDER BY n DESC LIMIT 1 OFFSET ?)", (device, device, TELEMETRY_KEEP))
+
+    def latest_telemetry(self, device: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT body FROM telemetry WHERE device = ? ORDER BY n DESC LIMIT 1", (device,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def begin(self) -> None:
+        self.db.execute("BEGIN")
+
+    def commit(self) -> None:
+        self.db.execute("COMMIT")

@@ -1,0 +1,59 @@
+"""Boards, gateway and a real Mosquitto on 127.0.0.1, end to end."""
+
+import asyncio
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+from brokers import free_port
+from fleet import make_board
+
+from microfang.gateway import Gateway
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "sdk" / "examples"
+
+
+@pytest.fixture(scope="module")
+def echo_bundle(tmp_path_factory):
+    from microfang.tools.build import build
+
+    out, _ = build(EXAMPLES / "echo" / "agent.toml", tmp_path_factory.mktemp("echo") / "echo.mfa")
+    return out.read_bytes()
+
+
+async def wait_until(check, seconds=10.0):
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+def test_three_boards_get_their_agents_requests_answered(mosquitto, tmp_path, echo_bundle):
+    async def scenario():
+        http = free_port()
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", http_port=http,
+                           quiet=True) as gw:
+            boards = []
+            for n in range(3):
+                key = gw.add_device(f"board{n}", fleet="test")
+                board, rec = make_board(f"board{n}", key, mosquitto.port)
+                board.spawn(echo_bundle)
+                boards.append((board, rec))
+            runs = [asyncio.create_task(board.run(3000)) for board, _ in boards]
+            answered = await wait_until(lambda: all("echoed: ping 1" in rec.texts("echo", "log") for _, rec in boards))
+            health = json.loads(await asyncio.to_thread(
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz").read()))
+            metrics = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics").read().decode())
+            await asyncio.gather(*runs)
+            return answered, boards, gw, health, metrics
+
+    answered, boards, gw, health, metrics = asyncio.run(scenario())
+    assert answered, [rec.seen for _, rec in boards]
+    assert health["status"] == "ok" and health["devices"] == 3
+    assert "microfang_requests_total" in metrics and 'microfang_dropped_total{reason="forged"} 0' in metrics
+    assert gw.metrics["requests"] >= 3 and gw.metrics["replies"] >= 3
+    assert gw.metrics["telemetry"] >= 3
