@@ -6,6 +6,9 @@ Usage:
   microfang run AGENT.toml|AGENT.mfa ... [-e] run agents locally and print their logs (-e: and events)
   microfang port build [--board unix|esp32|esp32s3]
                                              build the MicroPython firmware, print its path
+  microfang gateway [--broker URL] [--db F]  run the gateway (/healthz, /metrics on --http)
+  microfang sim [--boards N] [--agents a,b]  simulate a fleet against a gateway and broker
+  microfang status | audit verify | keys add the fleet, the audit chain, device keys
 
 Each command is a `do_X(args)` handler plus an `argparse_X(sub)` builder in `_COMMANDS`.
 Expected failures (bad input) print one line `microfang: ...` and exit 1; bugs keep their
@@ -86,11 +89,104 @@ def do_port(args: argparse.Namespace) -> None:
     console.out.print(str(path), markup=False, highlight=False)
 
 
+def argparse_gateway(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gateway", help="run the gateway: registry, router, audit, replicas, /healthz and /metrics")
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="MQTT broker URL (mqtts:// for TLS)")
+    p.add_argument("--db", type=Path, default=Path("gateway.db"), help="SQLite database (default gateway.db)")
+    p.add_argument("--http", type=int, default=8077, metavar="PORT", help="port for /healthz and /metrics (0: off)")
+    p.add_argument("--user", help="broker user name")
+    p.add_argument("--password", help="broker password")
+
+
+def do_gateway(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from microfang.gateway import Gateway
+
+    async def serve() -> None:
+        try:
+            async with Gateway(broker=args.broker, db=args.db, http_port=args.http or None, user=args.user,
+                               password=args.password) as gw:
+                console.info(f"gateway up: broker {gw.host}:{gw.port}, {len(gw.devices)} devices in {args.db}"
+                             + (f", http://127.0.0.1:{args.http}/healthz" if args.http else ""))
+                await gw.serve_forever()
+        except ConnectionError as e:
+            raise MicrofangError(str(e)) from None
+
+    asyncio.run(serve())
+
+
+def argparse_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="show the fleet: devices, presence, agents (from the gateway's database)")
+    p.add_argument("--db", type=Path, default=Path("gateway.db"))
+
+
+def do_status(args: argparse.Namespace) -> None:
+    from microfang.ops import status
+
+    status(args.db)
+
+
+def argparse_audit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="check the gateway's append-only audit log")
+    actions = p.add_subparsers(dest="audit_action", metavar="ACTION", required=True)
+    v = actions.add_parser("verify", help="verify the hash chain of every audit record")
+    v.add_argument("--db", type=Path, default=Path("gateway.db"))
+
+
+def do_audit(args: argparse.Namespace) -> None:
+    from microfang.ops import audit_verify
+
+    audit_verify(args.db)
+
+
+def argparse_keys(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("keys", help="device identities in the gateway registry")
+    actions = p.add_subparsers(dest="keys_action", metavar="ACTION", required=True)
+    a = actions.add_parser("add", help="register a device and print its HMAC key (hex)")
+    a.add_argument("device")
+    a.add_argument("--fleet", default="default")
+    a.add_argument("--db", type=Path, default=Path("gateway.db"))
+
+
+def do_keys(args: argparse.Namespace) -> None:
+    from microfang.ops import add_key
+
+    add_key(args.db, args.device, args.fleet)
+
+
+def argparse_sim(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sim", help="simulate a fleet: N boards running the real firmware against a gateway")
+    p.add_argument("--boards", type=int, default=3)
+    p.add_argument("--agents", default="echo,hello,threshold",
+                   help="comma-separated example agents for every board (default echo,hello,threshold)")
+    p.add_argument("-t", "--seconds", type=float, default=10.0, help="how long to run (default 10; 0: forever)")
+    p.add_argument("--broker", help="MQTT broker URL (default: start a private mosquitto)")
+    p.add_argument("--db", type=Path, help="gateway database (default: a temporary one)")
+
+
+def do_sim(args: argparse.Namespace) -> None:
+    from microfang.sim import run_sim
+
+    if args.boards < 1:
+        raise MicrofangError("--boards must be at least 1")
+    metrics = run_sim(args.boards, [a for a in args.agents.split(",") if a], args.seconds or None, args.broker,
+                      args.db)
+    dropped = sum(v for k, v in metrics.items() if k.startswith("dropped_"))
+    console.info(f"gateway: {metrics['messages']} messages, {metrics['requests']} requests, "
+                 f"{metrics['replies']} replies, {metrics['telemetry']} telemetry reports, {dropped} dropped")
+
+
 _COMMANDS = {
     "build": (do_build, argparse_build),
     "inspect": (do_inspect, argparse_inspect),
     "run": (do_run, argparse_run),
     "port": (do_port, argparse_port),
+    "gateway": (do_gateway, argparse_gateway),
+    "status": (do_status, argparse_status),
+    "audit": (do_audit, argparse_audit),
+    "keys": (do_keys, argparse_keys),
+    "sim": (do_sim, argparse_sim),
 }
 
 

@@ -1,0 +1,61 @@
+"""Fleet operations on a gateway's database: status, audit verification, device keys."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from microfang import console
+from microfang.firmware.errors import MicrofangError
+from microfang.gateway.store import Store
+
+
+def open_store(db: Path) -> Store:
+    if not db.is_file():
+        raise MicrofangError(f"{db}: no gateway database (start `microfang gateway --db {db}` first)")
+    return Store(db)
+
+
+def status(db: Path) -> None:
+    store = open_store(db)
+    try:
+        devices = store.devices()
+        table = Table(title=f"fleet in {db}: {len(devices)} devices, "
+                            f"{sum(1 for d in devices.values() if d['online'])} online")
+        for column in ("device", "fleet", "presence", "last seen", "agents", "states", "fuel used", "events", "traps"):
+            table.add_column(column)
+        for device, d in sorted(devices.items()):
+            tele = store.latest_telemetry(device) or {}
+            agents = tele.get("agents", {})
+            states = ", ".join(sorted({a.get("state", "?") for a in agents.values()})) or "-"
+            seen = "never" if d["last_seen"] is None else f"{time.time() - d['last_seen']:.0f} s ago"
+            table.add_row(device, d["fleet"], "online" if d["online"] else "offline", seen, str(len(agents)), states,
+                          f"{sum(a.get('fuel_used', 0) for a in agents.values()):,}",
+                          str(sum(a.get("events", 0) for a in agents.values())),
+                          str(sum(a.get("traps", 0) for a in agents.values())))
+        console.out.print(table)
+    finally:
+        store.close()
+
+
+def audit_verify(db: Path) -> None:
+    store = open_store(db)
+    try:
+        count, bad = store.verify_audit()
+    finally:
+        store.close()
+    if bad is not None:
+        raise MicrofangError(f"{db}: audit log broken at record {bad} (after {count} good records): "
+                             "a record was changed, removed or inserted")
+    console.info(f"audit log intact: {count} records, hash chain verified")
+
+
+def add_key(db: Path, device: str, fleet: str) -> None:
+    store = Store(db)
+    try:
+        key = store.add_device(device, fleet)
+    finally:
+        store.close()
+    console.out.print(key.hex(), markup=False, highlight=False)

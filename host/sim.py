@@ -1,0 +1,134 @@
+"""`microfang sim`: a fleet of simulated boards against a real gateway and broker.
+
+Each board is the real firmware (Board: supervisor, sandboxes, memory logs, MQTT link) on
+CPython in this process, with its own LittleFS image in RAM and its own key. Without
+`--broker`, a private Mosquitto is started on a free localhost port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.live import Live
+from rich.table import Table
+
+from microfang import console
+from microfang.firmware.blockdev import RAMBlockDevice
+from microfang.firmware.board import Board
+from microfang.firmware.errors import MicrofangError
+from microfang.firmware.port import Flash
+from microfang.gateway import Gateway
+from microfang.tools.build import SDK_DIR, build
+
+EXAMPLES = SDK_DIR / "examples"
+DEFAULT_AGENTS = ("echo", "hello", "threshold")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def local_mosquitto() -> Iterator[int]:
+    """A private Mosquitto on 127.0.0.1 (TCP_NODELAY on); yields its port."""
+    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if exe is None:
+        raise MicrofangError("no MQTT broker: install mosquitto (apt install mosquitto) or pass --broker URL")
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="microfang-broker-") as tmp:
+        conf = Path(tmp) / "mosquitto.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+                        "max_queued_messages 100000\nlog_dest none\n", encoding="utf-8")
+        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise MicrofangError("mosquitto did not start") from None
+                    time.sleep(0.05)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def _bundles(names: list[str]) -> list[bytes]:
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            manifest = EXAMPLES / name / "agent.toml"
+            if not manifest.is_file():
+                raise MicrofangError(f"unknown example agent {name!r} (have: {', '.join(sorted(p.name for p in EXAMPLES.iterdir() if (p / 'agent.toml').is_file()))})")
+            path, _ = build(manifest, Path(tmp) / f"{name}.mfa")
+            out.append(path.read_bytes())
+    return out
+
+
+def _table(boards: list[tuple[Board, dict]], gateway: Gateway, started: float) -> Table:
+    table = Table(title=f"microfang sim: {len(boards)} boards, {time.monotonic() - started:.0f} s, gateway "
+                        f"{gateway.metrics['requests']} requests / {gateway.metrics['replies']} replies")
+    for column in ("board", "link", "agents", "events", "fuel used", "sent", "received", "last log"):
+        table.add_column(column, justify="left" if column in ("board", "link", "last log") else "right")
+    for board, info in boards[:40]:
+        stats = board.supervisor.stats()
+        table.add_row(board.device, "online" if board.link.connected else "offline", str(len(stats)),
+                      str(sum(s["events"] for s in stats.values())), f"{sum(s['fuel_used'] for s in stats.values()):,}",
+                      str(board.link.stats["sent"]), str(board.link.stats["received"]), info.get("last", "")[:40])
+    if len(boards) > 40:
+        table.caption = f"... and {len(boards) - 40} more boards"
+    return table
+
+
+async def simulate(boards: int, agents: list[str], seconds: float | None, broker: str, db: Path) -> dict:
+    bundles = _bundles(agents)
+    fleet: list[tuple[Board, dict]] = []
+    async with Gateway(broker=broker, db=db, quiet=True) as gateway:
+        host, port = gateway.host, gateway.port
+        for n in range(boards):
+            device = f"sim{n:04d}"
+            key = gateway.add_device(device, fleet="sim")
+            info: dict = {}
+
+            def report(agent_id: str, kind: str, text: str, info: dict = info) -> None:
+                if kind in ("log", "fault"):
+                    info["last"] = f"{agent_id}: {text}"
+
+            flash = Flash(RAMBlockDevice(4096, 32))
+            board = Board({"device": device, "fleet": "sim", "key": key, "host": host, "port": port,
+                           "telemetry_ms": 5000}, flash, report=report)
+            for data in bundles:
+                board.spawn(data)
+            fleet.append((board, info))
+        started = time.monotonic()
+        duration_ms = None if seconds is None else int(seconds * 1000)
+        runs = [asyncio.create_task(board.run(duration_ms)) for board, _ in fleet]
+        with Live(_table(fleet, gateway, started), console=console.out, refresh_per_second=2) as live:
+            while not all(r.done() for r in runs):
+                await asyncio.sleep(0.5)
+                live.update(_table(fleet, gateway, started))
+        for r in runs:
+            r.result()
+        return dict(gateway.metrics)
+
+
+def run_sim(boards: int, agents: list[str], seconds: float | None, broker: str | None, db: Path | None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="microfang-sim-") as tmp:
+        db_path = db or Path(tmp) / "gateway.db"
+        if broker is not None:
+            return asyncio.run(simulate(boards, agents, seconds, broker, db_path))
+        with local_mosquitto() as port:
+            return asyncio.run(simulate(boards, agents, seconds, f"mqtt://127.0.0.1:{port}", db_path))
