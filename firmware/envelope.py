@@ -76,3 +76,43 @@ def open_envelope(data, key_for):
     if not _equal(mac, hmac_sha256(key, cbor.dumps(doc))):
         raise EnvelopeError("forged", "bad HMAC from device %r" % dev)
     return doc
+
+
+class ReplayWindow:
+    """Which sequence numbers from one sender were already accepted: the highest one and a
+    bitmap of the `size` before it. A QoS 1 redelivery or a replay is refused; a message that
+    arrives late but unseen (reordering after a reconnect or a broker restart) is accepted."""
+
+    def __init__(self, highest=0, bits=0, size=1024):
+        self.highest = highest
+        self.bits = bits  # bit i set: highest - i was accepted (bit 0 is highest itself)
+        self.size = size
+
+    def fresh(self, seq):
+        """Whether `seq` would be accepted (without recording it)."""
+        if seq > self.highest:
+            return True
+        age = self.highest - seq
+        return seq >= 1 and age < self.size and not (self.bits >> age) & 1
+
+    def accept(self, seq):
+        """Record `seq` and return True if it is new; False if seen or too old to tell."""
+        if seq > self.highest:
+            shift = seq - self.highest
+            self.bits = ((self.bits << shift) | 1) & ((1 << self.size) - 1) if shift < self.size else 1
+            self.highest = seq
+            return True
+        age = self.highest - seq
+        if seq < 1 or age >= self.size or (self.bits >> age) & 1:
+            return False
+        self.bits |= 1 << age
+        return True
+
+    def dumps(self):
+        return self.highest.to_bytes(4, "big") + self.bits.to_bytes(self.size // 8, "big")
+
+    @classmethod
+    def loads(cls, data, size=1024):
+        if len(data) != 4 + size // 8:
+            return cls(size=size)
+        return cls(int.from_bytes(data[:4], "big"), int.from_bytes(data[4:], "big"), size)

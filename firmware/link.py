@@ -22,6 +22,7 @@ _CURSOR_EVERY_MS = 1000  # how often acknowledgements are written to flash (wear
 _BACKOFF_MIN_MS = 250
 _BACKOFF_MAX_MS = 30000
 _REPLICATE_BATCH = 16
+_ANSWERED_KEEP = 1024  # request ids remembered per agent to drop a re-sent reply
 
 
 def _jitter(ms):
@@ -48,8 +49,9 @@ class Link:
         self.inflight = {}  # packet id -> outbox seq
         self.acked = set()  # seqs acknowledged but not yet contiguous with the cursor
         self.cursor_written = clock()
-        self.last_down_seq = self._read_down_seq()
+        self.down_window = self._read_down_window()
         self.replicated = {}  # agent -> highest seq sent (acknowledged ones come back on ctl)
+        self.answered = {}  # agent -> ReplayWindow of request ids answered (a crashed gateway may answer again)
         self.stats = {"sent": 0, "received": 0, "duplicates": 0, "rejected": 0, "reconnects": 0}
         self.connected = False
         self.sent_upto = 0  # highest outbox seq published on the current connection
@@ -115,44 +117,61 @@ class Link:
 
     # ---- receiving -----------------------------------------------------------------------
 
-    def _read_down_seq(self):
+    def _read_down_window(self):
         try:
-            with self.flash.open("/link/down_seq", "rb") as f:
-                return struct.unpack(">I", f.read())[0]
-        except (OSError, ValueError):
-            return 0
+            with self.flash.open("/link/down_window", "rb") as f:
+                return envelope.ReplayWindow.loads(f.read())
+        except OSError:
+            return envelope.ReplayWindow()
 
-    def _write_down_seq(self):
-        with self.flash.open("/link/down_seq.tmp", "wb") as f:
-            f.write(struct.pack(">I", self.last_down_seq))
-        self.flash.rename("/link/down_seq.tmp", "/link/down_seq")
+    def _write_down_window(self):
+        with self.flash.open("/link/down_window.tmp", "wb") as f:
+            f.write(self.down_window.dumps())
+        self.flash.rename("/link/down_window.tmp", "/link/down_window")
 
     def _on_message(self, topic, payload):
+        """Handle one message from the broker. Returns False when an agent's queue is full:
+        the client then holds the PUBACK and stops reading until there is room (the broker
+        keeps the message), so a burst of replies is never dropped."""
         if not topic.startswith(self.prefix):
-            return
+            return True
         try:
             doc = envelope.open_envelope(payload, lambda dev: self.key if dev == self.device else None)
         except envelope.EnvelopeError:
             self.stats["rejected"] += 1
-            return
-        if doc["seq"] <= self.last_down_seq:
+            return True
+        if not self.down_window.fresh(doc["seq"]):
             self.stats["duplicates"] += 1  # a redelivery or a replay: already handled
-            return
-        self.last_down_seq = doc["seq"]
-        self._write_down_seq()
-        self.stats["received"] += 1
+            return True
         rest = topic[len(self.prefix):]
         try:
-            if rest.startswith("down/"):
-                self._deliver(rest[5:], doc)
-            elif rest == "ctl":
+            if rest.startswith("down/") and not self._deliver(rest[5:], doc):
+                return False
+            if rest == "ctl":
                 self._control(doc)
         except MicrofangError as e:
             self.supervisor.report(doc.get("agent", ""), "fault", "gateway message: %s" % e)
+        self.down_window.accept(doc["seq"])
+        self._write_down_window()
+        self.stats["received"] += 1
+        return True
 
     def _deliver(self, agent_id, doc):
-        kind = abi.EV_REPLY if doc["kind"] == "reply" else abi.EV_MESSAGE
-        self.supervisor.post(agent_id, kind, cbor.dumps(doc["body"]))
+        """Queue a message or reply for an agent; False if its queue is full (try again)."""
+        if doc["kind"] != "reply":
+            return self.supervisor.post(agent_id, abi.EV_MESSAGE, cbor.dumps(doc["body"]))
+        request_id = doc["body"].get("id") if isinstance(doc["body"], dict) else 0
+        answered = self.answered.get(agent_id)
+        if answered is None:
+            answered = self.answered[agent_id] = envelope.ReplayWindow(size=_ANSWERED_KEEP)
+        if isinstance(request_id, int) and request_id > 0 and not answered.fresh(request_id):
+            self.stats["duplicates"] += 1
+            return True
+        if not self.supervisor.post(agent_id, abi.EV_REPLY, cbor.dumps(doc["body"]), count_drop=False):
+            return False
+        if isinstance(request_id, int) and request_id > 0:
+            answered.accept(request_id)
+        return True
 
     def _control(self, doc):
         kind = doc["kind"]

@@ -179,8 +179,10 @@ class MQTTClient:
                 if qos:
                     packet_id = struct.unpack_from(">H", body, pos)[0]
                     pos += 2
-                if self.on_message is not None:
-                    self.on_message(topic, body[pos:])
+                # The handler returns False when it cannot take the message yet: wait (and read
+                # nothing more: TCP backpressure) rather than acknowledge and drop it.
+                while self.on_message is not None and self.on_message(topic, body[pos:]) is False:
+                    await port.sleep_ms(10)
                 # Acknowledge after handing it on: the handler stored or queued it.
                 if qos == 1:
                     await self._send(bytes([_PUBACK, 2]) + struct.pack(">H", packet_id))

@@ -162,11 +162,13 @@ class Supervisor:
             self.report(agent_id, "state", RUNNING)
             self._kick()
 
-    def post(self, agent_id, kind, payload=b""):
-        """Queue an event for an agent; return False if its queue is full."""
+    def post(self, agent_id, kind, payload=b"", count_drop=True):
+        """Queue an event for an agent; return False if its queue is full (counted as a drop
+        unless the caller will offer it again)."""
         agent = self._get(agent_id)
         if len(agent.queue) >= _QUEUE_LIMIT:
-            agent.stats["dropped"] += 1
+            if count_drop:
+                agent.stats["dropped"] += 1
             return False
         agent.queue.append((kind, payload))
         self._kick()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -30,6 +31,10 @@ class Mosquitto:
         lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "set_tcp_nodelay true",
                  "max_queued_messages 100000", f"persistence {'true' if self.persistence else 'false'}",
                  f"persistence_location {self.folder}/", "autosave_interval 1", "log_dest none"]
+        if os.geteuid() == 0:
+            # As root, mosquitto would switch to the "mosquitto" user, which cannot write its
+            # persistence file under a test's private temp folder.
+            lines.append("user root")
         conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10

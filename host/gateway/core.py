@@ -68,6 +68,7 @@ class Gateway:
         self._client: mqtt.Client | None = None
         self._tasks: list[asyncio.Task] = []
         self._http: asyncio.base_events.Server | None = None
+        self._replies_in_flight: dict[int, tuple[str, str, int]] = {}  # paho mid -> request
         self.replies_sent = asyncio.Event()
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -86,6 +87,7 @@ class Gateway:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(0.1, 5)
@@ -103,7 +105,16 @@ class Gateway:
         if not self.connected:
             await self.__aexit__(None, None, None)
             raise ConnectionError(f"cannot reach the MQTT broker at {self.host}:{self.port}")
+        self._resume_requests()
         return self
+
+    def _resume_requests(self) -> None:
+        """Answer the requests a previous run accepted but had not delivered a reply for."""
+        assert self.store is not None
+        for device, agent, request_id, kind, body in self.store.pending_requests():
+            if device not in self.devices:
+                continue
+            self._start_request(Request(device, agent, kind, request_id, None), body)
 
     async def __aexit__(self, *exc: object) -> None:
         for task in self._tasks:
@@ -142,6 +153,16 @@ class Gateway:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self.connected = False
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._reply_delivered, mid)
+
+    def _reply_delivered(self, mid: int) -> None:
+        # The broker has the reply (PUBACK): the request is done and will not be answered again.
+        request = self._replies_in_flight.pop(mid, None)
+        if request is not None and self.store is not None:
+            self.store.finish_request(*request)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         assert self._loop is not None and self._queue is not None
@@ -194,17 +215,17 @@ class Gateway:
             reason = "unknown-device" if e.reason == "unknown-device" else e.reason
             self._drop(reason, topic, str(e))
             return
-        if doc["seq"] <= record["up_seq"]:
-            self._drop("replay", topic, f"sequence {doc['seq']} is not newer than {record['up_seq']}")
+        if not record["window"].fresh(doc["seq"]):
+            self._drop("replay", topic, f"sequence {doc['seq']} was already accepted (latest {record['window'].highest})")
             return
         if kind in ("up", "log") and doc["agent"] != agent:
             self._drop("unknown-agent", topic, f"envelope names agent {doc['agent']!r}, the topic {agent!r}")
             return
         self.store.begin()
         try:
-            record["up_seq"] = doc["seq"]
+            record["window"].accept(doc["seq"])
             self._dispatch(device, kind, doc)
-            self.store.save_seqs(device, record["up_seq"], record["down_seq"])
+            self.store.save_seqs(device, record["window"], record["down_seq"])
             self.store.commit()
         except BaseException:
             self.store.db.execute("ROLLBACK")
@@ -225,17 +246,23 @@ class Gateway:
             body = doc["body"]
             self.metrics["requests"] += 1
             request = Request(device, agent, str(body.get("kind", "")), int(body.get("id", 0)), None)
+            raw = bytes(body.get("body") or b"\xf6")
             self.store.audit(device, agent, "request", {"kind": request.kind, "id": request.id})
-            try:
-                # The agent's body is CBOR it encoded itself (the ABI's payload format).
-                request.body = cbor.loads(bytes(body.get("body") or b"\xf6"), max_bytes=envelope.MAX_ENVELOPE)
-            except cbor.CBORError as e:
-                self._reply(request, False, f"request body is not CBOR: {e}")
-                return
-            self.router.dispatch(request, self._reply)
+            # Kept until the broker acknowledges the reply: a crash in between answers it again.
+            self.store.add_request(device, agent, request.id, request.kind, raw)
+            self._start_request(request, raw)
         elif doc["kind"] == "publish":
             self.metrics["publishes"] += 1
             self.store.audit(device, agent, "publish", {"topic": doc["body"].get("topic")})
+
+    def _start_request(self, request: Request, raw: bytes) -> None:
+        try:
+            # The agent's body is CBOR it encoded itself (the ABI's payload format).
+            request.body = cbor.loads(raw, max_bytes=envelope.MAX_ENVELOPE)
+        except cbor.CBORError as e:
+            self._reply(request, False, f"request body is not CBOR: {e}")
+            return
+        self.router.dispatch(request, self._reply)
 
     def _reply(self, request: Request, ok: bool, body: Any) -> None:
         reply: dict[str, Any] = {"id": request.id, "ok": ok}
@@ -246,18 +273,20 @@ class Gateway:
         else:
             reply["body"] = body
         self.metrics["replies"] += 1
-        self.send(request.device, request.agent, "reply", reply)
+        mid = self.send(request.device, request.agent, "reply", reply)
+        self._replies_in_flight[mid] = (request.device, request.agent, request.id)
         self.replies_sent.set()
 
-    def send(self, device: str, agent: str, kind: str, body: Any, control: bool = False) -> None:
+    def send(self, device: str, agent: str, kind: str, body: Any, control: bool = False) -> int:
         """Seal and publish a message to a device: down/{agent}, or ctl for commands."""
         assert self._client is not None and self.store is not None
         record = self.devices[device]
         record["down_seq"] += 1
         sealed = envelope.seal(record["key"], device, record["down_seq"], agent, kind, body, int(time.time() * 1000))
         topic = f"mf/{record['fleet']}/{device}/" + ("ctl" if control else f"down/{agent}")
-        self._client.publish(topic, sealed, qos=1)
-        self.store.save_seqs(device, record["up_seq"], record["down_seq"])
+        info = self._client.publish(topic, sealed, qos=1)
+        self.store.save_seqs(device, record["window"], record["down_seq"])
+        return info.mid
 
     # ---- status --------------------------------------------------------------------------
 

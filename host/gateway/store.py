@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from microfang.firmware.envelope import ReplayWindow
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY,
@@ -23,7 +25,7 @@ CREATE TABLE IF NOT EXISTS devices (
     created REAL NOT NULL,
     last_seen REAL,
     online INTEGER NOT NULL DEFAULT 0,
-    up_seq INTEGER NOT NULL DEFAULT 0,     -- last sequence accepted from the device (replays are older)
+    up_window BLOB,                        -- envelope.ReplayWindow of the sequences accepted from it
     down_seq INTEGER NOT NULL DEFAULT 0    -- last sequence the gateway sent to the device
 );
 CREATE TABLE IF NOT EXISTS audit (
@@ -50,6 +52,15 @@ CREATE TABLE IF NOT EXISTS telemetry (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS telemetry_device ON telemetry (device, n);
+CREATE TABLE IF NOT EXISTS requests (        -- accepted, not yet answered to the broker's satisfaction
+    device TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    body BLOB NOT NULL,
+    received REAL NOT NULL,
+    PRIMARY KEY (device, agent, id)
+);
 """
 
 GENESIS = b"\x00" * 32
@@ -87,16 +98,16 @@ class Store:
         return key
 
     def devices(self) -> dict[str, dict[str, Any]]:
-        rows = self.db.execute("SELECT id, fleet, key, last_seen, online, up_seq, down_seq FROM devices").fetchall()
-        return {r[0]: {"fleet": r[1], "key": bytes(r[2]), "last_seen": r[3], "online": bool(r[4]), "up_seq": r[5],
-                       "down_seq": r[6]} for r in rows}
+        rows = self.db.execute("SELECT id, fleet, key, last_seen, online, up_window, down_seq FROM devices").fetchall()
+        return {r[0]: {"fleet": r[1], "key": bytes(r[2]), "last_seen": r[3], "online": bool(r[4]),
+                       "window": ReplayWindow.loads(bytes(r[5] or b"")), "down_seq": r[6]} for r in rows}
 
     def set_presence(self, device: str, online: bool) -> None:
         self.db.execute("UPDATE devices SET online = ?, last_seen = ? WHERE id = ?", (int(online), time.time(), device))
 
-    def save_seqs(self, device: str, up_seq: int, down_seq: int) -> None:
-        self.db.execute("UPDATE devices SET up_seq = ?, down_seq = ?, last_seen = ? WHERE id = ?",
-                        (up_seq, down_seq, time.time(), device))
+    def save_seqs(self, device: str, window: ReplayWindow, down_seq: int) -> None:
+        self.db.execute("UPDATE devices SET up_window = ?, down_seq = ?, last_seen = ? WHERE id = ?",
+                        (window.dumps(), down_seq, time.time(), device))
 
     # ---- audit ---------------------------------------------------------------------------
 
@@ -143,6 +154,19 @@ class Store:
     def latest_telemetry(self, device: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT body FROM telemetry WHERE device = ? ORDER BY n DESC LIMIT 1", (device,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    # ---- requests in flight (survive a gateway crash) ------------------------------------
+
+    def add_request(self, device: str, agent: str, request_id: int, kind: str, body: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO requests (device, agent, id, kind, body, received) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", (device, agent, request_id, kind, body, time.time()))
+
+    def finish_request(self, device: str, agent: str, request_id: int) -> None:
+        self.db.execute("DELETE FROM requests WHERE device = ? AND agent = ? AND id = ?", (device, agent, request_id))
+
+    def pending_requests(self) -> list[tuple[str, str, int, str, bytes]]:
+        return [(d, a, i, k, bytes(b)) for d, a, i, k, b in self.db.execute(
+            "SELECT device, agent, id, kind, body FROM requests ORDER BY received")]
 
     def begin(self) -> None:
         self.db.execute("BEGIN")

@@ -181,8 +181,9 @@ def test_example_agents_run_their_timers_and_requests(bundle):
 
     rec = Recorder()
     readings = [2000, 3200, 3300, 2500]
+    flash = Flash(RAMBlockDevice(512, 16), "/mf_t")
     sup = Supervisor(report=rec, outbox=outbox, sensors=lambda agent_id, channel: readings[len(rec.seen) % 4],
-                     flash=Flash(RAMBlockDevice(512, 16), "/mf_t"))
+                     flash=flash)
     for name in ("example_hello", "example_threshold", "example_ask"):
         sup.spawn(bundle(name))
     port.asyncio.run(sup.run(700))
@@ -191,3 +192,5 @@ def test_example_agents_run_their_timers_and_requests(bundle):
     assert rec.texts("ask", "log") == ["asking the gateway's LLM", "sleep saves power"], rec.seen
     assert ("ask", "request", "llm") in replies
     assert [p for _, p in sup.log("ask").records()] == [b"sleep saves power"]
+    flash.unmount()
+    port.asyncio.new_event_loop()  # MicroPython's loop keeps its last task (and this supervisor) otherwise

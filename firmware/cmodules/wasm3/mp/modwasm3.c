@@ -89,10 +89,27 @@ static NORETURN void raise_m3(IM3Runtime runtime, M3Result err) {
 
 // ---- objects -----------------------------------------------------------------------------
 
+// The wasm3 environment outlives every runtime made from it (a runtime gives its code pages
+// back to the environment when freed). The GC runs finalisers in no particular order and frees
+// each object right after its finaliser, so the environment's state lives in a tracked block
+// shared by the Environment and its Runtimes, freed when the last of them is gone.
+typedef struct {
+    IM3Environment e;
+    int runtimes;   // live runtimes made from it
+    bool orphaned;  // the Environment object is gone
+} env_core_t;
+
 typedef struct {
     mp_obj_base_t base;
-    IM3Environment e;
+    env_core_t *core;
 } env_obj_t;
+
+static void env_core_release(env_core_t *core) {
+    if (core->orphaned && core->runtimes == 0) {
+        m3_FreeEnvironment(core->e);
+        m_tracked_free(core);
+    }
+}
 
 typedef struct {
     mp_obj_base_t base;
@@ -107,7 +124,7 @@ typedef struct {
 
 typedef struct {
     mp_obj_base_t base;
-    mp_obj_t env;
+    env_core_t *core;
     mp_obj_t module;
     IM3Runtime r;
     int64_t *fuel;         // the loaded module's counter, freed with the runtime
@@ -123,19 +140,26 @@ static const mp_obj_type_t env_type, runtime_type, module_type, function_type;
 
 static mp_obj_t env_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw, const mp_obj_t *args) {
     mp_arg_check_num(n_args, n_kw, 0, 0, false);
-    env_obj_t *self = mp_obj_malloc_with_finaliser(env_obj_t, type);
-    self->e = m3_NewEnvironment();
-    if (self->e == NULL) {
+    env_core_t *core = m_tracked_calloc(1, sizeof(env_core_t));
+    if (core == NULL) {
         mp_raise_msg(&mp_type_MemoryError, MP_ERROR_TEXT("wasm3 environment"));
     }
+    core->e = m3_NewEnvironment();
+    if (core->e == NULL) {
+        m_tracked_free(core);
+        mp_raise_msg(&mp_type_MemoryError, MP_ERROR_TEXT("wasm3 environment"));
+    }
+    env_obj_t *self = mp_obj_malloc_with_finaliser(env_obj_t, type);
+    self->core = core;
     return MP_OBJ_FROM_PTR(self);
 }
 
 static mp_obj_t env_del(mp_obj_t self_in) {
     env_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    if (self->e != NULL) {
-        m3_FreeEnvironment(self->e);
-        self->e = NULL;
+    if (self->core != NULL) {
+        self->core->orphaned = true;
+        env_core_release(self->core);
+        self->core = NULL;
     }
     return mp_const_none;
 }
@@ -149,13 +173,15 @@ static mp_obj_t env_new_runtime(size_t n_args, const mp_obj_t *args) {
         mp_raise_ValueError(MP_ERROR_TEXT("stack and memory limit must be positive"));
     }
     runtime_obj_t *self = mp_obj_malloc_with_finaliser(runtime_obj_t, &runtime_type);
-    self->env = args[0];
+    self->core = NULL;
     self->module = mp_const_none;
     self->fuel = NULL;
-    self->r = m3_NewRuntime(env->e, (uint32_t)stack, NULL);
+    self->r = m3_NewRuntime(env->core->e, (uint32_t)stack, NULL);
     if (self->r == NULL) {
         mp_raise_msg(&mp_type_MemoryError, MP_ERROR_TEXT("wasm3 runtime"));
     }
+    self->core = env->core;
+    self->core->runtimes++;
     // ResizeMemory clamps every (re)allocation of linear memory to this many bytes.
     self->r->memoryLimit = (uint32_t)limit;
     return MP_OBJ_FROM_PTR(self);
@@ -170,7 +196,7 @@ static mp_obj_t env_parse_module(mp_obj_t self_in, mp_obj_t wasm) {
     mp_buffer_info_t buf;
     mp_get_buffer_raise(wasm, &buf, MP_BUFFER_READ);
     IM3Module m = NULL;
-    M3Result err = m3_ParseModule(env->e, &m, buf.buf, (uint32_t)buf.len);
+    M3Result err = m3_ParseModule(env->core->e, &m, buf.buf, (uint32_t)buf.len);
     if (err) {
         raise_m3(NULL, err);
     }
@@ -209,6 +235,11 @@ static mp_obj_t runtime_del(mp_obj_t self_in) {
         self->r = NULL;
         m_tracked_free(self->fuel);
         self->fuel = NULL;
+    }
+    if (self->core != NULL) {
+        self->core->runtimes--;
+        env_core_release(self->core);
+        self->core = NULL;
     }
     return mp_const_none;
 }

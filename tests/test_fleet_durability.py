@@ -1,0 +1,119 @@
+"""Crashes between board, broker and gateway: after recovery no QoS 1 message is lost and no
+agent sees a reply twice.
+
+A board (real firmware on CPython) runs an agent that fires REQUESTS echo requests at once
+and stores every reply it gets in its memory log. Mid-stream the gateway process is killed
+with SIGKILL (and restarted), or the broker is restarted; at the end each request id must
+appear exactly once in the agent's log.
+"""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from brokers import Mosquitto
+from fleet import make_board
+from helpers import agent_wat, build_bundle
+
+from microfang.firmware import cbor
+from microfang.gateway.store import Store
+
+REQUESTS = 120
+
+# On start: REQUESTS echo requests with bodies 1..REQUESTS (CBOR uint8 at 100..101);
+# on every reply: append the reply's payload to the memory log.
+BURST = agent_wat(
+    f"""
+  (data (i32.const 0) "echo")
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (local $i i32)
+    (if (i32.eq (local.get 0) (i32.const 4))
+      (then (drop (call $append (local.get 1) (local.get 2))) (return (i32.const 0))))
+    (if (i32.eq (local.get 0) (i32.const 1))
+      (then
+        (i32.store8 (i32.const 100) (i32.const 0x18))  ;; CBOR uint8
+        (loop $next
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (i32.store8 (i32.const 101) (local.get $i))
+          (drop (call $request (i32.const 0) (i32.const 4) (i32.const 100) (i32.const 2)))
+          (br_if $next (i32.lt_u (local.get $i) (i32.const {REQUESTS}))))))
+    (i32.const 0))""",
+    imports='(import "mf" "request" (func $request (param i32 i32 i32 i32) (result i32))) '
+            '(import "mf" "mem_append" (func $append (param i32 i32) (result i32)))',
+)
+PERMS = {"sandbox.permissions.allowed_host_functions": ["request", "mem_append"], "sandbox.agent_id": "burst",
+         "sandbox.fuel.max_fuel": 1_000_000}
+
+
+def start_gateway(port, db):
+    """A gateway process, returned once it is subscribed (its persistent session then queues
+    messages for it at the broker even while it is down)."""
+    proc = subprocess.Popen([sys.executable, "-m", "microfang", "gateway", "--broker", f"mqtt://127.0.0.1:{port}",
+                             "--db", str(db), "--http", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("gateway up"), line
+    return proc
+
+
+def replies(board):
+    return sorted(cbor.loads(p)["id"] for _, p in board.supervisor.log("burst").records())
+
+
+async def run_with_crash(broker, db, crash):
+    store = Store(db)
+    key = store.add_device("b1", "test")
+    store.close()
+    gateway = start_gateway(broker.port, db)
+    board, rec = make_board("b1", key, broker.port, outbox_bytes=64 * 1024)
+    board.spawn(build_bundle(BURST, **PERMS))
+    run = asyncio.create_task(board.run(25_000))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while len(replies(board)) < 5 and loop.time() < deadline:
+        await asyncio.sleep(0.005)
+    gateway = await loop.run_in_executor(None, crash, gateway)
+    while len(replies(board)) < REQUESTS and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    board.link.stop()
+    got = replies(board)
+    run.cancel()
+    try:
+        await run
+    except asyncio.CancelledError:
+        pass
+    gateway.send_signal(signal.SIGTERM)
+    gateway.wait(timeout=10)
+    return got, board
+
+
+@pytest.fixture
+def persistent_broker(tmp_path):
+    broker = Mosquitto(tmp_path, persistence=True).start()
+    yield broker
+    broker.stop()
+
+
+def test_gateway_killed_mid_stream_loses_and_duplicates_nothing(persistent_broker, tmp_path):
+    def kill_and_restart(gateway):
+        os.kill(gateway.pid, signal.SIGKILL)
+        gateway.wait(timeout=10)
+        return start_gateway(persistent_broker.port, tmp_path / "gw.db")
+
+    got, board = asyncio.run(run_with_crash(persistent_broker, tmp_path / "gw.db", kill_and_restart))
+    assert got == list(range(1, REQUESTS + 1)), got
+
+
+def test_broker_restart_mid_stream_loses_and_duplicates_nothing(persistent_broker, tmp_path):
+    def restart_broker(gateway):
+        persistent_broker.stop()
+        time.sleep(0.5)  # messages pile up on both sides while it is down
+        persistent_broker.start()
+        return gateway
+
+    got, board = asyncio.run(run_with_crash(persistent_broker, tmp_path / "gw.db", restart_broker))
+    assert got == list(range(1, REQUESTS + 1)), got
+    assert board.link.stats["reconnects"] >= 1
