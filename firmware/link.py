@@ -23,6 +23,7 @@ _BACKOFF_MIN_MS = 250
 _BACKOFF_MAX_MS = 30000
 _REPLICATE_BATCH = 16
 _ANSWERED_KEEP = 1024  # request ids remembered per agent to drop a re-sent reply
+_RTT_KEEP = 256  # request round trips kept for telemetry
 
 
 def _jitter(ms):
@@ -52,7 +53,9 @@ class Link:
         self.down_window = self._read_down_window()
         self.replicated = {}  # agent -> highest seq sent (acknowledged ones come back on ctl)
         self.answered = {}  # agent -> ReplayWindow of request ids answered (a crashed gateway may answer again)
-        self.stats = {"sent": 0, "received": 0, "duplicates": 0, "rejected": 0, "reconnects": 0}
+        self.asked = {}  # (agent, request id) -> when it was asked, for the round-trip figures
+        self.rtt_ms = []  # the latest request round trips, agent to agent (telemetry reports them)
+        self.stats = {"sent": 0, "received": 0, "duplicates": 0, "rejected": 0, "reconnects": 0, "outbox_full": 0}
         self.connected = False
         self.sent_upto = 0  # highest outbox seq published on the current connection
         self._pending_cursor = 0
@@ -66,10 +69,20 @@ class Link:
         """Queue a message durably; returns its sequence number (or an abi error code)."""
         seq = self.outbox.last_seq + 1
         sealed = envelope.seal(self.key, self.device, seq, agent, kind, body, port.ticks_diff(self.clock(), self.started))
+        record = cbor.dumps([topic, sealed])
         try:
-            stored = self.outbox.append(cbor.dumps([topic, sealed]))
+            stored = self.outbox.append(record)
         except LogError as e:
-            return e.code
+            if self._pending_cursor <= self.outbox.acked:
+                self.stats["outbox_full"] += 1
+                return e.code
+            # Acknowledged messages not yet written off: do it now to make room.
+            self._write_cursor(self._pending_cursor)
+            try:
+                stored = self.outbox.append(record)
+            except LogError as e:
+                self.stats["outbox_full"] += 1
+                return e.code
         self._kick.set()
         return stored
 
@@ -77,6 +90,8 @@ class Link:
         """The Supervisor's outbox hook: an agent's publish or request goes up on up/{agent}."""
         if kind == "request":
             doc = {"id": request_id, "kind": target, "body": body}
+            if len(self.asked) < _RTT_KEEP:
+                self.asked[(agent_id, request_id)] = self.clock()
         else:
             doc = {"topic": target, "data": body}
         seq = self.send("up/" + agent_id, agent_id, kind, doc)
@@ -100,16 +115,18 @@ class Link:
         if seq is None:
             return
         self.acked.add(seq)
-        cursor = self.outbox.acked
+        # The highest contiguous acknowledged seq, in RAM; written to flash at most once a
+        # second (flash wear) or when nothing is in flight: resends after a crash are harmless.
+        cursor = max(self.outbox.acked, self._pending_cursor)
         while cursor + 1 in self.acked:
             cursor += 1
             self.acked.discard(cursor)
-        if cursor > self.outbox.acked and (port.ticks_diff(self.clock(), self.cursor_written) >= _CURSOR_EVERY_MS
-                                           or not self.inflight):
-            self._write_cursor(cursor)
-        elif cursor > self.outbox.acked:
-            self._pending_cursor = cursor
-            self._kick.set()
+        self._pending_cursor = cursor
+        if cursor > self.outbox.acked:
+            if port.ticks_diff(self.clock(), self.cursor_written) >= _CURSOR_EVERY_MS or not self.inflight:
+                self._write_cursor(cursor)
+            else:
+                self._kick.set()
 
     def _write_cursor(self, cursor):
         self.outbox.ack(cursor)
@@ -171,6 +188,11 @@ class Link:
             return False
         if isinstance(request_id, int) and request_id > 0:
             answered.accept(request_id)
+        asked = self.asked.pop((agent_id, request_id), None)
+        if asked is not None:
+            self.rtt_ms.append(port.ticks_diff(self.clock(), asked))
+            if len(self.rtt_ms) > _RTT_KEEP:
+                self.rtt_ms.pop(0)
         return True
 
     def _control(self, doc):
@@ -217,9 +239,10 @@ class Link:
         except ImportError:
             free = 0
         used, total = self.flash.usage()
+        rtt = sorted(self.rtt_ms)
         body = {"uptime_ms": port.ticks_diff(self.clock(), self.started), "free_heap": free,
                 "flash_used": used, "flash_total": total, "agents": self.supervisor.stats(),
-                "link": dict(self.stats)}
+                "link": dict(self.stats), "rtt_p50_ms": rtt[len(rtt) // 2] if rtt else None}
         self.send("tele", "", "tele", body)
 
     # ---- the loop ------------------------------------------------------------------------
@@ -251,14 +274,17 @@ class Link:
                             password=cfg.get("password"), tls=cfg.get("tls", False))
         client.on_message = self._on_message
         client.on_puback = self._on_puback
+        client.on_busy = self.supervisor.wait_room
         await client.connect(clean_session=False)
         self.client = client
         self.connected = True
         self.sent_upto = self.outbox.acked  # everything unacknowledged goes out again
+        self.acked = set()
+        self._pending_cursor = self.outbox.acked
         await client.subscribe([self.prefix + "down/#", self.prefix + "ctl"])
         await client.publish(self.prefix + "status", b"online", qos=1, retain=True)
         self.supervisor.report("", "link", "connected to %s:%d" % (cfg["host"], cfg.get("port", 1883)))
-        reader = port.asyncio.create_task(client.run())
+        reader = port.asyncio.create_task(self._read(client))
         keepalive_ms = cfg.get("keepalive", 30) * 1000 // 2
         telemetry_ms = cfg.get("telemetry_ms", 5000)
         last_ping = last_tele = self.clock()
@@ -278,19 +304,31 @@ class Link:
                 if self._pending_cursor > self.outbox.acked and \
                         port.ticks_diff(now, self.cursor_written) >= _CURSOR_EVERY_MS:
                     self._write_cursor(self._pending_cursor)
+                # Clear before flushing: a message queued while the flush awaits the socket
+                # sets the event again, and is sent on the next turn instead of waiting.
+                self._kick.clear()
                 await self._flush()
                 # Sleep until something is queued, an ack arrives, or the next timer is due.
-                self._kick.clear()
                 due = min(telemetry_ms - port.ticks_diff(self.clock(), last_tele),
-                          keepalive_ms - port.ticks_diff(self.clock(), last_ping), _CURSOR_EVERY_MS)
+                          keepalive_ms - port.ticks_diff(self.clock(), last_ping))
+                if self._pending_cursor > self.outbox.acked:
+                    due = min(due, _CURSOR_EVERY_MS - port.ticks_diff(self.clock(), self.cursor_written))
+                if duration_ms is not None:
+                    due = min(due, duration_ms - port.ticks_diff(self.clock(), start))
                 try:
-                    await port.wait_for(self._kick.wait(), max(1, min(due, 100)))
+                    await port.wait_for(self._kick.wait(), max(1, due))
                 except port.asyncio.TimeoutError:
                     pass
         finally:
             reader.cancel()
             if self._stop:
                 await client.disconnect()
+
+    async def _read(self, client):
+        try:
+            await client.run()
+        finally:
+            self._kick.set()  # wake the session loop: the connection is gone
 
     def stop(self):
         self._stop = True

@@ -65,6 +65,7 @@ class MQTTClient:
         self.tls = tls
         self.on_message = None
         self.on_puback = None
+        self.on_busy = None  # coroutine function awaited when on_message cannot take a message yet
         self._reader = None
         self._writer = None
         self._next_id = 0
@@ -182,7 +183,10 @@ class MQTTClient:
                 # The handler returns False when it cannot take the message yet: wait (and read
                 # nothing more: TCP backpressure) rather than acknowledge and drop it.
                 while self.on_message is not None and self.on_message(topic, body[pos:]) is False:
-                    await port.sleep_ms(10)
+                    if self.on_busy is not None:
+                        await self.on_busy()
+                    else:
+                        await port.sleep_ms(10)
                 # Acknowledge after handing it on: the handler stored or queued it.
                 if qos == 1:
                     await self._send(bytes([_PUBACK, 2]) + struct.pack(">H", packet_id))

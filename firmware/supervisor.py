@@ -18,7 +18,7 @@ FAILED = "failed"  # trapped and out of restarts
 STOPPED = "stopped"
 
 _QUEUE_LIMIT = 32  # events waiting per agent; more are dropped and counted
-_IDLE_MS = 5
+_IDLE_MAX_MS = 1000  # longest sleep with nothing due (timers, refuels and restarts wake us earlier)
 
 
 def _text(raw):
@@ -71,6 +71,7 @@ class Supervisor:
         self.flash = flash
         self._logs = {}
         self._env = None
+        self._room = None  # set when queued events are taken: a link waiting for room goes on
         self.trace_events = trace_events
         self._report = report
         self._sensors = sensors
@@ -196,7 +197,19 @@ class Supervisor:
                 kind, payload = agent.queue.pop(0)
                 self._deliver(agent, kind, payload)
                 delivered += 1
+        if delivered and self._room is not None:
+            self._room.set()
         return delivered
+
+    async def wait_room(self, timeout_ms=50):
+        """Wait until some queued event has been handed to its agent (or the timeout)."""
+        if self._room is None:
+            self._room = port.asyncio.Event()
+        self._room.clear()
+        try:
+            await port.wait_for(self._room.wait(), timeout_ms)
+        except port.asyncio.TimeoutError:
+            pass
 
     def _tick(self, agent, now):
         fuel = agent.manifest["fuel"]
@@ -257,15 +270,33 @@ class Supervisor:
         agent.queue = []
         self.report(agent.agent_id, "state", "%s (restart in %d ms)" % (BACKOFF, delay))
 
+    def next_due_ms(self):
+        """Milliseconds until the next timer, refuel or restart is due (capped)."""
+        now = self._clock()
+        due = _IDLE_MAX_MS
+        for agent in self.agents.values():
+            if agent.sandbox is not None:
+                due = min(due, port.ticks_diff(agent.next_refuel, now))
+            if agent.state == BACKOFF:
+                due = min(due, port.ticks_diff(agent.restart_at, now))
+            elif agent.state in (RUNNING, EXHAUSTED):
+                for timer in agent.timers:
+                    due = min(due, port.ticks_diff(timer[2], now))
+        return max(0, due)
+
     async def run(self, duration_ms=None):
-        """Drive the agents until `duration_ms` passes (forever if None)."""
+        """Drive the agents until `duration_ms` passes (forever if None). Between events it
+        sleeps until the next timer is due or something is posted: an idle board idles."""
         self._wake = port.asyncio.Event()
         start = self._clock()
         while duration_ms is None or port.ticks_diff(self._clock(), start) < duration_ms:
             if self.step() == 0:
                 self._wake.clear()
+                wait = self.next_due_ms()
+                if duration_ms is not None:
+                    wait = min(wait, max(0, duration_ms - port.ticks_diff(self._clock(), start)))
                 try:
-                    await port.asyncio.wait_for(self._wake.wait(), _IDLE_MS / 1000)
+                    await port.wait_for(self._wake.wait(), max(1, wait))
                 except port.asyncio.TimeoutError:
                     pass
             else:

@@ -69,6 +69,7 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._http: asyncio.base_events.Server | None = None
         self._replies_in_flight: dict[int, tuple[str, str, int]] = {}  # paho mid -> request
+        self._registry_read = 0.0
         self.replies_sent = asyncio.Event()
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -199,7 +200,7 @@ class Gateway:
             self._drop("malformed", topic, "topic outside mf/{fleet}/{device}/...")
             return
         fleet, device, kind, agent = m.groups()
-        record = self.devices.get(device)
+        record = self.devices.get(device) or self._registered_since(device)
         if record is None or record["fleet"] != fleet:
             self._drop("unknown-device", topic, f"unknown device {device!r} in fleet {fleet!r}")
             return
@@ -230,6 +231,18 @@ class Gateway:
         except BaseException:
             self.store.db.execute("ROLLBACK")
             raise
+
+    def _registered_since(self, device: str) -> dict[str, Any] | None:
+        """A device added to the registry while we run (`microfang keys add`): reload, at most
+        once a second, so a flood from unknown devices cannot make us hammer SQLite."""
+        assert self.store is not None
+        now = time.monotonic()
+        if now - self._registry_read < 1.0:
+            return None
+        self._registry_read = now
+        for name, record in self.store.devices().items():
+            self.devices.setdefault(name, record)
+        return self.devices.get(device)
 
     def _dispatch(self, device: str, kind: str, doc: dict[str, Any]) -> None:
         assert self.store is not None

@@ -1,0 +1,268 @@
+"""Fleet benchmarks through a real Mosquitto on 127.0.0.1, measured side by side in one run.
+
+1. Round trips: agents on simulated boards keep WINDOW echo requests in flight each; every
+   request goes agent -> board link -> MQTT -> gateway (envelope checks, SQLite, audit,
+   router) -> MQTT -> board -> agent. Baseline: a bare paho echo between two clients with
+   the same window, QoS 1, TCP_NODELAY. Goals: >= 10,000 round trips/s, p99 <= 20 ms,
+   >= 50% of the bare echo.
+2. Fleet scale: N boards each asking once a second; the largest N with zero loss and
+   p99 <= 50 ms (goal 10,000 boards), trying growing N until one fails or time runs out.
+
+The gateway runs in its own process (as in production); boards run in this one.
+Usage: python bench/bench_fleet.py [--quick]; results go to bench/results/fleet.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import platform
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from brokers import Mosquitto  # noqa: E402
+from helpers import agent_wat, build_bundle  # noqa: E402
+
+from microfang.firmware.blockdev import RAMBlockDevice  # noqa: E402
+from microfang.firmware.board import Board  # noqa: E402
+from microfang.firmware.port import Flash  # noqa: E402
+from microfang.gateway.store import Store  # noqa: E402
+
+WINDOW = 32
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
+
+
+# ---- bare paho echo -------------------------------------------------------------------------
+
+
+def paho_client(port: int, name: str) -> mqtt.Client:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name)
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", port)
+    client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return client
+
+
+def bare_echo(port: int, total: int, window: int) -> dict:
+    server = paho_client(port, "echo-server")
+    server.on_message = lambda c, u, m: c.publish("bench/rep", m.payload, qos=1)
+    server.subscribe("bench/req", qos=1)
+    server.loop_start()
+    driver = paho_client(port, "echo-driver")
+    done = threading.Event()
+    rtts: list[float] = []
+    sent = [0]
+
+    def send() -> None:
+        sent[0] += 1
+        driver.publish("bench/req", str(time.perf_counter()).encode(), qos=1)
+
+    def on_reply(c: mqtt.Client, u: object, m: mqtt.MQTTMessage) -> None:
+        rtts.append((time.perf_counter() - float(m.payload)) * 1000)
+        if sent[0] < total:
+            send()
+        if len(rtts) >= total:
+            done.set()
+
+    driver.on_message = on_reply
+    driver.subscribe("bench/rep", qos=1)
+    driver.loop_start()
+    time.sleep(0.2)
+    start = time.perf_counter()
+    for _ in range(window):
+        send()
+    done.wait(120)
+    elapsed = time.perf_counter() - start
+    for c in (driver, server):
+        c.loop_stop()
+        c.disconnect()
+    return {"round_trips": len(rtts), "per_s": len(rtts) / elapsed, "p50_ms": percentile(rtts, 0.5),
+            "p99_ms": percentile(rtts, 0.99)}
+
+
+# ---- microfang round trips ------------------------------------------------------------------
+
+# Keeps WINDOW echo requests in flight: WINDOW on start, one more per reply, `total` in all.
+PUMP = agent_wat(
+    """
+  (data (i32.const 0) "echo")
+  (global $sent (mut i32) (i32.const 0))
+  (func $ask (drop (call $request (i32.const 0) (i32.const 4) (i32.const 100) (i32.const 1)))
+             (global.set $sent (i32.add (global.get $sent) (i32.const 1))))
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (local $i i32)
+    (i32.store8 (i32.const 100) (i32.const 0xf6))  ;; CBOR null
+    (if (i32.eq (local.get 0) (i32.const 1))
+      (then (loop $more (call $ask) (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                        (br_if $more (i32.lt_u (local.get $i) (i32.const WINDOW))))))
+    (if (i32.and (i32.eq (local.get 0) (i32.const 4)) (i32.lt_u (global.get $sent) (i32.const TOTAL)))
+      (then (call $ask)))
+    (i32.const 0))""",
+    imports='(import "mf" "request" (func $request (param i32 i32 i32 i32) (result i32)))',
+)
+
+
+def run_gateway(port: int, db: str, ready: multiprocessing.Event, stop: multiprocessing.Event) -> None:
+    from microfang.gateway import Gateway, RateLimiter, Router
+
+    async def serve() -> None:
+        router = Router(limiter=RateLimiter(rate=1e9, burst=10**9))
+        async with Gateway(broker=f"mqtt://127.0.0.1:{port}", db=db, router=router, quiet=True):
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+
+    asyncio.run(serve())
+
+
+def start_gateway(port: int, db: str) -> tuple[multiprocessing.Process, multiprocessing.Event]:
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=run_gateway, args=(port, db, ready, stop), daemon=True)
+    proc.start()
+    if not ready.wait(30):
+        raise RuntimeError("gateway did not start")
+    return proc, stop
+
+
+def make_boards(db: str, port: int, count: int, bundle: bytes, prefix: str, telemetry_ms: int = 60_000) -> list[Board]:
+    """`count` boards named {prefix}NNNNN: fresh flash means a fresh identity (sequence numbers
+    start again), so every phase registers its own devices."""
+    store = Store(db)
+    boards = []
+    clock = lambda: time.perf_counter() * 1000  # noqa: E731  (sub-millisecond round trips)
+    for n in range(count):
+        device = f"{prefix}{n:05d}"
+        key = store.add_device(device, "bench")
+        flash = Flash(RAMBlockDevice(512, 64))
+        board = Board({"device": device, "fleet": "bench", "key": key, "host": "127.0.0.1", "port": port,
+                       "telemetry_ms": telemetry_ms, "outbox_bytes": 24 * 1024}, flash, clock=clock)
+        board.spawn(bundle)
+        boards.append(board)
+    store.close()
+    return boards
+
+
+async def drive(boards: list[Board], expect: int, limit_s: float) -> tuple[int, float]:
+    start = time.perf_counter()
+    runs = [asyncio.create_task(b.run(int(limit_s * 1000))) for b in boards]
+    while time.perf_counter() - start < limit_s:
+        got = sum(b.supervisor.stats()["pump"]["events"] - 1 for b in boards)
+        if got >= expect:
+            break
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - start
+    got = sum(b.supervisor.stats()["pump"]["events"] - 1 for b in boards)
+    for b in boards:
+        b.link.stop()
+    await asyncio.gather(*runs, return_exceptions=True)
+    return got, elapsed
+
+
+def microfang_round_trips(port: int, db: str, boards_n: int, per_board: int) -> dict:
+    wat = PUMP.replace("WINDOW", str(WINDOW)).replace("TOTAL", str(per_board))
+    bundle = build_bundle(wat, **{"sandbox.permissions.allowed_host_functions": ["request"],
+                                  "sandbox.agent_id": "pump", "sandbox.fuel.max_fuel": 10**9})
+    boards = make_boards(db, port, boards_n, bundle, "rt")
+    got, elapsed = asyncio.run(drive(boards, boards_n * per_board, 120))
+    rtts = [r for b in boards for r in b.link.rtt_ms]
+    return {"boards": boards_n, "round_trips": got, "per_s": got / elapsed, "p50_ms": percentile(rtts, 0.5),
+            "p99_ms": percentile(rtts, 0.99), "rtt_samples": len(rtts)}
+
+
+# ---- fleet scale ----------------------------------------------------------------------------
+
+TICKER = agent_wat(
+    """
+  (data (i32.const 0) "echo")
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+    (i32.store8 (i32.const 100) (i32.const 0xf6))
+    (if (i32.eq (local.get 0) (i32.const 2))
+      (then (drop (call $request (i32.const 0) (i32.const 4) (i32.const 100) (i32.const 1)))))
+    (i32.const 0))""",
+    imports='(import "mf" "request" (func $request (param i32 i32 i32 i32) (result i32)))',
+)
+
+
+def fleet_scale(port: int, db: str, sizes: list[int], seconds: float, deadline: float) -> list[dict]:
+    bundle = build_bundle(TICKER, **{"sandbox.permissions.allowed_host_functions": ["request"],
+                                     "sandbox.agent_id": "tick", "agent.timers": [{"id": 1, "every_ms": 1000}]})
+    results = []
+    for n in sizes:
+        if time.monotonic() > deadline:
+            break
+        boards = make_boards(db, port, n, bundle, f"f{n}-")
+
+        async def run() -> float:
+            start = time.perf_counter()
+            await asyncio.gather(*(b.run(int(seconds * 1000)) for b in boards), return_exceptions=True)
+            return time.perf_counter() - start
+
+        elapsed = asyncio.run(run())
+        asked = sum(b.supervisor.agents["tick"].next_request - 1 for b in boards)
+        answered = sum(b.link.stats["received"] for b in boards)
+        in_flight = sum(len(b.link.asked) for b in boards)
+        rtts = [r for b in boards for r in b.link.rtt_ms]
+        row = {"boards": n, "seconds": round(elapsed, 1), "asked": asked, "answered": answered,
+               "unanswered_at_end": in_flight, "p50_ms": percentile(rtts, 0.5), "p99_ms": percentile(rtts, 0.99)}
+        row["ok"] = row["p99_ms"] <= 50 and answered >= asked - n  # the last tick of each board may be in flight
+        results.append(row)
+        print(f"  {n:>6} boards: {asked} asked, {answered} answered, p50 {row['p50_ms']:.1f} ms, "
+              f"p99 {row['p99_ms']:.1f} ms -> {'ok' if row['ok'] else 'over the limit'}")
+        if not row["ok"]:
+            break
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer round trips, small fleets only")
+    args = parser.parse_args()
+    total = 4000 if args.quick else 20000
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Mosquitto(Path(tmp)).start()
+        try:
+            bare = bare_echo(broker.port, total, WINDOW * 4)
+            print(f"bare paho echo: {bare['per_s']:,.0f} round trips/s, p50 {bare['p50_ms']:.2f} ms, "
+                  f"p99 {bare['p99_ms']:.2f} ms (window {WINDOW * 4})")
+            db = str(Path(tmp) / "gw.db")
+            gateway, stop = start_gateway(broker.port, db)
+            try:
+                ours = microfang_round_trips(broker.port, db, 4, total // 4)
+                ratio = ours["per_s"] / bare["per_s"]
+                print(f"microfang agent->gateway->agent: {ours['per_s']:,.0f} round trips/s, p50 {ours['p50_ms']:.2f} ms, "
+                      f"p99 {ours['p99_ms']:.2f} ms (4 boards x window {WINDOW}) -> {ratio:.0%} of the bare echo "
+                      f"(goals: >= 10,000/s, p99 <= 20 ms, >= 50%)")
+                sizes = [10, 100, 300] if args.quick else [100, 300, 1000, 2000, 5000, 10000]
+                print("fleet scale (1 request/s per board, zero loss and p99 <= 50 ms):")
+                scale = fleet_scale(broker.port, db, sizes, 5 if args.quick else 10, time.monotonic() + 600)
+                reached = max([r["boards"] for r in scale if r["ok"]], default=0)
+                print(f"largest fleet that held: {reached} boards (goal 10,000)")
+            finally:
+                stop.set()
+                gateway.join(10)
+        finally:
+            broker.stop()
+    results = {"bench": "fleet", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "machine": {"python": platform.python_version(), "cpu": platform.machine()},
+               "bare_echo": bare, "microfang": ours, "ratio": ratio, "scale": scale, "largest_fleet": reached}
+    out = ROOT / "bench" / "results" / "fleet.json"
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
