@@ -35,7 +35,7 @@ def _head(major, n, out):
         raise CBORError("integer too large for CBOR")
 
 
-def _encode(value, out, depth):
+def _encode(value, out, depth, canonical=False):
     if depth > _MAX_DEPTH:
         raise CBORError("nesting too deep")
     if value is None:
@@ -62,20 +62,33 @@ def _encode(value, out, depth):
     elif isinstance(value, (list, tuple)):
         _head(4, len(value), out)
         for item in value:
-            _encode(item, out, depth + 1)
+            _encode(item, out, depth + 1, canonical)
     elif isinstance(value, dict):
         _head(5, len(value), out)
-        for key in value:
-            _encode(key, out, depth + 1)
-            _encode(value[key], out, depth + 1)
+        if canonical:
+            # RFC 8949 4.2.1: keys in the bytewise order of their encodings. MicroPython's
+            # dicts do not keep insertion order, so anything signed must be encoded this way.
+            pairs = []
+            for key in value:
+                encoded = bytearray()
+                _encode(key, encoded, depth + 1, True)
+                pairs.append((bytes(encoded), key))
+            pairs.sort()
+            for encoded, key in pairs:
+                out.extend(encoded)
+                _encode(value[key], out, depth + 1, True)
+        else:
+            for key in value:
+                _encode(key, out, depth + 1)
+                _encode(value[key], out, depth + 1)
     else:
         raise CBORError("cannot encode %s" % type(value).__name__)
 
 
-def dumps(value):
-    """Encode a value to CBOR bytes."""
+def dumps(value, canonical=False):
+    """Encode a value to CBOR bytes (`canonical`: deterministic map key order)."""
     out = bytearray()
-    _encode(value, out, 0)
+    _encode(value, out, 0, canonical)
     return bytes(out)
 
 

@@ -1,6 +1,7 @@
 # The wire envelope (docs/protocol.md "Wire protocol"): CBOR of
 #   {v, id, dev, seq, ts, agent, kind, body, mac}
-# where mac is HMAC-SHA256 with the board's key over the CBOR of everything else. The
+# where mac is HMAC-SHA256 with the board's key over the canonical CBOR (sorted map keys) of
+# everything else, so MicroPython and CPython agree whatever their dict order. The
 # receiver drops forgeries (bad mac) and replays (seq not newer than the last it accepted
 # from that sender), which also makes QoS 1 redeliveries idempotent.
 
@@ -47,7 +48,7 @@ def _equal(a, b):
 def seal(key, dev, seq, agent, kind, body, ts=0):
     """Encode and sign one message."""
     doc = {"v": VERSION, "id": seq, "dev": dev, "seq": seq, "ts": ts, "agent": agent, "kind": kind, "body": body}
-    doc["mac"] = hmac_sha256(key, cbor.dumps(doc))
+    doc["mac"] = hmac_sha256(key, cbor.dumps(doc, canonical=True))
     return cbor.dumps(doc)
 
 
@@ -73,7 +74,7 @@ def open_envelope(data, key_for):
     key = key_for(dev)
     if key is None:
         raise EnvelopeError("unknown-device", "unknown device %r" % dev)
-    if not _equal(mac, hmac_sha256(key, cbor.dumps(doc))):
+    if not _equal(mac, hmac_sha256(key, cbor.dumps(doc, canonical=True))):
         raise EnvelopeError("forged", "bad HMAC from device %r" % dev)
     return doc
 

@@ -53,3 +53,11 @@ def test_bundle_with_a_wrong_digest_is_refused():
     doc["wasm"] = b"\x00asm\x01\x00\x00\x00\x00"
     with pytest.raises(bundle.BundleError, match="does not match its sha256"):
         bundle.decode(cbor.dumps(doc))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), st.integers(-(2**63), 2**63) | st.text(max_size=4), max_size=8))
+def test_canonical_encoding_ignores_insertion_order(d):
+    reversed_order = dict(reversed(list(d.items())))
+    assert cbor.dumps(d, canonical=True) == cbor.dumps(reversed_order, canonical=True)
+    assert cbor.loads(cbor.dumps(d, canonical=True)) == d

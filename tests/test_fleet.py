@@ -57,3 +57,29 @@ def test_three_boards_get_their_agents_requests_answered(mosquitto, tmp_path, ec
     assert "microfang_requests_total" in metrics and 'microfang_dropped_total{reason="forged"} 0' in metrics
     assert gw.metrics["requests"] >= 3 and gw.metrics["replies"] >= 3
     assert gw.metrics["telemetry"] >= 3
+
+
+def test_a_micropython_board_gets_its_agents_request_answered(mosquitto, tmp_path, echo_bundle):
+    """The real firmware on microfang's MicroPython (ESP32 heap) boots from a flash image and
+    talks to the gateway: signed envelopes agree across the two runtimes."""
+    from microfang.boards import PROFILES
+    from microfang.provision import write_image
+    from microfang.tools import portbuild
+
+    micropython = portbuild.build_unix(lambda line: None)
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", quiet=True) as gw:
+            key = gw.add_device("mp1", fleet="test")
+            write_image(tmp_path / "mp1.img", {"device": "mp1", "fleet": "test", "key": key, "host": "127.0.0.1",
+                                               "port": mosquitto.port, "telemetry_ms": 500}, [echo_bundle])
+            proc = await asyncio.create_subprocess_exec(
+                str(micropython), "-X", PROFILES["esp32"].heapsize_arg(), "-m", "microfang.firmware.main",
+                str(tmp_path / "mp1.img"), "2.5", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            out, _ = await asyncio.wait_for(proc.communicate(), 60)
+            return out.decode(), dict(gw.metrics)
+
+    output, metrics = asyncio.run(scenario())
+    assert "[echo] log echoed: ping 1" in output, output
+    assert metrics["replies"] >= 2 and metrics["telemetry"] >= 1
+    assert sum(v for k, v in metrics.items() if k.startswith("dropped_")) == 0, metrics
