@@ -322,6 +322,11 @@ class Link:
         finally:
             reader.cancel()
             if self._stop:
+                # A clean shutdown sends no last will: say "offline" ourselves.
+                try:
+                    await client.publish(self.prefix + "status", b"offline", qos=0, retain=True)
+                except (OSError, MQTTError):
+                    pass
                 await client.disconnect()
 
     async def _read(self, client):

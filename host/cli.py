@@ -163,6 +163,9 @@ def argparse_sim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-t", "--seconds", type=float, default=10.0, help="how long to run (default 10; 0: forever)")
     p.add_argument("--broker", help="MQTT broker URL (default: start a private mosquitto)")
     p.add_argument("--db", type=Path, help="gateway database (default: a temporary one)")
+    p.add_argument("--runtime", choices=["cpython", "micropython"], default="cpython",
+                   help="cpython: boards in this process; micropython: each board a MicroPython process "
+                        "(microfang's unix port with an ESP32 heap, booting from its own flash image)")
 
 
 def do_sim(args: argparse.Namespace) -> None:
@@ -171,7 +174,7 @@ def do_sim(args: argparse.Namespace) -> None:
     if args.boards < 1:
         raise MicrofangError("--boards must be at least 1")
     metrics = run_sim(args.boards, [a for a in args.agents.split(",") if a], args.seconds or None, args.broker,
-                      args.db)
+                      args.db, args.runtime)
     dropped = sum(v for k, v in metrics.items() if k.startswith("dropped_"))
     console.info(f"gateway: {metrics['messages']} messages, {metrics['requests']} requests, "
                  f"{metrics['replies']} replies, {metrics['telemetry']} telemetry reports, {dropped} dropped")

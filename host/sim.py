@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from microfang import console
@@ -87,10 +88,69 @@ def _table(boards: list[tuple[Board, dict]], gateway: Gateway, started: float) -
         stats = board.supervisor.stats()
         table.add_row(board.device, "online" if board.link.connected else "offline", str(len(stats)),
                       str(sum(s["events"] for s in stats.values())), f"{sum(s['fuel_used'] for s in stats.values()):,}",
-                      str(board.link.stats["sent"]), str(board.link.stats["received"]), info.get("last", "")[:40])
+                      str(board.link.stats["sent"]), str(board.link.stats["received"]), escape(info.get("last", "")[:40]))
     if len(boards) > 40:
         table.caption = f"... and {len(boards) - 40} more boards"
     return table
+
+
+async def simulate_micropython(boards: int, agents: list[str], seconds: float | None, broker: str, db: Path,
+                               folder: Path) -> dict:
+    """Boards as real MicroPython processes (microfang's unix port, ESP32 heap), each booting
+    from its own flash image as a board does (firmware/main.py)."""
+    from microfang.boards import PROFILES
+    from microfang.provision import write_image
+    from microfang.tools import portbuild
+
+    with console.stage("port build --board unix") as step:
+        micropython = portbuild.build_unix(step)
+    bundles = _bundles(agents)
+    async with Gateway(broker=broker, db=db, quiet=True) as gateway:
+        procs = []
+        for n in range(boards):
+            device = f"mp{n:03d}"
+            key = gateway.add_device(device, fleet="sim")
+            image = folder / f"{device}.img"
+            write_image(image, {"device": device, "fleet": "sim", "key": key, "host": gateway.host,
+                                "port": gateway.port, "telemetry_ms": 5000}, bundles)
+            args = [str(micropython), "-X", PROFILES["esp32"].heapsize_arg(), "-m", "microfang.firmware.main", str(image)]
+            if seconds is not None:
+                args.append(str(seconds))
+            proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.STDOUT)
+            procs.append((device, proc, {"last": ""}))
+
+        async def follow(proc: asyncio.subprocess.Process, info: dict) -> None:
+            assert proc.stdout is not None
+            async for line in proc.stdout:
+                info["last"] = line.decode(errors="replace").strip()
+
+        readers = [asyncio.create_task(follow(p, info)) for _, p, info in procs]
+        started = time.monotonic()
+
+        def table() -> Table:
+            t = Table(title=f"microfang sim (MicroPython): {len(procs)} boards, {time.monotonic() - started:.0f} s, "
+                            f"gateway {gateway.metrics['requests']} requests / {gateway.metrics['replies']} replies")
+            for column in ("board", "process", "presence", "last line"):
+                t.add_column(column)
+            for device, proc, info in procs:
+                state = "running" if proc.returncode is None else f"exited {proc.returncode}"
+                online = "online" if gateway.devices.get(device, {}).get("online") else "offline"
+                t.add_row(device, state, online, escape(info["last"][:60]))
+            return t
+
+        try:
+            with Live(table(), console=console.out, refresh_per_second=2) as live:
+                while any(p.returncode is None for _, p, _ in procs):
+                    await asyncio.sleep(0.5)
+                    live.update(table())
+        finally:
+            for _, proc, _ in procs:
+                if proc.returncode is None:
+                    proc.terminate()
+                    await proc.wait()
+            await asyncio.gather(*readers, return_exceptions=True)
+        return dict(gateway.metrics)
 
 
 async def simulate(boards: int, agents: list[str], seconds: float | None, broker: str, db: Path) -> dict:
@@ -125,10 +185,17 @@ async def simulate(boards: int, agents: list[str], seconds: float | None, broker
         return dict(gateway.metrics)
 
 
-def run_sim(boards: int, agents: list[str], seconds: float | None, broker: str | None, db: Path | None) -> dict:
+def run_sim(boards: int, agents: list[str], seconds: float | None, broker: str | None, db: Path | None,
+            runtime: str = "cpython") -> dict:
     with tempfile.TemporaryDirectory(prefix="microfang-sim-") as tmp:
         db_path = db or Path(tmp) / "gateway.db"
+
+        def go(url: str) -> dict:
+            if runtime == "micropython":
+                return asyncio.run(simulate_micropython(boards, agents, seconds, url, db_path, Path(tmp)))
+            return asyncio.run(simulate(boards, agents, seconds, url, db_path))
+
         if broker is not None:
-            return asyncio.run(simulate(boards, agents, seconds, broker, db_path))
+            return go(broker)
         with local_mosquitto() as port:
-            return asyncio.run(simulate(boards, agents, seconds, f"mqtt://127.0.0.1:{port}", db_path))
+            return go(f"mqtt://127.0.0.1:{port}")
