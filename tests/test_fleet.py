@@ -83,3 +83,33 @@ def test_a_micropython_board_gets_its_agents_request_answered(mosquitto, tmp_pat
     assert "[echo] log echoed: ping 1" in output, output
     assert metrics["replies"] >= 2 and metrics["telemetry"] >= 1
     assert sum(v for k, v in metrics.items() if k.startswith("dropped_")) == 0, metrics
+
+
+def test_memory_logs_replicate_to_the_gateway_and_are_acknowledged(mosquitto, tmp_path):
+    from helpers import agent_wat, build_bundle
+
+    writer = agent_wat(
+        """
+      (data (i32.const 0) "note")
+      (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+        (drop (call $append (i32.const 0) (i32.const 4))) (i32.const 0))""",
+        imports='(import "mf" "mem_append" (func $append (param i32 i32) (result i32)))')
+    bundle = build_bundle(writer, **{"sandbox.permissions.allowed_host_functions": ["mem_append"],
+                                     "sandbox.agent_id": "notes", "agent.timers": [{"id": 1, "every_ms": 50}]})
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", quiet=True) as gw:
+            key = gw.add_device("b1", fleet="test")
+            board, rec = make_board("b1", key, mosquitto.port)
+            board.spawn(bundle)
+            run = asyncio.create_task(board.run(3000))
+            log = board.supervisor.log("notes")
+            await wait_until(lambda: log.last_seq >= 10 and log.acked >= 10)
+            board.link.stop()
+            await run
+            return log, gw.store.replica("b1", "notes")
+
+    log, replica = asyncio.run(scenario())
+    assert log.acked >= 10  # the gateway acknowledged them: they may now be compacted on the board
+    assert [seq for seq, _ in replica][: log.acked] == list(range(1, log.acked + 1))
+    assert all(payload == b"note" for _, payload in replica)
