@@ -2,19 +2,14 @@
 
 Each board is the real firmware (Board: supervisor, sandboxes, memory logs, MQTT link) on
 CPython in this process, with its own LittleFS image in RAM and its own key. Without
-`--broker`, a private Mosquitto is started on a free localhost port.
+`--broker`, a private broker is started on a free localhost port (broker.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from rich.live import Live
@@ -22,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from microfang import console
+from microfang.broker import local_broker
 from microfang.firmware.blockdev import RAMBlockDevice
 from microfang.firmware.board import Board
 from microfang.firmware.errors import MicrofangError
@@ -31,40 +27,6 @@ from microfang.tools.build import SDK_DIR, build
 
 EXAMPLES = SDK_DIR / "examples"
 DEFAULT_AGENTS = ("echo", "hello", "threshold")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def local_mosquitto() -> Iterator[int]:
-    """A private Mosquitto on 127.0.0.1 (TCP_NODELAY on); yields its port."""
-    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if exe is None:
-        raise MicrofangError("no MQTT broker: install mosquitto (apt install mosquitto) or pass --broker URL")
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="microfang-broker-") as tmp:
-        conf = Path(tmp) / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-                        "max_queued_messages 100000\nlog_dest none\n", encoding="utf-8")
-        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise MicrofangError("mosquitto did not start") from None
-                    time.sleep(0.05)
-            yield port
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
 
 
 def _bundles(names: list[str]) -> list[bytes]:
@@ -197,5 +159,6 @@ def run_sim(boards: int, agents: list[str], seconds: float | None, broker: str |
 
         if broker is not None:
             return go(broker)
-        with local_mosquitto() as port:
+        with local_broker() as (port, kind):
+            console.err_console.print(f"broker: {kind} on 127.0.0.1:{port}", markup=False)
             return go(f"mqtt://127.0.0.1:{port}")

@@ -113,3 +113,50 @@ def test_memory_logs_replicate_to_the_gateway_and_are_acknowledged(mosquitto, tm
     assert log.acked >= 10  # the gateway acknowledged them: they may now be compacted on the board
     assert [seq for seq, _ in replica][: log.acked] == list(range(1, log.acked + 1))
     assert all(payload == b"note" for _, payload in replica)
+
+
+def test_the_embedded_broker_serves_a_board_and_the_gateway(tmp_path, echo_bundle):
+    """Zero setup without mosquitto: the amqtt broker in a thread (broker.embedded)."""
+    from microfang.broker import embedded
+
+    async def scenario(port):
+        async with Gateway(broker=f"mqtt://127.0.0.1:{port}", db=tmp_path / "gw.db", quiet=True) as gw:
+            board, rec = make_board("b1", gw.add_device("b1", fleet="test"), port)
+            board.spawn(echo_bundle)
+            run = asyncio.create_task(board.run(4000))
+            answered = await wait_until(lambda: "echoed: ping 1" in rec.texts("echo", "log"))
+            board.link.stop()
+            await run
+            return answered
+
+    with embedded() as port:
+        assert asyncio.run(scenario(port))
+
+
+def test_a_slow_handler_never_delays_other_requests():
+    from microfang.gateway import Request, Router
+
+    async def scenario():
+        router = Router()
+
+        async def slow(request):
+            await asyncio.sleep(2)
+            return {"text": "late"}
+
+        router.add("slow", slow)
+        replies = []
+
+        def reply(request, ok, body):
+            replies.append((request.kind, asyncio.get_running_loop().time()))
+
+        start = asyncio.get_running_loop().time()
+        router.dispatch(Request("d", "a", "slow", 1, None), reply)
+        for n in range(50):
+            router.dispatch(Request("d", "a", "echo", n + 2, n), reply)
+        await wait_until(lambda: len(replies) >= 51, 5)
+        return start, replies
+
+    start, replies = asyncio.run(scenario())
+    echo_times = [t for kind, t in replies if kind == "echo"]
+    assert len(echo_times) == 50 and max(echo_times) - start < 0.5  # all answered while "slow" still ran
+    assert replies[-1][0] == "slow"
