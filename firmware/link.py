@@ -34,7 +34,7 @@ def _jitter(ms):
 
 class Link:
     """Connects a Supervisor to the gateway. `config` holds device, fleet, key (bytes), host,
-    port and optionally tls, user, password, keepalive, telemetry_ms."""
+    port and optionally tls, cafile, user, password, keepalive, telemetry_ms."""
 
     def __init__(self, config, flash, supervisor, clock=port.ticks_ms):
         self.config = config
@@ -271,7 +271,7 @@ class Link:
         cfg = self.config
         client = MQTTClient(self.device, cfg["host"], cfg.get("port", 1883), keepalive=cfg.get("keepalive", 30),
                             will=(self.prefix + "status", b"offline", True), user=cfg.get("user"),
-                            password=cfg.get("password"), tls=cfg.get("tls", False))
+                            password=cfg.get("password"), tls=cfg.get("tls", False), cafile=cfg.get("cafile"))
         client.on_message = self._on_message
         client.on_puback = self._on_puback
         client.on_busy = self.supervisor.wait_room

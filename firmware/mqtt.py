@@ -54,7 +54,8 @@ class MQTTClient:
     """One MQTT connection. `on_message(topic, payload)` is called for each PUBLISH received;
     `on_puback(packet_id)` when the broker acknowledges one of our QoS 1 publishes."""
 
-    def __init__(self, client_id, host, port=1883, keepalive=30, will=None, user=None, password=None, tls=False):
+    def __init__(self, client_id, host, port=1883, keepalive=30, will=None, user=None, password=None, tls=False,
+                 cafile=None):
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -63,6 +64,7 @@ class MQTTClient:
         self.user = user
         self.password = password
         self.tls = tls
+        self.cafile = cafile
         self.on_message = None
         self.on_puback = None
         self.on_busy = None  # coroutine function awaited when on_message cannot take a message yet
@@ -77,7 +79,7 @@ class MQTTClient:
 
     async def connect(self, clean_session=False, timeout_ms=5000):
         """Open the TCP connection and complete the MQTT handshake."""
-        self._reader, self._writer = await port.open_connection(self.host, self.port, self.tls, timeout_ms)
+        self._reader, self._writer = await port.open_connection(self.host, self.port, self.tls, timeout_ms, self.cafile)
         flags = 0 if not clean_session else 0x02
         payload = _str(self.client_id)
         if self.will is not None:

@@ -45,16 +45,24 @@ async def wait_for(coro, timeout_ms):
     return await asyncio.wait_for(coro, timeout_ms / 1000)
 
 
-async def open_connection(host, port, tls=False, timeout_ms=5000):
+async def open_connection(host, port, tls=False, timeout_ms=5000, cafile=None):
     """A TCP (or TLS) stream pair with Nagle off: MQTT request/response stalls 40+ ms per
-    exchange with it on (FACTS.md)."""
+    exchange with it on (FACTS.md). TLS verifies the broker against `cafile` (a PEM file; the
+    system's CAs on CPython when None)."""
     if tls:
         import ssl
 
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        if not MICROPYTHON:
+        if cafile is not None:
+            ctx.load_verify_locations(cafile=cafile)
+        elif not MICROPYTHON:
             ctx.load_default_certs()
-        reader, writer = await wait_for(asyncio.open_connection(host, port, ssl=ctx), timeout_ms)
+        if MICROPYTHON:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            reader, writer = await wait_for(asyncio.open_connection(host, port, ssl=ctx), timeout_ms)
+        else:
+            reader, writer = await wait_for(asyncio.open_connection(host, port, ssl=ctx, server_hostname=host),
+                                            timeout_ms)
     else:
         reader, writer = await wait_for(asyncio.open_connection(host, port), timeout_ms)
     sock = writer.s if MICROPYTHON else writer.get_extra_info("socket")

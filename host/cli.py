@@ -96,6 +96,7 @@ def argparse_gateway(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--http", type=int, default=8077, metavar="PORT", help="port for /healthz and /metrics (0: off)")
     p.add_argument("--user", help="broker user name")
     p.add_argument("--password", help="broker password")
+    p.add_argument("--cafile", help="CA certificate (PEM) to verify an mqtts:// broker (default: system CAs)")
 
 
 def do_gateway(args: argparse.Namespace) -> None:
@@ -106,7 +107,7 @@ def do_gateway(args: argparse.Namespace) -> None:
     async def serve() -> None:
         try:
             async with Gateway(broker=args.broker, db=args.db, http_port=args.http or None, user=args.user,
-                               password=args.password) as gw:
+                               password=args.password, cafile=args.cafile) as gw:
                 console.info(f"gateway up: broker {gw.host}:{gw.port}, {len(gw.devices)} devices in {args.db}"
                              + (f", http://127.0.0.1:{args.http}/healthz" if args.http else ""))
                 await gw.serve_forever()

@@ -19,10 +19,11 @@ def free_port() -> int:
 class Mosquitto:
     """Start/stop/restart a mosquitto process; `persistence` keeps QoS 1 sessions across restarts."""
 
-    def __init__(self, folder: Path, persistence: bool = False) -> None:
+    def __init__(self, folder: Path, persistence: bool = False, tls: tuple[Path, Path, Path] | None = None) -> None:
         self.folder = folder
         self.port = free_port()
         self.persistence = persistence
+        self.tls = tls  # (ca, cert, key): the listener speaks TLS only
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Mosquitto:
@@ -31,6 +32,9 @@ class Mosquitto:
         lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "set_tcp_nodelay true",
                  "max_queued_messages 100000", f"persistence {'true' if self.persistence else 'false'}",
                  f"persistence_location {self.folder}/", "autosave_interval 1", "log_dest none"]
+        if self.tls is not None:
+            ca, cert, key = self.tls
+            lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
         if os.geteuid() == 0:
             # As root, mosquitto would switch to the "mosquitto" user, which cannot write its
             # persistence file under a test's private temp folder.
@@ -53,3 +57,17 @@ class Mosquitto:
             self.proc.terminate()
             self.proc.wait(timeout=10)
         self.proc = None
+
+
+def make_tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl): (ca, cert, key)."""
+    ca_key, ca, key, csr, cert = (folder / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt"))
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n", encoding="utf-8")
+    run = lambda *args: subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
+        "-subj", "/CN=microfang test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2",
+        "-extfile", ext)
+    return ca, cert, key

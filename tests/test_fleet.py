@@ -160,3 +160,46 @@ def test_a_slow_handler_never_delays_other_requests():
     echo_times = [t for kind, t in replies if kind == "echo"]
     assert len(echo_times) == 50 and max(echo_times) - start < 0.5  # all answered while "slow" still ran
     assert replies[-1][0] == "slow"
+
+
+def test_board_and_gateway_talk_over_tls(tmp_path, echo_bundle):
+    from brokers import Mosquitto, make_tls_files
+
+    ca, cert, key = make_tls_files(tmp_path)
+    broker = Mosquitto(tmp_path, tls=(ca, cert, key)).start()
+
+    async def scenario():
+        async with Gateway(broker=f"mqtts://127.0.0.1:{broker.port}", db=tmp_path / "gw.db", cafile=str(ca),
+                           quiet=True) as gw:
+            board, rec = make_board("b1", gw.add_device("b1", fleet="test"), broker.port, tls=True, cafile=str(ca))
+            board.spawn(echo_bundle)
+            run = asyncio.create_task(board.run(4000))
+            answered = await wait_until(lambda: "echoed: ping 1" in rec.texts("echo", "log"))
+            board.link.stop()
+            await run
+            return answered, rec
+
+    try:
+        answered, rec = asyncio.run(scenario())
+    finally:
+        broker.stop()
+    assert answered, rec.seen
+
+
+def test_a_board_refuses_a_broker_it_cannot_verify(tmp_path, echo_bundle):
+    from brokers import Mosquitto, make_tls_files
+
+    broker = Mosquitto(tmp_path, tls=make_tls_files(tmp_path)).start()
+
+    async def scenario():
+        board, rec = make_board("b1", b"k" * 32, broker.port, tls=True)  # system CAs: not ours
+        run = asyncio.create_task(board.run(800))
+        await run
+        return board, rec
+
+    try:
+        board, rec = asyncio.run(scenario())
+    finally:
+        broker.stop()
+    assert not board.link.connected
+    assert any("CERTIFICATE_VERIFY_FAILED" in t for a, k, t in rec.seen if k == "link"), rec.seen

@@ -46,7 +46,8 @@ class Gateway:
 
     def __init__(self, *, broker: str = "mqtt://127.0.0.1:1883", db: str | Path = "gateway.db",
                  router: Router | None = None, http_port: int | None = None, client_id: str = "microfang-gateway",
-                 user: str | None = None, password: str | None = None, quiet: bool = False) -> None:
+                 user: str | None = None, password: str | None = None, cafile: str | None = None,
+                 quiet: bool = False) -> None:
         self.host, self.port, self.tls = parse_broker(broker)
         self.db_path = db
         self.router = router or Router()
@@ -54,6 +55,7 @@ class Gateway:
         self.client_id = client_id
         self.user = user
         self.password = password
+        self.cafile = cafile
         self.quiet = quiet
         self.store: Store | None = None
         self.devices: dict[str, dict[str, Any]] = {}
@@ -84,7 +86,7 @@ class Gateway:
         if self.user is not None:
             client.username_pw_set(self.user, self.password)
         if self.tls:
-            client.tls_set()
+            client.tls_set(ca_certs=self.cafile)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
