@@ -65,10 +65,16 @@ def embedded() -> Iterator[int]:
     loop = asyncio.new_event_loop()
     config = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}}, "sys_interval": 0,
               "auth": {"allow-anonymous": True, "plugins": ["auth_anonymous"]}, "topic-check": {"enabled": False}}
-    broker = Broker(config, loop=loop)
     thread = threading.Thread(target=loop.run_forever, name="microfang-embedded-broker", daemon=True)
     thread.start()
-    asyncio.run_coroutine_threadsafe(broker.start(), loop).result(10)
+
+    async def start() -> Broker:
+        # Made inside its own loop's thread: amqtt looks up "the current event loop".
+        broker = Broker(config)
+        await broker.start()
+        return broker
+
+    broker = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
     try:
         _wait_listening(port, thread.is_alive, "the embedded broker")
         yield port
