@@ -97,17 +97,21 @@ def argparse_gateway(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--user", help="broker user name")
     p.add_argument("--password", help="broker password")
     p.add_argument("--cafile", help="CA certificate (PEM) to verify an mqtts:// broker (default: system CAs)")
+    p.add_argument("--rate", type=float, default=50.0, help="requests per second per agent (default 50, bursts of 2x)")
+    p.add_argument("--budget", type=int, help="requests per hour per agent (default: no budget)")
 
 
 def do_gateway(args: argparse.Namespace) -> None:
     import asyncio
 
-    from microfang.gateway import Gateway
+    from microfang.gateway import Budget, Gateway, RateLimiter, Router
+
+    router = Router(limiter=RateLimiter(rate=args.rate, burst=max(1, int(args.rate * 2))), budget=Budget(args.budget))
 
     async def serve() -> None:
         try:
             async with Gateway(broker=args.broker, db=args.db, http_port=args.http or None, user=args.user,
-                               password=args.password, cafile=args.cafile) as gw:
+                               password=args.password, cafile=args.cafile, router=router) as gw:
                 console.info(f"gateway up: broker {gw.host}:{gw.port}, {len(gw.devices)} devices in {args.db}"
                              + (f", http://127.0.0.1:{args.http}/healthz" if args.http else ""))
                 await gw.serve_forever()

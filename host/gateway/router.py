@@ -48,6 +48,28 @@ class RateLimiter:
         return True
 
 
+class Budget:
+    """At most `limit` requests per (device, agent) in each `window_s` window (None: no limit).
+    Rate limits smooth bursts; a budget caps what an agent may spend (LLM calls cost money)."""
+
+    def __init__(self, limit: int | None = None, window_s: float = 3600.0) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._spent: dict[tuple[str, str], list[float]] = {}
+
+    def spend(self, device: str, agent: str) -> bool:
+        if self.limit is None:
+            return True
+        now = time.monotonic()
+        spent = self._spent.setdefault((device, agent), [now, 0])
+        if now - spent[0] >= self.window_s:
+            spent[0], spent[1] = now, 0
+        if spent[1] >= self.limit:
+            return False
+        spent[1] += 1
+        return True
+
+
 async def echo(request: Request) -> Any:
     """Reply with the request's own body."""
     return {"body": request.body}
@@ -58,14 +80,16 @@ async def ping(request: Request) -> Any:
 
 
 class Router:
-    def __init__(self, *, max_pending: int = 10_000, timeout: float = 30.0, limiter: RateLimiter | None = None) -> None:
+    def __init__(self, *, max_pending: int = 10_000, timeout: float = 30.0, limiter: RateLimiter | None = None,
+                 budget: Budget | None = None) -> None:
         self.handlers: dict[str, Handler] = {"echo": echo, "ping": ping}
         self.max_pending = max_pending
         self.timeout = timeout
         self.limiter = limiter or RateLimiter()
+        self.budget = budget or Budget()
         self.pending: set[asyncio.Task] = set()
         self.counts: dict[str, int] = {"requests": 0, "replies_ok": 0, "replies_error": 0, "rate_limited": 0,
-                                       "busy": 0, "timeouts": 0, "unknown_kind": 0}
+                                       "busy": 0, "timeouts": 0, "unknown_kind": 0, "over_budget": 0}
 
     def add(self, kind: str, handler: Handler) -> None:
         """Register the handler for a request kind (replacing any earlier one)."""
@@ -82,6 +106,10 @@ class Router:
         if not self.limiter.allow(request.device, request.agent):
             self.counts["rate_limited"] += 1
             reply(request, False, "rate limited: too many requests from this agent")
+            return
+        if not self.budget.spend(request.device, request.agent):
+            self.counts["over_budget"] += 1
+            reply(request, False, f"budget exhausted: {self.budget.limit} requests per {self.budget.window_s:g} s")
             return
         if len(self.pending) >= self.max_pending:
             self.counts["busy"] += 1
