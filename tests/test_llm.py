@@ -1,0 +1,108 @@
+"""LLM requests from agents: providers, budgets, failures, and the whole path board -> MQTT ->
+gateway -> provider -> board. The OpenAI-compatible provider is tested against a local server
+speaking that wire format (hosted APIs are out of reach here); the local model is real."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from fleet import make_board
+from openai_server import OpenAIServer
+
+from microfang.gateway import Gateway, Request, Router
+from microfang.llm import OpenAIProvider, llm_handler
+from microfang.llm.handler import TokenBudget
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "sdk" / "examples"
+
+
+def ask(handler, body, agent="a1"):
+    return asyncio.run(handler(Request("d1", agent, "llm", 1, body)))
+
+
+def test_openai_compatible_provider_speaks_the_wire_format():
+    with OpenAIServer() as server:
+        provider = OpenAIProvider(server.url, "tiny-model", api_key="sk-test")
+        reply = ask(llm_handler(provider), {"prompt": "hello board", "max_tokens": 20})
+    assert reply["text"] == "echo from tiny-model: hello board"
+    assert reply["tokens"] == 5 and reply["provider"] == "openai"
+    assert server.requests[0]["path"] == "/v1/chat/completions"
+    assert server.requests[0]["auth"] == "Bearer sk-test"
+    assert server.requests[0]["max_tokens"] == 20
+    assert server.requests[0]["messages"] == [{"role": "user", "content": "hello board"}]
+
+
+def test_long_answers_are_cut_to_what_the_agent_can_take():
+    with OpenAIServer() as server:
+        reply = ask(llm_handler(OpenAIProvider(server.url, "m"), reply_bytes=16), {"prompt": "x" * 100})
+    assert reply["text"] == "echo from m: xxx" and reply["truncated"] is True
+
+
+def test_token_budget_is_enforced_per_agent():
+    budget = TokenBudget(limit=6)
+    with OpenAIServer() as server:
+        handler = llm_handler(OpenAIProvider(server.url, "m"), budget)
+        ask(handler, {"prompt": "one two three"})  # 6 tokens of answer: the budget is spent
+        with pytest.raises(Exception, match="token budget exhausted"):
+            ask(handler, {"prompt": "again"})
+        assert ask(handler, {"prompt": "other agent"}, agent="a2")["tokens"] > 0
+
+
+@pytest.mark.parametrize(("fault", "error"), [("fail", "HTTP 500"), ("stall", "timed out after 0.3 s")])
+def test_a_provider_failure_becomes_an_error_reply_to_the_agent_never_a_hang(mosquitto, tmp_path, fault, error):
+    from microfang.tools.build import build
+
+    bundle, _ = build(EXAMPLES / "ask" / "agent.toml", tmp_path / "ask.mfa")
+
+    async def scenario(server):
+        router = Router()
+        router.add("llm", llm_handler(OpenAIProvider(server.url, "m", timeout=0.3)))
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=router,
+                           quiet=True) as gw:
+            board, rec = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)
+            board.spawn(bundle.read_bytes())
+            run = asyncio.create_task(board.run(5000))
+            for _ in range(200):
+                if any(t.startswith("LLM error") for t in rec.texts("ask", "log")):
+                    break
+                await asyncio.sleep(0.02)
+            board.link.stop()
+            await run
+            return rec
+
+    with OpenAIServer() as server:
+        if fault == "fail":
+            server.fail_with = 500
+        else:
+            server.stall_s = 1.0
+        rec = asyncio.run(scenario(server))
+    logs = rec.texts("ask", "log")
+    assert any(t.startswith("LLM error: llm failed:") and error in t for t in logs), logs
+
+
+def test_an_agent_gets_the_providers_answer_through_the_whole_path(mosquitto, tmp_path):
+    from microfang.tools.build import build
+
+    bundle, _ = build(EXAMPLES / "ask" / "agent.toml", tmp_path / "ask.mfa")
+
+    async def scenario(server):
+        router = Router()
+        router.add("llm", llm_handler(OpenAIProvider(server.url, "m")))
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=router,
+                           quiet=True) as gw:
+            board, rec = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)
+            board.spawn(bundle.read_bytes())
+            run = asyncio.create_task(board.run(5000))
+            for _ in range(200):
+                if len(rec.texts("ask", "log")) >= 2:
+                    break
+                await asyncio.sleep(0.02)
+            board.link.stop()
+            await run
+            return rec, [p for _, p in board.supervisor.log("ask").records()]
+
+    with OpenAIServer() as server:
+        rec, stored = asyncio.run(scenario(server))
+    answer = "echo from m: In one sentence: why do microcontrollers need low-power sleep modes?"
+    assert rec.texts("ask", "log") == ["asking the gateway's LLM", answer]
+    assert stored == [answer.encode()]  # the example keeps the answer in its memory log
