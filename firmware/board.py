@@ -18,6 +18,11 @@ class Board:
     def spawn(self, data):
         return self.supervisor.spawn(data)
 
+    def stop(self):
+        """End run(): the link says offline and disconnects, the agents stop being driven."""
+        self.link.stop()
+        self.supervisor.stop()
+
     async def run(self, duration_ms=None):
         """Run the agents and the link together until `duration_ms` passes (None: forever)."""
         link = port.asyncio.create_task(self.link.run(duration_ms))

@@ -72,6 +72,7 @@ class Supervisor:
         self._logs = {}
         self._env = None
         self._room = None  # set when queued events are taken: a link waiting for room goes on
+        self._stopping = False
         self.trace_events = trace_events
         self._report = report
         self._sensors = sensors
@@ -288,8 +289,9 @@ class Supervisor:
         """Drive the agents until `duration_ms` passes (forever if None). Between events it
         sleeps until the next timer is due or something is posted: an idle board idles."""
         self._wake = port.asyncio.Event()
+        self._stopping = False
         start = self._clock()
-        while duration_ms is None or port.ticks_diff(self._clock(), start) < duration_ms:
+        while not self._stopping and (duration_ms is None or port.ticks_diff(self._clock(), start) < duration_ms):
             if self.step() == 0:
                 self._wake.clear()
                 wait = self.next_due_ms()
@@ -301,6 +303,11 @@ class Supervisor:
                     pass
             else:
                 await port.sleep_ms(0)
+
+    def stop(self):
+        """Make run() return after the current round."""
+        self._stopping = True
+        self._kick()
 
     # ---- host functions (called by Sandbox with the calling sandbox first) --------------
 

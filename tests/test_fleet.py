@@ -105,7 +105,7 @@ def test_memory_logs_replicate_to_the_gateway_and_are_acknowledged(mosquitto, tm
             run = asyncio.create_task(board.run(3000))
             log = board.supervisor.log("notes")
             await wait_until(lambda: log.last_seq >= 10 and log.acked >= 10)
-            board.link.stop()
+            board.stop()
             await run
             return log, gw.store.replica("b1", "notes")
 
@@ -125,7 +125,7 @@ def test_the_embedded_broker_serves_a_board_and_the_gateway(tmp_path, echo_bundl
             board.spawn(echo_bundle)
             run = asyncio.create_task(board.run(4000))
             answered = await wait_until(lambda: "echoed: ping 1" in rec.texts("echo", "log"))
-            board.link.stop()
+            board.stop()
             await run
             return answered
 
@@ -175,7 +175,7 @@ def test_board_and_gateway_talk_over_tls(tmp_path, echo_bundle):
             board.spawn(echo_bundle)
             run = asyncio.create_task(board.run(4000))
             answered = await wait_until(lambda: "echoed: ping 1" in rec.texts("echo", "log"))
-            board.link.stop()
+            board.stop()
             await run
             return answered, rec
 

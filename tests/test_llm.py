@@ -48,7 +48,7 @@ def test_token_budget_is_enforced_per_agent():
         assert ask(handler, {"prompt": "other agent"}, agent="a2")["tokens"] > 0
 
 
-@pytest.mark.parametrize(("fault", "error"), [("fail", "HTTP 500"), ("stall", "timed out after 0.3 s")])
+@pytest.mark.parametrize(("fault", "error"), [("fail", "HTTP 500"), ("stall", "timed out")])
 def test_a_provider_failure_becomes_an_error_reply_to_the_agent_never_a_hang(mosquitto, tmp_path, fault, error):
     from microfang.tools.build import build
 
@@ -66,7 +66,7 @@ def test_a_provider_failure_becomes_an_error_reply_to_the_agent_never_a_hang(mos
                 if any(t.startswith("LLM error") for t in rec.texts("ask", "log")):
                     break
                 await asyncio.sleep(0.02)
-            board.link.stop()
+            board.stop()
             await run
             return rec
 
@@ -97,7 +97,7 @@ def test_an_agent_gets_the_providers_answer_through_the_whole_path(mosquitto, tm
                 if len(rec.texts("ask", "log")) >= 2:
                     break
                 await asyncio.sleep(0.02)
-            board.link.stop()
+            board.stop()
             await run
             return rec, [p for _, p in board.supervisor.log("ask").records()]
 
@@ -128,7 +128,7 @@ def test_the_local_model_answers_an_agent_through_the_whole_path(mosquitto, tmp_
                 if len(rec.texts("ask", "log")) >= 2:
                     break
                 await asyncio.sleep(0.02)
-            board.link.stop()
+            board.stop()
             await run
             return rec
 
