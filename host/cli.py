@@ -1,6 +1,7 @@
 """microfang: an agent operating system for microcontroller fleets.
 
 Usage:
+  microfang demo [-t SECONDS | --forever]    the whole system offline in a minute: start here
   microfang build AGENT.toml [-o OUT.mfa]   validate, meter and bundle an agent
   microfang inspect FILE                     describe a bundle (.mfa) or a wasm module
   microfang run AGENT.toml|AGENT.mfa ... [-e] run agents locally and print their logs (-e: and events)
@@ -202,6 +203,23 @@ def do_sim(args: argparse.Namespace) -> None:
                  f"{metrics['replies']} replies, {metrics['telemetry']} telemetry reports, {dropped} dropped")
 
 
+def argparse_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole system offline: broker, gateway with a local LLM, three boards")
+    p.add_argument("-t", "--seconds", type=float, default=60.0, help="how long to run (default 60)")
+    p.add_argument("--forever", action="store_true", help="run until Ctrl-C")
+
+
+def do_demo(args: argparse.Namespace) -> None:
+    from microfang.demo import run_demo
+
+    s = run_demo(None if args.forever else args.seconds)
+    first = "no answer yet" if s["first_answer_s"] is None else f"first LLM answer after {s['first_answer_s']:.1f} s"
+    console.info(f"demo: {s['boards']} boards, {s['agents']} agents, {s['events']:,} events, "
+                 f"{s['fuel_used']:,} fuel, {s['traps']} traps; {s['requests']} requests, {s['llm_calls']} LLM calls "
+                 f"({s['llm_tokens']} tokens), {s['answers']} answers kept in memory logs; {first}; "
+                 f"audit chain intact over {s['audit_records']} records")
+
+
 _COMMANDS = {
     "build": (do_build, argparse_build),
     "inspect": (do_inspect, argparse_inspect),
@@ -212,6 +230,7 @@ _COMMANDS = {
     "audit": (do_audit, argparse_audit),
     "keys": (do_keys, argparse_keys),
     "sim": (do_sim, argparse_sim),
+    "demo": (do_demo, argparse_demo),
 }
 
 
