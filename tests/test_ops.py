@@ -53,3 +53,25 @@ def test_gateway_without_a_broker_is_one_line(tmp_path):
     out = microfang("gateway", "--broker", f"mqtt://127.0.0.1:{free_port()}", "--db", tmp_path / "gw.db", "--http", "0")
     assert out.returncode == 1
     assert out.stderr.strip().startswith("microfang: cannot reach the MQTT broker at 127.0.0.1:")
+
+
+def test_gateway_config_with_a_bad_field_is_one_line(tmp_path):
+    config = tmp_path / "gateway.toml"
+    config.write_text('[broker]\nurl = "mqtt://127.0.0.1:1"\n[llm]\nprovider = "magic"\n')
+    out = microfang("gateway", "--config", config)
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"microfang: {config}: llm.provider: must be none, local or openai"
+    config.write_text("[broker]\nport = 1883\n")
+    out = microfang("gateway", "--config", config)
+    assert out.stderr.strip() == f"microfang: {config}: broker.port: unknown field"
+
+
+def test_gateway_config_points_at_the_broker(tmp_path):
+    from brokers import free_port
+
+    config = tmp_path / "gateway.toml"
+    port = free_port()
+    config.write_text(f'[broker]\nurl = "mqtt://127.0.0.1:{port}"\n[gateway]\ndb = "{tmp_path / "gw.db"}"\nhttp = 0\n')
+    out = microfang("gateway", "--config", config)
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"microfang: cannot reach the MQTT broker at 127.0.0.1:{port}"

@@ -288,6 +288,14 @@ class Gateway:
         else:
             reply["body"] = body
         self.metrics["replies"] += 1
+        if self.store is not None:
+            # Every answer is audited next to its request: what was asked and what came back.
+            detail = {"id": request.id, "kind": request.kind, "ok": ok}
+            if isinstance(body, dict) and "tokens" in body:
+                detail["tokens"] = body["tokens"]
+            if not ok:
+                detail["error"] = str(body)[:200]
+            self.store.audit(request.device, request.agent, "reply", detail)
         mid = self.send(request.device, request.agent, "reply", reply)
         self._replies_in_flight[mid] = (request.device, request.agent, request.id)
         self.replies_sent.set()
