@@ -62,6 +62,7 @@ class Link:
         self._stop = False
         self._kick = port.asyncio.Event()
         supervisor.outbox = self.agent_outbox
+        supervisor.on_spawn = self.announce
 
     # ---- sending -------------------------------------------------------------------------
 
@@ -96,6 +97,11 @@ class Link:
             doc = {"topic": target, "data": body}
         seq = self.send("up/" + agent_id, agent_id, kind, doc)
         return seq if seq < 0 else 0
+
+    def announce(self, agent_id, manifest):
+        """Tell the gateway an agent started here, with the limits it must enforce for it."""
+        budgets = manifest.get("budgets") or {}
+        self.send("up/" + agent_id, agent_id, "agent", {"version": manifest["version"], "budgets": budgets})
 
     async def _flush(self):
         """Publish the stored messages not yet sent on this connection, oldest first."""

@@ -68,6 +68,7 @@ class Supervisor:
     def __init__(self, report=None, outbox=None, sensors=None, clock=port.ticks_ms, trace_events=False, flash=None):
         self.agents = {}
         self.outbox = outbox
+        self.on_spawn = None  # on_spawn(agent_id, manifest): the link tells the gateway
         self.flash = flash
         self._logs = {}
         self._env = None
@@ -101,6 +102,8 @@ class Supervisor:
         agent = Agent(manifest, wasm, self._clock())
         self._start_agent(agent)  # raises before the agent is registered if it cannot spawn
         self.agents[agent_id] = agent
+        if self.on_spawn is not None:
+            self.on_spawn(agent_id, manifest)
         return agent_id
 
     def _start_agent(self, agent):

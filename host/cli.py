@@ -151,7 +151,7 @@ def do_gateway(args: argparse.Namespace) -> None:
                 s["llm_url"], s["llm_model"], api_key=s["llm_key"])
         except ProviderError as e:
             raise MicrofangError(str(e)) from None
-        router.add("llm", llm_handler(provider, TokenBudget(s["llm_tokens"])))
+        router.add("llm", llm_handler(provider, TokenBudget(s["llm_tokens"]), router=router))
 
     async def serve() -> None:
         try:

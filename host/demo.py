@@ -66,7 +66,7 @@ async def _demo(port: int, seconds: float | None, db: Path) -> dict:
     except ProviderError as e:
         raise MicrofangError(f"{e} (the demo runs the local model offline)") from None
     router = Router()
-    router.add("llm", llm_handler(provider, TokenBudget(4000)))
+    router.add("llm", llm_handler(provider, TokenBudget(4000), router=router))
     bundles = _bundles(AGENTS)
     answers: list[tuple[float, str, str]] = []
     started = time.monotonic()

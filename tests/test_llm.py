@@ -137,3 +137,55 @@ def test_the_local_model_answers_an_agent_through_the_whole_path(mosquitto, tmp_
     assert len(logs) == 2 and not logs[1].startswith("LLM error"), logs
     assert len(logs[1].split()) >= 3  # a sentence, from a real model
     assert provider.calls == 1 and provider.tokens > 0
+
+
+def test_an_agents_manifest_budgets_are_enforced_at_the_gateway(mosquitto, tmp_path):
+    """[budgets] in the manifest: the board announces them at spawn, the gateway applies them."""
+    from test_fleet_durability import BURST, PERMS
+
+    from microfang.firmware import cbor
+    from microfang.gateway.store import Store
+    from helpers import build_bundle
+
+    bundle = build_bundle(BURST, **PERMS, **{"budgets.requests_per_s": 1})
+
+    async def scenario(server):
+        router = Router()
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=router,
+                           quiet=True) as gw:
+            board, rec = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port, outbox_bytes=64 * 1024)
+            board.spawn(bundle)
+            run = asyncio.create_task(board.run(10_000))
+            log = board.supervisor.log("burst")
+            for _ in range(500):
+                if log.last_seq >= 120:
+                    break
+                await asyncio.sleep(0.02)
+            board.stop()
+            await run
+            return [cbor.loads(p) for _, p in log.records()], router.counts
+
+    with OpenAIServer() as server:
+        replies, counts = asyncio.run(scenario(server))
+    ok = [r for r in replies if r["ok"]]
+    limited = [r for r in replies if not r["ok"]]
+    assert len(replies) == 120
+    assert 1 <= len(ok) <= 4  # a burst of 2 at 1 request/s, and the time the burst took
+    assert all(r["error"] == "rate limited: too many requests from this agent" for r in limited)
+    store = Store(tmp_path / "gw.db")
+    assert store.agent_budgets()[("b1", "burst")] == {"requests_per_s": 1, "llm_tokens_per_hour": 0}
+    store.close()
+
+
+def test_an_agents_token_budget_from_its_manifest_caps_the_llm():
+    from microfang.llm.handler import TokenBudget
+
+    router = Router()
+    router.set_limits("d1", "a1", {"llm_tokens_per_hour": 5})
+    with OpenAIServer() as server:
+        handler = llm_handler(OpenAIProvider(server.url, "m"), TokenBudget(), router=router)
+        first = ask(handler, {"prompt": "one two three four", "max_tokens": 50})
+        assert server.requests[0]["max_tokens"] == 5  # what was left of the agent's budget
+        assert first["tokens"] > 0
+        with pytest.raises(Exception, match=r"token budget exhausted \(5 tokens per hour\)"):
+            ask(handler, {"prompt": "again"})

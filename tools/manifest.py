@@ -25,7 +25,7 @@ AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 RESTART_POLICIES = ("never", "on-failure", "always")
 
 _KNOWN_KEYS = {
-    "": {"schema_version", "agent", "sandbox", "memory_log"},
+    "": {"schema_version", "agent", "sandbox", "memory_log", "budgets"},
     "agent": {"module", "version", "description", "timers", "restart"},
     "agent.restart": {"policy", "max_restarts", "backoff_ms"},
     "sandbox": {"agent_id", "fuel", "memory", "permissions"},
@@ -33,6 +33,7 @@ _KNOWN_KEYS = {
     "sandbox.memory": {"max_heap_kb", "max_heap_mb", "stack_size_kb", "grow_limit_pages"},
     "sandbox.permissions": {"allowed_host_functions", "denied_host_functions", "tool_access", "data_exfil_detection"},
     "memory_log": {"max_kb"},
+    "budgets": {"requests_per_s", "llm_tokens_per_hour"},
 }
 
 
@@ -174,6 +175,9 @@ def validate(data: dict[str, Any], source: str = "manifest") -> dict[str, Any]:
         },
         "permissions": _permissions(f),
         "memory_log": {"max_kb": f.integer("memory_log.max_kb", default=64, low=1, high=1 << 20)},
+        # Enforced by the gateway (the board announces them when it spawns the agent); 0: none.
+        "budgets": {"requests_per_s": f.integer("budgets.requests_per_s", default=0, high=100_000),
+                    "llm_tokens_per_hour": f.integer("budgets.llm_tokens_per_hour", default=0, high=1 << 40)},
     }
 
 

@@ -108,6 +108,8 @@ class Gateway:
         if not self.connected:
             await self.__aexit__(None, None, None)
             raise ConnectionError(f"cannot reach the MQTT broker at {self.host}:{self.port}")
+        for (device, agent), budgets in self.store.agent_budgets().items():
+            self.router.set_limits(device, agent, budgets)
         self._resume_requests()
         return self
 
@@ -266,6 +268,12 @@ class Gateway:
             # Kept until the broker acknowledges the reply: a crash in between answers it again.
             self.store.add_request(device, agent, request.id, request.kind, raw)
             self._start_request(request, raw)
+        elif doc["kind"] == "agent":
+            body = doc["body"] if isinstance(doc["body"], dict) else {}
+            budgets = body.get("budgets") if isinstance(body.get("budgets"), dict) else {}
+            self.store.set_agent(device, agent, int(body.get("version", 0)), budgets)
+            self.router.set_limits(device, agent, budgets)
+            self.store.audit(device, agent, "spawned", {"version": body.get("version"), "budgets": budgets})
         elif doc["kind"] == "publish":
             self.metrics["publishes"] += 1
             self.store.audit(device, agent, "publish", {"topic": doc["body"].get("topic")})

@@ -30,17 +30,21 @@ Reply = Callable[[Request, bool, Any], None]
 
 
 class RateLimiter:
-    """Token buckets per (device, agent): `rate` requests per second, bursts of `burst`."""
+    """Token buckets per (device, agent): `rate` requests per second, bursts of `burst`; an
+    agent's manifest may set its own rate ([budgets] requests_per_s)."""
 
     def __init__(self, rate: float = 50.0, burst: int = 100) -> None:
         self.rate = rate
         self.burst = burst
+        self.rates: dict[tuple[str, str], float] = {}
         self._buckets: dict[tuple[str, str], list[float]] = {}
 
     def allow(self, device: str, agent: str) -> bool:
         now = time.monotonic()
-        bucket = self._buckets.setdefault((device, agent), [float(self.burst), now])
-        bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        rate = self.rates.get((device, agent), self.rate)
+        burst = self.burst if (device, agent) not in self.rates else max(1.0, 2 * rate)
+        bucket = self._buckets.setdefault((device, agent), [float(burst), now])
+        bucket[0] = min(burst, bucket[0] + (now - bucket[1]) * rate)
         bucket[1] = now
         if bucket[0] < 1:
             return False
@@ -87,9 +91,19 @@ class Router:
         self.timeout = timeout
         self.limiter = limiter or RateLimiter()
         self.budget = budget or Budget()
+        self.agent_budgets: dict[tuple[str, str], dict[str, Any]] = {}  # from manifests, for handlers
         self.pending: set[asyncio.Task] = set()
         self.counts: dict[str, int] = {"requests": 0, "replies_ok": 0, "replies_error": 0, "rate_limited": 0,
                                        "busy": 0, "timeouts": 0, "unknown_kind": 0, "over_budget": 0}
+
+    def set_limits(self, device: str, agent: str, budgets: dict[str, Any]) -> None:
+        """Apply an agent's manifest budgets (announced by its board at spawn)."""
+        self.agent_budgets[(device, agent)] = budgets
+        rate = budgets.get("requests_per_s") or 0
+        if rate > 0:
+            self.limiter.rates[(device, agent)] = float(rate)
+        else:
+            self.limiter.rates.pop((device, agent), None)
 
     def add(self, kind: str, handler: Handler) -> None:
         """Register the handler for a request kind (replacing any earlier one)."""

@@ -52,6 +52,14 @@ CREATE TABLE IF NOT EXISTS telemetry (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS telemetry_device ON telemetry (device, n);
+CREATE TABLE IF NOT EXISTS agents (          -- what boards announced at spawn: version and budgets
+    device TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    budgets TEXT NOT NULL,
+    seen REAL NOT NULL,
+    PRIMARY KEY (device, agent)
+);
 CREATE TABLE IF NOT EXISTS requests (        -- accepted, not yet answered to the broker's satisfaction
     device TEXT NOT NULL,
     agent TEXT NOT NULL,
@@ -154,6 +162,15 @@ class Store:
     def latest_telemetry(self, device: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT body FROM telemetry WHERE device = ? ORDER BY n DESC LIMIT 1", (device,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    # ---- agents ---------------------------------------------------------------------------
+
+    def set_agent(self, device: str, agent: str, version: int, budgets: dict[str, Any]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO agents (device, agent, version, budgets, seen) VALUES (?, ?, ?, ?, ?)",
+                        (device, agent, version, json.dumps(budgets), time.time()))
+
+    def agent_budgets(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(d, a): json.loads(b) for d, a, b in self.db.execute("SELECT device, agent, budgets FROM agents")}
 
     # ---- requests in flight (survive a gateway crash) ------------------------------------
 

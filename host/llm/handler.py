@@ -4,6 +4,7 @@ path (the gateway audits each request)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from microfang.gateway.router import Request
@@ -14,19 +15,31 @@ REPLY_BYTES = 384  # text that fits the SDK's 512-byte event buffer with the rep
 
 
 class TokenBudget:
-    """Tokens each (device, agent) may generate in total (None: unlimited)."""
+    """Tokens each (device, agent) may generate per hour: the gateway's limit (None: none),
+    or the agent's own from its manifest ([budgets] llm_tokens_per_hour), whichever is lower."""
 
-    def __init__(self, limit: int | None = None) -> None:
+    def __init__(self, limit: int | None = None, window_s: float = 3600.0) -> None:
         self.limit = limit
-        self.spent: dict[tuple[str, str], int] = {}
+        self.window_s = window_s
+        self.spent: dict[tuple[str, str], list[float]] = {}
 
-    def left(self, device: str, agent: str) -> int | None:
-        if self.limit is None:
+    def limit_for(self, request: Request, router_budgets: dict | None) -> int | None:
+        own = (router_budgets or {}).get((request.device, request.agent), {}).get("llm_tokens_per_hour") or 0
+        limits = [x for x in (self.limit, own or None) if x]
+        return min(limits) if limits else None
+
+    def left(self, request: Request, limit: int | None) -> int | None:
+        if limit is None:
             return None
-        return self.limit - self.spent.get((device, agent), 0)
+        now = time.monotonic()
+        spent = self.spent.setdefault((request.device, request.agent), [now, 0])
+        if now - spent[0] >= self.window_s:
+            spent[0], spent[1] = now, 0
+        return limit - int(spent[1])
 
-    def charge(self, device: str, agent: str, tokens: int) -> None:
-        self.spent[(device, agent)] = self.spent.get((device, agent), 0) + tokens
+    def charge(self, request: Request, tokens: int) -> None:
+        now = time.monotonic()
+        self.spent.setdefault((request.device, request.agent), [now, 0])[1] += tokens
 
 
 def _messages(body: Any) -> list[dict[str, str]]:
@@ -50,21 +63,24 @@ def truncate_utf8(text: str, limit: int) -> tuple[str, bool]:
     return raw[:limit].decode("utf-8", "ignore"), True
 
 
-def llm_handler(provider: Provider, budget: TokenBudget | None = None, reply_bytes: int = REPLY_BYTES):
-    """A router handler for kind `llm` (register with `router.add("llm", llm_handler(p))`)."""
+def llm_handler(provider: Provider, budget: TokenBudget | None = None, reply_bytes: int = REPLY_BYTES,
+                router: Any = None):
+    """A router handler for kind `llm` (register with `router.add("llm", llm_handler(p, router=router))`;
+    with `router`, agents' manifest budgets apply too)."""
     budget = budget or TokenBudget()
 
     async def handle(request: Request) -> dict[str, Any]:
         messages = _messages(request.body)
         asked = request.body.get("max_tokens", 64) if isinstance(request.body, dict) else 64
         max_tokens = max(1, min(int(asked) if isinstance(asked, int) else 64, MAX_TOKENS))
-        left = budget.left(request.device, request.agent)
+        limit = budget.limit_for(request, getattr(router, "agent_budgets", None))
+        left = budget.left(request, limit)
         if left is not None:
             if left <= 0:
-                raise ProviderError(f"token budget exhausted ({budget.limit} tokens)")
+                raise ProviderError(f"token budget exhausted ({limit} tokens per hour)")
             max_tokens = min(max_tokens, left)
         text, tokens = await provider.complete(messages, max_tokens)
-        budget.charge(request.device, request.agent, tokens)
+        budget.charge(request, tokens)
         text, cut = truncate_utf8(text, reply_bytes)
         return {"text": text, "tokens": tokens, "truncated": cut, "provider": provider.name}
 
