@@ -27,7 +27,7 @@ from microfang.firmware.errors import MicrofangError
 from microfang.firmware.port import Flash
 from microfang.gateway import Gateway, Router
 from microfang.sensors import SimulatedSensors
-from microfang.sim import _bundles
+from microfang.sim import build_examples
 
 AGENTS = ["sentinel", "threshold", "hello"]
 BOARDS = 3
@@ -67,7 +67,7 @@ async def _demo(port: int, seconds: float | None, db: Path) -> dict:
         raise MicrofangError(f"{e} (the demo runs the local model offline)") from None
     router = Router()
     router.add("llm", llm_handler(provider, TokenBudget(4000), router=router))
-    bundles = _bundles(AGENTS)
+    bundles = build_examples(AGENTS)
     answers: list[tuple[float, str, str]] = []
     started = time.monotonic()
     first_answer: list[float] = []

@@ -29,7 +29,8 @@ EXAMPLES = SDK_DIR / "examples"
 DEFAULT_AGENTS = ("echo", "hello", "threshold")
 
 
-def _bundles(names: list[str]) -> list[bytes]:
+def build_examples(names: list[str]) -> list[bytes]:
+    """Bundles of the SDK's example agents, by name (tools/sdk/examples/<name>)."""
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -66,7 +67,7 @@ async def simulate_micropython(boards: int, agents: list[str], seconds: float | 
 
     with console.stage("port build --board unix") as step:
         micropython = portbuild.build_unix(step)
-    bundles = _bundles(agents)
+    bundles = build_examples(agents)
     async with Gateway(broker=broker, db=db, quiet=True) as gateway:
         procs = []
         for n in range(boards):
@@ -116,7 +117,7 @@ async def simulate_micropython(boards: int, agents: list[str], seconds: float | 
 
 
 async def simulate(boards: int, agents: list[str], seconds: float | None, broker: str, db: Path) -> dict:
-    bundles = _bundles(agents)
+    bundles = build_examples(agents)
     fleet: list[tuple[Board, dict]] = []
     async with Gateway(broker=broker, db=db, quiet=True) as gateway:
         host, port = gateway.host, gateway.port

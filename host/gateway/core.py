@@ -72,7 +72,6 @@ class Gateway:
         self._http: asyncio.base_events.Server | None = None
         self._replies_in_flight: dict[int, tuple[str, str, int]] = {}  # paho mid -> request
         self._registry_read = 0.0
-        self.replies_sent = asyncio.Event()
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -306,7 +305,6 @@ class Gateway:
             self.store.audit(request.device, request.agent, "reply", detail)
         mid = self.send(request.device, request.agent, "reply", reply)
         self._replies_in_flight[mid] = (request.device, request.agent, request.id)
-        self.replies_sent.set()
 
     def send(self, device: str, agent: str, kind: str, body: Any, control: bool = False) -> int:
         """Seal and publish a message to a device: down/{agent}, or ctl for commands."""
