@@ -40,9 +40,15 @@ def inspect(path: Path) -> None:
     except OSError as e:
         raise MicrofangError(f"{path}: cannot read: {e.strerror}") from None
     if data[:4] == wb.MAGIC[:4]:
-        console.out.print(module_table(data))
+        try:
+            console.out.print(module_table(data))
+        except MicrofangError as e:
+            raise MicrofangError(f"{path}: {e}") from None
         return
-    manifest, wasm = bundle.decode(data)
+    try:
+        manifest, wasm = bundle.decode(data)
+    except MicrofangError as e:
+        raise MicrofangError(f"{path}: {e}") from None
     console.info(f"[bold]{path}[/bold]: bundle {bundle.FORMAT}, {len(data):,} bytes")
     fuel, memory, perms = manifest["fuel"], manifest["memory"], manifest["permissions"]
     console.info(f"  agent      {manifest['agent_id']} v{manifest['version']}  {manifest['description']}")

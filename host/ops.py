@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from microfang.gateway.store import Store
 def open_store(db: Path) -> Store:
     if not db.is_file():
         raise MicrofangError(f"{db}: no gateway database (start `microfang gateway --db {db}` first)")
-    return Store(db)
+    try:
+        return Store(db)
+    except sqlite3.DatabaseError as e:
+        raise MicrofangError(f"{db}: not a gateway database ({e})") from None
 
 
 def status(db: Path) -> None:
@@ -53,7 +57,10 @@ def audit_verify(db: Path) -> None:
 
 
 def add_key(db: Path, device: str, fleet: str) -> None:
-    store = Store(db)
+    try:
+        store = Store(db)
+    except sqlite3.DatabaseError as e:
+        raise MicrofangError(f"{db}: not a gateway database ({e})") from None
     try:
         key = store.add_device(device, fleet)
     finally:

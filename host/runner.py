@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from microfang import console
+from microfang.firmware import bundle
 from microfang.firmware.blockdev import FileBlockDevice, RAMBlockDevice
 from microfang.firmware.errors import MicrofangError
 from microfang.firmware.port import Flash
@@ -27,9 +28,14 @@ def load_bundle(path: Path) -> bytes:
         console.info(f"[dim]built {out} ({summary['bundle_bytes']} bytes)[/dim]")
         path = out
     try:
-        return path.read_bytes()
+        data = path.read_bytes()
     except OSError as e:
         raise MicrofangError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        bundle.decode(data)
+    except MicrofangError as e:
+        raise MicrofangError(f"{path}: {e}") from None
+    return data
 
 
 def stats_table(supervisor: Supervisor) -> Table:

@@ -57,7 +57,7 @@ def _table(boards: list[tuple[Board, dict]], gateway: Gateway, started: float) -
     return table
 
 
-async def simulate_micropython(boards: int, agents: list[str], seconds: float | None, broker: str, db: Path,
+async def simulate_micropython(boards: int, bundles: list[bytes], seconds: float | None, broker: str, db: Path,
                                folder: Path) -> dict:
     """Boards as real MicroPython processes (microfang's unix port, ESP32 heap), each booting
     from its own flash image as a board does (firmware/main.py)."""
@@ -67,7 +67,6 @@ async def simulate_micropython(boards: int, agents: list[str], seconds: float | 
 
     with console.stage("port build --board unix") as step:
         micropython = portbuild.build_unix(step)
-    bundles = build_examples(agents)
     async with Gateway(broker=broker, db=db, quiet=True) as gateway:
         procs = []
         for n in range(boards):
@@ -116,8 +115,7 @@ async def simulate_micropython(boards: int, agents: list[str], seconds: float | 
         return dict(gateway.metrics)
 
 
-async def simulate(boards: int, agents: list[str], seconds: float | None, broker: str, db: Path) -> dict:
-    bundles = build_examples(agents)
+async def simulate(boards: int, bundles: list[bytes], seconds: float | None, broker: str, db: Path) -> dict:
     fleet: list[tuple[Board, dict]] = []
     async with Gateway(broker=broker, db=db, quiet=True) as gateway:
         host, port = gateway.host, gateway.port
@@ -150,13 +148,14 @@ async def simulate(boards: int, agents: list[str], seconds: float | None, broker
 
 def run_sim(boards: int, agents: list[str], seconds: float | None, broker: str | None, db: Path | None,
             runtime: str = "cpython") -> dict:
+    bundles = build_examples(agents)  # first: a bad agent name fails before anything starts
     with tempfile.TemporaryDirectory(prefix="microfang-sim-") as tmp:
         db_path = db or Path(tmp) / "gateway.db"
 
         def go(url: str) -> dict:
             if runtime == "micropython":
-                return asyncio.run(simulate_micropython(boards, agents, seconds, url, db_path, Path(tmp)))
-            return asyncio.run(simulate(boards, agents, seconds, url, db_path))
+                return asyncio.run(simulate_micropython(boards, bundles, seconds, url, db_path, Path(tmp)))
+            return asyncio.run(simulate(boards, bundles, seconds, url, db_path))
 
         if broker is not None:
             return go(broker)

@@ -80,4 +80,4 @@ def test_truncated_bundle_is_one_line_without_traceback(example):
     (folder / "cut.mfa").write_bytes(data[: len(data) // 2])
     out = microfang("run", folder / "cut.mfa", "--seconds", "0.1")
     assert out.returncode == 1
-    assert out.stderr.strip() == "microfang: not a bundle: truncated CBOR"
+    assert out.stderr.strip() == f"microfang: {folder / 'cut.mfa'}: not a bundle: truncated CBOR"

@@ -75,3 +75,12 @@ def test_gateway_config_points_at_the_broker(tmp_path):
     out = microfang("gateway", "--config", config)
     assert out.returncode == 1
     assert out.stderr.strip() == f"microfang: cannot reach the MQTT broker at 127.0.0.1:{port}"
+
+
+def test_a_file_that_is_not_a_gateway_database_is_one_line(tmp_path):
+    notdb = tmp_path / "notes.txt"
+    notdb.write_text("hello\n" * 100)
+    for command in (["status"], ["audit", "verify"]):
+        out = microfang(*command, "--db", notdb)
+        assert out.returncode == 1
+        assert out.stderr.strip() == f"microfang: {notdb}: not a gateway database (file is not a database)"
