@@ -167,7 +167,7 @@ async def drive(boards: list[Board], expect: int, limit_s: float) -> tuple[int, 
     elapsed = time.perf_counter() - start
     got = sum(b.supervisor.stats()["pump"]["events"] - 1 for b in boards)
     for b in boards:
-        b.link.stop()
+        b.stop()
     await asyncio.gather(*runs, return_exceptions=True)
     return got, elapsed
 
@@ -209,7 +209,7 @@ def fleet_scale(port: int, db: str, sizes: list[int], seconds: float, deadline: 
         async def run() -> float:
             start = time.perf_counter()
             await asyncio.gather(*(b.run(int(seconds * 1000)) for b in boards), return_exceptions=True)
-            return time.perf_counter() - start
+            return time.perf_counter() - start  # each board stops itself after `seconds`
 
         elapsed = asyncio.run(run())
         asked = sum(b.supervisor.agents["tick"].next_request - 1 for b in boards)
