@@ -248,6 +248,19 @@ def do_demo(args: argparse.Namespace) -> None:
                  f"audit chain intact over {s['audit_records']} records")
 
 
+def argparse_mcp(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("mcp", help="serve the fleet to LLM applications over MCP (stdio)")
+    p.add_argument("--db", type=Path, default=Path("gateway.db"), help="the gateway's database")
+
+
+def do_mcp(args: argparse.Namespace) -> None:
+    from microfang.mcpserver import fleet_server
+    from microfang.ops import open_store
+
+    open_store(args.db).close()  # a clear error now rather than on the first tool call
+    fleet_server(args.db).run("stdio")
+
+
 _COMMANDS = {
     "build": (do_build, argparse_build),
     "inspect": (do_inspect, argparse_inspect),
@@ -259,6 +272,7 @@ _COMMANDS = {
     "keys": (do_keys, argparse_keys),
     "sim": (do_sim, argparse_sim),
     "demo": (do_demo, argparse_demo),
+    "mcp": (do_mcp, argparse_mcp),
 }
 
 

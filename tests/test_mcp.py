@@ -1,0 +1,65 @@
+"""The fleet over MCP, tested with the official SDK's own client: in memory and over stdio."""
+
+import asyncio
+import json
+import sys
+
+from mcp import Client, StdioServerParameters
+
+from microfang.gateway.store import Store
+from microfang.mcpserver import fleet_server
+
+
+def fleet_db(tmp_path):
+    db = tmp_path / "gw.db"
+    store = Store(db)
+    store.add_device("board1", "lab")
+    store.add_device("board2", "lab")
+    store.set_presence("board1", True)
+    store.add_telemetry("board1", {"uptime_ms": 1234, "agents": {"echo": {"state": "running", "events": 7}}})
+    store.replicate("board1", "notes", [(1, b"first note"), (2, b"\xff\xfe")])
+    store.audit("board1", "echo", "request", {"kind": "echo", "id": 1})
+    store.close()
+    return db
+
+
+def result(call):
+    return call.structured_content["result"] if "result" in (call.structured_content or {}) else call.structured_content
+
+
+def test_fleet_tools_answer_through_the_sdk_client(tmp_path):
+    db = fleet_db(tmp_path)
+
+    async def scenario():
+        async with Client(fleet_server(db)) as client:
+            names = sorted(t.name for t in (await client.list_tools()).tools)
+            devices = result(await client.call_tool("list_devices", {}))
+            agents = result(await client.call_tool("list_agents", {"device": "board1"}))
+            log = result(await client.call_tool("read_memory_log", {"device": "board1", "agent": "notes"}))
+            audit = result(await client.call_tool("verify_audit", {}))
+            missing = await client.call_tool("device_status", {"device": "ghost"})
+            resource = await client.read_resource("fleet://devices")
+            return names, devices, agents, log, audit, missing, resource
+
+    names, devices, agents, log, audit, missing, resource = asyncio.run(scenario())
+    assert names == ["device_status", "list_agents", "list_devices", "read_memory_log", "verify_audit"]
+    assert [(d["device"], d["online"]) for d in devices] == [("board1", True), ("board2", False)]
+    assert agents == [{"agent": "echo", "state": "running", "events": 7}]
+    assert log == [{"seq": 1, "text": "first note"}, {"seq": 2, "hex": "fffe"}]
+    assert audit == {"records_checked": 1, "intact": True, "first_bad_record": None}
+    assert missing.is_error and "no device 'ghost' in this fleet" in missing.content[0].text
+    assert resource.contents[0].text == "board1 lab online\nboard2 lab offline"
+
+
+def test_microfang_mcp_serves_over_stdio(tmp_path):
+    db = fleet_db(tmp_path)
+
+    async def scenario():
+        params = StdioServerParameters(command=sys.executable, args=["-m", "microfang", "mcp", "--db", str(db)])
+        async with Client(params) as client:
+            status = await client.call_tool("device_status", {"device": "board1"})
+            return status
+
+    status = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert not status.is_error
+    assert json.loads(status.content[0].text)["uptime_ms"] == 1234
