@@ -249,8 +249,11 @@ def do_demo(args: argparse.Namespace) -> None:
 
 
 def argparse_mcp(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("mcp", help="serve the fleet to LLM applications over MCP (stdio)")
+    p = sub.add_parser("mcp", help="serve the fleet to LLM applications over MCP (stdio, or HTTP with a token)")
     p.add_argument("--db", type=Path, default=Path("gateway.db"), help="the gateway's database")
+    p.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP on 127.0.0.1:PORT/mcp instead")
+    p.add_argument("--token", default=os.environ.get("MICROFANG_MCP_TOKEN"),
+                   help="bearer token HTTP clients must send (env MICROFANG_MCP_TOKEN; required with --http)")
 
 
 def do_mcp(args: argparse.Namespace) -> None:
@@ -258,7 +261,17 @@ def do_mcp(args: argparse.Namespace) -> None:
     from microfang.ops import open_store
 
     open_store(args.db).close()  # a clear error now rather than on the first tool call
-    fleet_server(args.db).run("stdio")
+    if args.http is None:
+        fleet_server(args.db).run("stdio")
+        return
+    if not args.token:
+        raise MicrofangError("--http needs a --token (or MICROFANG_MCP_TOKEN): the fleet is not served unauthenticated")
+    import asyncio
+
+    from microfang.mcpserver import serve_http
+
+    console.info(f"mcp: http://127.0.0.1:{args.http}/mcp (bearer token required)")
+    asyncio.run(serve_http(args.db, args.http, args.token))
 
 
 _COMMANDS = {

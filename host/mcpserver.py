@@ -1,11 +1,12 @@
-"""`microfang mcp`: the fleet as an MCP server (official `mcp` SDK, v2 `MCPServer`), read-only
-for now: devices, presence, agents and their stats from telemetry, memory-log replicas, the
+"""`microfang mcp`: the fleet as an MCP server (official `mcp` SDK, v2 `MCPServer`) over stdio
+or streamable HTTP (behind a bearer token), read-only for now: devices, presence, agents and their stats from telemetry, memory-log replicas, the
 audit chain. Tools that act on agents (events, spawn/suspend/resume/reclaim) arrive with the
 gateway-side control path (issue 8).
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,30 @@ def fleet_server(db: Path) -> MCPServer:
         return "\n".join(f"{d['device']} {d['fleet']} {'online' if d['online'] else 'offline'}" for d in list_devices())
 
     return server
+
+
+class BearerToken:
+    """ASGI middleware: every HTTP request must carry `Authorization: Bearer <token>`."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers") or [])
+            if not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": b"missing or wrong bearer token\n"})
+                return
+        await self.app(scope, receive, send)
+
+
+async def serve_http(db: Path, port: int, token: str, host: str = "127.0.0.1") -> None:
+    """Serve the fleet over MCP streamable HTTP at http://host:port/mcp, behind a bearer token."""
+    import uvicorn
+
+    app = BearerToken(fleet_server(db).streamable_http_app(host=host), token)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    await uvicorn.Server(config).serve()

@@ -63,3 +63,53 @@ def test_microfang_mcp_serves_over_stdio(tmp_path):
     status = asyncio.run(asyncio.wait_for(scenario(), 60))
     assert not status.is_error
     assert json.loads(status.content[0].text)["uptime_ms"] == 1234
+
+
+def test_microfang_mcp_serves_streamable_http_behind_a_token(tmp_path):
+    import subprocess
+    import time
+    import urllib.error
+    import urllib.request
+
+    from brokers import free_port
+    from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+
+    db = fleet_db(tmp_path)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "microfang", "mcp", "--db", str(db), "--http", str(port),
+                             "--token", "s3cret"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/mcp"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=1)
+            except urllib.error.HTTPError as e:
+                status = e.code
+                break
+            except OSError:
+                assert time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "no server"
+                time.sleep(0.1)
+        assert status == 401  # no token, no fleet
+
+        async def scenario():
+            http = create_mcp_http_client(headers={"Authorization": "Bearer s3cret"})
+            async with Client(streamable_http_client(url, http_client=http)) as client:
+                return result(await client.call_tool("list_devices", {}))
+
+        devices = asyncio.run(asyncio.wait_for(scenario(), 30))
+        assert [d["device"] for d in devices] == ["board1", "board2"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_mcp_over_http_refuses_to_start_without_a_token(tmp_path):
+    import subprocess
+
+    db = fleet_db(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "microfang", "mcp", "--db", str(db), "--http", "8999"],
+                         capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert out.returncode == 1
+    assert out.stderr.strip() == "microfang: --http needs a --token (or MICROFANG_MCP_TOKEN): " \
+                                 "the fleet is not served unauthenticated"
