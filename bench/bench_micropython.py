@@ -36,7 +36,7 @@ from microfang.tools.wasm.wasmtools import parse_wat
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_sandbox import LOOP  # noqa: E402  (the same compute loop as the CPython bench)
+from bench_sandbox import LOOP, pywasm3_work  # noqa: E402  (the same compute loop as the CPython bench)
 
 GOALS = {"esp32": 16, "esp32s3-psram": 256}
 PER_AGENT_GOAL = 8 * 1024
@@ -54,18 +54,12 @@ def pywasm3_spawn_us(wasm: bytes, stack: int, rounds: int = 200) -> float:
 
 
 def pywasm3_loop_ms(wasm: bytes, iterations: int) -> float:
-    env = pywasm3.Environment()
-    runtime = env.new_runtime(4096)
-    module = env.parse_module(wasm)
-    runtime.load(module)
-    module.gasLimit = 1e12
-    work = runtime.find_function("work")
+    work = pywasm3_work(wasm, iterations)
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        work(iterations)
+        work()
         times.append(time.perf_counter() - start)
-    del module
     return statistics.median(times) * 1e3
 
 

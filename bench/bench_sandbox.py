@@ -89,6 +89,18 @@ def bench_spawn(rounds, repeat):
             "ratio": ours_s / base_s, "goal": 1.3, "microfang_wasm3_parse_load_us": engine_s * 1e6}
 
 
+def pywasm3_work(wasm, iterations):
+    """A call running LOOP's `work(iterations)` on upstream pywasm3 (metered with its host call)."""
+    env = pywasm3.Environment()
+    runtime = env.new_runtime(65536)
+    module = env.parse_module(wasm)
+    runtime.load(module)
+    module.gasLimit = 1e12
+    work = runtime.find_function("work")
+    # pywasm3's Function does not keep its Module alive, and the gas counter lives there.
+    return lambda: (module, work(iterations))[1]
+
+
 def bench_metering(rounds, iterations):
     plain = parse_wat(LOOP)
     metered = meter(plain)
@@ -102,17 +114,7 @@ def bench_metering(rounds, iterations):
         work = runtime.find_function("work")
         return lambda: work(iterations)
 
-    def pywasm3_runner(wasm):
-        env = pywasm3.Environment()
-        runtime = env.new_runtime(65536)
-        module = env.parse_module(wasm)
-        runtime.load(module)
-        module.gasLimit = 1e12
-        work = runtime.find_function("work")
-        # pywasm3's Function does not keep its Module alive, and the gas counter lives there.
-        return lambda: (module, work(iterations))[1]
-
-    run_metered, run_plain, run_py = runner(metered), runner(plain), pywasm3_runner(metered)
+    run_metered, run_plain, run_py = runner(metered), runner(plain), pywasm3_work(metered, iterations)
     assert run_metered() == run_plain() == run_py()
     m, p = _side_by_side(run_metered, run_plain, rounds, 1)
     py, p2 = _side_by_side(run_py, run_plain, rounds, 1)
