@@ -38,7 +38,13 @@ class RAMBlockDevice(_BlockDevice):
     def __init__(self, block_size=4096, block_count=32, data=None, cut_after=0, tear=False):
         self.block_size = block_size
         self.block_count = block_count
-        self.data = bytearray(data) if data is not None else bytearray(b"\xff" * (block_size * block_count))
+        if data is not None:
+            self.data = bytearray(data)
+        else:
+            # Erased flash reads 0xff. Filled in place: one allocation, not a bytes and a copy.
+            self.data = bytearray(block_size * block_count)
+            for i in range(len(self.data)):
+                self.data[i] = 0xFF
         self.cut_after = cut_after
         self.tear = tear
         self.writes = 0

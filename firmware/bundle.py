@@ -1,14 +1,19 @@
 # Agent bundles (.mfa): CBOR of {format, manifest, wasm, version, sha256}.
+# Signed bundles (.mfs): CBOR of {format, bundle, sig}, sig = HMAC-SHA256(fleet signing key, bundle).
 #
 # The board decodes and checks bundles with this module; the host writes them with the same
-# code (tools/build.py), so both sides agree byte for byte. Signatures come with deployment.
+# code (tools/build.py, `microfang deploy`), so both sides agree byte for byte. A board installs
+# only signed bundles at run time (over the air or USB); the bundles laid on flash at
+# provisioning are trusted like the firmware itself.
 
 import hashlib
 
 from . import abi, cbor
+from .envelope import hmac_sha256, macs_equal
 from .errors import BundleError
 
 FORMAT = "mfa/1"
+SIGNED_FORMAT = "mfs/1"
 # A bundle larger than this is refused before decoding: it would not fit a board anyway.
 MAX_BUNDLE = 512 * 1024
 
@@ -47,6 +52,31 @@ def decode(data):
         raise BundleError("bundle version does not match its manifest")
     check_manifest(manifest)
     return manifest, wasm
+
+
+def sign(data, key):
+    """Wrap bundle bytes with their signature under a fleet signing key."""
+    return cbor.dumps({"format": SIGNED_FORMAT, "bundle": bytes(data), "sig": hmac_sha256(key, data)})
+
+
+def open_signed(data, key):
+    """Return the bundle bytes inside a signed bundle, or raise BundleError (forged, malformed)."""
+    if len(data) > MAX_BUNDLE + 128:
+        raise BundleError("signed bundle of %d bytes is over the %d byte limit" % (len(data), MAX_BUNDLE))
+    try:
+        doc = cbor.loads(data, max_bytes=MAX_BUNDLE + 128)
+    except cbor.CBORError as e:
+        raise BundleError("not a signed bundle: %s" % e)
+    if not isinstance(doc, dict) or doc.get("format") != SIGNED_FORMAT:
+        raise BundleError("not a signed bundle (sign it with `microfang deploy`)")
+    inner, sig = doc.get("bundle"), doc.get("sig")
+    if not isinstance(inner, bytes) or not isinstance(sig, bytes):
+        raise BundleError("signed bundle lacks its bundle or signature")
+    if not key:
+        raise BundleError("this board has no signing key: provision it with `microfang flash`")
+    if not macs_equal(hmac_sha256(key, inner), sig):
+        raise BundleError("bundle signature does not match this fleet's signing key (forged or another fleet's)")
+    return inner
 
 
 # The normalized manifest's shape (docs/protocol.md): field -> (type, low, high) or a sub-table.

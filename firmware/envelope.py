@@ -35,7 +35,7 @@ def hmac_sha256(key, data):
     return outer.digest()
 
 
-def _equal(a, b):
+def macs_equal(a, b):
     # Constant time, so a forger learns nothing from how fast a wrong mac is refused.
     if len(a) != len(b):
         return False
@@ -74,7 +74,7 @@ def open_envelope(data, key_for):
     key = key_for(dev)
     if key is None:
         raise EnvelopeError("unknown-device", "unknown device %r" % dev)
-    if not _equal(mac, hmac_sha256(key, cbor.dumps(doc, canonical=True))):
+    if not macs_equal(mac, hmac_sha256(key, cbor.dumps(doc, canonical=True))):
         raise EnvelopeError("forged", "bad HMAC from device %r" % dev)
     return doc
 

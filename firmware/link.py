@@ -13,6 +13,7 @@ import os
 import struct
 
 from . import abi, cbor, envelope, port
+from .deploy import Installer
 from .errors import MicrofangError
 from .memlog import LogError, MemoryLog
 from .mqtt import MQTTClient, MQTTError
@@ -24,6 +25,7 @@ _BACKOFF_MAX_MS = 30000
 _REPLICATE_BATCH = 16
 _ANSWERED_KEEP = 1024  # request ids remembered per agent to drop a re-sent reply
 _RTT_KEEP = 256  # request round trips kept for telemetry
+_DEPLOY_COMMANDS = ("put", "chunk", "snapshot", "snap_read", "remove")  # deploy.Installer.control
 
 
 def _jitter(ms):
@@ -46,6 +48,7 @@ class Link:
         self.started = clock()
         self.outbox = MemoryLog(flash, "outbox", config.get("outbox_bytes", _OUTBOX_BYTES), root="/link")
         self.flash = flash
+        self.installer = Installer(flash, supervisor, config.get("sign_key"))
         self.client = None
         self.inflight = {}  # packet id -> outbox seq
         self.acked = set()  # seqs acknowledged but not yet contiguous with the cursor
@@ -216,6 +219,11 @@ class Link:
             self.supervisor.reclaim(agent_id)
         elif kind == "refuel":
             self.supervisor.refuel(agent_id, int(doc["body"]))
+        elif kind in _DEPLOY_COMMANDS:
+            self.installer.control(kind, agent_id, doc["body"], self._send_up)
+
+    def _send_up(self, agent_id, kind, body):
+        self.send("up/" + agent_id, agent_id, kind, body)
 
     # ---- replication and telemetry -------------------------------------------------------
 

@@ -37,6 +37,7 @@ def report(agent_id, kind, text):
 def boot(flash, seconds=None):
     config = read_config(flash)
     board = Board(config, flash, report=report)
+    board.link.installer.recover()
     for name in flash.listdir("/agents"):
         if name.endswith(".mfa"):
             with flash.open("/agents/" + name, "rb") as f:

@@ -240,6 +240,35 @@ class MemoryLog:
         self.acked = seq
 
 
+    # ---- moving to another board ----------------------------------------------------------
+
+    def adopt(self, records, acked):
+        """Fill an empty log with another board's records [(seq, payload)], sequence numbers
+        kept, and its replication cursor: a migrated agent's log continues where it was."""
+        if self._segments:
+            raise LogError(abi.E_FULL, "memory log of agent %s is not empty" % self.agent_id)
+        chunk, first = [], 0
+        for seq, payload in records + [(0, None)]:
+            record = None if payload is None else _encode(seq, bytes(payload))
+            if chunk and (record is None or sum(len(r) for r in chunk) + len(record) > self.segment_max):
+                with self.flash.open(self._seg_path(first), "wb") as f:
+                    f.write(b"".join(chunk))
+                chunk = []
+            if record is not None:
+                first = first if chunk else seq
+                chunk.append(record)
+        self._reload()
+        self.acked = 0
+        self.ack(acked)
+
+    def destroy(self):
+        """Delete the log from flash (its agent moved away or was removed)."""
+        for name in self.flash.listdir(self.dir):
+            self.flash.remove(self.dir + "/" + name)
+        self._segments = []
+        self.acked = 0
+
+
 # ---- snapshots: an agent's linear memory and state, for suspend-to-flash and migration ----
 
 

@@ -121,6 +121,9 @@ class _LfsFile:
     def read(self, *size):
         return self._call("read", *size)
 
+    def seek(self, offset):
+        return self._call("seek", offset)
+
     def flush(self):
         return self._call("flush")
 

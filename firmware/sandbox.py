@@ -95,6 +95,17 @@ class Sandbox:
     def memory_snapshot(self):
         return bytes(self._runtime.get_memory(0))
 
+    def restore_memory(self, data):
+        """Put back linear memory saved by memory_snapshot() (a migrated or resumed agent).
+
+        Only linear memory moves: agents built with the SDK keep their state there, and their
+        one mutable global, the C stack pointer, is back at its start value between events."""
+        mem = self._runtime.get_memory(0)
+        if len(data) > len(mem):
+            raise SandboxError("agent %s: snapshot of %d bytes is larger than its %d byte memory (agents that "
+                               "grow their memory cannot move yet)" % (self.agent_id, len(data), len(mem)))
+        mem[0 : len(data)] = data
+
     # ---- calls ---------------------------------------------------------------------------
 
     def _call(self, fn, *args):

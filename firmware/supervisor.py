@@ -89,8 +89,10 @@ class Supervisor:
 
     # ---- lifecycle -----------------------------------------------------------------------
 
-    def spawn(self, data=None, manifest=None, wasm=None):
-        """Spawn an agent from bundle bytes (or a manifest and metered wasm); return its id."""
+    def spawn(self, data=None, manifest=None, wasm=None, memory=None):
+        """Spawn an agent from bundle bytes (or a manifest and metered wasm); return its id.
+        With `memory` (a snapshot of its linear memory) the agent continues where it was
+        snapshotted instead of starting: it gets no start event."""
         if data is not None:
             manifest, wasm = bundle.decode(data)
         else:
@@ -101,6 +103,13 @@ class Supervisor:
             raise SandboxError("agent %s is already running (reclaim it first)" % agent_id)
         agent = Agent(manifest, wasm, self._clock())
         self._start_agent(agent)  # raises before the agent is registered if it cannot spawn
+        if memory is not None:
+            try:
+                agent.sandbox.restore_memory(memory)
+            except SandboxError:
+                agent.sandbox.close()
+                raise
+            agent.queue.pop(0)  # the start event: a restored agent has started long ago
         self.agents[agent_id] = agent
         if self.on_spawn is not None:
             self.on_spawn(agent_id, manifest)
@@ -120,6 +129,14 @@ class Supervisor:
         agent.queue.insert(0, (abi.EV_START, b""))
         self.report(agent.agent_id, "state", RUNNING)
         self._kick()
+
+    def start_now(self, agent_id):
+        """Deliver an agent's queued start event now; return its state afterwards (a new
+        version that traps on start is rolled back by the installer)."""
+        agent = self._get(agent_id)
+        if agent.state == RUNNING and agent.queue and agent.queue[0][0] == abi.EV_START:
+            self._deliver(agent, *agent.queue.pop(0))
+        return agent.state
 
     def suspend(self, agent_id):
         agent = self._get(agent_id)
@@ -368,6 +385,10 @@ class Supervisor:
             log = MemoryLog(self.flash, agent_id, agent.manifest["memory_log"]["max_kb"] * 1024)
             self._logs[agent_id] = log
         return log
+
+    def forget_log(self, agent_id):
+        """Drop the cached log of an agent whose log on flash was replaced or deleted."""
+        self._logs.pop(agent_id, None)
 
     def host_mem_append(self, sandbox, ptr, length):
         self._agent_of(sandbox)

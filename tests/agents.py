@@ -75,6 +75,8 @@ def device_bundles() -> dict[str, bytes]:
 
     return {
         "hello": build(HELLO),
+        "hello_v2": build(HELLO, **{"agent.version": 2}),
+        "trap_v3": build(UNREACHABLE, **{"agent.version": 3, **NEVER_RESTART}),
         "spinner": build(INFINITE_LOOP, **{"sandbox.agent_id": "spinner",
                                            "sandbox.fuel.refuel_interval_ms": 60_000}),
         "counter": build(COUNT_THEN_SPIN, **{"sandbox.fuel.max_fuel": 5_000, "sandbox.fuel.refuel_amount": 5_000,

@@ -1,0 +1,300 @@
+# Installing, moving and removing agents on a running board.
+#
+# A signed bundle arrives whole (USB: `microfang deploy --port`) or in chunks over the link
+# (over the air: `microfang deploy --device`). Either way it is staged on flash, verified
+# (signature, sha256, a version newer than the installed one: no rollback), swapped in and
+# started; if the new version does not start, the previous one is put back and started again.
+#
+# Chunked transfers are resumable: /stage/<xfer>.part grows chunk by chunk, each append closed
+# (synced) before it is acknowledged, so after a reconnect or a reboot the gateway goes on from
+# the offset the board reports.
+#
+# Migration: snapshot() suspends an agent and writes all it is (bundle, linear memory, memory-log
+# records and cursor) to /snap/<agent>.cbor, which the gateway reads back in chunks; restore() on
+# the other board spawns it from that without a start event, so it continues where it was.
+
+import hashlib
+
+from . import bundle, cbor
+from .errors import MicrofangError
+from .memlog import MemoryLog
+
+AGENTS = "/agents"
+STAGE = "/stage"
+SNAP = "/snap"
+SNAPSHOT_FORMAT = "mfsnap/1"
+MAX_TRANSFER = 1 << 20  # a bundle or a snapshot; more would not fit a board's flash anyway
+CHUNK_MAX = 4096  # gateway -> board: one chunk per message, written to flash before the ack
+READ_MAX = 2048  # board -> gateway: fits one outbox record with its envelope
+
+
+class DeployError(MicrofangError):
+    """A bundle or snapshot was refused; the message is the reason the gateway is told."""
+
+
+def _read(flash, path):
+    with flash.open(path, "rb") as f:
+        return f.read()
+
+
+def _write(flash, path, data):
+    with flash.open(path, "wb") as f:
+        f.write(data)
+
+
+def _name_ok(name):
+    # Names become file names: letters, digits, - and _ only, as agent ids.
+    if not name or len(name) > 32:
+        return False
+    for c in name:
+        if not (c.isalpha() or c.isdigit() or c in "-_"):
+            return False
+    return True
+
+
+class Installer:
+    """Installs signed bundles and moves agents for one board. `sign_key` is the fleet's
+    signing key from the board's config (None: the board refuses every run-time install)."""
+
+    def __init__(self, flash, supervisor, sign_key=None):
+        self.flash = flash
+        self.supervisor = supervisor
+        self.sign_key = sign_key
+
+    def recover(self):
+        """At boot: finish or undo a swap a power cut interrupted. A new version that was never
+        confirmed running gives way to the previous one."""
+        for name in self.flash.listdir(AGENTS):
+            path = AGENTS + "/" + name
+            if name.endswith(".new"):
+                self.flash.remove(path)
+            elif name.endswith(".prev"):
+                self.flash.rename(path, path[:-5])  # a1.mfa.prev -> a1.mfa
+
+    # ---- install ---------------------------------------------------------------------------
+
+    def installed_version(self, agent_id):
+        try:
+            manifest, _ = bundle.decode(_read(self.flash, AGENTS + "/" + agent_id + ".mfa"))
+        except (OSError, MicrofangError):
+            return 0
+        return manifest["version"]
+
+    def install(self, signed):
+        """Verify a signed bundle and run it in place of the installed version.
+        Returns (agent_id, version); raises DeployError or BundleError with the reason."""
+        inner = bundle.open_signed(signed, self.sign_key)
+        manifest, _ = bundle.decode(inner)
+        agent_id, version = manifest["agent_id"], manifest["version"]
+        if not _name_ok(agent_id):
+            raise DeployError("agent id %r is not a valid name" % agent_id)
+        installed = self.installed_version(agent_id)
+        if version <= installed:
+            raise DeployError("agent %s version %d is not newer than the installed version %d (rollback refused)"
+                              % (agent_id, version, installed))
+        path = AGENTS + "/" + agent_id + ".mfa"
+        self.flash.makedirs(AGENTS)
+        _write(self.flash, path + ".new", inner)
+        if installed:
+            self.flash.rename(path, path + ".prev")
+        self.flash.rename(path + ".new", path)
+        try:
+            self._restart(agent_id, inner)
+        except MicrofangError as e:
+            if installed:
+                self.flash.rename(path + ".prev", path)
+                self._restart(agent_id, _read(self.flash, path))
+                back = "version %d runs again" % installed
+            else:
+                self.flash.remove(path)
+                back = "nothing installed"
+            raise DeployError("agent %s version %d did not start (%s); %s" % (agent_id, version, e, back))
+        if installed:
+            self.flash.remove(path + ".prev")
+        return agent_id, version
+
+    def install_file(self, path):
+        """Install a signed bundle copied to this board's flash (USB deploy), then delete it."""
+        try:
+            data = _read(self.flash, path)
+        except OSError:
+            raise DeployError("no file %s on the board" % path)
+        try:
+            return self.install(data)
+        finally:
+            self.flash.remove(path)
+
+    def _restart(self, agent_id, data):
+        sup = self.supervisor
+        if agent_id in sup.agents:
+            sup.reclaim(agent_id)
+        sup.spawn(data)
+        state = sup.start_now(agent_id)
+        if state not in ("running", "exhausted"):
+            sup.reclaim(agent_id)
+            raise DeployError("it trapped on start")
+
+    # ---- chunked transfers -----------------------------------------------------------------
+
+    def begin(self, xfer, size, sha256):
+        """Start or resume a transfer; return how many bytes the board already has."""
+        if not _name_ok(xfer):
+            raise DeployError("transfer id %r is not a valid name" % xfer)
+        if not 0 < size <= MAX_TRANSFER:
+            raise DeployError("transfer of %d bytes is outside 1..%d" % (size, MAX_TRANSFER))
+        used, total = self.flash.usage()
+        part = STAGE + "/" + xfer + ".part"
+        meta = cbor.dumps({"size": size, "sha256": sha256})
+        try:
+            if _read(self.flash, STAGE + "/" + xfer + ".meta") == meta:
+                return self.flash.size(part)  # the same transfer again: resume
+        except OSError:
+            pass
+        if size + 2 * 4096 > total - used:
+            raise DeployError("flash is full: %d bytes free, the transfer needs %d" % (total - used, size))
+        self.flash.makedirs(STAGE)
+        _write(self.flash, part, b"")
+        _write(self.flash, STAGE + "/" + xfer + ".meta", meta)
+        return 0
+
+    def chunk(self, xfer, offset, data):
+        """Append a chunk if it is the next one; return the bytes held (duplicates are ignored)."""
+        part = STAGE + "/" + xfer + ".part"
+        try:
+            size = cbor.loads(_read(self.flash, STAGE + "/" + xfer + ".meta"))["size"]
+            have = self.flash.size(part)
+        except OSError:
+            raise DeployError("transfer %s was not started" % xfer)
+        if offset != have or len(data) > CHUNK_MAX:
+            return have
+        if have + len(data) > size:
+            self.discard(xfer)
+            raise DeployError("transfer %s: more bytes than the %d announced" % (xfer, size))
+        with self.flash.open(part, "ab") as f:
+            f.write(data)
+        return have + len(data)
+
+    def finish(self, xfer):
+        """The complete, checked bytes of a transfer (its staging files are removed)."""
+        try:
+            meta = cbor.loads(_read(self.flash, STAGE + "/" + xfer + ".meta"))
+            data = _read(self.flash, STAGE + "/" + xfer + ".part")
+        finally:
+            self.discard(xfer)
+        if len(data) != meta["size"] or hashlib.sha256(data).digest() != meta["sha256"]:
+            raise DeployError("transfer %s: sha256 does not match (damaged in transit)" % xfer)
+        return data
+
+    def discard(self, xfer):
+        for suffix in (".part", ".meta"):
+            try:
+                self.flash.remove(STAGE + "/" + xfer + suffix)
+            except OSError:
+                pass
+
+    # ---- migration -------------------------------------------------------------------------
+
+    def snapshot(self, agent_id):
+        """Suspend an agent and write its snapshot; return (size, sha256)."""
+        sup = self.supervisor
+        sup.suspend(agent_id)
+        agent = sup.agents[agent_id]
+        if agent.sandbox is None:
+            raise DeployError("agent %s is not running (state %s): nothing to snapshot" % (agent_id, agent.state))
+        log = sup.log(agent_id)
+        records = [[seq, payload] for seq, payload in log.records(log.first_seq)] if log is not None else []
+        raw = cbor.dumps({"format": SNAPSHOT_FORMAT, "agent_id": agent_id,
+                          "bundle": bundle.encode(agent.manifest, agent.wasm),
+                          "memory": agent.sandbox.memory_snapshot(), "log": records,
+                          "log_acked": log.acked if log is not None else 0})
+        self.flash.makedirs(SNAP)
+        _write(self.flash, SNAP + "/" + agent_id + ".cbor", raw)
+        return len(raw), hashlib.sha256(raw).digest()
+
+    def read_snapshot(self, agent_id, offset, length):
+        with self.flash.open(SNAP + "/" + agent_id + ".cbor", "rb") as f:
+            f.seek(offset)
+            return f.read(min(length, READ_MAX))
+
+    def restore(self, raw):
+        """Spawn an agent from another board's snapshot; return (agent_id, version)."""
+        try:
+            doc = cbor.loads(raw, max_bytes=MAX_TRANSFER)
+        except cbor.CBORError as e:
+            raise DeployError("not a snapshot: %s" % e)
+        if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
+            raise DeployError("not a snapshot: missing format %r" % SNAPSHOT_FORMAT)
+        manifest, _ = bundle.decode(doc["bundle"])
+        agent_id = manifest["agent_id"]
+        if not _name_ok(agent_id):
+            raise DeployError("agent id %r is not a valid name" % agent_id)
+        if agent_id in self.supervisor.agents:
+            raise DeployError("agent %s already runs on this board" % agent_id)
+        log = MemoryLog(self.flash, agent_id, manifest["memory_log"]["max_kb"] * 1024)
+        log.destroy()
+        log.adopt([(int(s), bytes(p)) for s, p in doc["log"]], int(doc["log_acked"]))
+        self.supervisor.forget_log(agent_id)
+        self.supervisor.spawn(doc["bundle"], memory=doc["memory"])
+        self.flash.makedirs(AGENTS)
+        _write(self.flash, AGENTS + "/" + agent_id + ".mfa", doc["bundle"])
+        return agent_id, manifest["version"]
+
+    def remove(self, agent_id):
+        """Stop an agent and delete it from flash: bundle, snapshot and memory log."""
+        sup = self.supervisor
+        log = sup.log(agent_id)
+        if agent_id in sup.agents:
+            sup.reclaim(agent_id)
+        if log is not None:
+            log.destroy()
+        sup.forget_log(agent_id)
+        for path in (AGENTS + "/" + agent_id + ".mfa", SNAP + "/" + agent_id + ".cbor"):
+            try:
+                self.flash.remove(path)
+            except OSError:
+                pass
+
+    # ---- the gateway's commands (ctl) ------------------------------------------------------
+
+    def control(self, kind, agent_id, body, send):
+        """Carry out one deploy or migration command; answers go out with send(agent, kind, body)."""
+        xfer = body.get("xfer", "") if isinstance(body, dict) else ""
+        try:
+            if kind == "put":
+                have = self.begin(xfer, int(body["size"]), bytes(body["sha256"]))
+                send(agent_id, "put_ack", {"xfer": xfer, "offset": have, "probe": True})
+                if have == body["size"]:
+                    self._complete(xfer, body.get("what"), agent_id, send)
+            elif kind == "chunk":
+                have = self.chunk(xfer, int(body["offset"]), bytes(body["data"]))
+                send(agent_id, "put_ack", {"xfer": xfer, "offset": have})
+                if have == body["size"]:
+                    self._complete(xfer, body.get("what"), agent_id, send)
+            elif kind == "snapshot":
+                size, digest = self.snapshot(agent_id)
+                send(agent_id, "snapshot", {"ok": True, "size": size, "sha256": digest})
+            elif kind == "snap_read":
+                offset = int(body["offset"])
+                send(agent_id, "snap_chunk", {"offset": offset, "data": self.read_snapshot(agent_id, offset, READ_MAX)})
+            elif kind == "remove":
+                self.remove(agent_id)
+                send(agent_id, "removed", {"ok": True})
+        except (MicrofangError, OSError, KeyError, TypeError, ValueError) as e:
+            answer = "snapshot" if kind in ("snapshot", "snap_read") else "deploy"
+            send(agent_id, answer, {"xfer": xfer, "ok": False, "reason": _reason(e)})
+
+    def _complete(self, xfer, what, agent_id, send):
+        data = self.finish(xfer)
+        if what == "snapshot":
+            got, version = self.restore(data)
+        else:
+            got, version = self.install(data)
+        send(got, "deploy", {"xfer": xfer, "ok": True, "version": version})
+
+
+def _reason(e):
+    if isinstance(e, OSError) and e.args and e.args[0] == 28:
+        return "flash is full"
+    if isinstance(e, (KeyError, TypeError, ValueError)):
+        return "malformed command: %r" % (e,)
+    return str(e)
