@@ -1,9 +1,11 @@
 # Deploy and migration specifications that must hold on a board: run under MicroPython with an
 # ESP32 heap and under CPython (tests/test_device_runtimes.py). Plain asserts only.
 import hashlib
+import os
+from binascii import hexlify
 
 from microfang.firmware import bundle as bundles
-from microfang.firmware.blockdev import RAMBlockDevice
+from microfang.firmware.blockdev import FileBlockDevice
 from microfang.firmware.deploy import DeployError, Installer
 from microfang.firmware.errors import BundleError
 from microfang.firmware.port import Flash
@@ -16,13 +18,16 @@ _mounts = [0]
 
 
 class Board:
-    """A supervisor with its own RAM flash and an installer: what deploy.py runs against."""
+    """A supervisor with its own flash and an installer: what deploy.py runs against. The flash
+    is a file, not RAM: two boards' flash would not fit beside their agents in one ESP32 heap."""
 
-    def __init__(self, blocks=24):
+    def __init__(self):
         _mounts[0] += 1
         self.now = [0]
         self.seen = []
-        self.flash = Flash(RAMBlockDevice(512, blocks), "/mf_d%d" % _mounts[0])
+        self.image = "/tmp/mf_deploy_%s.img" % hexlify(os.urandom(6)).decode()
+        self.device = FileBlockDevice(self.image, 512, 64)
+        self.flash = Flash(self.device, "/mf_d%d" % _mounts[0])
         self.sup = Supervisor(report=lambda a, k, t: self.seen.append((a, k, t)), clock=lambda: self.now[0],
                               flash=self.flash)
         self.installer = Installer(self.flash, self.sup, KEY)
@@ -39,6 +44,8 @@ class Board:
         for agent_id in list(self.sup.agents):
             self.sup.reclaim(agent_id)
         self.flash.unmount()
+        self.device.file.close()
+        os.remove(self.image)
 
 
 def raises(kind, fn, *args):
