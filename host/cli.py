@@ -206,6 +206,43 @@ def do_keys(args: argparse.Namespace) -> None:
     add_key(args.db, args.device, args.fleet)
 
 
+def argparse_deploy(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("deploy", help="install a bundle on boards: over the air through the gateway, or over USB")
+    p.add_argument("bundle", type=Path, help="agent bundle (.mfa, signed here with the fleet's key) or signed (.mfs)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--device", action="append", metavar="ID", help="a board (repeat for several)")
+    where.add_argument("--fleet", metavar="NAME", help="every board of a fleet")
+    where.add_argument("--port", metavar="PORT", help="a board on USB (mpremote): /dev/ttyUSB0, socket://host:port")
+    p.add_argument("--db", type=Path, default=Path("gateway.db"), help="the gateway's database (default gateway.db)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the boards (default 120)")
+
+
+def do_deploy(args: argparse.Namespace) -> None:
+    if args.port is not None:
+        from microfang.usb import deploy_usb
+
+        deploy_usb(args.bundle, args.port, args.db)
+        return
+    from microfang.deploy import queue_deploy, wait
+
+    wait(args.db, queue_deploy(args.db, args.bundle, args.device, args.fleet), args.timeout)
+
+
+def argparse_migrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("migrate", help="move a running agent, memory and memory log, to another board")
+    p.add_argument("agent")
+    p.add_argument("--from", dest="source", required=True, metavar="DEVICE")
+    p.add_argument("--to", dest="target", required=True, metavar="DEVICE")
+    p.add_argument("--db", type=Path, default=Path("gateway.db"), help="the gateway's database (default gateway.db)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the boards (default 120)")
+
+
+def do_migrate(args: argparse.Namespace) -> None:
+    from microfang.deploy import queue_migrate, wait
+
+    wait(args.db, queue_migrate(args.db, args.agent, args.source, args.target), args.timeout)
+
+
 def argparse_sim(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sim", help="simulate a fleet: N boards running the real firmware against a gateway")
     p.add_argument("--boards", type=int, default=3)
@@ -283,6 +320,8 @@ _COMMANDS = {
     "status": (do_status, argparse_status),
     "audit": (do_audit, argparse_audit),
     "keys": (do_keys, argparse_keys),
+    "deploy": (do_deploy, argparse_deploy),
+    "migrate": (do_migrate, argparse_migrate),
     "sim": (do_sim, argparse_sim),
     "demo": (do_demo, argparse_demo),
     "mcp": (do_mcp, argparse_mcp),

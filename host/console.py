@@ -18,6 +18,11 @@ def info(message: str) -> None:
     out.print(message)
 
 
+def error(message: str) -> None:
+    """A failure that does not end the command (one of several jobs, say): one line on stderr."""
+    print(f"microfang: {message}", file=sys.stderr, flush=True)
+
+
 def die(message: str, code: int = 1) -> int:
     """Print `microfang: message` on stderr (no traceback) and return the exit code."""
     sys.stdout.flush()

@@ -63,6 +63,7 @@ def add_key(db: Path, device: str, fleet: str) -> None:
         raise MicrofangError(f"{db}: not a gateway database ({e})") from None
     try:
         key = store.add_device(device, fleet)
+        store.sign_key(fleet)  # the fleet's deploy signing key, written to its boards by `microfang flash`
     finally:
         store.close()
     console.out.print(key.hex(), markup=False, highlight=False)

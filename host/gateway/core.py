@@ -30,6 +30,7 @@ from microfang import console
 from microfang.firmware import cbor, envelope
 from microfang.gateway.router import Request, Router
 from microfang.gateway.store import Store
+from microfang.gateway.transfers import BOARD_KINDS, Transfers
 
 _TOPIC = re.compile(r"^mf/([^/]+)/([^/]+)/(status|tele|up|log)(?:/([a-z0-9][a-z0-9_-]{0,31}))?$")
 DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", "unknown-agent")
@@ -72,6 +73,7 @@ class Gateway:
         self._http: asyncio.base_events.Server | None = None
         self._replies_in_flight: dict[int, tuple[str, str, int]] = {}  # paho mid -> request
         self._registry_read = 0.0
+        self.transfers = Transfers(self)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -110,6 +112,7 @@ class Gateway:
         for (device, agent), budgets in self.store.agent_budgets().items():
             self.router.set_limits(device, agent, budgets)
         self._resume_requests()
+        self._tasks.append(asyncio.create_task(self.transfers.run(), name="microfang[gateway].jobs"))
         return self
 
     def _resume_requests(self) -> None:
@@ -273,6 +276,8 @@ class Gateway:
             self.store.set_agent(device, agent, int(body.get("version", 0)), budgets)
             self.router.set_limits(device, agent, budgets)
             self.store.audit(device, agent, "spawned", {"version": body.get("version"), "budgets": budgets})
+        elif doc["kind"] in BOARD_KINDS:
+            self.transfers.on_board(device, agent, doc["kind"], doc["body"])
         elif doc["kind"] == "publish":
             self.metrics["publishes"] += 1
             self.store.audit(device, agent, "publish", {"topic": doc["body"].get("topic")})

@@ -1,5 +1,6 @@
-"""The gateway's SQLite store: device registry and keys, replay state, the audit log with its
-hash chain, the memory-log replica, telemetry with bounded retention.
+"""The gateway's SQLite store: device registry and keys, fleet signing keys, replay state, the
+audit log with its hash chain, the memory-log replica, telemetry with bounded retention, and
+the deploy and migration jobs the CLI queues for the gateway to carry out.
 
 One connection, used from the gateway's event loop only. WAL mode: readers (`microfang
 status`, `microfang audit verify`) never block the gateway.
@@ -69,7 +70,29 @@ CREATE TABLE IF NOT EXISTS requests (        -- accepted, not yet answered to th
     received REAL NOT NULL,
     PRIMARY KEY (device, agent, id)
 );
+CREATE TABLE IF NOT EXISTS fleets (          -- the key deploys are signed with, per fleet
+    name TEXT PRIMARY KEY,
+    sign_key BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (            -- queued by `microfang deploy/migrate`, run by the gateway
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,                      -- deploy | migrate
+    device TEXT NOT NULL,                    -- migrate: the board the agent leaves
+    target TEXT,                             -- migrate: the board it moves to
+    agent TEXT NOT NULL,
+    version INTEGER,
+    data BLOB,                               -- deploy: the signed bundle; migrate: the snapshot once read
+    state TEXT NOT NULL,                     -- queued, sending, snapshot, restoring, done, failed
+    detail TEXT NOT NULL DEFAULT '',
+    progress INTEGER NOT NULL DEFAULT 0,     -- bytes the board holds of `size`
+    size INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
 """
+
+JOB_ACTIVE = ("queued", "sending", "snapshot", "restoring")
 
 GENESIS = b"\x00" * 32
 TELEMETRY_KEEP = 100  # rows per device
@@ -103,6 +126,15 @@ class Store:
         key = key or os.urandom(32)
         self.db.execute("INSERT INTO devices (id, fleet, key, created) VALUES (?, ?, ?, ?)",
                         (device, fleet, key, time.time()))
+        return key
+
+    def sign_key(self, fleet: str) -> bytes:
+        """The fleet's deploy signing key, created on first use."""
+        row = self.db.execute("SELECT sign_key FROM fleets WHERE name = ?", (fleet,)).fetchone()
+        if row:
+            return bytes(row[0])
+        key = os.urandom(32)
+        self.db.execute("INSERT INTO fleets (name, sign_key, created) VALUES (?, ?, ?)", (fleet, key, time.time()))
         return key
 
     def devices(self) -> dict[str, dict[str, Any]]:
@@ -190,3 +222,38 @@ class Store:
 
     def commit(self) -> None:
         self.db.execute("COMMIT")
+
+    # ---- jobs ----------------------------------------------------------------------------
+
+    def add_job(self, kind: str, device: str, agent: str, data: bytes | None = None, target: str | None = None,
+                version: int | None = None) -> int:
+        now = time.time()
+        cur = self.db.execute("INSERT INTO jobs (kind, device, target, agent, version, data, state, size, created, "
+                              "updated) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                              (kind, device, target, agent, version, data, len(data or b""), now, now))
+        return int(cur.lastrowid)
+
+    def jobs(self, ids: list[int] | None = None, active: bool = False) -> list[dict[str, Any]]:
+        query = "SELECT id, kind, device, target, agent, version, state, detail, progress, size, created, updated " \
+                "FROM jobs"
+        where, args = [], []
+        if ids is not None:
+            where.append(f"id IN ({','.join('?' * len(ids))})")
+            args += ids
+        if active:
+            where.append(f"state IN ({','.join('?' * len(JOB_ACTIVE))})")
+            args += JOB_ACTIVE
+        rows = self.db.execute(query + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id",
+                               args).fetchall()
+        names = ("id", "kind", "device", "target", "agent", "version", "state", "detail", "progress", "size",
+                 "created", "updated")
+        return [dict(zip(names, r)) for r in rows]
+
+    def job_data(self, job_id: int) -> bytes:
+        row = self.db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bytes(row[0] or b"") if row else b""
+
+    def update_job(self, job_id: int, **fields: Any) -> None:
+        fields["updated"] = time.time()
+        names = ", ".join(f"{k} = ?" for k in fields)
+        self.db.execute(f"UPDATE jobs SET {names} WHERE id = ?", (*fields.values(), job_id))

@@ -1,0 +1,214 @@
+"""Deploys and migrations, carried out by the gateway for `microfang deploy` and `microfang migrate`.
+
+The CLI queues a job in the store; the gateway picks it up (it owns each board's MQTT session
+and sequence numbers) and drives it with the board's answers:
+
+    deploy:  ctl put {xfer, size, sha256} -> put_ack {offset}      (the board says what it has)
+             ctl chunk {offset, data} ...  -> put_ack {offset} ... (a window of chunks in flight)
+             last chunk                    -> deploy {ok, version | reason}
+    migrate: ctl snapshot (source)         -> snapshot {size, sha256}  (the agent is suspended)
+             ctl snap_read {offset} ...    -> snap_chunk {offset, data}
+             the snapshot is put to the target as above (what: snapshot)
+             target deploy ok -> ctl remove (source); refused -> ctl resume (source)
+
+Every step is resumable: a board keeps what it received on flash, a probe (put again) makes it
+tell its offset, and a job that hears nothing for RETRY_S seconds probes again. A gateway
+restart takes the active jobs up from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from microfang.gateway.core import Gateway
+
+CHUNK = 4096  # firmware/deploy.py CHUNK_MAX
+WINDOW = 4  # chunks in flight to one board (16 KB: what one board buffers in its MQTT socket)
+READ = 2048  # firmware/deploy.py READ_MAX
+READ_WINDOW = 2  # snapshot reads in flight: each answer takes a record of the board's outbox
+RETRY_S = 3.0
+POLL_S = 0.1
+BOARD_KINDS = ("put_ack", "deploy", "snapshot", "snap_chunk", "removed")
+
+
+class Job:
+    def __init__(self, row: dict[str, Any], data: bytes) -> None:
+        self.id: int = row["id"]
+        self.kind: str = row["kind"]
+        self.device: str = row["device"]
+        self.target: str | None = row["target"]
+        self.agent: str = row["agent"]
+        self.state: str = row["state"]
+        self.data = data  # what is being put: the signed bundle, or the snapshot
+        self.sent = 0
+        self.snapshot = bytearray()
+        self.snapshot_size = 0
+        self.snapshot_sha = b""
+        self.heard = time.monotonic()
+        self.started = time.monotonic()
+        self.read_upto = 0
+
+    @property
+    def receiver(self) -> str:
+        """The board being put to: the target of a migration, else the device."""
+        return self.target if self.kind == "migrate" and self.target else self.device
+
+    @property
+    def xfer(self) -> str:
+        return f"{self.kind[0]}{self.id}"
+
+
+class Transfers:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self.active: dict[int, Job] = {}
+
+    @property
+    def store(self):  # noqa: ANN201 - the gateway's Store
+        assert self.gw.store is not None
+        return self.gw.store
+
+    async def run(self) -> None:
+        """Pick up queued jobs and retry stalled ones, until cancelled."""
+        while True:
+            try:
+                self.poll()
+            except Exception as e:  # a bug must not stop the gateway: log it, keep going
+                self.gw._log(f"error in jobs: {e!r}")
+            await asyncio.sleep(POLL_S)
+
+    def poll(self) -> None:
+        for row in self.store.jobs(active=True):
+            if row["id"] not in self.active:
+                job = Job(row, self.store.job_data(row["id"]))
+                self.active[job.id] = job
+                self._start(job)
+        now = time.monotonic()
+        for job in list(self.active.values()):
+            # An offline board gets its commands when it is back (the broker keeps them).
+            online = all(self.gw.devices.get(d, {}).get("online") for d in {job.device, job.receiver})
+            if now - job.heard > RETRY_S and online:
+                job.heard = now
+                self._start(job)
+
+    def _start(self, job: Job) -> None:
+        """(Re)start a job from its current state: each command is safe to repeat."""
+        for device in {job.device, job.receiver}:
+            if device not in self.gw.devices:
+                self._finish(job, False, f"unknown device {device!r}")
+                return
+        if job.kind == "deploy" or job.state == "restoring":
+            self._set(job, "restoring" if job.kind == "migrate" else "sending")
+            self._send(job.receiver, job.agent, "put", {"xfer": job.xfer, "size": len(job.data),
+                                                         "sha256": hashlib.sha256(job.data).digest(),
+                                                         "what": "snapshot" if job.kind == "migrate" else "bundle"})
+        elif job.snapshot_size:
+            job.read_upto = len(job.snapshot)  # ask again for what has not come
+            self._read_more(job)
+        else:
+            self._set(job, "snapshot")
+            self._send(job.device, job.agent, "snapshot", {})
+
+    # ---- the boards' answers (from Gateway._dispatch, inside its transaction) -------------
+
+    def on_board(self, device: str, agent: str, kind: str, body: Any) -> None:
+        if not isinstance(body, dict):
+            return
+        job = self._find(device, agent, kind, body)
+        if job is None:
+            return
+        job.heard = time.monotonic()
+        if kind == "put_ack":
+            self._acked(job, int(body.get("offset", 0)), bool(body.get("probe")))
+        elif kind == "deploy":
+            self._deployed(job, body)
+        elif kind == "snapshot":
+            if not body.get("ok"):
+                self._finish(job, False, f"snapshot refused: {body.get('reason')}")
+                return
+            job.snapshot_size, job.snapshot_sha = int(body["size"]), bytes(body["sha256"])
+            job.snapshot, job.read_upto = bytearray(), 0
+            self._read_more(job)
+        elif kind == "snap_chunk":
+            self._snapshot_chunk(job, int(body.get("offset", -1)), bytes(body.get("data", b"")))
+
+    def _find(self, device: str, agent: str, kind: str, body: dict[str, Any]) -> Job | None:
+        for job in self.active.values():
+            if kind in ("put_ack", "deploy"):
+                if job.receiver == device and body.get("xfer") == job.xfer:
+                    return job
+            elif job.kind == "migrate" and job.device == device and job.agent == agent:
+                return job
+        return None
+
+    def _acked(self, job: Job, offset: int, probe: bool) -> None:
+        size = len(job.data)
+        self.store.update_job(job.id, progress=offset)
+        if probe:
+            job.sent = offset  # the board's word after a (re)start: go on from there
+        job.sent = max(job.sent, offset)
+        while job.sent < size and job.sent < offset + WINDOW * CHUNK:
+            piece = job.data[job.sent:job.sent + CHUNK]
+            self._send(job.receiver, job.agent, "chunk", {"xfer": job.xfer, "offset": job.sent, "data": piece,
+                                                          "size": size,
+                                                          "what": "snapshot" if job.kind == "migrate" else "bundle"})
+            job.sent += len(piece)
+
+    def _deployed(self, job: Job, body: dict[str, Any]) -> None:
+        ok = bool(body.get("ok"))
+        if job.kind == "deploy":
+            self._finish(job, ok, f"version {body.get('version')} running" if ok else str(body.get("reason")))
+            return
+        if ok:
+            self._send(job.device, job.agent, "remove", {})
+            ms = (time.monotonic() - job.started) * 1000
+            self._finish(job, True, f"moved from {job.device} to {job.target} (agent stopped {ms:.0f} ms)")
+        else:
+            self._send(job.device, job.agent, "resume", {})
+            self._finish(job, False, f"{job.target} refused it: {body.get('reason')}; it runs on at {job.device}")
+
+    def _read_more(self, job: Job) -> None:
+        self._set(job, "snapshot")
+        while job.read_upto < job.snapshot_size and job.read_upto < len(job.snapshot) + READ_WINDOW * READ:
+            self._send(job.device, job.agent, "snap_read", {"offset": job.read_upto})
+            job.read_upto += READ
+
+    def _snapshot_chunk(self, job: Job, offset: int, data: bytes) -> None:
+        if offset != len(job.snapshot) or not data:
+            job.read_upto = len(job.snapshot)  # lost or out of order: ask again from what we hold
+            return
+        job.snapshot += data
+        self.store.update_job(job.id, progress=len(job.snapshot), size=job.snapshot_size)
+        if len(job.snapshot) < job.snapshot_size:
+            self._read_more(job)
+            return
+        if hashlib.sha256(job.snapshot).digest() != job.snapshot_sha:
+            self._send(job.device, job.agent, "resume", {})
+            self._finish(job, False, "snapshot damaged in transit (sha256 mismatch); the agent runs on")
+            return
+        job.data = bytes(job.snapshot)
+        self.store.update_job(job.id, data=job.data, size=len(job.data), progress=0)
+        job.state = "restoring"
+        self._start(job)
+
+    # ---- bookkeeping ---------------------------------------------------------------------
+
+    def _send(self, device: str, agent: str, kind: str, body: dict[str, Any]) -> None:
+        self.gw.send(device, agent, kind, body, control=True)
+
+    def _set(self, job: Job, state: str) -> None:
+        if job.state != state:
+            job.state = state
+            self.store.update_job(job.id, state=state)
+
+    def _finish(self, job: Job, ok: bool, detail: str) -> None:
+        self.active.pop(job.id, None)
+        self.store.update_job(job.id, state="done" if ok else "failed", detail=detail)
+        action = {"deploy": "deployed" if ok else "deploy refused",
+                  "migrate": "migrated" if ok else "migration failed"}[job.kind]
+        self.store.audit(job.device, job.agent, action, {"job": job.id, "detail": detail})
+        self.gw._log(f"job {job.id} ({job.kind} {job.agent} on {job.device}): {detail}")

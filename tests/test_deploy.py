@@ -1,0 +1,190 @@
+"""Deploys over the air and migrations: the CLI's library queues jobs, a gateway on a real
+Mosquitto carries them out, boards running the real firmware install, refuse or move agents."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from fleet import make_board
+from helpers import HELLO_WAT, build_bundle
+
+from microfang.deploy import queue_deploy, queue_migrate, wait
+from microfang.firmware import bundle
+from microfang.firmware.errors import MicrofangError
+from microfang.gateway import Gateway
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "sdk" / "examples"
+
+
+async def wait_until(check, seconds=15.0):
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+def versions(board, agent="a1"):
+    a = board.supervisor.agents.get(agent)
+    return None if a is None else (a.manifest["version"], a.state)
+
+
+@pytest.fixture
+def hello_versions(tmp_path):
+    paths = {}
+    for v in (1, 2):
+        paths[v] = tmp_path / f"hello_v{v}.mfa"
+        paths[v].write_bytes(build_bundle(HELLO_WAT, **{"agent.version": v}))
+    return paths
+
+
+async def fleet_of(gw, port, names, fleet="test"):
+    boards = []
+    for name in names:
+        key = gw.add_device(name, fleet=fleet)
+        board, rec = make_board(name, key, port, sign_key=gw.store.sign_key(fleet))
+        boards.append((board, rec))
+    return boards
+
+
+def test_fleet_ota_installs_on_three_boards_and_refuses_forged_and_older_bundles(mosquitto, tmp_path,
+                                                                                  hello_versions):
+    db = tmp_path / "gw.db"
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=db, quiet=True) as gw:
+            boards = await fleet_of(gw, mosquitto.port, ["d1", "d2", "d3"])
+            for board, _ in boards:
+                board.spawn(hello_versions[1].read_bytes())
+            runs = [asyncio.create_task(board.run(20000)) for board, _ in boards]
+            await wait_until(lambda: all(gw.devices[d].get("online") for d in ("d1", "d2", "d3")))
+
+            jobs = await asyncio.to_thread(wait, db, queue_deploy(db, hello_versions[2], fleet="test"), 30)
+            after_v2 = [versions(b) for b, _ in boards]
+
+            forged = tmp_path / "forged.mfs"
+            forged.write_bytes(bundle.sign(build_bundle(HELLO_WAT, **{"agent.version": 3}), b"not-the-fleet-key"))
+            with pytest.raises(MicrofangError, match="forged.mfs: bundle signature does not match"):
+                queue_deploy(db, forged, ["d1"])  # the CLI checks before it queues...
+            # ...and the board checks again: a forged bundle that reaches the gateway anyway.
+            forged_job = gw.store.add_job("deploy", "d1", "a1", forged.read_bytes(), version=3)
+            with pytest.raises(MicrofangError, match="1 of 1 deploy jobs did not succeed"):
+                await asyncio.to_thread(wait, db, [forged_job], 30)
+            with pytest.raises(MicrofangError, match="3 of 3 deploy jobs"):
+                await asyncio.to_thread(wait, db, queue_deploy(db, hello_versions[1], fleet="test"), 30)
+            final = [versions(b) for b, _ in boards]
+            for board, _ in boards:
+                board.stop()
+            await asyncio.gather(*runs)
+            return jobs, after_v2, final, gw.store.jobs()
+
+    jobs, after_v2, final, all_jobs = asyncio.run(scenario())
+    assert [j["state"] for j in jobs] == ["done"] * 3
+    assert after_v2 == [(2, "running")] * 3
+    forged_job, *older_jobs = all_jobs[3:]
+    assert "signature does not match" in forged_job["detail"], forged_job
+    assert all("version 1 is not newer than the installed version 2" in j["detail"] for j in older_jobs), older_jobs
+    assert final == [(2, "running")] * 3  # what ran before each refusal runs on
+
+
+def test_deploy_to_an_unknown_device_is_a_one_line_error(tmp_path, hello_versions):
+    from microfang.gateway.store import Store
+
+    Store(tmp_path / "gw.db").close()
+    with pytest.raises(MicrofangError, match="unknown device 'ghost'"):
+        queue_deploy(tmp_path / "gw.db", hello_versions[1], ["ghost"])
+
+
+def test_deploy_of_a_malformed_bundle_is_refused_before_queueing(tmp_path):
+    from microfang.gateway.store import Store
+
+    store = Store(tmp_path / "gw.db")
+    store.add_device("d1", "test")
+    store.close()
+    bad = tmp_path / "bad.mfa"
+    bad.write_bytes(b"\xa1\x61x\x01")
+    with pytest.raises(MicrofangError, match="bad.mfa: not a bundle"):
+        queue_deploy(tmp_path / "gw.db", bad, ["d1"])
+
+
+def test_migration_moves_a_counting_agent_between_two_boards(mosquitto, tmp_path):
+    from microfang.tools.build import build
+
+    hello, _ = build(EXAMPLES / "hello" / "agent.toml", tmp_path / "hello.mfa")
+    db = tmp_path / "gw.db"
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=db, quiet=True) as gw:
+            (b1, r1), (b2, r2) = await fleet_of(gw, mosquitto.port, ["m1", "m2"])
+            b1.spawn(hello.read_bytes())
+            runs = [asyncio.create_task(b.run(20000)) for b in (b1, b2)]
+            await wait_until(lambda: len(r1.texts("hello", "log")) >= 5)
+            jobs = await asyncio.to_thread(wait, db, queue_migrate(db, "hello", "m1", "m2"), 30)
+            await wait_until(lambda: len(r2.texts("hello", "log")) >= 3)
+            on_b1 = "hello" in b1.supervisor.agents
+            for b in (b1, b2):
+                b.stop()
+            await asyncio.gather(*runs)
+            return jobs, r1.texts("hello", "log"), r2.texts("hello", "log"), on_b1
+
+    jobs, before, after, on_b1 = asyncio.run(scenario())
+    assert jobs[0]["state"] == "done", jobs
+    last = int(before[-1].split()[-1])
+    assert after[0] == f"tick {last + 1}", (before[-3:], after[:3])  # the counter went on, nothing restarted
+    assert not on_b1
+
+
+def test_migration_between_a_cpython_board_and_a_micropython_process_both_ways(mosquitto, tmp_path):
+    """The agent goes to a MicroPython board (ESP32 heap, booting from a flash image) and back;
+    its timer counter goes on across both moves."""
+    from microfang.boards import PROFILES
+    from microfang.provision import write_image
+    from microfang.tools import portbuild
+    from microfang.tools.build import build
+
+    micropython = portbuild.build_unix(lambda line: None)
+    hello, _ = build(EXAMPLES / "hello" / "agent.toml", tmp_path / "hello.mfa")
+    db = tmp_path / "gw.db"
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=db, quiet=True) as gw:
+            [(c1, rec)] = await fleet_of(gw, mosquitto.port, ["c1"])
+            key = gw.add_device("mp1", fleet="test")
+            write_image(tmp_path / "mp1.img", {"device": "mp1", "fleet": "test", "key": key, "host": "127.0.0.1",
+                                               "port": mosquitto.port, "sign_key": gw.store.sign_key("test")}, [])
+            proc = await asyncio.create_subprocess_exec(
+                str(micropython), "-X", PROFILES["esp32"].heapsize_arg(), "-m", "microfang.firmware.main",
+                str(tmp_path / "mp1.img"), "30", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            mp_lines = []
+
+            async def read_mp():
+                async for line in proc.stdout:
+                    mp_lines.append(line.decode().strip())
+
+            reader = asyncio.create_task(read_mp())
+            c1.spawn(hello.read_bytes())
+            run = asyncio.create_task(c1.run(40000))
+            assert await wait_until(lambda: gw.devices["mp1"].get("online") and len(rec.texts("hello", "log")) >= 3)
+            there = await asyncio.to_thread(wait, db, queue_migrate(db, "hello", "c1", "mp1"), 30)
+            ticks = lambda: [ln for ln in mp_lines if ln.startswith("[hello] log tick")]  # noqa: E731
+            assert await wait_until(lambda: len(ticks()) >= 3), mp_lines
+            before_back = len(rec.texts("hello", "log"))
+            back = await asyncio.to_thread(wait, db, queue_migrate(db, "hello", "mp1", "c1"), 30)
+            assert await wait_until(lambda: len(rec.texts("hello", "log")) >= before_back + 2)
+            c1.stop()
+            await run
+            proc.terminate()
+            await proc.wait()
+            reader.cancel()
+            return there, back, rec.texts("hello", "log"), ticks(), mp_lines
+
+    there, back, c1_logs, mp_ticks, mp_lines = asyncio.run(scenario())
+    assert there[0]["state"] == "done" and back[0]["state"] == "done"
+    counts = [int(t.split()[-1]) for t in c1_logs[1:]]  # after "hello from a wasm agent"
+    mp_counts = [int(t.split()[-1]) for t in mp_ticks]
+    first_leg = counts[:counts.index(mp_counts[0] - 1) + 1]
+    assert mp_counts[0] == first_leg[-1] + 1, (counts, mp_counts)
+    assert counts[len(first_leg)] == mp_counts[-1] + 1, (counts, mp_counts)
+    assert c1_logs.count("hello from a wasm agent") == 1
+    assert not any("hello from a wasm agent" in ln for ln in mp_lines)
