@@ -7,6 +7,8 @@ Partitions are read from the board folder's partitions.csv, the same file ESP-ID
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from pathlib import Path
 
 BOARDS_DIR = Path(__file__).resolve().parent
@@ -19,6 +21,9 @@ class Partition:
         self.subtype = subtype
         self.offset = offset
         self.size = size
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Partition) and repr(self) == repr(other)
 
     def __repr__(self) -> str:
         return f"Partition({self.name!r}, {self.kind}/{self.subtype}, {self.offset:#x}, {self.size:#x})"
@@ -36,6 +41,40 @@ def read_partitions(path: Path) -> list[Partition]:
     return parts
 
 
+# ESP-IDF's binary partition table (components/partition_table/gen_esp32part.py): 32-byte
+# entries, an MD5 entry over them, 0xff padding; it lives at 0x8000 in every firmware image.
+TABLE_OFFSET = 0x8000
+TABLE_BYTES = 0xC00
+_ENTRY = struct.Struct("<2sBBLL16sL")
+_MAGIC = b"\xaa\x50"
+_MD5_MAGIC = b"\xeb\xeb"
+_TYPES = {"app": 0x00, "data": 0x01}
+_SUBTYPES = {"app": {"factory": 0x00, "ota_0": 0x10, "ota_1": 0x11},
+             "data": {"ota": 0x00, "phy": 0x01, "nvs": 0x02, "fat": 0x81, "spiffs": 0x82, "littlefs": 0x83}}
+
+
+def partition_table_bytes(parts: list[Partition]) -> bytes:
+    """The binary table ESP-IDF builds from a partitions.csv."""
+    out = b"".join(_ENTRY.pack(_MAGIC, _TYPES[p.kind], _SUBTYPES[p.kind][p.subtype], p.offset, p.size,
+                               p.name.encode(), 0) for p in parts)
+    out += _MD5_MAGIC + b"\xff" * 14 + hashlib.md5(out).digest()
+    return out + b"\xff" * (TABLE_BYTES - len(out))
+
+
+def parse_partition_table(data: bytes) -> list[Partition]:
+    """Read a binary partition table back; [] if `data` does not start with one."""
+    parts = []
+    kinds = {v: k for k, v in _TYPES.items()}
+    for pos in range(0, min(len(data), TABLE_BYTES) - _ENTRY.size + 1, _ENTRY.size):
+        magic, kind, subtype, offset, size, label, _ = _ENTRY.unpack_from(data, pos)
+        if magic != _MAGIC:
+            break
+        kind_name = kinds.get(kind, str(kind))
+        sub_name = {v: k for k, v in _SUBTYPES.get(kind_name, {}).items()}.get(subtype, str(subtype))
+        parts.append(Partition(label.rstrip(b"\x00").decode("ascii", "replace"), kind_name, sub_name, offset, size))
+    return parts
+
+
 class Board:
     """A board microfang can run on. Subclasses override the class constants."""
 
@@ -47,6 +86,8 @@ class Board:
     HEAP_BYTES = 0  # MicroPython GC heap after boot, used as `-X heapsize` off hardware
     FLASH_BYTES = 0
     DATA_PARTITION = "vfs"  # the LittleFS partition holding config, keys, agents and logs
+    FIRMWARE_OFFSET = 0  # where MicroPython's firmware.bin (bootloader first) is written
+    IMAGE_CHIP_ID = 0  # the chip id in an ESP app image's extended header
 
     @classmethod
     def partitions(cls) -> list[Partition]:
@@ -68,6 +109,8 @@ class ESP32(Board):
     PORT = "esp32"
     MICROPYTHON_BOARD = "MICROFANG_ESP32"
     CHIP = "esp32"
+    FIRMWARE_OFFSET = 0x1000
+    IMAGE_CHIP_ID = 0
     IDF_VERSION = "5.2.2"
     HEAP_BYTES = 110 * 1024  # public reports for a plain ESP32 after boot (FACTS.md)
     FLASH_BYTES = 4 * 1024 * 1024
@@ -78,6 +121,8 @@ class ESP32S3PSRAM(Board):
     PORT = "esp32"
     MICROPYTHON_BOARD = "MICROFANG_ESP32S3_PSRAM"
     CHIP = "esp32s3"
+    FIRMWARE_OFFSET = 0x0
+    IMAGE_CHIP_ID = 9
     IDF_VERSION = "5.2.2"
     HEAP_BYTES = 2 * 1024 * 1024  # conservative: 8 MB PSRAM gives MicroPython several MB
     FLASH_BYTES = 8 * 1024 * 1024

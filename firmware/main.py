@@ -4,7 +4,8 @@
 #
 #   micropython -X heapsize=110k -m microfang.firmware.main board.img [seconds]
 #
-# /config.cbor: {device, fleet, key, host, port, tls?, user?, password?, telemetry_ms?}
+# /config.cbor: {device, fleet, key, sign_key, host, port, tls?, wifi?, user?, password?, telemetry_ms?}
+# (written by `microfang flash`)
 
 import sys
 
@@ -36,6 +37,9 @@ def report(agent_id, kind, text):
 
 def boot(flash, seconds=None):
     config = read_config(flash)
+    wifi = config.get("wifi")
+    if wifi:
+        port.connect_wifi(wifi["ssid"], wifi["password"])
     board = Board(config, flash, report=report)
     board.link.installer.recover()
     for name in flash.listdir("/agents"):

@@ -45,6 +45,24 @@ async def wait_for(coro, timeout_ms):
     return await asyncio.wait_for(coro, timeout_ms / 1000)
 
 
+def connect_wifi(ssid, password, timeout_ms=20000):
+    """Join a Wi-Fi network on a board; a host (unix port, CPython) is already on its network."""
+    try:
+        import network
+    except ImportError:
+        return False
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    if not wlan.isconnected():
+        wlan.connect(ssid, password)
+        start = ticks_ms()
+        while not wlan.isconnected():
+            if ticks_diff(ticks_ms(), start) > timeout_ms:
+                raise OSError("Wi-Fi %r: not connected after %d ms" % (ssid, timeout_ms))
+            time.sleep_ms(100)
+    return True
+
+
 async def open_connection(host, port, tls=False, timeout_ms=5000, cafile=None):
     """A TCP (or TLS) stream pair with Nagle off: MQTT request/response stalls 40+ ms per
     exchange with it on (FACTS.md). TLS verifies the broker against `cafile` (a PEM file; the

@@ -10,6 +10,11 @@ Usage:
   microfang gateway [--broker URL] [--db F]  run the gateway (/healthz, /metrics on --http)
   microfang sim [--boards N] [--agents a,b]  simulate a fleet against a gateway and broker
   microfang status | audit verify | keys add the fleet, the audit chain, device keys
+  microfang flash --board esp32 --device ID --broker URL (--port P | --out IMAGE) [--agents ...]
+                                             provision a board and write it with esptool
+  microfang deploy BUNDLE --device ID | --fleet NAME | --port P
+                                             install an agent over the air (signed) or over USB
+  microfang migrate AGENT --from D1 --to D2  move a running agent with its memory
 
 Each command is a `do_X(args)` handler plus an `argparse_X(sub)` builder in `_COMMANDS`.
 Expected failures (bad input) print one line `microfang: ...` and exit 1; bugs keep their
@@ -206,6 +211,30 @@ def do_keys(args: argparse.Namespace) -> None:
     add_key(args.db, args.device, args.fleet)
 
 
+def argparse_flash(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("flash", help="provision a board (identity, broker, agents) and write it with esptool")
+    p.add_argument("--board", required=True, choices=["esp32", "esp32s3"])
+    p.add_argument("--device", required=True, metavar="ID", help="the board's device id (registered if new)")
+    p.add_argument("--fleet", default="default")
+    p.add_argument("--broker", required=True, metavar="URL", help="MQTT broker the board connects to (mqtt[s]://host:port)")
+    p.add_argument("--wifi", metavar="SSID")
+    p.add_argument("--wifi-password", default=os.environ.get("MICROFANG_WIFI_PASSWORD"),
+                   help="(env MICROFANG_WIFI_PASSWORD)")
+    p.add_argument("--agents", type=Path, nargs="*", default=[], metavar="BUNDLE", help="initial agents (.mfa)")
+    p.add_argument("--firmware", type=Path, help="MicroPython firmware.bin (default: `microfang port build` output)")
+    p.add_argument("--db", type=Path, default=Path("gateway.db"), help="the gateway registry (default gateway.db)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--port", help="serial port of the board (/dev/ttyUSB0)")
+    target.add_argument("--out", type=Path, metavar="IMAGE", help="write the merged image here instead of a board")
+
+
+def do_flash(args: argparse.Namespace) -> None:
+    from microfang.flash import flash
+
+    flash(args.board, args.device, fleet=args.fleet, db=args.db, broker=args.broker, port=args.port, out=args.out,
+          firmware=args.firmware, agents=args.agents, wifi=args.wifi, wifi_password=args.wifi_password)
+
+
 def argparse_deploy(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("deploy", help="install a bundle on boards: over the air through the gateway, or over USB")
     p.add_argument("bundle", type=Path, help="agent bundle (.mfa, signed here with the fleet's key) or signed (.mfs)")
@@ -320,6 +349,7 @@ _COMMANDS = {
     "status": (do_status, argparse_status),
     "audit": (do_audit, argparse_audit),
     "keys": (do_keys, argparse_keys),
+    "flash": (do_flash, argparse_flash),
     "deploy": (do_deploy, argparse_deploy),
     "migrate": (do_migrate, argparse_migrate),
     "sim": (do_sim, argparse_sim),

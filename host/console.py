@@ -15,7 +15,7 @@ if not out.is_terminal:
 
 
 def info(message: str) -> None:
-    out.print(message)
+    out.print(message, soft_wrap=True)  # one message, one line: paths must not break mid-way
 
 
 def error(message: str) -> None:

@@ -175,6 +175,15 @@ def build_unix(step: Progress, jobs: int = 2) -> Path:
     return binary
 
 
+def esp32_firmware_path(board: str) -> Path:
+    """Where `microfang port build --board esp32|esp32s3` leaves firmware.bin."""
+    from microfang.boards import BOARD_DEFS
+
+    spec = BOARD_DEFS[board]
+    return cache_dir() / "micropython" / VERSION / TREE / "ports" / "esp32" / f"build-{spec.MICROPYTHON_BOARD}" / \
+        "firmware.bin"
+
+
 def build_esp32(board: str, step: Progress, jobs: int = 2) -> Path:
     """Build an ESP32 firmware with ESP-IDF (idf.py must be on PATH); return firmware.bin."""
     from microfang.boards import BOARD_DEFS
@@ -198,4 +207,4 @@ def build_esp32(board: str, step: Progress, jobs: int = 2) -> Path:
     _run(["make", "-C", "ports/esp32", f"BOARD_DIR={board_dir}", f"BUILD={build}",
           f"USER_C_MODULES={root / 'firmware' / 'cmodules' / 'micropython.cmake'}"],
          cwd=tree, step=step, what="ESP-IDF build")
-    return tree / "ports" / "esp32" / build / "firmware.bin"
+    return esp32_firmware_path(board)

@@ -1,0 +1,101 @@
+"""`microfang flash --out`: the merged image is read back partition by partition (the table,
+esptool's image info, a littlefs-python mount of the data partition) and every file checked."""
+
+import cbor2
+import pytest
+from esp_images import firmware_bin
+from esptool.cmds import image_info
+from littlefs import LittleFS
+
+from microfang.boards import BOARD_DEFS, TABLE_BYTES, TABLE_OFFSET, parse_partition_table
+from microfang.cli import main
+from microfang.gateway.store import Store
+from microfang.provision import BLOCK
+
+from helpers import HELLO_WAT, build_bundle
+
+
+def flash_out(tmp_path, board, firmware, *extra):
+    fw = tmp_path / f"{board}-firmware.bin"
+    fw.write_bytes(firmware)
+    out = tmp_path / f"{board}-merged.bin"
+    code = main(["flash", "--board", board, "--device", "kitchen", "--fleet", "home", "--broker",
+                 "mqtts://gw.local:8883", "--firmware", str(fw), "--db", str(tmp_path / "gw.db"), "--out", str(out),
+                 *extra])
+    return code, out
+
+
+@pytest.mark.parametrize("board", ["esp32", "esp32s3"])
+def test_merged_image_holds_firmware_table_and_provisioned_files(board, tmp_path, capsys):
+    agent = tmp_path / "a1.mfa"
+    agent.write_bytes(build_bundle(HELLO_WAT))
+    code, out = flash_out(tmp_path, board, firmware_bin(board), "--agents", str(agent), "--wifi", "attic",
+                          "--wifi-password", "s3cret")
+    assert code == 0, capsys.readouterr().err
+    image = out.read_bytes()
+    spec = BOARD_DEFS[board]
+
+    assert parse_partition_table(image[TABLE_OFFSET:TABLE_OFFSET + TABLE_BYTES]) == spec.partitions()
+    app = next(p for p in spec.partitions() if p.kind == "app")
+    image_info(image[app.offset:app.offset + app.size].rstrip(b"\xff"), chip=spec.CHIP)  # raises if not an app
+    assert f"Chip ID: {spec.IMAGE_CHIP_ID}" in capsys.readouterr().out
+
+    vfs = spec.data_partition()
+    fs = LittleFS(block_size=BLOCK, block_count=vfs.size // BLOCK, mount=False)
+    fs.context.buffer = bytearray(image[vfs.offset:vfs.offset + vfs.size])
+    fs.mount()
+    assert sorted(fs.listdir("/")) == ["agents", "config.cbor"]
+    with fs.open("/agents/a1.mfa", "rb") as f:
+        assert f.read() == agent.read_bytes()
+    with fs.open("/config.cbor", "rb") as f:
+        config = cbor2.loads(f.read())
+    store = Store(tmp_path / "gw.db")
+    registered = store.devices()["kitchen"]
+    assert config == {"device": "kitchen", "fleet": "home", "key": registered["key"], "sign_key": store.sign_key("home"),
+                      "host": "gw.local", "port": 8883, "tls": True, "wifi": {"ssid": "attic", "password": "s3cret"}}
+    store.close()
+
+
+def test_firmware_for_another_chip_is_refused(tmp_path, capsys):
+    code, out = flash_out(tmp_path, "esp32", firmware_bin("esp32", chip="esp32s3"))
+    assert code == 1 and not out.exists()
+    assert "built for chip id 9, but --board esp32 is an esp32 (chip id 0)" in capsys.readouterr().err
+
+
+def test_firmware_with_another_partition_table_is_refused(tmp_path, capsys):
+    firmware = bytearray(firmware_bin("esp32"))
+    table = TABLE_OFFSET - BOARD_DEFS["esp32"].FIRMWARE_OFFSET
+    firmware[table:table + TABLE_BYTES] = b"\xff" * TABLE_BYTES
+    code, _ = flash_out(tmp_path, "esp32", bytes(firmware))
+    assert code == 1 and "no partition table at 0x8000" in capsys.readouterr().err
+
+
+def test_firmware_overflowing_its_partition_is_refused(tmp_path, capsys):
+    code, _ = flash_out(tmp_path, "esp32", firmware_bin("esp32", app_bytes=0x190000))
+    assert code == 1 and "partition overflow" in capsys.readouterr().err
+
+
+def test_missing_firmware_image_names_the_way_to_get_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MICROFANG_CACHE", str(tmp_path / "empty-cache"))
+    code = main(["flash", "--board", "esp32", "--device", "d", "--broker", "mqtt://h", "--db", str(tmp_path / "gw.db"),
+                 "--out", str(tmp_path / "x.bin")])
+    assert code == 1
+    assert "no firmware image for --board esp32: build one with `microfang port build --board esp32`" in \
+        capsys.readouterr().err
+
+
+def test_agent_that_is_not_a_bundle_is_refused_before_anything_is_written(tmp_path, capsys):
+    bad = tmp_path / "bad.mfa"
+    bad.write_bytes(b"\x00asm")
+    code, out = flash_out(tmp_path, "esp32", firmware_bin("esp32"), "--agents", str(bad))
+    assert code == 1 and not out.exists()
+    assert "bad.mfa: not a bundle" in capsys.readouterr().err
+
+
+def test_no_board_on_the_serial_port_is_a_one_line_error(tmp_path, capsys):
+    fw = tmp_path / "fw.bin"
+    fw.write_bytes(firmware_bin("esp32"))
+    code = main(["flash", "--board", "esp32", "--device", "d", "--broker", "mqtt://h", "--firmware", str(fw),
+                 "--db", str(tmp_path / "gw.db"), "--port", str(tmp_path / "ttyUSB-absent")])
+    err = capsys.readouterr().err
+    assert code == 1 and "no ESP chip answered" in err and len(err.strip().splitlines()) == 1, err
