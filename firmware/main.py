@@ -4,6 +4,10 @@
 #
 #   micropython -X heapsize=110k -m microfang.firmware.main board.img [seconds]
 #
+# Ctrl-C on the console stops the loop and leaves the board, agents and all, in BOARD for the
+# REPL: `microfang deploy --port` (mpremote) interrupts, copies a signed bundle to the flash,
+# calls install() and then run() again.
+#
 # /config.cbor: {device, fleet, key, sign_key, host, port, tls?, wifi?, user?, password?, telemetry_ms?}
 # (written by `microfang flash`)
 
@@ -35,7 +39,11 @@ def report(agent_id, kind, text):
     print("[%s] %s %s" % (agent_id or "board", kind, text))
 
 
+BOARD = None  # the running board, for the REPL
+
+
 def boot(flash, seconds=None):
+    global BOARD
     config = read_config(flash)
     wifi = config.get("wifi")
     if wifi:
@@ -50,7 +58,33 @@ def boot(flash, seconds=None):
                 board.spawn(data)
             except MicrofangError as e:
                 report(name, "fault", "not started: %s" % e)
-    port.asyncio.run(board.run(None if seconds is None else int(seconds * 1000)))
+    BOARD = board
+    run(seconds)
+
+
+def run(seconds=None):
+    """Run the booted board until `seconds` pass (None: forever) or Ctrl-C."""
+    try:
+        port.asyncio.run(BOARD.run(None if seconds is None else int(seconds * 1000)))
+    except KeyboardInterrupt:
+        BOARD.link.connected = False
+        if BOARD.link.client is not None:
+            BOARD.link.client.close()
+        report("", "stopped", "by Ctrl-C: agents kept; main.run() goes on")
+    if hasattr(port.asyncio, "new_event_loop"):
+        port.asyncio.new_event_loop()  # MicroPython keeps the last loop's tasks otherwise
+
+
+def install(path):
+    """Install a signed bundle copied to the flash at `path` (USB deploy); print its status."""
+    try:
+        agent_id, version = BOARD.link.installer.install_file(path)
+    except MicrofangError as e:
+        print("REFUSED %s" % e)
+        return
+    s = BOARD.supervisor.stats(agent_id)
+    print("INSTALLED %s %d %s events=%d fuel=%d memory=%d" % (agent_id, version, s["state"], s["events"], s["fuel"],
+                                                           s["memory"]))
 
 
 def main():

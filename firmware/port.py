@@ -223,6 +223,10 @@ class Flash:
     def _path(self, path):
         return self._root + path
 
+    def vfs_path(self, path):
+        """Where `path` of this filesystem is in the interpreter's VFS (what mpremote sees)."""
+        return self._path(path)
+
     def _lfs(self, method, *args):
         # littlefs-python raises LittleFSError (negative LFS codes, which are -errno) from
         # some calls: turn them into OSError as MicroPython's VfsLfs2 does.

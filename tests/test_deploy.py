@@ -188,3 +188,52 @@ def test_migration_between_a_cpython_board_and_a_micropython_process_both_ways(m
     assert counts[len(first_leg)] == mp_counts[-1] + 1, (counts, mp_counts)
     assert c1_logs.count("hello from a wasm agent") == 1
     assert not any("hello from a wasm agent" in ln for ln in mp_lines)
+
+
+def test_usb_deploy_with_mpremote_to_a_live_micropython_board(tmp_path, capsys):
+    """The firmware runs on microfang's MicroPython behind a pty served on 127.0.0.1 (the test
+    double for a USB serial cable); `microfang deploy --port socket://...` drives it with mpremote."""
+    import socket as sockets
+
+    from brokers import free_port
+    from serial_bridge import SerialBridge
+
+    from microfang.boards import PROFILES
+    from microfang.cli import main
+    from microfang.gateway.store import Store
+    from microfang.provision import write_image
+    from microfang.tools import portbuild
+    from microfang.tools.build import build
+
+    micropython = portbuild.build_unix(lambda line: None)
+    db = tmp_path / "gw.db"
+    store = Store(db)
+    key, sign_key = store.add_device("usb1", "test"), store.sign_key("test")
+    store.close()
+    hello, _ = build(EXAMPLES / "hello" / "agent.toml", tmp_path / "hello.mfa")
+    echo, _ = build(EXAMPLES / "echo" / "agent.toml", tmp_path / "echo.mfa")
+    dead_port = free_port()  # no broker: the board keeps running its agents offline
+    write_image(tmp_path / "usb1.img", {"device": "usb1", "fleet": "test", "key": key, "sign_key": sign_key,
+                                        "host": "127.0.0.1", "port": dead_port}, [hello.read_bytes()])
+    port = free_port()
+    boot = f"from microfang.firmware import main; main.boot(main.open_flash({str(tmp_path / 'usb1.img')!r}))"
+    bridge = SerialBridge([str(micropython), "-X", PROFILES["esp32"].heapsize_arg(), "-i", "-c", boot], port)
+    try:
+        deadline = 50
+        while b"tick 2" not in bridge.output and deadline:
+            __import__("time").sleep(0.1)
+            deadline -= 1
+        url = f"socket://127.0.0.1:{port}"
+        assert main(["deploy", str(echo), "--port", url, "--db", str(db)]) == 0, capsys.readouterr().err
+        installed = capsys.readouterr().out
+        assert main(["deploy", str(echo), "--port", url, "--db", str(db)]) == 1  # the same version again
+        refused = capsys.readouterr().err
+        with sockets.create_connection(("127.0.0.1", port)) as s:  # the board runs on: hello ticks, echo is there
+            s.settimeout(3)
+            seen = b""
+            while b"tick" not in seen.split(b"stopped by Ctrl-C")[-1]:
+                seen += s.recv(4096)
+    finally:
+        bridge.close()
+    assert "usb1: echo version 1 running" in installed, installed
+    assert "refused: agent echo version 1 is not newer than the installed version 1" in refused, refused

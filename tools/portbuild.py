@@ -126,6 +126,17 @@ def fetch_source(step: Progress) -> Path:
     return tree
 
 
+def apply_port_patches(tree: Path, patches: Path, step: Progress) -> None:
+    """Apply microfang's own patches (boards/<port>/patches/*.patch) to a pristine tree: files a
+    previous build patched are restored from their backups first, so a changed patch applies."""
+    for backup in tree.rglob("*.microfang-orig"):
+        shutil.copy2(backup, backup.with_suffix(""))
+        backup.unlink()
+    for patch in sorted(patches.glob("*.patch")):
+        step(f"patch {patch.name}")
+        _run(["patch", "-p1", "-s", "-b", "-z", ".microfang-orig", "-i", str(patch)], cwd=tree, what=f"patch {patch.name}")
+
+
 def build_key(root: Path, extra: list[str]) -> str:
     """A digest of everything a firmware build depends on."""
     h = hashlib.sha256(VERSION.encode())
@@ -158,6 +169,7 @@ def build_unix(step: Progress, jobs: int = 2) -> Path:
         raise PortBuildError("building the unix port needs make and gcc (Debian: apt install build-essential)")
     _check_m32()
     tree = fetch_source(step)
+    apply_port_patches(tree, root / "boards" / "unix" / "patches", step)
     if not (tree / "mpy-cross" / "build" / "mpy-cross").is_file():
         step("building mpy-cross")
         _run(["make", "-C", "mpy-cross", f"-j{jobs}"], cwd=tree, step=step, what="mpy-cross build")
