@@ -101,7 +101,7 @@ def wait(db: Path, job_ids: list[int], timeout: float = 120.0) -> list[dict]:
                                     state=job["state"])
                 if all(j["state"] not in JOB_ACTIVE for j in jobs) or time.monotonic() > deadline:
                     break
-                time.sleep(0.05)
+                time.sleep(0.02)
     finally:
         store.close()
     failed = []

@@ -90,6 +90,7 @@ CREATE TABLE IF NOT EXISTS jobs (            -- queued by `microfang deploy/migr
     created REAL NOT NULL,
     updated REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);  -- the gateway looks for active jobs often
 """
 
 JOB_ACTIVE = ("queued", "sending", "snapshot", "restoring")

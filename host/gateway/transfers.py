@@ -31,7 +31,7 @@ WINDOW = 4  # chunks in flight to one board (16 KB: what one board buffers in it
 READ = 2048  # firmware/deploy.py READ_MAX
 READ_WINDOW = 2  # snapshot reads in flight: each answer takes a record of the board's outbox
 RETRY_S = 3.0
-POLL_S = 0.1
+POLL_S = 0.02  # how often queued jobs are looked for: an index lookup in SQLite, cheap
 BOARD_KINDS = ("put_ack", "deploy", "snapshot", "snap_chunk", "removed")
 
 
