@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
@@ -13,15 +12,7 @@ from microfang import console
 from microfang.firmware import bundle
 from microfang.firmware.errors import BundleError, MicrofangError
 from microfang.gateway.store import JOB_ACTIVE, Store
-
-
-def open_registry(db: Path) -> Store:
-    if not db.is_file():
-        raise MicrofangError(f"{db}: no gateway database (start `microfang gateway --db {db}` first)")
-    try:
-        return Store(db)
-    except sqlite3.DatabaseError as e:
-        raise MicrofangError(f"{db}: not a gateway database ({e})") from None
+from microfang.ops import open_store
 
 
 def read_bundle(path: Path) -> bytes:
@@ -51,7 +42,7 @@ def signed_for(store: Store, fleet: str, data: bytes, path: Path) -> tuple[bytes
 def queue_deploy(db: Path, path: Path, devices: list[str] | None = None, fleet: str | None = None) -> list[int]:
     """Queue a deploy of the bundle at `path` to each device (or every device of a fleet)."""
     data = read_bundle(path)
-    store = open_registry(db)
+    store = open_store(db)
     try:
         registry = store.devices()
         if fleet is not None:
@@ -70,7 +61,7 @@ def queue_deploy(db: Path, path: Path, devices: list[str] | None = None, fleet: 
 
 
 def queue_migrate(db: Path, agent: str, source: str, target: str) -> list[int]:
-    store = open_registry(db)
+    store = open_store(db)
     try:
         registry = store.devices()
         for device in (source, target):
@@ -85,7 +76,7 @@ def queue_migrate(db: Path, agent: str, source: str, target: str) -> list[int]:
 
 def wait(db: Path, job_ids: list[int], timeout: float = 120.0) -> list[dict]:
     """Show each job's progress until all have ended; raise if any failed or timed out."""
-    store = open_registry(db)
+    store = open_store(db)
     deadline = time.monotonic() + timeout
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[state]}"),

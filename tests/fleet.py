@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from microfang.firmware.blockdev import RAMBlockDevice
 from microfang.firmware.board import Board
 from microfang.firmware.port import Flash
@@ -27,3 +29,13 @@ def make_board(device: str, key: bytes, port: int, flash: Flash | None = None, c
     if clock is None:
         return Board(cfg, flash, report=rec), rec
     return Board(cfg, flash, report=rec, clock=clock), rec
+
+
+async def wait_until(check, seconds: float = 10.0) -> bool:
+    """Poll `check()` every 20 ms until it is true (True) or `seconds` pass (False)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.02)
+    return False

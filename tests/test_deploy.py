@@ -5,7 +5,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from fleet import make_board
+from fleet import make_board, wait_until
 from helpers import HELLO_WAT, build_bundle
 
 from microfang.deploy import queue_deploy, queue_migrate, wait
@@ -14,15 +14,6 @@ from microfang.firmware.errors import MicrofangError
 from microfang.gateway import Gateway
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "sdk" / "examples"
-
-
-async def wait_until(check, seconds=15.0):
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        if check():
-            return True
-        await asyncio.sleep(0.02)
-    return False
 
 
 def versions(board, agent="a1"):

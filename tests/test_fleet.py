@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from brokers import free_port
-from fleet import make_board
+from fleet import make_board, wait_until
 
 from microfang.gateway import Gateway
 
@@ -20,15 +20,6 @@ def echo_bundle(tmp_path_factory):
 
     out, _ = build(EXAMPLES / "echo" / "agent.toml", tmp_path_factory.mktemp("echo") / "echo.mfa")
     return out.read_bytes()
-
-
-async def wait_until(check, seconds=10.0):
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        if check():
-            return True
-        await asyncio.sleep(0.02)
-    return False
 
 
 def test_three_boards_get_their_agents_requests_answered(mosquitto, tmp_path, echo_bundle):

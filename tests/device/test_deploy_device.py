@@ -10,6 +10,7 @@ from microfang.firmware.deploy import DeployError, Installer
 from microfang.firmware.errors import BundleError
 from microfang.firmware.port import Flash
 from microfang.firmware.supervisor import Supervisor
+from test_supervisor_device import raises
 
 KEY = b"fleet-signing-key-0123456789abcd"
 OTHER_KEY = b"someone-elses-key-0123456789abcd"
@@ -46,14 +47,6 @@ class Board:
         self.flash.unmount()
         self.device.file.close()
         os.remove(self.image)
-
-
-def raises(kind, fn, *args):
-    try:
-        fn(*args)
-    except kind as e:
-        return str(e)
-    raise AssertionError("expected %s" % kind.__name__)
 
 
 def test_signed_bundle_installs_and_runs(bundle):
