@@ -228,3 +228,44 @@ def test_usb_deploy_with_mpremote_to_a_live_micropython_board(tmp_path, capsys):
         bridge.close()
     assert "usb1: echo version 1 running" in installed, installed
     assert "refused: agent echo version 1 is not newer than the installed version 1" in refused, refused
+
+
+def test_replayed_deploy_commands_are_dropped_by_the_board(mosquitto, tmp_path, hello_versions):
+    """Someone records the gateway's deploy messages and plays them back later: the board's
+    replay window drops every one, and what runs stays as it is."""
+    import paho.mqtt.client as mqtt
+
+    db = tmp_path / "gw.db"
+    recorded = []
+    spy = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="recorder")
+    spy.on_message = lambda c, u, m: recorded.append((m.topic, bytes(m.payload)))
+    spy.connect("127.0.0.1", mosquitto.port)
+    spy.subscribe("mf/test/r1/ctl", qos=1)
+    spy.loop_start()
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=db, quiet=True) as gw:
+            [(board, _)] = await fleet_of(gw, mosquitto.port, ["r1"])
+            board.spawn(hello_versions[1].read_bytes())
+            run = asyncio.create_task(board.run(20000))
+            await wait_until(lambda: gw.devices["r1"].get("online"))
+            await asyncio.to_thread(wait, db, queue_deploy(db, hello_versions[2], ["r1"]), 30)
+            await wait_until(lambda: len(recorded) >= 2)
+            board.supervisor.reclaim("a1")  # if a replay were taken, the agent would come back
+            spy.unsubscribe("mf/test/r1/ctl")
+            await asyncio.sleep(0.2)
+            replay = list(recorded)
+            before = dict(board.link.stats)
+            for topic, payload in replay:
+                spy.publish(topic, payload, qos=1)
+            await wait_until(lambda: board.link.stats["duplicates"] - before["duplicates"] >= len(replay))
+            after = dict(board.link.stats)
+            board.stop()
+            await run
+            return replay, before, after, board.supervisor.agents.get("a1")
+
+    replay, before, after, agent = asyncio.run(scenario())
+    spy.loop_stop()
+    assert after["duplicates"] - before["duplicates"] == len(replay) >= 2, (before, after)
+    assert after["received"] == before["received"]
+    assert agent is None
