@@ -112,13 +112,19 @@ def argparse_gateway(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--llm-url", help="OpenAI-compatible base URL (env MICROFANG_LLM_URL; default a local Ollama)")
     p.add_argument("--llm-model", help="model name (env MICROFANG_LLM_MODEL)")
     p.add_argument("--llm-tokens", type=int, help="token budget per agent (default: none)")
+    p.add_argument("--memory", choices=["auto", "minilm", "smollm2", "openai", "none"],
+                   help="vector memory embedder for mem.put/mem.search and episodic memory (default auto: minilm if "
+                        "installed, else smollm2)")
+    p.add_argument("--memory-db", type=Path, help="vector memory database (default: beside --db, NAME-memory.db)")
+    p.add_argument("--embed-url", help="OpenAI-compatible base URL for --memory openai")
+    p.add_argument("--embed-model", help="embedding model name for --memory openai")
 
 
 def _gateway_settings(args: argparse.Namespace) -> dict:
     from microfang.config import load, secret
 
     cfg = load(args.config) if args.config else {}
-    b, g, lim, llm = (cfg.get(k, {}) for k in ("broker", "gateway", "limits", "llm"))
+    b, g, lim, llm, mem = (cfg.get(k, {}) for k in ("broker", "gateway", "limits", "llm", "memory"))
 
     def pick(cli: object, table_value: object, default: object) -> object:
         return cli if cli is not None else (table_value if table_value is not None else default)
@@ -137,6 +143,12 @@ def _gateway_settings(args: argparse.Namespace) -> dict:
         "llm_model": pick(args.llm_model, llm.get("model"), os.environ.get("MICROFANG_LLM_MODEL", "smollm2:135m")),
         "llm_key": secret(llm.get("key_env")) or os.environ.get("MICROFANG_LLM_KEY"),
         "llm_tokens": pick(args.llm_tokens, llm.get("tokens"), None),
+        "memory": pick(args.memory, mem.get("embedder"), "auto"),
+        "memory_db": pick(args.memory_db, mem.get("db"), None),
+        "embed_url": pick(args.embed_url, mem.get("url"), None),
+        "embed_model": pick(args.embed_model, mem.get("model"), None),
+        "mcp_servers": cfg.get("mcp_servers", {}),
+        "a2a": cfg.get("a2a", {}),
     }
 
 
@@ -145,27 +157,20 @@ def do_gateway(args: argparse.Namespace) -> None:
 
     from microfang.gateway import Budget, Gateway, RateLimiter, Router
 
+    from microfang.gateway.services import Services
+
     s = _gateway_settings(args)
     router = Router(limiter=RateLimiter(rate=s["rate"], burst=max(1, int(s["rate"] * 2))), budget=Budget(s["budget"]))
-    if s["llm"] != "none":
-        from microfang.llm import LocalProvider, OpenAIProvider, ProviderError, llm_handler
-        from microfang.llm.handler import TokenBudget
-
-        try:
-            provider = LocalProvider() if s["llm"] == "local" else OpenAIProvider(
-                s["llm_url"], s["llm_model"], api_key=s["llm_key"])
-        except ProviderError as e:
-            raise MicrofangError(str(e)) from None
-        router.add("llm", llm_handler(provider, TokenBudget(s["llm_tokens"]), router=router))
 
     async def serve() -> None:
         try:
             async with Gateway(broker=s["broker"], db=s["db"], http_port=s["http"] or None, user=s["user"],
                                password=s["password"], cafile=s["cafile"], router=router) as gw:
-                console.info(f"gateway up: broker {gw.host}:{gw.port}, {len(gw.devices)} devices in {s['db']}"
-                             + (f", http://127.0.0.1:{s['http']}/healthz" if s["http"] else "")
-                             + (f", llm {s['llm']}" if s["llm"] != "none" else ""))
-                await gw.serve_forever()
+                async with Services(gw, s) as services:
+                    console.info(f"gateway up: broker {gw.host}:{gw.port}, {len(gw.devices)} devices in {s['db']}"
+                                 + (f", http://127.0.0.1:{s['http']}/healthz" if s["http"] else "")
+                                 + "".join(f", {line}" for line in services.summary))
+                    await gw.serve_forever()
         except ConnectionError as e:
             raise MicrofangError(str(e)) from None
 

@@ -21,6 +21,19 @@ options and MICROFANG_* environment variables override it.
     model = "smollm2:135m"
     key_env = "OPENAI_API_KEY"
     tokens = 20000      # token budget per agent
+
+    [memory]
+    embedder = "auto"   # auto | minilm | smollm2 | openai | none
+    db = "/var/lib/microfang/memory.db"
+
+    [mcp_servers.files]             # tools agents may call (tool.call "files.read_file")
+    command = ["python", "-m", "my_mcp_server"]
+    # url = "http://127.0.0.1:9000/mcp"  (streamable HTTP instead of a command)
+
+    [a2a]
+    port = 8078                     # serve the fleet as A2A agents (0: off)
+    [a2a.peers.planner]             # remote A2A agents agents may call (a2a.send "planner")
+    url = "http://127.0.0.1:9999"
 """
 
 from __future__ import annotations
@@ -37,7 +50,10 @@ _SECTIONS = {
     "gateway": {"db": str, "http": int},
     "limits": {"rate": (int, float), "budget": int},
     "llm": {"provider": str, "url": str, "model": str, "key_env": str, "tokens": int},
+    "memory": {"embedder": str, "db": str, "url": str, "model": str},
 }
+# Tables of named entries: [mcp_servers.NAME] and [a2a.peers.NAME] (checked in gateway/services.py).
+_NAMED = ("mcp_servers", "a2a")
 
 
 def load(path: Path) -> dict[str, dict[str, Any]]:
@@ -49,6 +65,8 @@ def load(path: Path) -> dict[str, dict[str, Any]]:
     except tomllib.TOMLDecodeError as e:
         raise MicrofangError(f"{path}: not valid TOML: {e}") from None
     for section, table in data.items():
+        if section in _NAMED and isinstance(table, dict):
+            continue
         if section not in _SECTIONS or not isinstance(table, dict):
             raise MicrofangError(f"{path}: {section}: unknown section (have: {', '.join(_SECTIONS)})")
         for key, value in table.items():

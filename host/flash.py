@@ -30,8 +30,10 @@ def board_def(name: str) -> type[Board]:
     return spec
 
 
-def board_config(db: Path, device: str, fleet: str, broker: str, wifi: str | None, wifi_password: str | None) -> dict:
-    """The board's /config.cbor: its identity from the gateway registry (created if new)."""
+def board_config(db: Path, device: str, fleet: str, broker: str, wifi: str | None, wifi_password: str | None,
+                 bundles: list[bytes]) -> dict:
+    """The board's /config.cbor: its identity from the gateway registry (created if new). The
+    agents' manifests are registered too: the gateway enforces their permissions."""
     try:
         store = Store(db)
     except sqlite3.DatabaseError as e:
@@ -42,6 +44,8 @@ def board_config(db: Path, device: str, fleet: str, broker: str, wifi: str | Non
             raise MicrofangError(f"device {device!r} is registered in fleet {known['fleet']!r}, not {fleet!r}")
         key = store.add_device(device, fleet)
         sign_key = store.sign_key(fleet)
+        for data in bundles:
+            store.register_manifest(device, decode(data)[0])
     finally:
         store.close()
     host, port, tls = parse_broker(broker)
@@ -172,7 +176,7 @@ def flash(board: str, device: str, *, fleet: str = "default", db: Path = Path("g
     bundles = read_agents(agents or [])
     fw, fw_path = read_firmware(spec, firmware)
     check_firmware(spec, fw, fw_path)
-    vfs = data_image(spec, board_config(db, device, fleet, broker, wifi, wifi_password), bundles)
+    vfs = data_image(spec, board_config(db, device, fleet, broker, wifi, wifi_password, bundles), bundles)
     if out is not None:
         image = merged_image(spec, fw, vfs)
         out.write_bytes(image)

@@ -116,3 +116,36 @@ def write_device_bundles(folder: Path) -> Path:
     for name, data in device_bundles().items():
         (folder / f"{name}.mfa").write_bytes(data)
     return folder
+
+
+def _wat_bytes(data: bytes) -> str:
+    return "".join(f"\\{b:02x}" for b in data)
+
+
+def request_chain(steps: list[tuple[str, bytes]], agent_id: str = "chain", **changes: object) -> bytes:
+    """An agent that makes the requests `steps` (kind, CBOR body) one after the other: the
+    first on start, each next one when the previous reply arrives; every reply's payload is
+    appended to its memory log, so a test reads the answers back in order."""
+    data, calls, offset = [], [], 2048
+    for n, (kind, body) in enumerate(steps):
+        k, b = kind.encode(), body
+        data.append(f'(data (i32.const {offset}) "{_wat_bytes(k)}")')
+        data.append(f'(data (i32.const {offset + len(k)}) "{_wat_bytes(b)}")')
+        calls.append(f"(if (i32.eq (local.get $n) (i32.const {n})) (then (drop (call $request "
+                     f"(i32.const {offset}) (i32.const {len(k)}) (i32.const {offset + len(k)}) (i32.const {len(b)})))))")
+        offset += len(k) + len(b) + 8
+    wat = agent_wat(f"""
+  {" ".join(data)}
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (local $n i32)
+    (local.set $n (i32.load (i32.const 1020)))  ;; requests made so far
+    (if (i32.eq (local.get 0) (i32.const 4))
+      (then (drop (call $append (local.get 1) (local.get 2)))))
+    (if (i32.or (i32.eq (local.get 0) (i32.const 1)) (i32.eq (local.get 0) (i32.const 4)))
+      (then {" ".join(calls)}
+            (i32.store (i32.const 1020) (i32.add (local.get $n) (i32.const 1)))))
+    (i32.const 0))""",
+                    imports='(import "mf" "request" (func $request (param i32 i32 i32 i32) (result i32))) '
+                            '(import "mf" "mem_append" (func $append (param i32 i32) (result i32)))')
+    return build_bundle(wat, **{"sandbox.permissions.allowed_host_functions": ["request", "mem_append"],
+                                "sandbox.agent_id": agent_id, "sandbox.fuel.max_fuel": 1_000_000,
+                                "sandbox.memory.max_heap_kb": 64, **changes})

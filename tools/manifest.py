@@ -25,14 +25,16 @@ AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 RESTART_POLICIES = ("never", "on-failure", "always")
 
 _KNOWN_KEYS = {
-    "": {"schema_version", "agent", "sandbox", "memory_log", "budgets"},
+    "": {"schema_version", "agent", "sandbox", "memory_log", "vector_memory", "budgets"},
     "agent": {"module", "version", "description", "timers", "restart"},
     "agent.restart": {"policy", "max_restarts", "backoff_ms"},
     "sandbox": {"agent_id", "fuel", "memory", "permissions"},
     "sandbox.fuel": {"max_fuel", "refuel_interval_ms", "refuel_amount"},
     "sandbox.memory": {"max_heap_kb", "max_heap_mb", "stack_size_kb", "grow_limit_pages"},
-    "sandbox.permissions": {"allowed_host_functions", "denied_host_functions", "tool_access", "data_exfil_detection"},
+    "sandbox.permissions": {"allowed_host_functions", "denied_host_functions", "tool_access", "a2a_access",
+                            "data_exfil_detection"},
     "memory_log": {"max_kb"},
+    "vector_memory": {"shared"},
     "budgets": {"requests_per_s", "llm_tokens_per_hour"},
 }
 
@@ -109,6 +111,13 @@ def _timers(f: _Fields) -> list[dict[str, int]]:
     return timers
 
 
+def _boolean(f: _Fields, table: str, key: str, default: bool) -> bool:
+    value = f.table(table).get(key, default)
+    if not isinstance(value, bool):
+        raise f.fail(f"{table}.{key}", "must be true or false")
+    return value
+
+
 def _permissions(f: _Fields) -> dict[str, Any]:
     allowed = f.string_list("sandbox.permissions.allowed_host_functions")
     denied = f.string_list("sandbox.permissions.denied_host_functions")
@@ -120,13 +129,12 @@ def _permissions(f: _Fields) -> dict[str, Any]:
     both = sorted(set(allowed) & set(denied))
     if both:
         raise f.fail("sandbox.permissions.denied_host_functions", f"{both[0]!r} is also allowed")
-    exfil = f.table("sandbox.permissions").get("data_exfil_detection", True)
-    if not isinstance(exfil, bool):
-        raise f.fail("sandbox.permissions.data_exfil_detection", "must be true or false")
+    exfil = _boolean(f, "sandbox.permissions", "data_exfil_detection", True)
     return {
         "allowed": allowed,
         "denied": denied,
-        "tool_access": f.string_list("sandbox.permissions.tool_access"),
+        "tool_access": f.string_list("sandbox.permissions.tool_access"),  # MCP tools: "server.tool" or "server.*"
+        "a2a_access": f.string_list("sandbox.permissions.a2a_access"),  # A2A peers by name (gateway config)
         "data_exfil_detection": exfil,
     }
 
@@ -175,6 +183,8 @@ def validate(data: dict[str, Any], source: str = "manifest") -> dict[str, Any]:
         },
         "permissions": _permissions(f),
         "memory_log": {"max_kb": f.integer("memory_log.max_kb", default=64, low=1, high=1 << 20)},
+        # Gateway vector memory: an agent always has its own scope; `shared` adds its fleet's.
+        "vector_memory": {"shared": _boolean(f, "vector_memory", "shared", False)},
         # Enforced by the gateway (the board announces them when it spawns the agent); 0: none.
         "budgets": {"requests_per_s": f.integer("budgets.requests_per_s", default=0, high=100_000),
                     "llm_tokens_per_hour": f.integer("budgets.llm_tokens_per_hour", default=0, high=1 << 40)},

@@ -74,6 +74,7 @@ class Gateway:
         self._replies_in_flight: dict[int, tuple[str, str, int]] = {}  # paho mid -> request
         self._registry_read = 0.0
         self.transfers = Transfers(self)
+        self.memory: Any = None  # microfang.memory.service.VectorMemory: episodic memory from the logs
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -261,6 +262,8 @@ class Gateway:
             self.metrics["log_records"] += len(records)
             held = self.store.replicate(device, agent, records)
             self.send(device, agent, "log_ack", held, control=True)
+            if self.memory is not None:
+                self.memory.index_log(device, agent, records)
         elif doc["kind"] == "request":
             body = doc["body"]
             self.metrics["requests"] += 1
@@ -321,6 +324,18 @@ class Gateway:
         info = self._client.publish(topic, sealed, qos=1)
         self.store.save_seqs(device, record["window"], record["down_seq"])
         return info.mid
+
+    # ---- what handlers ask of the gateway ----------------------------------------------------
+
+    def fleet_of(self, device: str) -> str | None:
+        record = self.devices.get(device)
+        return None if record is None else record["fleet"]
+
+    def manifest_of(self, device: str, agent: str) -> dict[str, Any] | None:
+        """The agent's manifest as the host installed it (flash, deploy, migrate), or None:
+        permissions come from here, never from what a board says."""
+        assert self.store is not None
+        return self.store.manifest(device, agent)
 
     # ---- status --------------------------------------------------------------------------
 

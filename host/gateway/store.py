@@ -90,6 +90,14 @@ CREATE TABLE IF NOT EXISTS jobs (            -- queued by `microfang deploy/migr
     created REAL NOT NULL,
     updated REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS agent_manifests (  -- what the host installed (flash, deploy, migrate): the
+    device TEXT NOT NULL,                      -- gateway's own record of each agent's permissions
+    agent TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    manifest TEXT NOT NULL,
+    registered REAL NOT NULL,
+    PRIMARY KEY (device, agent)
+);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);  -- the gateway looks for active jobs often
 """
 
@@ -223,6 +231,20 @@ class Store:
 
     def commit(self) -> None:
         self.db.execute("COMMIT")
+
+    # ---- registered manifests -------------------------------------------------------------
+
+    def register_manifest(self, device: str, manifest: dict[str, Any]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO agent_manifests VALUES (?, ?, ?, ?, ?)",
+                        (device, manifest["agent_id"], manifest["version"], json.dumps(manifest), time.time()))
+
+    def manifest(self, device: str, agent: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT manifest FROM agent_manifests WHERE device = ? AND agent = ?",
+                              (device, agent)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def drop_manifest(self, device: str, agent: str) -> None:
+        self.db.execute("DELETE FROM agent_manifests WHERE device = ? AND agent = ?", (device, agent))
 
     # ---- jobs ----------------------------------------------------------------------------
 

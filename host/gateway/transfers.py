@@ -23,6 +23,9 @@ import hashlib
 import time
 from typing import TYPE_CHECKING, Any
 
+from microfang.firmware import bundle, cbor
+from microfang.firmware.errors import MicrofangError
+
 if TYPE_CHECKING:
     from microfang.gateway.core import Gateway
 
@@ -160,6 +163,8 @@ class Transfers:
 
     def _deployed(self, job: Job, body: dict[str, Any]) -> None:
         ok = bool(body.get("ok"))
+        if ok:
+            self._register(job)
         if job.kind == "deploy":
             self._finish(job, ok, f"version {body.get('version')} running" if ok else str(body.get("reason")))
             return
@@ -194,6 +199,18 @@ class Transfers:
         self.store.update_job(job.id, data=job.data, size=len(job.data), progress=0)
         job.state = "restoring"
         self._start(job)
+
+    def _register(self, job: Job) -> None:
+        """Record the manifest now installed: the gateway enforces permissions from it."""
+        try:
+            # A signed bundle (deploy) and a snapshot (migrate) both carry the bundle as "bundle".
+            manifest, _ = bundle.decode(cbor.loads(job.data, max_bytes=len(job.data))["bundle"])
+            if job.kind == "migrate":
+                self.store.drop_manifest(job.device, job.agent)
+        except (MicrofangError, KeyError, TypeError) as e:
+            self.gw._log(f"job {job.id}: installed bundle unreadable here ({e}); permissions not registered")
+            return
+        self.store.register_manifest(job.receiver, manifest)
 
     # ---- bookkeeping ---------------------------------------------------------------------
 

@@ -1,0 +1,2 @@
+"""Gateway vector memory (microfang.memory): embedders, the SQLite + sqlite-vec store (or
+PostgreSQL + pgvector), and the mem.put / mem.search request kinds."""

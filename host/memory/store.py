@@ -1,0 +1,118 @@
+"""Vector memory storage: SQLite + sqlite-vec (default) or PostgreSQL + pgvector (pg.py).
+
+Each memory: a scope ("agent:{device}/{agent}" or "fleet:{fleet}"), a kind (episodic: the
+replicated memory-log records of an agent; semantic: facts an agent stores; procedural: skills
+and tool descriptions), its text, JSON metadata and an embedding. Search is k nearest by
+cosine distance within one scope, optionally one kind: the scope is sqlite-vec's partition
+key, so a search reads only that scope's vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from microfang.firmware.errors import MicrofangError
+
+KINDS = ("episodic", "semantic", "procedural")
+
+
+class MemoryStoreError(MicrofangError):
+    """The vector store cannot be opened or used."""
+
+
+class VectorStore(Protocol):
+    dim: int
+
+    def add(self, scope: str, kind: str, text: str, meta: dict[str, Any], vector: np.ndarray) -> int: ...
+
+    def search(self, scope: str, vector: np.ndarray, k: int, kind: str | None = None) -> list[dict[str, Any]]: ...
+
+    def count(self, scope: str | None = None) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def _connect(path: str) -> Any:
+    """A SQLite connection that can load sqlite-vec. Python builds without extension loading
+    (pyenv's, say) get pysqlite3's bundled SQLite instead."""
+    import sqlite_vec
+
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    if not hasattr(db, "enable_load_extension"):
+        db.close()
+        try:
+            from pysqlite3 import dbapi2
+        except ImportError:
+            raise MemoryStoreError("this Python's sqlite3 cannot load extensions; pip install pysqlite3-binary") from None
+        db = dbapi2.connect(path, isolation_level=None, check_same_thread=False)
+    db.enable_load_extension(True)
+    sqlite_vec.load(db)
+    db.enable_load_extension(False)
+    return db
+
+
+class SqliteVectorStore:
+    """Memories in one SQLite file; vectors in a sqlite-vec vec0 table partitioned by scope."""
+
+    def __init__(self, path: str | Path, dim: int, model: str) -> None:
+        self.path = str(path)
+        self.dim = dim
+        try:
+            self.db = _connect(self.path)
+        except sqlite3.DatabaseError as e:
+            raise MemoryStoreError(f"{path}: not a memory database ({e})") from None
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(f"""
+            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS memories (
+                id INTEGER PRIMARY KEY, scope TEXT NOT NULL, kind TEXT NOT NULL, text TEXT NOT NULL,
+                meta TEXT NOT NULL, ts REAL NOT NULL);
+            CREATE INDEX IF NOT EXISTS memories_scope ON memories (scope, kind);
+            CREATE VIRTUAL TABLE IF NOT EXISTS memory_vectors USING vec0(
+                scope TEXT PARTITION KEY, kind TEXT, embedding FLOAT[{dim}] distance_metric=cosine);
+        """)
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'embedder'").fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO meta VALUES ('embedder', ?)", (json.dumps({"model": model, "dim": dim}),))
+        elif json.loads(row[0]) != {"model": model, "dim": dim}:
+            raise MemoryStoreError(f"{path}: holds vectors of {json.loads(row[0])}, not of {model} ({dim} dims): "
+                                   "use another file or the same embedder")
+
+    def add(self, scope: str, kind: str, text: str, meta: dict[str, Any], vector: np.ndarray) -> int:
+        self.db.execute("BEGIN")
+        try:
+            cur = self.db.execute("INSERT INTO memories (scope, kind, text, meta, ts) VALUES (?, ?, ?, ?, ?)",
+                                  (scope, kind, text, json.dumps(meta), time.time()))
+            memory_id = int(cur.lastrowid)
+            self.db.execute("INSERT INTO memory_vectors (rowid, scope, kind, embedding) VALUES (?, ?, ?, ?)",
+                            (memory_id, scope, kind, np.asarray(vector, np.float32).tobytes()))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return memory_id
+
+    def search(self, scope: str, vector: np.ndarray, k: int, kind: str | None = None) -> list[dict[str, Any]]:
+        query = ("SELECT v.rowid, v.distance, m.kind, m.text, m.meta FROM memory_vectors v "
+                 "JOIN memories m ON m.id = v.rowid WHERE v.embedding MATCH ? AND v.k = ? AND v.scope = ?")
+        args: list[Any] = [np.asarray(vector, np.float32).tobytes(), k, scope]
+        if kind is not None:
+            query += " AND v.kind = ?"
+            args.append(kind)
+        rows = self.db.execute(query + " ORDER BY v.distance", args).fetchall()
+        return [{"id": r[0], "score": round(1.0 - float(r[1]), 4), "kind": r[2], "text": r[3],
+                 "meta": json.loads(r[4])} for r in rows]
+
+    def count(self, scope: str | None = None) -> int:
+        if scope is None:
+            return int(self.db.execute("SELECT count(*) FROM memories").fetchone()[0])
+        return int(self.db.execute("SELECT count(*) FROM memories WHERE scope = ?", (scope,)).fetchone()[0])
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,28 @@
+"""A real MCP server process for the tool.call tests (official SDK, stdio): a parts catalogue."""
+
+from mcp.server.mcpserver import MCPServer
+
+server = MCPServer("parts")
+PARTS = {"fuse": "5 A glass fuse, drawer 12", "relay": "12 V relay, drawer 3"}
+
+
+@server.tool()
+def lookup(part: str) -> str:
+    """Where a spare part is kept."""
+    return PARTS.get(part, f"no part {part!r}")
+
+
+@server.tool()
+def leak() -> str:
+    """A misbehaving tool whose answer carries a credential."""
+    return "config: password=hunter22-secret and more"
+
+
+@server.tool()
+def send_report(text: str) -> str:
+    """Sends a report somewhere outside."""
+    return f"sent {len(text)} characters"
+
+
+if __name__ == "__main__":
+    server.run("stdio")

@@ -1,0 +1,87 @@
+"""tool.call through the gateway to a real MCP server process, with the guard at the gateway:
+permissions from the registered manifest, exfiltration blocked, output filtered, all audited."""
+
+import asyncio
+import sys
+from pathlib import Path
+
+from agents import request_chain
+from fleet import make_board, wait_until
+
+from microfang.bridges.guard import find_secrets, filter_output
+from microfang.firmware import bundle, cbor
+from microfang.gateway import Gateway, Router
+from microfang.gateway.services import Services
+
+SERVER = Path(__file__).parent / "mcp_tools_server.py"
+
+
+def run_chain(mosquitto, tmp_path, steps, register=True, **manifest_changes):
+    """One board with a request_chain agent against a gateway bridged to the parts server;
+    returns the agent's replies and the gateway's audit actions."""
+    chain = request_chain(steps, **manifest_changes)
+    settings = {"db": tmp_path / "gw.db", "mcp_servers": {"parts": {"command": [sys.executable, str(SERVER)]}}}
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
+                           quiet=True) as gw:
+            async with Services(gw, settings) as services:
+                board, _ = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)
+                if register:
+                    gw.store.register_manifest("b1", bundle.decode(chain)[0])
+                board.spawn(chain)
+                run = asyncio.create_task(board.run(20_000))
+                log = board.supervisor.log("chain")
+                await wait_until(lambda: log.last_seq >= len(steps), 20)
+                board.stop()
+                await run
+                audit = [r[0] for r in gw.store.db.execute("SELECT action FROM audit ORDER BY n")]
+                return [cbor.loads(p) for _, p in log.records()], audit, services.summary
+
+    return asyncio.run(scenario())
+
+
+def call(name, **args):
+    return ("tool.call", cbor.dumps({"name": name, "args": args}))
+
+
+def test_an_agent_calls_a_tool_on_an_external_mcp_server(mosquitto, tmp_path):
+    replies, audit, summary = run_chain(mosquitto, tmp_path, [call("parts.lookup", part="fuse")],
+                                        **{"sandbox.permissions.tool_access": ["parts.lookup"]})
+    assert summary == ["3 MCP tools from parts"]
+    assert replies == [{"id": 1, "ok": True, "result": "5 A glass fuse, drawer 12", "is_error": False}]
+    assert "tool.call" in audit
+
+
+def test_a_tool_outside_tool_access_is_refused_at_the_gateway(mosquitto, tmp_path):
+    replies, audit, _ = run_chain(mosquitto, tmp_path, [call("parts.send_report", text="hi")],
+                                  **{"sandbox.permissions.tool_access": ["parts.lookup"]})
+    assert replies[0]["ok"] is False and replies[0]["error"] == "tool.call failed: parts.send_report is not in the agent's tool_access"
+    assert "tool.call refused" in audit
+
+
+def test_an_agent_without_a_registered_manifest_gets_no_tools(mosquitto, tmp_path):
+    replies, _, _ = run_chain(mosquitto, tmp_path, [call("parts.lookup", part="fuse")], register=False,
+                              **{"sandbox.permissions.tool_access": ["parts.*"]})
+    assert "no registered manifest" in replies[0]["error"]
+
+
+def test_secrets_in_tool_arguments_are_blocked_and_audited(mosquitto, tmp_path):
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIE..."
+    replies, audit, _ = run_chain(mosquitto, tmp_path, [call("parts.send_report", text=pem)],
+                                  **{"sandbox.permissions.tool_access": ["parts.*"]})
+    assert replies[0]["error"] == "tool.call failed: blocked: the arguments carry private key (data_exfil_detection)"
+    assert audit.count("tool.call refused") == 1
+
+
+def test_tool_results_are_filtered_before_they_reach_a_board(mosquitto, tmp_path):
+    replies, _, _ = run_chain(mosquitto, tmp_path, [call("parts.leak")], **{"sandbox.permissions.tool_access": ["parts.*"]})
+    assert replies[0]["result"] == "config: [redacted] and more"
+
+
+def test_secret_patterns_and_fleet_keys_are_recognised():
+    key = bytes(range(32))
+    assert find_secrets({"note": "AKIAABCDEFGHIJKLMNOP"}) == ["AWS access key"]
+    assert find_secrets({"k": key.hex()}, known=[key]) == ["a fleet key"]
+    assert find_secrets({"text": "temperature 21.5 C, all fine"}) == []
+    assert filter_output("ok\x00\x1b[31m" + "x" * 1000).startswith("ok  [31m") and len(filter_output("x" * 1000)) == 320
