@@ -20,15 +20,15 @@ class Recorder:
         return [t for a, k, t in self.seen if a == agent_id and k == kind]
 
 
-def make_board(device: str, key: bytes, port: int, flash: Flash | None = None, clock=None,
+def make_board(device: str, key: bytes, port: int, flash: Flash | None = None, clock=None, sensors=None,
                **config: object) -> tuple[Board, Recorder]:
     rec = Recorder()
     flash = flash or Flash(RAMBlockDevice(4096, 32), "/" + device)
     cfg = {"device": device, "fleet": "test", "key": key, "host": "127.0.0.1", "port": port, "keepalive": 10,
            "telemetry_ms": 200, **config}
     if clock is None:
-        return Board(cfg, flash, report=rec), rec
-    return Board(cfg, flash, report=rec, clock=clock), rec
+        return Board(cfg, flash, report=rec, sensors=sensors), rec
+    return Board(cfg, flash, report=rec, clock=clock, sensors=sensors), rec
 
 
 async def wait_until(check, seconds: float = 10.0) -> bool:

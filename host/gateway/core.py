@@ -73,6 +73,7 @@ class Gateway:
         self._http: asyncio.base_events.Server | None = None
         self._replies_in_flight: dict[int, tuple[str, str, int]] = {}  # paho mid -> request
         self._registry_read = 0.0
+        self._answers: dict[tuple[str, str], list[asyncio.Future]] = {}  # ask(): waiting for an agent's publish
         self.transfers = Transfers(self)
         self.memory: Any = None  # microfang.memory.service.VectorMemory: episodic memory from the logs
 
@@ -284,6 +285,12 @@ class Gateway:
         elif doc["kind"] == "publish":
             self.metrics["publishes"] += 1
             self.store.audit(device, agent, "publish", {"topic": doc["body"].get("topic")})
+            waiting = self._answers.get((device, agent))
+            while waiting:
+                future = waiting.pop(0)
+                if not future.done():
+                    future.set_result(doc["body"])
+                    break
 
     def _start_request(self, request: Request, raw: bytes) -> None:
         try:
@@ -324,6 +331,22 @@ class Gateway:
         info = self._client.publish(topic, sealed, qos=1)
         self.store.save_seqs(device, record["window"], record["down_seq"])
         return info.mid
+
+    async def ask(self, device: str, agent: str, body: Any, timeout: float = 10.0) -> Any:
+        """Send an agent a message event and wait for what it publishes next: {topic, data}
+        with `data` the agent's own bytes (CBOR by convention). Raises TimeoutError."""
+        if device not in self.devices:
+            raise KeyError(f"no device {device!r}")
+        assert self._loop is not None
+        future = self._loop.create_future()
+        self._answers.setdefault((device, agent), []).append(future)
+        self.send(device, agent, "message", body)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            waiting = self._answers.get((device, agent), [])
+            if future in waiting:
+                waiting.remove(future)
 
     # ---- what handlers ask of the gateway ----------------------------------------------------
 

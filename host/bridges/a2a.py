@@ -1,0 +1,200 @@
+"""A2A (official a2a-sdk, protocol 1.0) both ways.
+
+Serve: the fleet is one A2A agent whose skills are the exposed board agents ("device/agent").
+message/send routes the text to that agent as a message event ({text}) and returns what it
+publishes next as the task's artifact; tasks/get reports the task. The skill is chosen by the
+message's metadata {"skill": "device/agent"}, or is the only one exposed.
+
+    [a2a]
+    port = 8078
+    expose = ["kitchen/reporter"]
+    [a2a.peers.planner]
+    url = "http://127.0.0.1:9999"
+
+Call: agents send `a2a.send` {peer, text}; the gateway checks the registered manifest's
+`a2a_access` and the text for secrets, sends it with the SDK client and answers {text} filtered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+from microfang.bridges.guard import BridgeDenied, check_access, check_outbound, filter_output
+from microfang.firmware import cbor
+from microfang.firmware.errors import MicrofangError
+from microfang.gateway.router import Request
+
+if TYPE_CHECKING:
+    from microfang.gateway.core import Gateway
+
+ASK_TIMEOUT_S = 10.0
+SEND_TIMEOUT_S = 30.0
+
+
+def publish_text(body: Any) -> str:
+    """An agent's publish {topic, data} as text: CBOR text as is, other CBOR as JSON."""
+    data = body.get("data") if isinstance(body, dict) else body
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            data = cbor.loads(bytes(data), max_bytes=len(data))
+        except cbor.CBORError:
+            return bytes(data).decode("utf-8", "replace")
+    return data if isinstance(data, str) else json.dumps(data, default=lambda v: v.hex() if isinstance(v, bytes) else str(v))
+
+
+class FleetExecutor:
+    """The A2A AgentExecutor: a message goes to a board agent, its next publish comes back."""
+
+    def __init__(self, gateway: Gateway, exposed: list[str]) -> None:
+        self.gw = gateway
+        self.exposed = exposed
+
+    async def execute(self, context: Any, event_queue: Any) -> None:
+        from a2a.helpers import new_task_from_user_message, new_text_message, new_text_part
+        from a2a.server.tasks import TaskUpdater
+
+        task = context.current_task or new_task_from_user_message(context.message)
+        await event_queue.enqueue_event(task)
+        updater = TaskUpdater(event_queue, task.id, task.context_id)
+        metadata = dict(context.message.metadata) if context.message.metadata else {}
+        skill = metadata.get("skill") or (self.exposed[0] if len(self.exposed) == 1 else None)
+        if skill not in self.exposed:
+            await updater.failed(new_text_message(f"choose a skill in the message metadata: {', '.join(self.exposed)}"))
+            return
+        device, agent = skill.split("/", 1)
+        await updater.start_work()
+        try:
+            answer = await self.gw.ask(device, agent, {"text": context.get_user_input()[:256], "from": "a2a"},
+                                       ASK_TIMEOUT_S)
+        except (asyncio.TimeoutError, KeyError) as e:
+            await updater.failed(new_text_message(f"{skill} did not answer ({type(e).__name__})"))
+            return
+        text = filter_output(publish_text(answer), 2048)
+        self.gw.store.audit(device, agent, "a2a.message", {"skill": skill, "answer_bytes": len(text)})
+        await updater.add_artifact([new_text_part(text)], name="answer")
+        await updater.complete()
+
+    async def cancel(self, context: Any, event_queue: Any) -> None:
+        raise MicrofangError("a board agent's answer cannot be cancelled")
+
+
+class A2ABridge:
+    def __init__(self, config: dict[str, Any], gateway: Gateway) -> None:
+        self.gw = gateway
+        self.port = int(config.get("port", 0))
+        self.exposed = [str(s) for s in config.get("expose", [])]
+        self.peers: dict[str, str] = {}
+        for name, spec in (config.get("peers") or {}).items():
+            if not isinstance(spec, dict) or not isinstance(spec.get("url"), str):
+                raise MicrofangError(f"a2a.peers.{name}: needs url = \"http://...\"")
+            self.peers[name] = spec["url"]
+        for skill in self.exposed:
+            if skill.count("/") != 1:
+                raise MicrofangError(f"a2a.expose: {skill!r} is not device/agent")
+        self.summary: list[str] = []
+        self._clients: dict[str, Any] = {}
+        self._stack = AsyncExitStack()
+        self._server: Any = None
+
+    def agent_card(self) -> Any:
+        from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
+
+        skills = []
+        for skill in self.exposed:
+            device, agent = skill.split("/", 1)
+            manifest = self.gw.manifest_of(device, agent) or {}
+            skills.append(AgentSkill(id=skill, name=skill, description=manifest.get("description") or
+                                     f"agent {agent} on board {device}", tags=["microfang", device],
+                                     input_modes=["text/plain"], output_modes=["text/plain"]))
+        return AgentCard(
+            name="microfang fleet", version="1",
+            description="Agents on microcontroller boards; each skill is one board agent (device/agent).",
+            supported_interfaces=[AgentInterface(url=f"http://127.0.0.1:{self.port}/", protocol_binding="JSONRPC",
+                                                 protocol_version="1.0")],
+            capabilities=AgentCapabilities(streaming=False), default_input_modes=["text/plain"],
+            default_output_modes=["text/plain"], skills=skills)
+
+    async def __aenter__(self) -> A2ABridge:
+        if self.port:
+            await self._serve()
+            self.summary.append(f"A2A on http://127.0.0.1:{self.port}/ ({len(self.exposed)} skills)")
+        if self.peers:
+            self.summary.append(f"A2A peers {', '.join(sorted(self.peers))}")
+        return self
+
+    async def _serve(self) -> None:
+        import uvicorn
+        from a2a.server.request_handlers import DefaultRequestHandler
+        from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+        from a2a.server.tasks import InMemoryTaskStore
+        from starlette.applications import Starlette
+
+        card = self.agent_card()
+        handler = DefaultRequestHandler(agent_executor=FleetExecutor(self.gw, self.exposed),
+                                        task_store=InMemoryTaskStore(), agent_card=card)
+        app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url="/")])
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        task = asyncio.create_task(self._server.serve(), name="microfang[a2a].serve")
+        for _ in range(200):
+            if self._server.started or task.done():
+                break
+            await asyncio.sleep(0.02)
+        if not self._server.started:
+            raise MicrofangError(f"A2A: cannot serve on 127.0.0.1:{self.port}")
+
+        async def stop() -> None:
+            self._server.should_exit = True
+            await task
+
+        self._stack.push_async_callback(stop)
+
+    async def __aexit__(self, *exc: object) -> None:
+        for client in self._clients.values():
+            await client.close()
+        await self._stack.aclose()
+
+    async def _client(self, peer: str) -> Any:
+        from a2a.client import create_client
+
+        if peer not in self._clients:
+            self._clients[peer] = await create_client(self.peers[peer])
+        return self._clients[peer]
+
+    async def send(self, peer: str, text: str) -> str:
+        """Send `text` to a peer agent; return its answer text (artifacts, else messages)."""
+        from a2a.helpers import get_stream_response_text, new_text_message
+        from a2a.types import Role, SendMessageRequest
+
+        client = await self._client(peer)
+        request = SendMessageRequest(message=new_text_message(text, role=Role.ROLE_USER))
+        parts = []
+        async for response in client.send_message(request):
+            parts.append(get_stream_response_text(response))
+        return "\n".join(p for p in parts if p)
+
+    async def handle(self, request: Request) -> dict[str, Any]:
+        body = request.body if isinstance(request.body, dict) else {}
+        peer, text = body.get("peer"), body.get("text")
+        try:
+            if not isinstance(peer, str) or not isinstance(text, str):
+                raise BridgeDenied("a2a.send needs peer (text) and text")
+            manifest = self.gw.manifest_of(request.device, request.agent)
+            check_access(manifest, "a2a_access", peer)
+            check_outbound(manifest, {"text": text}, [self.gw.devices.get(request.device, {}).get("key", b"")])
+            if peer not in self.peers:
+                raise BridgeDenied(f"no A2A peer {peer} (have: {', '.join(sorted(self.peers)) or 'none'})")
+        except BridgeDenied as e:
+            self.gw.store.audit(request.device, request.agent, "a2a.send refused", {"peer": peer, "reason": str(e)})
+            raise
+        try:
+            answer = await asyncio.wait_for(self.send(peer, text), SEND_TIMEOUT_S)
+        except Exception as e:  # the peer is down or broke the protocol: the agent gets a one-line error
+            self.gw.store.audit(request.device, request.agent, "a2a.send", {"peer": peer, "ok": False})
+            raise MicrofangError(f"A2A peer {peer}: {type(e).__name__}: {e}") from None
+        self.gw.store.audit(request.device, request.agent, "a2a.send", {"peer": peer, "ok": True,
+                                                                       "bytes": len(answer.encode())})
+        return {"text": filter_output(answer)}

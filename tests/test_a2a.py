@@ -1,0 +1,126 @@
+"""A2A both ways with the official a2a-sdk on 127.0.0.1: the fleet served as an A2A agent whose
+skill is a board agent, and a board agent calling an external A2A agent (its own process)."""
+
+import asyncio
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from agents import request_chain
+from brokers import free_port
+from fleet import make_board, wait_until
+
+from microfang.firmware import bundle, cbor
+from microfang.gateway import Gateway, Router
+from microfang.gateway.services import Services
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "sdk" / "examples"
+
+
+@pytest.fixture
+def planner():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "a2a_peer.py"), str(port)])
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/.well-known/agent-card.json", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_an_a2a_client_makes_a_board_agent_answer(mosquitto, tmp_path):
+    from a2a.client import create_client
+    from a2a.helpers import get_stream_response_text, new_text_message
+    from a2a.types import GetTaskRequest, Role, SendMessageRequest, TaskState
+
+    from microfang.tools.build import build
+
+    reporter, _ = build(EXAMPLES / "reporter" / "agent.toml", tmp_path / "reporter.mfa")
+    port = free_port()
+    settings = {"db": tmp_path / "gw.db", "a2a": {"port": port, "expose": ["kitchen/reporter"]}}
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
+                           quiet=True) as gw:
+            board, _ = make_board("kitchen", gw.add_device("kitchen", fleet="home"), mosquitto.port,
+                                  fleet="home", sensors=lambda agent, channel: 2345)
+            gw.store.register_manifest("kitchen", bundle.decode(reporter.read_bytes())[0])
+            board.spawn(reporter.read_bytes())
+            run = asyncio.create_task(board.run(20_000))
+            await wait_until(lambda: gw.devices["kitchen"].get("online"))
+            async with Services(gw, settings) as services:
+                client = await create_client(f"http://127.0.0.1:{port}")
+                answers, task_id = [], None
+                async for response in client.send_message(SendMessageRequest(
+                        message=new_text_message("how warm is it?", role=Role.ROLE_USER))):
+                    answers.append(get_stream_response_text(response))
+                    if response.HasField("task"):
+                        task_id = response.task.id
+                task = await client.get_task(GetTaskRequest(id=task_id))
+                await client.close()
+                summary = services.summary
+            board.stop()
+            await run
+            return answers, task, summary
+
+    answers, task, summary = asyncio.run(scenario())
+    assert summary == [f"A2A on http://127.0.0.1:{port}/ (1 skills)"]
+    assert answers == ["temperature 23.45 C; answer 1 to: how warm is it?"]
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED
+
+
+def test_the_fleets_agent_card_lists_exposed_agents_as_skills(mosquitto, tmp_path):
+    import json
+
+    port = free_port()
+    settings = {"db": tmp_path / "gw.db", "a2a": {"port": port, "expose": ["kitchen/reporter", "attic/reporter"]}}
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
+                           quiet=True) as gw:
+            async with Services(gw, settings):
+                raw = await asyncio.to_thread(lambda: urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/.well-known/agent-card.json").read())
+        return json.loads(raw)
+
+    card = asyncio.run(scenario())
+    assert card["name"] == "microfang fleet"
+    assert [s["id"] for s in card["skills"]] == ["kitchen/reporter", "attic/reporter"]
+
+
+def test_a_board_agent_calls_an_external_a2a_agent(mosquitto, tmp_path, planner):
+    steps = [("a2a.send", cbor.dumps({"peer": "planner", "text": "water the garden"})),
+             ("a2a.send", cbor.dumps({"peer": "planner", "text": "my api_key=abcdef123456 please"})),
+             ("a2a.send", cbor.dumps({"peer": "weather", "text": "rain?"}))]
+    chain = request_chain(steps, **{"sandbox.permissions.a2a_access": ["planner"]})
+    settings = {"db": tmp_path / "gw.db", "a2a": {"peers": {"planner": {"url": planner},
+                                                            "weather": {"url": planner}}}}
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
+                           quiet=True) as gw:
+            async with Services(gw, settings):
+                board, _ = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)
+                gw.store.register_manifest("b1", bundle.decode(chain)[0])
+                board.spawn(chain)
+                run = asyncio.create_task(board.run(20_000))
+                log = board.supervisor.log("chain")
+                await wait_until(lambda: log.last_seq >= 3, 20)
+                board.stop()
+                await run
+                audit = [r[0] for r in gw.store.db.execute("SELECT action FROM audit ORDER BY n")]
+                return [cbor.loads(p) for _, p in log.records()], audit
+
+    replies, audit = asyncio.run(scenario())
+    assert replies[0]["ok"] and replies[0]["text"] == "plan for 'water the garden': 1) check 2) act 3) report"
+    assert replies[1]["error"] == "a2a.send failed: blocked: the arguments carry credential assignment " \
+                                  "(data_exfil_detection)"
+    assert replies[2]["error"] == "a2a.send failed: weather is not in the agent's a2a_access"
+    assert audit.count("a2a.send") == 1 and audit.count("a2a.send refused") == 2
