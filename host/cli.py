@@ -320,11 +320,14 @@ def do_demo(args: argparse.Namespace) -> None:
 
 
 def argparse_mcp(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("mcp", help="serve the fleet to LLM applications over MCP (stdio, or HTTP with a token)")
+    p = sub.add_parser("mcp", help="serve the fleet to LLM applications over MCP (stdio, or HTTP with a token); "
+                                   "control tools need `microfang gateway` running on the same --db")
     p.add_argument("--db", type=Path, default=Path("gateway.db"), help="the gateway's database")
     p.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP on 127.0.0.1:PORT/mcp instead")
     p.add_argument("--token", default=os.environ.get("MICROFANG_MCP_TOKEN"),
                    help="bearer token HTTP clients must send (env MICROFANG_MCP_TOKEN; required with --http)")
+    p.add_argument("--read-only", action="store_true",
+                   help="only the read tools: no messages to agents, no spawn/suspend/resume/reclaim")
 
 
 def do_mcp(args: argparse.Namespace) -> None:
@@ -333,7 +336,7 @@ def do_mcp(args: argparse.Namespace) -> None:
 
     open_store(args.db).close()  # a clear error now rather than on the first tool call
     if args.http is None:
-        fleet_server(args.db).run("stdio")
+        fleet_server(args.db, args.read_only).run("stdio")
         return
     if not args.token:
         raise MicrofangError("--http needs a --token (or MICROFANG_MCP_TOKEN): the fleet is not served unauthenticated")
@@ -342,7 +345,7 @@ def do_mcp(args: argparse.Namespace) -> None:
     from microfang.mcpserver import serve_http
 
     console.info(f"mcp: http://127.0.0.1:{args.http}/mcp (bearer token required)")
-    asyncio.run(serve_http(args.db, args.http, args.token))
+    asyncio.run(serve_http(args.db, args.http, args.token, read_only=args.read_only))
 
 
 _COMMANDS = {

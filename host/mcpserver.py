@@ -1,12 +1,14 @@
 """`microfang mcp`: the fleet as an MCP server (official `mcp` SDK, v2 `MCPServer`) over stdio
-or streamable HTTP (behind a bearer token), read-only for now: devices, presence, agents and their stats from telemetry, memory-log replicas, the
-audit chain. Tools that act on agents (events, spawn/suspend/resume/reclaim) arrive with the
-gateway-side control path (issue 8).
+or streamable HTTP (behind a bearer token). Read tools: devices, presence, agents and their
+stats from telemetry, memory-log replicas, vector memory search, the audit chain; resources
+for each device and agent. Control tools (mcpcontrol.py; not with --read-only): send an agent a
+message and get its answer, spawn, suspend, resume, reclaim.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,12 @@ class FleetError(ToolError):
     """A tool was asked about something the fleet does not have (reported to the client as is)."""
 
 
-def fleet_server(db: Path) -> MCPServer:
+def fleet_server(db: Path, read_only: bool = False) -> MCPServer:
     """An MCP server over the gateway database at `db` (opened per call: the gateway writes it)."""
     server = MCPServer("microfang", instructions="A fleet of microcontroller boards running wasm agents. "
-                                                 "Use list_devices first, then device_status or read_memory_log.")
+                                                 "Use list_devices first, then list_agents, device_status, "
+                                                 "read_memory_log or search_memory"
+                                                 + ("." if read_only else "; send_event asks an agent directly."))
 
     def with_store(fn: Any) -> Any:
         store: Store = open_store(db)
@@ -98,6 +102,24 @@ def fleet_server(db: Path) -> MCPServer:
         """The fleet's devices and presence, one per line."""
         return "\n".join(f"{d['device']} {d['fleet']} {'online' if d['online'] else 'offline'}" for d in list_devices())
 
+    @server.resource("fleet://device/{device}")
+    def device_resource(device: str) -> str:
+        """One board's latest telemetry (JSON)."""
+        return json.dumps(device_status(device))
+
+    @server.resource("fleet://agent/{device}/{agent}")
+    def agent_resource(device: str, agent: str) -> str:
+        """One agent's state and stats from its board's latest telemetry (JSON)."""
+        found = [a for a in list_agents(device) if a["agent"] == agent]
+        if not found:
+            raise FleetError(f"no agent {agent!r} on {device!r} in the latest telemetry")
+        return json.dumps(found[0])
+
+    from microfang.mcpcontrol import add_control_tools, add_memory_tool
+
+    add_memory_tool(server, db)
+    if not read_only:
+        add_control_tools(server, db)
     return server
 
 
@@ -119,10 +141,10 @@ class BearerToken:
         await self.app(scope, receive, send)
 
 
-async def serve_http(db: Path, port: int, token: str, host: str = "127.0.0.1") -> None:
+async def serve_http(db: Path, port: int, token: str, host: str = "127.0.0.1", read_only: bool = False) -> None:
     """Serve the fleet over MCP streamable HTTP at http://host:port/mcp, behind a bearer token."""
     import uvicorn
 
-    app = BearerToken(fleet_server(db).streamable_http_app(host=host), token)
+    app = BearerToken(fleet_server(db, read_only).streamable_http_app(host=host), token)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     await uvicorn.Server(config).serve()

@@ -31,7 +31,7 @@ def test_fleet_tools_answer_through_the_sdk_client(tmp_path):
     db = fleet_db(tmp_path)
 
     async def scenario():
-        async with Client(fleet_server(db)) as client:
+        async with Client(fleet_server(db, read_only=True)) as client:
             names = sorted(t.name for t in (await client.list_tools()).tools)
             devices = result(await client.call_tool("list_devices", {}))
             agents = result(await client.call_tool("list_agents", {"device": "board1"}))
@@ -42,7 +42,8 @@ def test_fleet_tools_answer_through_the_sdk_client(tmp_path):
             return names, devices, agents, log, audit, missing, resource
 
     names, devices, agents, log, audit, missing, resource = asyncio.run(scenario())
-    assert names == ["device_status", "list_agents", "list_devices", "read_memory_log", "verify_audit"]
+    assert names == ["device_status", "list_agents", "list_devices", "read_memory_log", "search_memory",
+                     "verify_audit"]
     assert [(d["device"], d["online"]) for d in devices] == [("board1", True), ("board2", False)]
     assert agents == [{"agent": "echo", "state": "running", "events": 7}]
     assert log == [{"seq": 1, "text": "first note"}, {"seq": 2, "hex": "fffe"}]
@@ -113,3 +114,68 @@ def test_mcp_over_http_refuses_to_start_without_a_token(tmp_path):
     assert out.returncode == 1
     assert out.stderr.strip() == "microfang: --http needs a --token (or MICROFANG_MCP_TOKEN): " \
                                  "the fleet is not served unauthenticated"
+
+
+def test_an_mcp_client_lists_the_simulated_fleet_and_makes_an_agent_answer(mosquitto, tmp_path):
+    """The acceptance path: `microfang mcp` (here in memory, the SDK's own client) beside a
+    running gateway on the same database; the agent answers through the gateway."""
+    from pathlib import Path
+
+    from fleet import make_board, wait_until
+
+    from microfang.firmware import bundle
+    from microfang.gateway import Gateway, Router
+    from microfang.gateway.services import Services
+    from microfang.tools.build import build
+
+    examples = Path(__file__).resolve().parent.parent / "tools" / "sdk" / "examples"
+    reporter, _ = build(examples / "reporter" / "agent.toml", tmp_path / "reporter.mfa")
+    db = tmp_path / "gw.db"
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=db, router=Router(), quiet=True) as gw:
+            async with Services(gw, {"db": db, "memory": "minilm"}) as services:
+                board, _ = make_board("kitchen", gw.add_device("kitchen", fleet="home"), mosquitto.port, fleet="home",
+                                      sensors=lambda agent, channel: 1999, telemetry_ms=100)
+                gw.store.register_manifest("kitchen", bundle.decode(reporter.read_bytes())[0])
+                board.spawn(reporter.read_bytes())
+                run = asyncio.create_task(board.run(30_000))
+                await wait_until(lambda: gw.store.latest_telemetry("kitchen") is not None)
+                await gw.memory.put("agent:kitchen/reporter", "semantic", "the thermometer was calibrated in May")
+                async with Client(fleet_server(db)) as client:
+                    devices = result(await client.call_tool("list_devices", {}))
+                    answer = await client.call_tool("send_event", {"device": "kitchen", "agent": "reporter",
+                                                                   "text": "how warm?"})
+                    suspended = await client.call_tool("suspend_agent", {"device": "kitchen", "agent": "reporter"})
+                    await wait_until(lambda: board.supervisor.agents["reporter"].state == "suspended")
+                    state_then = board.supervisor.agents["reporter"].state
+                    await client.call_tool("resume_agent", {"device": "kitchen", "agent": "reporter"})
+                    await wait_until(lambda: board.supervisor.agents["reporter"].state == "running")
+                    found = result(await client.call_tool("search_memory", {
+                        "device": "kitchen", "agent": "reporter", "query": "when was the sensor calibrated"}))
+                    ghost = await client.call_tool("send_event", {"device": "ghost", "agent": "x", "text": "hi"})
+                    agent_resource = await client.read_resource("fleet://agent/kitchen/reporter")
+                board.stop()
+                await run
+                return devices, answer, suspended, state_then, found, ghost, agent_resource
+
+    devices, answer, suspended, state_then, found, ghost, agent_resource = asyncio.run(scenario())
+    assert [d["device"] for d in devices] == ["kitchen"]
+    assert not answer.is_error and answer.content[0].text == "temperature 19.99 C; answer 1 to: how warm?"
+    assert suspended.content[0].text == "suspend sent to reporter on kitchen" and state_then == "suspended"
+    assert found[0]["text"] == "the thermometer was calibrated in May"
+    assert ghost.is_error and "no device 'ghost' in this fleet" in ghost.content[0].text
+    assert json.loads(agent_resource.contents[0].text)["state"] in ("running", "suspended")
+
+
+def test_read_only_mode_has_no_control_tools(tmp_path):
+    db = fleet_db(tmp_path)
+
+    async def scenario():
+        params = StdioServerParameters(command=sys.executable,
+                                       args=["-m", "microfang", "mcp", "--db", str(db), "--read-only"])
+        async with Client(params) as client:
+            return sorted(t.name for t in (await client.list_tools()).tools)
+
+    names = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert "send_event" not in names and "suspend_agent" not in names and "list_devices" in names

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ READ_WINDOW = 2  # snapshot reads in flight: each answer takes a record of the b
 RETRY_S = 3.0
 POLL_S = 0.02  # how often queued jobs are looked for: an index lookup in SQLite, cheap
 BOARD_KINDS = ("put_ack", "deploy", "snapshot", "snap_chunk", "removed")
+COMMANDS = ("message", "suspend", "resume", "reclaim")  # one-shot jobs (microfang mcp's control tools)
 
 
 class Job:
@@ -69,6 +71,7 @@ class Transfers:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
         self.active: dict[int, Job] = {}
+        self._commands: set[int] = set()
 
     @property
     def store(self):  # noqa: ANN201 - the gateway's Store
@@ -86,6 +89,11 @@ class Transfers:
 
     def poll(self) -> None:
         for row in self.store.jobs(active=True):
+            if row["kind"] in COMMANDS:
+                if row["id"] not in self._commands:
+                    self._commands.add(row["id"])
+                    asyncio.get_running_loop().create_task(self._command(row))
+                continue
             if row["id"] not in self.active:
                 job = Job(row, self.store.job_data(row["id"]))
                 self.active[job.id] = job
@@ -115,6 +123,31 @@ class Transfers:
         else:
             self._set(job, "snapshot")
             self._send(job.device, job.agent, "snapshot", {})
+
+    async def _command(self, row: dict[str, Any]) -> None:
+        """A message to an agent (waits for what it publishes), or suspend/resume/reclaim."""
+        from microfang.bridges.a2a import publish_text
+
+        device, agent, kind = row["device"], row["agent"], row["kind"]
+        timeout = 10.0
+        try:
+            if device not in self.gw.devices:
+                raise KeyError(f"unknown device {device!r}")
+            if kind == "message":
+                asked = json.loads(self.store.job_data(row["id"]) or b"{}")
+                timeout = float(asked.get("timeout", 10))
+                answer = await self.gw.ask(device, agent, {"text": str(asked.get("text", "")), "from": "mcp"}, timeout)
+                ok, detail = True, publish_text(answer)
+            else:
+                self.gw.send(device, agent, kind, 0, control=True)
+                ok, detail = True, f"{kind} sent to {agent} on {device}"
+        except asyncio.TimeoutError:
+            ok, detail = False, f"{agent} on {device} did not answer in {timeout:.0f} s"
+        except KeyError as e:
+            ok, detail = False, str(e.args[0])
+        self.store.update_job(row["id"], state="done" if ok else "failed", detail=detail)
+        self.store.audit(device, agent, f"mcp {kind}", {"job": row["id"], "ok": ok})
+        self._commands.discard(row["id"])
 
     # ---- the boards' answers (from Gateway._dispatch, inside its transaction) -------------
 
