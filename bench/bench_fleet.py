@@ -115,23 +115,28 @@ PUMP = agent_wat(
 )
 
 
-def run_gateway(port: int, db: str, ready: multiprocessing.Event, stop: multiprocessing.Event) -> None:
+def run_gateway(port: int, db: str, ready: multiprocessing.Event, stop: multiprocessing.Event,
+                settings: dict | None = None) -> None:
+    """The gateway process; `settings` opens its services (microfang.gateway.services) too."""
     from microfang.gateway import Gateway, RateLimiter, Router
+    from microfang.gateway.services import Services
 
     async def serve() -> None:
         router = Router(limiter=RateLimiter(rate=1e9, burst=10**9))
-        async with Gateway(broker=f"mqtt://127.0.0.1:{port}", db=db, router=router, quiet=True):
-            ready.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.1)
+        async with Gateway(broker=f"mqtt://127.0.0.1:{port}", db=db, router=router, quiet=True) as gw:
+            async with Services(gw, {"db": db, **(settings or {})}):
+                ready.set()
+                while not stop.is_set():
+                    await asyncio.sleep(0.1)
 
     asyncio.run(serve())
 
 
-def start_gateway(port: int, db: str) -> tuple[multiprocessing.Process, multiprocessing.Event]:
+def start_gateway(port: int, db: str, settings: dict | None = None) -> tuple[multiprocessing.Process,
+                                                                             multiprocessing.Event]:
     ctx = multiprocessing.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=run_gateway, args=(port, db, ready, stop), daemon=True)
+    proc = ctx.Process(target=run_gateway, args=(port, db, ready, stop, settings), daemon=True)
     proc.start()
     if not ready.wait(30):
         raise RuntimeError("gateway did not start")
@@ -156,16 +161,16 @@ def make_boards(db: str, port: int, count: int, bundle: bytes, prefix: str, tele
     return boards
 
 
-async def drive(boards: list[Board], expect: int, limit_s: float) -> tuple[int, float]:
+async def drive(boards: list[Board], expect: int, limit_s: float, agent: str = "pump") -> tuple[int, float]:
     start = time.perf_counter()
     runs = [asyncio.create_task(b.run(int(limit_s * 1000))) for b in boards]
     while time.perf_counter() - start < limit_s:
-        got = sum(b.supervisor.stats()["pump"]["events"] - 1 for b in boards)
+        got = sum(b.supervisor.stats()[agent]["events"] - 1 for b in boards)
         if got >= expect:
             break
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - start
-    got = sum(b.supervisor.stats()["pump"]["events"] - 1 for b in boards)
+    got = sum(b.supervisor.stats()[agent]["events"] - 1 for b in boards)
     for b in boards:
         b.stop()
     await asyncio.gather(*runs, return_exceptions=True)

@@ -194,3 +194,31 @@ def test_a_board_refuses_a_broker_it_cannot_verify(tmp_path, echo_bundle):
         broker.stop()
     assert not board.link.connected
     assert any("CERTIFICATE_VERIFY_FAILED" in t for a, k, t in rec.seen if k == "link"), rec.seen
+
+
+def test_boards_registered_while_the_gateway_runs_are_heard_from_their_first_message(mosquitto, tmp_path,
+                                                                                     echo_bundle):
+    """Two boards registered one after the other within a second (as `microfang flash` does for
+    a batch): the second one's first messages must not be dropped as from an unknown device."""
+    from microfang.gateway.store import Store
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", quiet=True) as gw:
+            boards = []
+            for name in ("first", "second"):
+                store = Store(tmp_path / "gw.db")  # registered by another process, not through gw
+                key = store.add_device(name, "test")
+                store.close()
+                board, rec = make_board(name, key, mosquitto.port)
+                board.spawn(echo_bundle)
+                boards.append((board, rec, asyncio.create_task(board.run(5000))))
+                await asyncio.sleep(0.3)
+            answered = await wait_until(lambda: all("echoed: ping 1" in rec.texts("echo", "log")
+                                                    for _, rec, _ in boards))
+            for board, _, run in boards:
+                board.stop()
+                await run
+            return answered, gw.metrics["dropped_unknown-device"]
+
+    answered, dropped = asyncio.run(scenario())
+    assert answered and dropped == 0

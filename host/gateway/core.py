@@ -72,7 +72,7 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._http: asyncio.base_events.Server | None = None
         self._replies_in_flight: dict[int, tuple[str, str, int]] = {}  # paho mid -> request
-        self._registry_read = 0.0
+        self._missing: dict[str, float] = {}  # unknown device -> when it was last looked up
         self._answers: dict[tuple[str, str], list[asyncio.Future]] = {}  # ask(): waiting for an agent's publish
         self.transfers = Transfers(self)
         self.memory: Any = None  # microfang.memory.service.VectorMemory: episodic memory from the logs
@@ -241,16 +241,22 @@ class Gateway:
             raise
 
     def _registered_since(self, device: str) -> dict[str, Any] | None:
-        """A device added to the registry while we run (`microfang keys add`): reload, at most
-        once a second, so a flood from unknown devices cannot make us hammer SQLite."""
+        """A device added to the registry while we run (`microfang keys add`, `microfang flash`):
+        one indexed lookup of that name. A name found missing is not looked up again for a
+        second, so a flood of messages from unknown devices costs one lookup per name per second."""
         assert self.store is not None
         now = time.monotonic()
-        if now - self._registry_read < 1.0:
+        if now - self._missing.get(device, -2.0) < 1.0:
             return None
-        self._registry_read = now
-        for name, record in self.store.devices().items():
-            self.devices.setdefault(name, record)
-        return self.devices.get(device)
+        record = self.store.device(device)
+        if record is None:
+            if len(self._missing) >= 10_000:
+                self._missing.clear()  # bounded: forgetting only costs another lookup
+            self._missing[device] = now
+            return None
+        self._missing.pop(device, None)
+        self.devices[device] = record
+        return record
 
     def _dispatch(self, device: str, kind: str, doc: dict[str, Any]) -> None:
         assert self.store is not None

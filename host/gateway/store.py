@@ -112,6 +112,14 @@ def _audit_hash(prev: bytes, ts: float, device: str, agent: str, action: str, de
     return hashlib.sha256(prev + record).digest()
 
 
+_DEVICE_COLUMNS = "id, fleet, key, last_seen, online, up_window, down_seq"
+
+
+def _device_record(r: tuple) -> dict[str, Any]:
+    return {"fleet": r[1], "key": bytes(r[2]), "last_seen": r[3], "online": bool(r[4]),
+            "window": ReplayWindow.loads(bytes(r[5] or b"")), "down_seq": r[6]}
+
+
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -147,9 +155,12 @@ class Store:
         return key
 
     def devices(self) -> dict[str, dict[str, Any]]:
-        rows = self.db.execute("SELECT id, fleet, key, last_seen, online, up_window, down_seq FROM devices").fetchall()
-        return {r[0]: {"fleet": r[1], "key": bytes(r[2]), "last_seen": r[3], "online": bool(r[4]),
-                       "window": ReplayWindow.loads(bytes(r[5] or b"")), "down_seq": r[6]} for r in rows}
+        rows = self.db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices").fetchall()
+        return {r[0]: _device_record(r) for r in rows}
+
+    def device(self, device: str) -> dict[str, Any] | None:
+        row = self.db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ?", (device,)).fetchone()
+        return None if row is None else _device_record(row)
 
     def set_presence(self, device: str, online: bool) -> None:
         self.db.execute("UPDATE devices SET online = ?, last_seen = ? WHERE id = ?", (int(online), time.time(), device))

@@ -1,0 +1,102 @@
+"""Tool-chain throughput: agent -> gateway -> MCP tool -> agent, vs the same agents asking the
+gateway's echo handler, side by side in one run through a real Mosquitto on 127.0.0.1.
+
+Boards (the real firmware on CPython, in this process) run a pump agent that keeps WINDOW
+requests in flight; the gateway runs in its own process with the `parts` MCP server of the
+tests (tests/mcp_tools_server.py, stdio, its own process) bridged as tool.call. Every tool call
+passes the guard (registered manifest, exfiltration screen, output filter) and is audited.
+Goal: >= 3,000 tool-chain tasks/s.
+
+Usage: python bench/bench_bridges.py [--quick]; results go to bench/results/bridges.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_fleet import drive, make_boards, start_gateway  # noqa: E402
+from brokers import Mosquitto  # noqa: E402
+from helpers import agent_wat, build_bundle  # noqa: E402
+
+from microfang.firmware import bundle, cbor  # noqa: E402
+from microfang.gateway.store import Store  # noqa: E402
+
+WINDOW = 16
+
+
+def pump(kind: str, body: bytes, total: int) -> bytes:
+    """Keeps WINDOW requests of `kind` in flight until `total` were sent."""
+    k = "".join(f"\\{b:02x}" for b in kind.encode())
+    b = "".join(f"\\{x:02x}" for x in body)
+    wat = agent_wat(f"""
+  (data (i32.const 0) "{k}")
+  (data (i32.const 200) "{b}")
+  (global $sent (mut i32) (i32.const 0))
+  (func $ask (drop (call $request (i32.const 0) (i32.const {len(kind)}) (i32.const 200) (i32.const {len(body)})))
+             (global.set $sent (i32.add (global.get $sent) (i32.const 1))))
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (local $i i32)
+    (if (i32.eq (local.get 0) (i32.const 1))
+      (then (loop $more (call $ask) (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                        (br_if $more (i32.lt_u (local.get $i) (i32.const {WINDOW}))))))
+    (if (i32.and (i32.eq (local.get 0) (i32.const 4)) (i32.lt_u (global.get $sent) (i32.const {total})))
+      (then (call $ask)))
+    (i32.const 0))""", imports='(import "mf" "request" (func $request (param i32 i32 i32 i32) (result i32)))')
+    return build_bundle(wat, **{"sandbox.permissions.allowed_host_functions": ["request"], "sandbox.agent_id": "pump",
+                                "sandbox.fuel.max_fuel": 10**9, "sandbox.permissions.tool_access": ["parts.lookup"]})
+
+
+def run(port: int, db: str, prefix: str, kind: str, body: bytes, boards_n: int, per_board: int) -> dict:
+    agent = pump(kind, body, per_board)
+    boards = make_boards(db, port, boards_n, agent, prefix)
+    store = Store(db)
+    for board in boards:
+        store.register_manifest(board.device, bundle.decode(agent)[0])
+    store.close()
+    got, elapsed = asyncio.run(drive(boards, boards_n * per_board, 120))
+    return {"kind": kind, "boards": boards_n, "tasks": got, "per_s": got / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer tasks")
+    args = parser.parse_args()
+    per_board = 250 if args.quick else 1000
+    boards_n = 4
+    tool = cbor.dumps({"name": "parts.lookup", "args": {"part": "fuse"}})
+    servers = {"parts": {"command": [sys.executable, str(ROOT / "tests" / "mcp_tools_server.py")]}}
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Mosquitto(Path(tmp)).start()
+        db = str(Path(tmp) / "gw.db")
+        gateway, stop = start_gateway(broker.port, db, {"mcp_servers": servers})
+        try:
+            for n in range(1 if args.quick else 2):  # alternate, so drift hits both
+                echo = run(broker.port, db, f"e{n}", "echo", b"\xf6", boards_n, per_board)
+                chain = run(broker.port, db, f"t{n}", "tool.call", tool, boards_n, per_board)
+                rounds.append({"echo": echo, "tool_call": chain, "ratio": chain["per_s"] / echo["per_s"]})
+                print(f"round {n + 1}: echo handler {echo['per_s']:,.0f} tasks/s, agent->gateway->MCP tool->agent "
+                      f"{chain['per_s']:,.0f} tasks/s -> {chain['per_s'] / echo['per_s']:.2f}x "
+                      f"({boards_n} boards x window {WINDOW}; goal >= 3,000/s)")
+        finally:
+            stop.set()
+            gateway.join(10)
+            broker.stop()
+    results = {"bench": "bridges", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "machine": {"python": platform.python_version(), "cpu": platform.machine()}, "rounds": rounds}
+    out = ROOT / "bench" / "results" / "bridges.json"
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
