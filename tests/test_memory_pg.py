@@ -1,0 +1,49 @@
+"""The vector-store contract, run on every store microfang has: SQLite + sqlite-vec always,
+PostgreSQL + pgvector when MICROFANG_PG_DSN names a database with the vector extension
+(this CI's PostgreSQL 15 has no pgvector package, so there that case is skipped and says so)."""
+
+import os
+import uuid
+
+import numpy as np
+import pytest
+
+from microfang.memory.store import SqliteVectorStore
+
+
+def unit(seed):
+    v = np.random.default_rng(seed).standard_normal(384).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = SqliteVectorStore(tmp_path / "m.db", 384, "contract")
+    else:
+        dsn = os.environ.get("MICROFANG_PG_DSN")
+        if not dsn:
+            pytest.skip("no MICROFANG_PG_DSN: no PostgreSQL with pgvector on this machine")
+        from microfang.memory.pg import PgVectorStore
+
+        s = PgVectorStore(dsn, 384, "contract")
+    yield s
+    s.close()
+
+
+def test_nearest_first_within_a_scope_only(store):
+    scope, other = f"agent:{uuid.uuid4().hex}/a", f"agent:{uuid.uuid4().hex}/a"
+    for n in range(20):
+        store.add(scope, "semantic", f"memory {n}", {"n": n}, unit(n))
+    store.add(other, "semantic", "not mine", {}, unit(3))
+    found = store.search(scope, unit(3), 3)
+    assert found[0]["text"] == "memory 3" and found[0]["meta"] == {"n": 3} and found[0]["score"] > 0.99
+    assert all(r["text"] != "not mine" for r in found)
+    assert store.count(scope) == 20
+
+
+def test_kind_filter(store):
+    scope = f"agent:{uuid.uuid4().hex}/a"
+    store.add(scope, "procedural", "how to reset the pump", {}, unit(1))
+    store.add(scope, "semantic", "the pump is blue", {}, unit(1))
+    assert [r["text"] for r in store.search(scope, unit(1), 5, "procedural")] == ["how to reset the pump"]
