@@ -27,7 +27,7 @@ from microfang.firmware.errors import MicrofangError
 from microfang.firmware.port import Flash
 from microfang.gateway import Gateway, Router
 from microfang.sensors import SimulatedSensors
-from microfang.sim import build_examples
+from microfang.sim import build_examples, register_manifests
 
 AGENTS = ["sentinel", "threshold", "hello"]
 BOARDS = 3
@@ -92,6 +92,7 @@ async def _demo(port: int, seconds: float | None, db: Path) -> dict:
                            "telemetry_ms": 2000}, Flash(RAMBlockDevice(4096, 32)), report=report, sensors=sensors)
             for data in bundles:
                 board.spawn(data)
+            register_manifests(gateway, device, bundles)
             holder.append(_Board(board))
             boards.append(holder[0])
         runs = [asyncio.create_task(b.board.run(None if seconds is None else int(seconds * 1000))) for b in boards]

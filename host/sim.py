@@ -42,6 +42,16 @@ def build_examples(names: list[str]) -> list[bytes]:
     return out
 
 
+def register_manifests(gateway: Gateway, device: str, bundles: list[bytes]) -> None:
+    """Record the agents a simulated board runs, as `microfang flash` does for a real one: the
+    gateway takes permissions (tools, A2A peers, shared memory) from these records."""
+    from microfang.firmware.bundle import decode
+
+    assert gateway.store is not None
+    for data in bundles:
+        gateway.store.register_manifest(device, decode(data)[0])
+
+
 def _table(boards: list[tuple[Board, dict]], gateway: Gateway, started: float) -> Table:
     table = Table(title=f"microfang sim: {len(boards)} boards, {time.monotonic() - started:.0f} s, gateway "
                         f"{gateway.metrics['requests']} requests / {gateway.metrics['replies']} replies")
@@ -72,6 +82,7 @@ async def simulate_micropython(boards: int, bundles: list[bytes], seconds: float
         for n in range(boards):
             device = f"mp{n:03d}"
             key = gateway.add_device(device, fleet="sim")
+            register_manifests(gateway, device, bundles)
             image = folder / f"{device}.img"
             write_image(image, {"device": device, "fleet": "sim", "key": key, "host": gateway.host,
                                 "port": gateway.port, "telemetry_ms": 5000}, bundles)
@@ -133,6 +144,7 @@ async def simulate(boards: int, bundles: list[bytes], seconds: float | None, bro
                            "telemetry_ms": 5000}, flash, report=report)
             for data in bundles:
                 board.spawn(data)
+            register_manifests(gateway, device, bundles)
             fleet.append((board, info))
         started = time.monotonic()
         duration_ms = None if seconds is None else int(seconds * 1000)

@@ -1,5 +1,5 @@
-"""A local server speaking the OpenAI chat-completions wire format: the test double for hosted
-LLM APIs (which this machine cannot reach). It answers from the prompt, can be told to fail or
+"""A local server speaking the OpenAI chat-completions and embeddings wire formats: the test
+double for hosted LLM APIs (which this machine cannot reach). It answers from the prompt, can be told to fail or
 to stall, and records what it was asked."""
 
 from __future__ import annotations
@@ -30,6 +30,15 @@ class OpenAIServer:
                     self.send_response(outer.fail_with)
                     self.end_headers()
                     return
+                if self.path.endswith("/embeddings"):
+                    # Deterministic vectors from the text (8 dims): enough to check the wire format.
+                    import hashlib
+
+                    rows = [{"object": "embedding", "index": i,
+                             "embedding": [b / 255 for b in hashlib.sha256(t.encode()).digest()[:8]]}
+                            for i, t in enumerate(body["input"])]
+                    self._json({"object": "list", "data": rows[::-1], "model": body["model"]})
+                    return
                 prompt = body["messages"][-1]["content"]
                 text = f"echo from {body['model']}: {prompt}"
                 reply = {"id": "cmpl-1", "object": "chat.completion", "model": body["model"],
@@ -37,6 +46,9 @@ class OpenAIServer:
                                       "finish_reason": "stop"}],
                          "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
                                    "total_tokens": len(prompt.split()) + len(text.split())}}
+                self._json(reply)
+
+            def _json(self, reply: dict) -> None:
                 data = json.dumps(reply).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

@@ -85,3 +85,36 @@ def test_secret_patterns_and_fleet_keys_are_recognised():
     assert find_secrets({"k": key.hex()}, known=[key]) == ["a fleet key"]
     assert find_secrets({"text": "temperature 21.5 C, all fine"}) == []
     assert filter_output("ok\x00\x1b[31m" + "x" * 1000).startswith("ok  [31m") and len(filter_output("x" * 1000)) == 320
+
+
+def test_the_gateway_refuses_requests_the_registered_manifest_does_not_allow(mosquitto, tmp_path):
+    """A board runs a bundle whose manifest allows `request`, but the host installed one that
+    does not (a tampered board): the gateway refuses and audits, whatever the board says."""
+    from helpers import HELLO_WAT, build_bundle
+
+    installed = bundle.decode(build_bundle(HELLO_WAT, **{"sandbox.agent_id": "chain"}))[0]
+    chain = request_chain([("echo", cbor.dumps("hi"))])
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
+                           quiet=True) as gw:
+            board, _ = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)
+            gw.store.register_manifest("b1", installed)
+            board.spawn(chain)
+            run = asyncio.create_task(board.run(10_000))
+            log = board.supervisor.log("chain")
+            await wait_until(lambda: log.last_seq >= 1)
+            board.stop()
+            await run
+            audit = [r[0] for r in gw.store.db.execute("SELECT action FROM audit ORDER BY n")]
+            return [cbor.loads(p) for _, p in log.records()], audit, gw.metrics["denied"]
+
+    replies, audit, denied = asyncio.run(scenario())
+    assert replies == [{"id": 1, "ok": False, "error": "request is not allowed by the agent's registered manifest"}]
+    assert "request denied" in audit and denied == 1
+
+
+def test_llm_answers_are_filtered_before_they_reach_a_board():
+    from microfang.bridges.guard import redact
+
+    assert redact("use token=ghp_abcdefghijklmnopqrstuvwxyz0123456789 now") == "use [redacted] now"

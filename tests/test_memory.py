@@ -167,3 +167,20 @@ def test_an_agent_stores_and_finds_a_memory_through_the_fleet_and_its_log_become
     assert replies[1]["results"][0]["text"] == "the spare fuse is in the red box"
     assert [(r["kind"], r["text"], r["meta"]) for r in episodic] == [("episodic", note.decode(), {"seq": 1})]
     assert binary == 1  # the chain agent's log holds CBOR replies: binary records are not embedded
+
+
+def test_an_openai_compatible_embeddings_endpoint_can_stand_in_for_the_local_model(tmp_path, monkeypatch):
+    from openai_server import OpenAIServer
+
+    monkeypatch.setenv("MICROFANG_EMBED_API_KEY", "sk-embed")
+    with OpenAIServer() as server:
+        embedder = open_embedder("openai", server.url, "text-embedding-3-small")
+        vectors = embedder.embed(["first", "second"])
+        store = SqliteVectorStore(tmp_path / "m.db", embedder.dim, embedder.name)
+        store.add("agent:b/a", "semantic", "first", {}, vectors[0])
+        found = store.search("agent:b/a", embedder.embed(["first"])[0], 1)
+    assert embedder.dim == 8 and vectors.shape == (2, 8)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1)
+    assert not np.allclose(vectors[0], vectors[1])  # rows put back in input order
+    assert found[0]["text"] == "first" and found[0]["score"] > 0.999
+    assert server.requests[-1]["path"] == "/v1/embeddings" and server.requests[-1]["auth"] == "Bearer sk-embed"

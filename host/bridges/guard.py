@@ -74,11 +74,17 @@ def check_outbound(manifest: dict[str, Any], args: Any, known: list[bytes]) -> N
         raise BridgeDenied(f"blocked: the arguments carry {', '.join(sorted(set(found)))} (data_exfil_detection)")
 
 
-def filter_output(text: str, limit: int = REPLY_BYTES - 64) -> str:
-    """What may reach a board: printable text, secrets redacted, at most `limit` bytes."""
+def redact(text: str) -> str:
+    """`text` with control characters blanked and secrets of the known patterns redacted."""
     text = "".join(c if c.isprintable() or c in "\n\t" else " " for c in text)
     for _, pattern in _PATTERNS:
         text = pattern.sub("[redacted]", text)
+    return text
+
+
+def filter_output(text: str, limit: int = REPLY_BYTES - 64) -> str:
+    """What may reach a board: printable text, secrets redacted, at most `limit` bytes."""
+    text = redact(text)
     raw = text.encode("utf-8")
     if len(raw) > limit:
         text = raw[:limit].decode("utf-8", "ignore")

@@ -61,7 +61,7 @@ class Gateway:
         self.store: Store | None = None
         self.devices: dict[str, dict[str, Any]] = {}
         self.metrics: dict[str, int] = {"messages": 0, "requests": 0, "replies": 0, "telemetry": 0,
-                                        "log_records": 0, "publishes": 0, "presence": 0}
+                                        "log_records": 0, "publishes": 0, "presence": 0, "denied": 0}
         for reason in DROP_REASONS:
             self.metrics[f"dropped_{reason}"] = 0
         self.connected = False
@@ -271,6 +271,14 @@ class Gateway:
             self.send(device, agent, "log_ack", held, control=True)
             if self.memory is not None:
                 self.memory.index_log(device, agent, records)
+        elif doc["kind"] in ("request", "publish") and not self._permitted(device, agent, doc["kind"]):
+            # The board's sandbox should have stopped this: a tampered board, or a bundle that is
+            # not the one the host installed. Refused and audited, whatever the board says.
+            self.metrics["denied"] += 1
+            self.store.audit(device, agent, f"{doc['kind']} denied", {"reason": "not allowed by the registered manifest"})
+            if doc["kind"] == "request" and isinstance(doc["body"], dict):
+                request = Request(device, agent, str(doc["body"].get("kind", "")), int(doc["body"].get("id", 0)), None)
+                self._reply(request, False, f"{doc['kind']} is not allowed by the agent's registered manifest")
         elif doc["kind"] == "request":
             body = doc["body"]
             self.metrics["requests"] += 1
@@ -355,6 +363,15 @@ class Gateway:
                 waiting.remove(future)
 
     # ---- what handlers ask of the gateway ----------------------------------------------------
+
+    def _permitted(self, device: str, agent: str, host_function: str) -> bool:
+        """Whether the registered manifest lets the agent call `host_function` (no record: the
+        board's own check stands, as for agents started outside flash/deploy)."""
+        manifest = self.manifest_of(device, agent)
+        if manifest is None:
+            return True
+        permissions = manifest.get("permissions", {})
+        return host_function in permissions.get("allowed", []) and host_function not in permissions.get("denied", [])
 
     def fleet_of(self, device: str) -> str | None:
         record = self.devices.get(device)

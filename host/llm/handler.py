@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from microfang.bridges.guard import redact
 from microfang.gateway.router import Request
 from microfang.llm.providers import Provider, ProviderError
 
@@ -81,7 +82,8 @@ def llm_handler(provider: Provider, budget: TokenBudget | None = None, reply_byt
             max_tokens = min(max_tokens, left)
         text, tokens = await provider.complete(messages, max_tokens)
         budget.charge(request, tokens)
-        text, cut = truncate_utf8(text, reply_bytes)
+        # LLM output is filtered like any bridged result before it reaches a board.
+        text, cut = truncate_utf8(redact(text), reply_bytes)
         return {"text": text, "tokens": tokens, "truncated": cut, "provider": provider.name}
 
     return handle
