@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_fleet import drive, make_boards, start_gateway  # noqa: E402
+from results_file import save  # noqa: E402
 from brokers import Mosquitto  # noqa: E402
 from helpers import agent_wat, build_bundle  # noqa: E402
 
@@ -91,11 +89,7 @@ def main() -> None:
             stop.set()
             gateway.join(10)
             broker.stop()
-    results = {"bench": "bridges", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "machine": {"python": platform.python_version(), "cpu": platform.machine()}, "rounds": rounds}
-    out = ROOT / "bench" / "results" / "bridges.json"
-    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"results: {out}")
+    save("bridges", rounds=rounds)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import platform
 import re
 import socket
 import statistics
@@ -31,6 +29,7 @@ import paho.mqtt.client as mqtt
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+from results_file import save  # noqa: E402
 from brokers import Mosquitto  # noqa: E402
 from fleet import make_board  # noqa: E402
 from helpers import agent_wat, build_bundle  # noqa: E402
@@ -190,12 +189,7 @@ def main() -> None:
                   f"max {max(downtimes):.0f} ms over {len(downtimes)} moves")
         finally:
             broker.stop()
-    results = {"bench": "deploy", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "machine": {"python": platform.python_version(), "cpu": platform.machine()},
-               "ota": rows, "migration_downtime_ms": downtimes}
-    out = ROOT / "bench" / "results" / "deploy.json"
-    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"results: {out}")
+    save("deploy", ota=rows, migration_downtime_ms=downtimes)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
-import platform
 import socket
 import sys
 import tempfile
@@ -30,6 +28,7 @@ import paho.mqtt.client as mqtt
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+from results_file import save  # noqa: E402
 from brokers import Mosquitto  # noqa: E402
 from helpers import agent_wat, build_bundle  # noqa: E402
 
@@ -261,12 +260,7 @@ def main() -> None:
                 gateway.join(10)
         finally:
             broker.stop()
-    results = {"bench": "fleet", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "machine": {"python": platform.python_version(), "cpu": platform.machine()},
-               "bare_echo": bare, "microfang": ours, "ratio": ratio, "scale": scale, "largest_fleet": reached}
-    out = ROOT / "bench" / "results" / "fleet.json"
-    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"results: {out}")
+    save("fleet", bare_echo=bare, microfang=ours, ratio=ratio, scale=scale, largest_fleet=reached)
 
 
 if __name__ == "__main__":

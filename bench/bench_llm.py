@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import re
 import statistics
@@ -25,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+from results_file import save  # noqa: E402
 from brokers import Mosquitto  # noqa: E402
 from fleet import make_board  # noqa: E402
 from helpers import agent_wat, build_bundle  # noqa: E402
@@ -106,13 +106,8 @@ def main() -> None:
     found = re.search(r"first LLM answer after ([0-9.]+) s", demo.stdout)
     first = float(found.group(1)) if found else None
     print(f"microfang demo: first LLM answer {first} s after start")
-    results = {"bench": "llm", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "machine": {"python": platform.python_version(), "cpu": platform.machine()},
-               "direct_ms": statistics.median(direct), "through_gateway_ms": statistics.median(path),
-               "ratio": ratio, "goal": 1.05, "tokens_per_s": tokens_per_s, "demo_first_answer_s": first}
-    out = ROOT / "bench" / "results" / "llm.json"
-    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"results: {out}")
+    save("llm", direct_ms=statistics.median(direct), through_gateway_ms=statistics.median(path),
+         ratio=ratio, goal=1.05, tokens_per_s=tokens_per_s, demo_first_answer_s=first)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ Usage: python bench/bench_memory.py [--quick]; results go to bench/results/memor
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,6 +24,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from memory_set import MEMORIES, QUERIES  # noqa: E402
+
+from results_file import save  # noqa: E402
 
 from microfang.memory.embed import MiniLMEmbedder, SmolLM2Embedder, minilm_path  # noqa: E402
 from microfang.memory.store import SqliteVectorStore  # noqa: E402
@@ -103,12 +103,7 @@ def main() -> None:
         quality_rows.append(q)
         print(f"{q['embedder']} ({q['dim']} dims): {q['embed_ms']:.1f} ms per query embedding; recall@1 "
               f"{q['recall_at_1']:.2f}, recall@3 {q['recall_at_3']:.2f} on {len(QUERIES)} labelled queries")
-    results = {"bench": "memory", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "machine": {"python": platform.python_version(), "cpu": platform.machine()},
-               "search": rows, "embedders": quality_rows}
-    out = ROOT / "bench" / "results" / "memory.json"
-    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"results: {out}")
+    save("memory", search=rows, embedders=quality_rows)
 
 
 if __name__ == "__main__":
