@@ -1,8 +1,11 @@
-"""The fleet over MCP, tested with the official SDK's own client: in memory and over stdio."""
+"""The fleet over MCP, tested with the official SDK's own client: in memory, over stdio and over
+streamable HTTP."""
 
 import asyncio
 import json
 import sys
+
+import pytest
 
 from mcp import Client, StdioServerParameters
 
@@ -116,9 +119,54 @@ def test_mcp_over_http_refuses_to_start_without_a_token(tmp_path):
                                  "the fleet is not served unauthenticated"
 
 
-def test_an_mcp_client_lists_the_simulated_fleet_and_makes_an_agent_answer(mosquitto, tmp_path):
-    """The acceptance path: `microfang mcp` (here in memory, the SDK's own client) beside a
-    running gateway on the same database; the agent answers through the gateway."""
+def mcp_client(transport, db, tmp_path):
+    """The SDK's client on `microfang mcp` for `db`: in memory, over stdio (a `microfang mcp`
+    process) or streamable HTTP (a `microfang mcp --http` process behind a token)."""
+    import contextlib
+    import subprocess
+    import time
+    import urllib.error
+    import urllib.request
+
+    from brokers import free_port
+    from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+
+    @contextlib.asynccontextmanager
+    async def opened():
+        if transport == "memory":
+            async with Client(fleet_server(db)) as client:
+                yield client
+        elif transport == "stdio":
+            async with Client(StdioServerParameters(command=sys.executable,
+                                                    args=["-m", "microfang", "mcp", "--db", str(db)])) as client:
+                yield client
+        else:
+            port = free_port()
+            proc = subprocess.Popen([sys.executable, "-m", "microfang", "mcp", "--db", str(db), "--http", str(port),
+                                     "--token", "t0ken"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            url = f"http://127.0.0.1:{port}/mcp"
+            try:
+                for _ in range(200):
+                    try:
+                        urllib.request.urlopen(url, timeout=1)
+                    except urllib.error.HTTPError:
+                        break
+                    except OSError:
+                        await asyncio.sleep(0.1)
+                http = create_mcp_http_client(headers={"Authorization": "Bearer t0ken"})
+                async with Client(streamable_http_client(url, http_client=http)) as client:
+                    yield client
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
+
+    return opened()
+
+
+@pytest.mark.parametrize("transport", ["memory", "stdio", "http"])
+def test_an_mcp_client_lists_the_simulated_fleet_and_makes_an_agent_answer(mosquitto, tmp_path, transport):
+    """The acceptance path: `microfang mcp` beside a running gateway on the same database, the
+    SDK's own client on each transport; the agent answers through the gateway."""
     from pathlib import Path
 
     from fleet import make_board, wait_until
@@ -142,7 +190,7 @@ def test_an_mcp_client_lists_the_simulated_fleet_and_makes_an_agent_answer(mosqu
                 run = asyncio.create_task(board.run(30_000))
                 await wait_until(lambda: gw.store.latest_telemetry("kitchen") is not None)
                 await gw.memory.put("agent:kitchen/reporter", "semantic", "the thermometer was calibrated in May")
-                async with Client(fleet_server(db)) as client:
+                async with mcp_client(transport, db, tmp_path) as client:
                     devices = result(await client.call_tool("list_devices", {}))
                     answer = await client.call_tool("send_event", {"device": "kitchen", "agent": "reporter",
                                                                    "text": "how warm?"})
