@@ -118,3 +118,31 @@ def test_llm_answers_are_filtered_before_they_reach_a_board():
     from microfang.bridges.guard import redact
 
     assert redact("use token=ghp_abcdefghijklmnopqrstuvwxyz0123456789 now") == "use [redacted] now"
+
+
+def test_bridged_tools_become_procedural_memory_agents_can_search(mosquitto, tmp_path):
+    steps = [("mem.search", cbor.dumps({"query": "where is a spare part kept", "scope": "tools", "k": 1})),
+             ("mem.put", cbor.dumps({"text": "fake tool", "scope": "tools"}))]
+    settings = {"db": tmp_path / "gw.db", "memory": "minilm",
+                "mcp_servers": {"parts": {"command": [sys.executable, str(SERVER)]}}}
+    chain = request_chain(steps)
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
+                           quiet=True) as gw:
+            async with Services(gw, settings):
+                board, _ = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)
+                board.spawn(chain)
+                run = asyncio.create_task(board.run(15_000))
+                log = board.supervisor.log("chain")
+                await wait_until(lambda: log.last_seq >= 2, 15)
+                board.stop()
+                await run
+                again = await gw.memory.index_tools({"parts.lookup": "Where a spare part is kept."})
+                return [cbor.loads(p) for _, p in log.records()], again
+
+    replies, again = asyncio.run(scenario())
+    assert replies[0]["results"][0]["text"] == "parts.lookup: Where a spare part is kept."
+    assert replies[1]["error"] == "mem.put failed: the tools scope is read-only: the gateway fills it from its MCP " \
+                                  "servers"
+    assert again == 0  # indexed once, not again on the next start

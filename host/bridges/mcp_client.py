@@ -33,6 +33,7 @@ class ToolBridge:
         self.servers = servers
         self.gw = gateway
         self.tools: dict[str, tuple[Any, str]] = {}  # "server.tool" -> (client, tool name)
+        self.descriptions: dict[str, str] = {}  # "server.tool" -> what it does (for procedural memory)
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> ToolBridge:
@@ -56,6 +57,7 @@ class ToolBridge:
                     raise MicrofangError(f"mcp_servers.{name}: cannot connect ({type(e).__name__}: {e})") from None
                 for tool in listed.tools:
                     self.tools[f"{name}.{tool.name}"] = (client, tool.name)
+                    self.descriptions[f"{name}.{tool.name}"] = (tool.description or "").strip()
         except BaseException:
             await self._stack.aclose()
             raise

@@ -83,6 +83,8 @@ class Services:
 
         bridge = await self._stack.enter_async_context(ToolBridge(servers, self.gw))
         self.gw.router.add("tool.call", bridge.handle)
+        if self.gw.memory is not None:
+            await self.gw.memory.index_tools(bridge.descriptions)  # agents find tools with mem.search
         self.summary.append(f"{len(bridge.tools)} MCP tools from {', '.join(sorted(servers))}")
 
     async def _a2a(self) -> None:

@@ -36,6 +36,9 @@ def fleet_scope(fleet: str) -> str:
     return f"fleet:{fleet}"
 
 
+TOOLS_SCOPE = "tools"  # procedural memory every agent may search: the tools the gateway bridges
+
+
 class VectorMemory:
     """An embedder and a store, used from the event loop."""
 
@@ -83,6 +86,19 @@ class VectorMemory:
 
         self._worker.submit(work)
 
+    async def index_tools(self, tools: dict[str, str]) -> int:
+        """Procedural memory of the bridged tools ({"server.tool": description}) in the tools
+        scope, so agents can find the tool for a job; tools already indexed are skipped."""
+        def work() -> int:
+            known = {r["text"] for r in self.store.search(TOOLS_SCOPE, self.embedder.embed(["tool"])[0], 1000)}
+            texts = [f"{name}: {description}".strip() for name, description in sorted(tools.items())]
+            texts = [t for t in texts if t not in known]
+            for text, vector in zip(texts, self.embedder.embed(texts) if texts else []):
+                self.store.add(TOOLS_SCOPE, "procedural", text, {"tool": text.split(":", 1)[0]}, vector)
+            return len(texts)
+
+        return await self._run(work)
+
     def close(self) -> None:
         self._worker.shutdown(wait=True)
         self.store.close()
@@ -116,12 +132,16 @@ def memory_handlers(memory: VectorMemory, fleet_of: Callable[[str], str | None],
     """Router handlers for `mem.put` and `mem.search`. `fleet_of(device)` names a device's
     fleet; `manifest_of(device, agent)` is the registered manifest (None: unknown)."""
 
-    def scope_for(request: Request, body: dict[str, Any]) -> str:
+    def scope_for(request: Request, body: dict[str, Any], writing: bool = False) -> str:
         wanted = body.get("scope", "agent")
         if wanted == "agent":
             return agent_scope(request.device, request.agent)
+        if wanted == TOOLS_SCOPE:
+            if writing:
+                raise MemoryRequestError("the tools scope is read-only: the gateway fills it from its MCP servers")
+            return TOOLS_SCOPE
         if wanted != "fleet":
-            raise MemoryRequestError(f"scope must be agent or fleet, not {wanted!r}")
+            raise MemoryRequestError(f"scope must be agent, fleet or (to search) tools, not {wanted!r}")
         manifest = manifest_of(request.device, request.agent)
         if not manifest or not manifest.get("vector_memory", {}).get("shared"):
             raise MemoryRequestError("the fleet's shared memory needs [vector_memory] shared = true in the agent's "
@@ -136,7 +156,7 @@ def memory_handlers(memory: VectorMemory, fleet_of: Callable[[str], str | None],
         if kind not in ("semantic", "procedural"):
             raise MemoryRequestError("kind must be semantic or procedural (episodic memory comes from the memory log)")
         meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
-        memory_id = await memory.put(scope_for(request, body), kind, _text(body, "text"), meta)
+        memory_id = await memory.put(scope_for(request, body, writing=True), kind, _text(body, "text"), meta)
         return {"id": memory_id}
 
     async def search(request: Request) -> dict[str, Any]:
