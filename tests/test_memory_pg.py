@@ -1,5 +1,5 @@
-"""The vector-store contract, run on every store microfang has: SQLite + sqlite-vec always,
-PostgreSQL + pgvector when MICROFANG_PG_DSN names a database with the vector extension
+"""The vector-store contract, run on every store microfang has: SQLite with hot scopes searched
+in RAM and with sqlite-vec searching on disk (no cache), always; PostgreSQL + pgvector when MICROFANG_PG_DSN names a database with the vector extension
 (this CI's PostgreSQL 15 has no pgvector package, so there that case is skipped and says so)."""
 
 import os
@@ -16,10 +16,11 @@ def unit(seed):
     return v / np.linalg.norm(v)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "sqlite-vec-on-disk", "postgres"])
 def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = SqliteVectorStore(tmp_path / "m.db", 384, "contract")
+    if request.param.startswith("sqlite"):
+        s = SqliteVectorStore(tmp_path / "m.db", 384, "contract",
+                              cache_bytes=0 if request.param == "sqlite-vec-on-disk" else 1 << 20)
     else:
         dsn = os.environ.get("MICROFANG_PG_DSN")
         if not dsn:
@@ -47,3 +48,12 @@ def test_kind_filter(store):
     store.add(scope, "procedural", "how to reset the pump", {}, unit(1))
     store.add(scope, "semantic", "the pump is blue", {}, unit(1))
     assert [r["text"] for r in store.search(scope, unit(1), 5, "procedural")] == ["how to reset the pump"]
+
+
+def test_a_cached_scope_sees_what_is_added_after_it_was_loaded(tmp_path):
+    s = SqliteVectorStore(tmp_path / "m.db", 384, "contract")
+    s.add("agent:b/a", "semantic", "old", {}, unit(1))
+    assert s.search("agent:b/a", unit(2), 1)[0]["text"] == "old"  # loads the scope into RAM
+    s.add("agent:b/a", "semantic", "new", {}, unit(2))
+    assert s.search("agent:b/a", unit(2), 1)[0]["text"] == "new"
+    s.close()

@@ -5,6 +5,11 @@ replicated memory-log records of an agent; semantic: facts an agent stores; proc
 and tool descriptions), its text, JSON metadata and an embedding. Search is k nearest by
 cosine distance within one scope, optionally one kind: the scope is sqlite-vec's partition
 key, so a search reads only that scope's vectors.
+
+Hot scopes are searched in RAM: the first search of a scope loads its vectors from SQLite into
+one numpy matrix (kept up to date by add), while the cache stays under `cache_bytes`; a scope
+that does not fit is searched by sqlite-vec on disk. Both give the same exact nearest
+neighbours (bench/bench_memory.py compares them); SQLite stays the one durable copy.
 """
 
 from __future__ import annotations
@@ -33,6 +38,24 @@ class VectorStore(Protocol):
 
     def search(self, scope: str, vector: np.ndarray, k: int, kind: str | None = None) -> list[dict[str, Any]]: ...
 
+    def _search_hot(self, hot: tuple[list[int], list[str], np.ndarray], vector: np.ndarray, k: int,
+                    kind: str | None) -> list[dict[str, Any]]:
+        ids, kinds, matrix = hot
+        q = np.asarray(vector, np.float32)
+        scores = matrix @ (q / max(float(np.linalg.norm(q)), 1e-12))
+        if kind is not None:
+            scores = np.where(np.array(kinds) == kind, scores, -np.inf)
+        k = min(k, len(ids))
+        top = np.argpartition(-scores, k - 1)[:k] if k else []
+        top = [int(i) for i in sorted(top, key=lambda i: -scores[i]) if scores[i] > -np.inf]
+        if not top:
+            return []
+        marks = ",".join("?" * len(top))
+        rows = {r[0]: r for r in self.db.execute(f"SELECT id, kind, text, meta FROM memories WHERE id IN ({marks})",
+                                                 [ids[i] for i in top])}
+        return [{"id": ids[i], "score": round(float(scores[i]), 4), "kind": rows[ids[i]][1], "text": rows[ids[i]][2],
+                 "meta": json.loads(rows[ids[i]][3])} for i in top]
+
     def count(self, scope: str | None = None) -> int: ...
 
     def close(self) -> None: ...
@@ -60,9 +83,11 @@ def _connect(path: str) -> Any:
 class SqliteVectorStore:
     """Memories in one SQLite file; vectors in a sqlite-vec vec0 table partitioned by scope."""
 
-    def __init__(self, path: str | Path, dim: int, model: str) -> None:
+    def __init__(self, path: str | Path, dim: int, model: str, cache_bytes: int = 256 << 20) -> None:
         self.path = str(path)
         self.dim = dim
+        self.cache_bytes = cache_bytes
+        self._hot: dict[str, tuple[list[int], list[str], np.ndarray]] = {}  # scope -> ids, kinds, vectors
         try:
             self.db = _connect(self.path)
         except sqlite3.DatabaseError as e:
@@ -96,9 +121,32 @@ class SqliteVectorStore:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+        hot = self._hot.get(scope)
+        if hot is not None:
+            ids, kinds, matrix = hot
+            self._hot[scope] = (ids + [memory_id], kinds + [kind],
+                                np.vstack([matrix, np.asarray(vector, np.float32)[None, :]]))
         return memory_id
 
+    def _cached(self, scope: str) -> tuple[list[int], list[str], np.ndarray] | None:
+        hot = self._hot.get(scope)
+        if hot is not None:
+            return hot
+        rows = self.count(scope)
+        used = sum(m.nbytes for _, _, m in self._hot.values())
+        if rows == 0 or used + rows * self.dim * 4 > self.cache_bytes:
+            return None
+        found = self.db.execute("SELECT rowid, kind, embedding FROM memory_vectors WHERE scope = ?", (scope,)).fetchall()
+        matrix = np.frombuffer(b"".join(r[2] for r in found), np.float32).reshape(len(found), self.dim)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        hot = ([r[0] for r in found], [r[1] for r in found], matrix / np.maximum(norms, 1e-12))
+        self._hot[scope] = hot
+        return hot
+
     def search(self, scope: str, vector: np.ndarray, k: int, kind: str | None = None) -> list[dict[str, Any]]:
+        hot = self._cached(scope)
+        if hot is not None:
+            return self._search_hot(hot, vector, k, kind)
         query = ("SELECT v.rowid, v.distance, m.kind, m.text, m.meta FROM memory_vectors v "
                  "JOIN memories m ON m.id = v.rowid WHERE v.embedding MATCH ? AND v.k = ? AND v.scope = ?")
         args: list[Any] = [np.asarray(vector, np.float32).tobytes(), k, scope]
@@ -108,6 +156,24 @@ class SqliteVectorStore:
         rows = self.db.execute(query + " ORDER BY v.distance", args).fetchall()
         return [{"id": r[0], "score": round(1.0 - float(r[1]), 4), "kind": r[2], "text": r[3],
                  "meta": json.loads(r[4])} for r in rows]
+
+    def _search_hot(self, hot: tuple[list[int], list[str], np.ndarray], vector: np.ndarray, k: int,
+                    kind: str | None) -> list[dict[str, Any]]:
+        ids, kinds, matrix = hot
+        q = np.asarray(vector, np.float32)
+        scores = matrix @ (q / max(float(np.linalg.norm(q)), 1e-12))
+        if kind is not None:
+            scores = np.where(np.array(kinds) == kind, scores, -np.inf)
+        k = min(k, len(ids))
+        top = np.argpartition(-scores, k - 1)[:k] if k else []
+        top = [int(i) for i in sorted(top, key=lambda i: -scores[i]) if scores[i] > -np.inf]
+        if not top:
+            return []
+        marks = ",".join("?" * len(top))
+        rows = {r[0]: r for r in self.db.execute(f"SELECT id, kind, text, meta FROM memories WHERE id IN ({marks})",
+                                                 [ids[i] for i in top])}
+        return [{"id": ids[i], "score": round(float(scores[i]), 4), "kind": rows[ids[i]][1], "text": rows[ids[i]][2],
+                 "meta": json.loads(rows[ids[i]][3])} for i in top]
 
     def count(self, scope: str | None = None) -> int:
         if scope is None:
