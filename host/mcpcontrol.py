@@ -108,7 +108,9 @@ def add_memory_tool(server: MCPServer, db: Path) -> None:
             if not path.is_file():
                 raise ToolError(f"no vector memory at {path} (the gateway creates it with --memory)")
             embedder = open_embedder("auto")
-            opened["embedder"], opened["store"] = embedder, SqliteVectorStore(path, embedder.dim, embedder.name)
+            # cache_bytes=0: the gateway, another process, keeps adding memories; read them from disk.
+            opened["embedder"], opened["store"] = embedder, SqliteVectorStore(path, embedder.dim, embedder.name,
+                                                                               cache_bytes=0)
         return opened["embedder"], opened["store"]
 
     @server.tool()
