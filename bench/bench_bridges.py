@@ -5,7 +5,8 @@ Boards (the real firmware on CPython, in this process) run a pump agent that kee
 requests in flight; the gateway runs in its own process with the `parts` MCP server of the
 tests (tests/mcp_tools_server.py, stdio, its own process) bridged as tool.call. Every tool call
 passes the guard (registered manifest, exfiltration screen, output filter) and is audited.
-Goal: >= 3,000 tool-chain tasks/s.
+A second baseline: the bare MCP SDK client calling the same server over stdio, nothing else
+(same concurrency): the ceiling a Python MCP server sets here. Goal: >= 3,000 tool-chain tasks/s.
 
 Usage: python bench/bench_bridges.py [--quick]; results go to bench/results/bridges.json.
 """
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +55,26 @@ def pump(kind: str, body: bytes, total: int) -> bytes:
                                 "sandbox.fuel.max_fuel": 10**9, "sandbox.permissions.tool_access": ["parts.lookup"]})
 
 
+def bare_mcp(server: list[str], calls: int, concurrency: int) -> float:
+    """Calls/s of the official SDK client straight to the MCP server process (stdio)."""
+    from mcp import Client, StdioServerParameters
+
+    async def measure() -> float:
+        async with Client(StdioServerParameters(command=server[0], args=server[1:])) as client:
+            await client.list_tools()
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one() -> None:
+                async with gate:
+                    await client.call_tool("lookup", {"part": "fuse"})
+
+            start = time.perf_counter()
+            await asyncio.gather(*[one() for _ in range(calls)])
+            return calls / (time.perf_counter() - start)
+
+    return asyncio.run(measure())
+
+
 def run(port: int, db: str, prefix: str, kind: str, body: bytes, boards_n: int, per_board: int) -> dict:
     agent = pump(kind, body, per_board)
     boards = make_boards(db, port, boards_n, agent, prefix)
@@ -81,9 +103,12 @@ def main() -> None:
             for n in range(1 if args.quick else 2):  # alternate, so drift hits both
                 echo = run(broker.port, db, f"e{n}", "echo", b"\xf6", boards_n, per_board)
                 chain = run(broker.port, db, f"t{n}", "tool.call", tool, boards_n, per_board)
-                rounds.append({"echo": echo, "tool_call": chain, "ratio": chain["per_s"] / echo["per_s"]})
+                bare = bare_mcp(servers["parts"]["command"], boards_n * per_board, boards_n * WINDOW)
+                rounds.append({"echo": echo, "tool_call": chain, "bare_mcp_per_s": bare,
+                               "ratio": chain["per_s"] / echo["per_s"], "ratio_to_bare_mcp": chain["per_s"] / bare})
                 print(f"round {n + 1}: echo handler {echo['per_s']:,.0f} tasks/s, agent->gateway->MCP tool->agent "
-                      f"{chain['per_s']:,.0f} tasks/s -> {chain['per_s'] / echo['per_s']:.2f}x "
+                      f"{chain['per_s']:,.0f} tasks/s, bare MCP SDK calls {bare:,.0f}/s -> "
+                      f"{chain['per_s'] / echo['per_s']:.2f}x the echo path, {chain['per_s'] / bare:.2f}x bare MCP "
                       f"({boards_n} boards x window {WINDOW}; goal >= 3,000/s)")
         finally:
             stop.set()
