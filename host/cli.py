@@ -15,6 +15,7 @@ Usage:
   microfang deploy BUNDLE --device ID | --fleet NAME | --port P
                                              install an agent over the air (signed) or over USB
   microfang migrate AGENT --from D1 --to D2  move a running agent with its memory
+  microfang jobs                             deploys, migrations and control jobs and their results
 
 Each command is a `do_X(args)` handler plus an `argparse_X(sub)` builder in `_COMMANDS`.
 Expected failures (bad input) print one line `microfang: ...` and exit 1; bugs keep their
@@ -188,6 +189,18 @@ def do_status(args: argparse.Namespace) -> None:
     status(args.db)
 
 
+def argparse_jobs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("jobs", help="the latest deploy, migration and control jobs and their results")
+    p.add_argument("--db", type=Path, default=Path("gateway.db"))
+    p.add_argument("-n", "--limit", type=int, default=20)
+
+
+def do_jobs(args: argparse.Namespace) -> None:
+    from microfang.ops import jobs
+
+    jobs(args.db, args.limit)
+
+
 def argparse_audit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("audit", help="check the gateway's append-only audit log")
     actions = p.add_subparsers(dest="audit_action", metavar="ACTION", required=True)
@@ -356,6 +369,7 @@ _COMMANDS = {
     "gateway": (do_gateway, argparse_gateway),
     "status": (do_status, argparse_status),
     "audit": (do_audit, argparse_audit),
+    "jobs": (do_jobs, argparse_jobs),
     "keys": (do_keys, argparse_keys),
     "flash": (do_flash, argparse_flash),
     "deploy": (do_deploy, argparse_deploy),

@@ -67,3 +67,20 @@ def add_key(db: Path, device: str, fleet: str) -> None:
     finally:
         store.close()
     console.out.print(key.hex(), markup=False, highlight=False)
+
+
+def jobs(db: Path, limit: int = 20) -> None:
+    """The latest deploy, migration and control jobs and how they ended."""
+    store = open_store(db)
+    try:
+        rows = store.jobs()[-limit:]
+    finally:
+        store.close()
+    table = Table(title=f"jobs in {db}: {len(rows)} shown")
+    for column in ("id", "kind", "agent", "board", "state", "progress", "detail"):
+        table.add_column(column)
+    for job in rows:
+        board = f"{job['device']} -> {job['target']}" if job["target"] else job["device"]
+        progress = f"{job['progress']:,}/{job['size']:,} B" if job["size"] else "-"
+        table.add_row(str(job["id"]), job["kind"], job["agent"], board, job["state"], progress, job["detail"][:60])
+    console.out.print(table)

@@ -269,3 +269,17 @@ def test_replayed_deploy_commands_are_dropped_by_the_board(mosquitto, tmp_path, 
     assert after["duplicates"] - before["duplicates"] == len(replay) >= 2, (before, after)
     assert after["received"] == before["received"]
     assert agent is None
+
+
+def test_microfang_jobs_lists_what_was_asked_and_how_it_ended(tmp_path, hello_versions, capsys):
+    from microfang.cli import main
+    from microfang.gateway.store import Store
+
+    store = Store(tmp_path / "gw.db")
+    store.add_device("d1", "test")
+    job = store.add_job("deploy", "d1", "a1", b"x" * 10, version=2)
+    store.update_job(job, state="failed", detail="agent a1 version 2 did not start", progress=10)
+    store.close()
+    assert main(["jobs", "--db", str(tmp_path / "gw.db")]) == 0
+    out = capsys.readouterr().out
+    assert "deploy" in out and "failed" in out and "10/10 B" in out and "did not start" in out

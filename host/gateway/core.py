@@ -389,4 +389,7 @@ class Gateway:
         online = sum(1 for d in self.devices.values() if d.get("online"))
         return {"status": "ok" if self.connected else "degraded", "broker_connected": self.connected,
                 "devices": len(self.devices), "online": online, "uptime_s": round(time.time() - self.started, 1),
-                "pending_requests": len(self.router.pending)}
+                "pending_requests": len(self.router.pending), "active_jobs": len(self.transfers.active),
+                "memory": None if self.memory is None else {"embedder": self.memory.embedder.name,
+                                                            "episodic_indexed": self.memory.indexed},
+                "request_kinds": sorted(self.router.handlers)}
