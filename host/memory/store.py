@@ -38,24 +38,6 @@ class VectorStore(Protocol):
 
     def search(self, scope: str, vector: np.ndarray, k: int, kind: str | None = None) -> list[dict[str, Any]]: ...
 
-    def _search_hot(self, hot: tuple[list[int], list[str], np.ndarray], vector: np.ndarray, k: int,
-                    kind: str | None) -> list[dict[str, Any]]:
-        ids, kinds, matrix = hot
-        q = np.asarray(vector, np.float32)
-        scores = matrix @ (q / max(float(np.linalg.norm(q)), 1e-12))
-        if kind is not None:
-            scores = np.where(np.array(kinds) == kind, scores, -np.inf)
-        k = min(k, len(ids))
-        top = np.argpartition(-scores, k - 1)[:k] if k else []
-        top = [int(i) for i in sorted(top, key=lambda i: -scores[i]) if scores[i] > -np.inf]
-        if not top:
-            return []
-        marks = ",".join("?" * len(top))
-        rows = {r[0]: r for r in self.db.execute(f"SELECT id, kind, text, meta FROM memories WHERE id IN ({marks})",
-                                                 [ids[i] for i in top])}
-        return [{"id": ids[i], "score": round(float(scores[i]), 4), "kind": rows[ids[i]][1], "text": rows[ids[i]][2],
-                 "meta": json.loads(rows[ids[i]][3])} for i in top]
-
     def count(self, scope: str | None = None) -> int: ...
 
     def close(self) -> None: ...
