@@ -25,9 +25,9 @@ def open_flash(image=None, blocks=64):
         from .blockdev import FileBlockDevice
 
         return port.Flash(FileBlockDevice(image, _BLOCK, blocks), "/board")
-    import esp32  # a real board: the LittleFS data partition
-
-    return port.Flash(esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")[0], "/board")
+    # A real board: _boot.py has mounted the "vfs" data partition (written by `microfang flash`)
+    # at /; use that mount rather than mounting the partition again.
+    return port.Flash.mounted("")
 
 
 def read_config(flash):

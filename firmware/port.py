@@ -167,10 +167,16 @@ class Flash:
 
     def __init__(self, bdev, mount_point="/flash"):
         self.bdev = bdev
+        self._adopted = bdev is None  # Flash.mounted(): a filesystem already mounted at mount_point
         if MICROPYTHON:
             import os
 
             self._os = os
+        if self._adopted:
+            if not MICROPYTHON:
+                raise OSError(19, "no mounted filesystem to adopt outside MicroPython")
+            self._root = mount_point
+        elif MICROPYTHON:
             try:
                 vfs = os.VfsLfs2(bdev, readsize=_LFS_READ, progsize=_LFS_PROG, lookahead=_LFS_LOOKAHEAD)
             except OSError:
@@ -287,15 +293,24 @@ class Flash:
         else:
             self._lfs("rename", old, new)
 
+    @classmethod
+    def mounted(cls, root=""):
+        """The LittleFS MicroPython has already mounted at `root` ("": the root). A board's
+        _boot.py mounts the vfs partition at /: mounting the same partition a second time would
+        run two LittleFS instances on one flash and corrupt it."""
+        return cls(None, root)
+
     def usage(self):
         """(bytes used, bytes total)."""
         if MICROPYTHON:
-            st = self._os.statvfs(self._root)
+            st = self._os.statvfs(self._root or "/")
             return (st[2] - st[3]) * st[0], st[2] * st[0]
         block_size = self.bdev.ioctl(5, 0)
         return self._fs.used_block_count * block_size, self.bdev.ioctl(4, 0) * block_size
 
     def unmount(self):
+        if self._adopted:
+            return  # not ours to unmount
         if MICROPYTHON:
             try:
                 self._os.umount(self._root)

@@ -170,3 +170,21 @@ def test_snapshot_round_trips_memory_and_state(bundle):
     save_snapshot(flash, "a1", memory, {"fuel": 1234, "log_seq": 7})
     assert load_snapshot(flash, "a1") == (memory, {"fuel": 1234, "log_seq": 7})
     assert load_snapshot(flash, "b2") is None
+
+
+def test_an_already_mounted_filesystem_is_adopted_not_mounted_twice(bundle):
+    from microfang.firmware import port
+
+    if not port.MICROPYTHON:
+        return  # only MicroPython has a VFS to adopt from (a board's _boot.py mounts vfs at /)
+    dev = RAMBlockDevice(_BLOCK, _BLOCKS)
+    own = Flash(dev, "/mf_adopt")
+    adopted = Flash.mounted("/mf_adopt")
+    with adopted.open("/note", "wb") as f:
+        f.write(b"written through the adopted mount")
+    with own.open("/note", "rb") as f:
+        assert f.read() == b"written through the adopted mount"
+    adopted.unmount()  # leaves the mount alone
+    assert own.listdir("/") == ["note"]
+    assert adopted.usage()[1] == _BLOCK * _BLOCKS
+    own.unmount()
