@@ -136,20 +136,29 @@ class Installer:
 
     # ---- chunked transfers -----------------------------------------------------------------
 
-    def begin(self, xfer, size, sha256):
-        """Start or resume a transfer; return how many bytes the board already has."""
+    def begin(self, xfer, size, sha256, agent_id=""):
+        """Start or resume a transfer; return how many bytes the board already has. A new
+        transfer for an agent discards that agent's unfinished ones (a newer deploy supersedes)."""
         if not _name_ok(xfer):
             raise DeployError("transfer id %r is not a valid name" % xfer)
         if not 0 < size <= MAX_TRANSFER:
             raise DeployError("transfer of %d bytes is outside 1..%d" % (size, MAX_TRANSFER))
         used, total = self.flash.usage()
         part = STAGE + "/" + xfer + ".part"
-        meta = cbor.dumps({"size": size, "sha256": sha256})
+        meta = cbor.dumps({"size": size, "sha256": sha256, "agent": agent_id})
         try:
             if _read(self.flash, STAGE + "/" + xfer + ".meta") == meta:
                 return self.flash.size(part)  # the same transfer again: resume
         except OSError:
             pass
+        for name in self.flash.listdir(STAGE):
+            if name.endswith(".meta") and name != xfer + ".meta":
+                try:
+                    stale = cbor.loads(_read(self.flash, STAGE + "/" + name)).get("agent")
+                except (OSError, cbor.CBORError, AttributeError):
+                    stale = agent_id  # unreadable: no use to anyone
+                if stale == agent_id:
+                    self.discard(name[:-5])
         if size + 2 * 4096 > total - used:
             raise DeployError("flash is full: %d bytes free, the transfer needs %d" % (total - used, size))
         self.flash.makedirs(STAGE)
@@ -261,7 +270,7 @@ class Installer:
         xfer = body.get("xfer", "") if isinstance(body, dict) else ""
         try:
             if kind == "put":
-                have = self.begin(xfer, int(body["size"]), bytes(body["sha256"]))
+                have = self.begin(xfer, int(body["size"]), bytes(body["sha256"]), agent_id)
                 send(agent_id, "put_ack", {"xfer": xfer, "offset": have, "probe": True})
                 if have == body["size"]:
                     self._complete(xfer, body.get("what"), agent_id, send)

@@ -146,3 +146,32 @@ def test_bridged_tools_become_procedural_memory_agents_can_search(mosquitto, tmp
     assert replies[1]["error"] == "mem.put failed: the tools scope is read-only: the gateway fills it from its MCP " \
                                   "servers"
     assert again == 0  # indexed once, not again on the next start
+
+
+def test_the_registered_manifests_budgets_apply_not_the_ones_a_board_announces(mosquitto, tmp_path):
+    from helpers import build_bundle
+    from test_fleet_durability import BURST, PERMS
+
+    from microfang.gateway.store import Store
+
+    announced = build_bundle(BURST, **PERMS)  # no budgets: what a tampered board would claim
+    installed = bundle.decode(build_bundle(BURST, **PERMS, **{"budgets.requests_per_s": 1}))[0]
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
+                           quiet=True) as gw:
+            board, _ = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port, outbox_bytes=64 * 1024)
+            gw.store.register_manifest("b1", installed)
+            board.spawn(announced)
+            run = asyncio.create_task(board.run(10_000))
+            log = board.supervisor.log("burst")
+            await wait_until(lambda: log.last_seq >= 120, 10)
+            board.stop()
+            await run
+            return [cbor.loads(p) for _, p in log.records()]
+
+    replies = asyncio.run(scenario())
+    store = Store(tmp_path / "gw.db")
+    assert store.agent_budgets()[("b1", "burst")] == {"requests_per_s": 1, "llm_tokens_per_hour": 0}
+    store.close()
+    assert sum(1 for r in replies if not r["ok"]) >= 100  # rate limited at the registered 1 request/s

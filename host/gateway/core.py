@@ -291,9 +291,16 @@ class Gateway:
         elif doc["kind"] == "agent":
             body = doc["body"] if isinstance(doc["body"], dict) else {}
             budgets = body.get("budgets") if isinstance(body.get("budgets"), dict) else {}
+            detail: dict[str, Any] = {"version": body.get("version"), "budgets": budgets}
+            registered = self.manifest_of(device, agent)
+            if registered is not None:
+                # The installed manifest's budgets apply, not what the board says about itself.
+                if registered.get("budgets", {}) != budgets or registered["version"] != body.get("version"):
+                    detail["registered"] = {"version": registered["version"], "budgets": registered.get("budgets")}
+                budgets = registered.get("budgets", {})
             self.store.set_agent(device, agent, int(body.get("version", 0)), budgets)
             self.router.set_limits(device, agent, budgets)
-            self.store.audit(device, agent, "spawned", {"version": body.get("version"), "budgets": budgets})
+            self.store.audit(device, agent, "spawned", detail)
         elif doc["kind"] in BOARD_KINDS:
             self.transfers.on_board(device, agent, doc["kind"], doc["body"])
         elif doc["kind"] == "publish":

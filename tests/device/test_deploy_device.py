@@ -131,6 +131,18 @@ def test_chunked_transfer_resumes_where_the_board_stopped(bundle):
     b.close()
 
 
+def test_a_new_transfer_for_an_agent_discards_its_unfinished_one(bundle):
+    b = Board()
+    data = bundles.sign(bundle("hello"), KEY)
+    digest = hashlib.sha256(data).digest()
+    b.installer.begin("old", len(data), digest, "a1")
+    b.installer.chunk("old", 0, data[:100])
+    b.installer.begin("other", len(data), digest, "b2")
+    b.installer.begin("new", len(data), digest, "a1")
+    assert b.flash.listdir("/stage") == ["new.meta", "new.part", "other.meta", "other.part"]
+    b.close()
+
+
 def test_damaged_transfer_is_refused(bundle):
     b = Board()
     data = bundles.sign(bundle("hello"), KEY)
