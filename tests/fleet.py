@@ -39,3 +39,35 @@ async def wait_until(check, seconds: float = 10.0) -> bool:
             return True
         await asyncio.sleep(0.02)
     return False
+
+
+def agent_replies(port: int, tmp_path, data: bytes, expect: int, *, agent: str = "chain", registered=None,
+                  settings: dict | None = None, then=None, seconds: float = 20.0, **board_config: object):
+    """One board running bundle `data` against a gateway (with `settings` services) on the
+    broker at `port`, until the agent's memory log holds `expect` replies (agents.request_chain
+    appends each reply there). `registered`: the manifest the host installed (None: none).
+    `then(gw, services)`, awaited before the gateway closes, may inspect them. Returns (replies, audit
+    actions, what `then` returned)."""
+    from microfang.firmware import cbor
+    from microfang.gateway import Gateway, Router
+    from microfang.gateway.services import Services
+
+    db = tmp_path / "gw.db"
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{port}", db=db, router=Router(), quiet=True) as gw:
+            async with Services(gw, {"db": db, **(settings or {})}) as services:
+                board, _ = make_board("b1", gw.add_device("b1", fleet="test"), port, **board_config)
+                if registered is not None:
+                    gw.store.register_manifest("b1", registered)
+                board.spawn(data)
+                run = asyncio.create_task(board.run(int(seconds * 1000)))
+                log = board.supervisor.log(agent)
+                await wait_until(lambda: log.last_seq >= expect, seconds)
+                board.stop()
+                await run
+                extra = None if then is None else await then(gw, services)
+                audit = [r[0] for r in gw.store.db.execute("SELECT action FROM audit ORDER BY n")]
+                return [cbor.loads(p) for _, p in log.records()], audit, extra
+
+    return asyncio.run(scenario())

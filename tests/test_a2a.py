@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from agents import request_chain
 from brokers import free_port
-from fleet import make_board, wait_until
+from fleet import agent_replies, make_board, wait_until
 
 from microfang.firmware import bundle, cbor
 from microfang.gateway import Gateway, Router
@@ -100,25 +100,9 @@ def test_a_board_agent_calls_an_external_a2a_agent(mosquitto, tmp_path, planner)
              ("a2a.send", cbor.dumps({"peer": "planner", "text": "my api_key=abcdef123456 please"})),
              ("a2a.send", cbor.dumps({"peer": "weather", "text": "rain?"}))]
     chain = request_chain(steps, **{"sandbox.permissions.a2a_access": ["planner"]})
-    settings = {"db": tmp_path / "gw.db", "a2a": {"peers": {"planner": {"url": planner},
-                                                            "weather": {"url": planner}}}}
-
-    async def scenario():
-        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
-                           quiet=True) as gw:
-            async with Services(gw, settings):
-                board, _ = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)
-                gw.store.register_manifest("b1", bundle.decode(chain)[0])
-                board.spawn(chain)
-                run = asyncio.create_task(board.run(20_000))
-                log = board.supervisor.log("chain")
-                await wait_until(lambda: log.last_seq >= 3, 20)
-                board.stop()
-                await run
-                audit = [r[0] for r in gw.store.db.execute("SELECT action FROM audit ORDER BY n")]
-                return [cbor.loads(p) for _, p in log.records()], audit
-
-    replies, audit = asyncio.run(scenario())
+    settings = {"a2a": {"peers": {"planner": {"url": planner}, "weather": {"url": planner}}}}
+    replies, audit, _ = agent_replies(mosquitto.port, tmp_path, chain, 3, registered=bundle.decode(chain)[0],
+                                      settings=settings)
     assert replies[0]["ok"] and replies[0]["text"] == "plan for 'water the garden': 1) check 2) act 3) report"
     assert replies[1]["error"] == "a2a.send failed: blocked: the arguments carry credential assignment " \
                                   "(data_exfil_detection)"

@@ -1,44 +1,31 @@
 """tool.call through the gateway to a real MCP server process, with the guard at the gateway:
 permissions from the registered manifest, exfiltration blocked, output filtered, all audited."""
 
-import asyncio
 import sys
 from pathlib import Path
 
 from agents import request_chain
-from fleet import make_board, wait_until
+from fleet import agent_replies
 
 from microfang.bridges.guard import find_secrets, filter_output
 from microfang.firmware import bundle, cbor
-from microfang.gateway import Gateway, Router
-from microfang.gateway.services import Services
 
 SERVER = Path(__file__).parent / "mcp_tools_server.py"
 
 
+PARTS = {"mcp_servers": {"parts": {"command": [sys.executable, str(SERVER)]}}}
+
+
 def run_chain(mosquitto, tmp_path, steps, register=True, **manifest_changes):
-    """One board with a request_chain agent against a gateway bridged to the parts server;
-    returns the agent's replies and the gateway's audit actions."""
+    """A request_chain agent against a gateway bridged to the parts server: its replies, the
+    gateway's audit actions and its services' summary."""
     chain = request_chain(steps, **manifest_changes)
-    settings = {"db": tmp_path / "gw.db", "mcp_servers": {"parts": {"command": [sys.executable, str(SERVER)]}}}
 
-    async def scenario():
-        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
-                           quiet=True) as gw:
-            async with Services(gw, settings) as services:
-                board, _ = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)
-                if register:
-                    gw.store.register_manifest("b1", bundle.decode(chain)[0])
-                board.spawn(chain)
-                run = asyncio.create_task(board.run(20_000))
-                log = board.supervisor.log("chain")
-                await wait_until(lambda: log.last_seq >= len(steps), 20)
-                board.stop()
-                await run
-                audit = [r[0] for r in gw.store.db.execute("SELECT action FROM audit ORDER BY n")]
-                return [cbor.loads(p) for _, p in log.records()], audit, services.summary
+    async def summary(gw, services):
+        return services.summary
 
-    return asyncio.run(scenario())
+    return agent_replies(mosquitto.port, tmp_path, chain, len(steps), settings=PARTS, then=summary,
+                         registered=bundle.decode(chain)[0] if register else None)
 
 
 def call(name, **args):
@@ -95,21 +82,11 @@ def test_the_gateway_refuses_requests_the_registered_manifest_does_not_allow(mos
     installed = bundle.decode(build_bundle(HELLO_WAT, **{"sandbox.agent_id": "chain"}))[0]
     chain = request_chain([("echo", cbor.dumps("hi"))])
 
-    async def scenario():
-        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
-                           quiet=True) as gw:
-            board, _ = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)
-            gw.store.register_manifest("b1", installed)
-            board.spawn(chain)
-            run = asyncio.create_task(board.run(10_000))
-            log = board.supervisor.log("chain")
-            await wait_until(lambda: log.last_seq >= 1)
-            board.stop()
-            await run
-            audit = [r[0] for r in gw.store.db.execute("SELECT action FROM audit ORDER BY n")]
-            return [cbor.loads(p) for _, p in log.records()], audit, gw.metrics["denied"]
+    async def denied_count(gw, services):
+        return gw.metrics["denied"]
 
-    replies, audit, denied = asyncio.run(scenario())
+    replies, audit, denied = agent_replies(mosquitto.port, tmp_path, chain, 1, registered=installed,
+                                           then=denied_count)
     assert replies == [{"id": 1, "ok": False, "error": "request is not allowed by the agent's registered manifest"}]
     assert "request denied" in audit and denied == 1
 
@@ -123,25 +100,11 @@ def test_llm_answers_are_filtered_before_they_reach_a_board():
 def test_bridged_tools_become_procedural_memory_agents_can_search(mosquitto, tmp_path):
     steps = [("mem.search", cbor.dumps({"query": "where is a spare part kept", "scope": "tools", "k": 1})),
              ("mem.put", cbor.dumps({"text": "fake tool", "scope": "tools"}))]
-    settings = {"db": tmp_path / "gw.db", "memory": "minilm",
-                "mcp_servers": {"parts": {"command": [sys.executable, str(SERVER)]}}}
-    chain = request_chain(steps)
+    async def index_again(gw, services):
+        return await gw.memory.index_tools({"parts.lookup": "Where a spare part is kept."})
 
-    async def scenario():
-        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
-                           quiet=True) as gw:
-            async with Services(gw, settings):
-                board, _ = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)
-                board.spawn(chain)
-                run = asyncio.create_task(board.run(15_000))
-                log = board.supervisor.log("chain")
-                await wait_until(lambda: log.last_seq >= 2, 15)
-                board.stop()
-                await run
-                again = await gw.memory.index_tools({"parts.lookup": "Where a spare part is kept."})
-                return [cbor.loads(p) for _, p in log.records()], again
-
-    replies, again = asyncio.run(scenario())
+    replies, _, again = agent_replies(mosquitto.port, tmp_path, request_chain(steps), 2,
+                                      settings={"memory": "minilm", **PARTS}, then=index_again)
     assert replies[0]["results"][0]["text"] == "parts.lookup: Where a spare part is kept."
     assert replies[1]["error"] == "mem.put failed: the tools scope is read-only: the gateway fills it from its MCP " \
                                   "servers"
@@ -156,21 +119,8 @@ def test_the_registered_manifests_budgets_apply_not_the_ones_a_board_announces(m
 
     announced = build_bundle(BURST, **PERMS)  # no budgets: what a tampered board would claim
     installed = bundle.decode(build_bundle(BURST, **PERMS, **{"budgets.requests_per_s": 1}))[0]
-
-    async def scenario():
-        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
-                           quiet=True) as gw:
-            board, _ = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port, outbox_bytes=64 * 1024)
-            gw.store.register_manifest("b1", installed)
-            board.spawn(announced)
-            run = asyncio.create_task(board.run(10_000))
-            log = board.supervisor.log("burst")
-            await wait_until(lambda: log.last_seq >= 120, 10)
-            board.stop()
-            await run
-            return [cbor.loads(p) for _, p in log.records()]
-
-    replies = asyncio.run(scenario())
+    replies, _, _ = agent_replies(mosquitto.port, tmp_path, announced, 120, agent="burst", registered=installed,
+                                  seconds=10, outbox_bytes=64 * 1024)
     store = Store(tmp_path / "gw.db")
     assert store.agent_budgets()[("b1", "burst")] == {"requests_per_s": 1, "llm_tokens_per_hour": 0}
     store.close()
