@@ -247,19 +247,25 @@ class MemoryLog:
         kept, and its replication cursor: a migrated agent's log continues where it was."""
         if self._segments:
             raise LogError(abi.E_FULL, "memory log of agent %s is not empty" % self.agent_id)
-        chunk, first = [], 0
-        for seq, payload in records + [(0, None)]:
-            record = None if payload is None else _encode(seq, bytes(payload))
-            if chunk and (record is None or sum(len(r) for r in chunk) + len(record) > self.segment_max):
-                with self.flash.open(self._seg_path(first), "wb") as f:
-                    f.write(b"".join(chunk))
-                chunk = []
-            if record is not None:
-                first = first if chunk else seq
-                chunk.append(record)
+        chunk, first, size = [], 0, 0
+        for seq, payload in records:
+            record = _encode(seq, bytes(payload))
+            if chunk and size + len(record) > self.segment_max:
+                self._write_segment(first, chunk)
+                chunk, size = [], 0
+            if not chunk:
+                first = seq
+            chunk.append(record)
+            size += len(record)
+        if chunk:
+            self._write_segment(first, chunk)
         self._reload()
         self.acked = 0
         self.ack(acked)
+
+    def _write_segment(self, first, records):
+        with self.flash.open(self._seg_path(first), "wb") as f:
+            f.write(b"".join(records))
 
     def destroy(self):
         """Delete the log from flash (its agent moved away or was removed)."""
