@@ -55,5 +55,7 @@ def test_a_cached_scope_sees_what_is_added_after_it_was_loaded(tmp_path):
     s.add("agent:b/a", "semantic", "old", {}, unit(1))
     assert s.search("agent:b/a", unit(2), 1)[0]["text"] == "old"  # loads the scope into RAM
     s.add("agent:b/a", "semantic", "new", {}, unit(2))
+    s.add("agent:b/a", "procedural", "how-to", {}, unit(3) * 5)  # any length: searched at unit length
     assert s.search("agent:b/a", unit(2), 1)[0]["text"] == "new"
+    assert [(r["text"], r["score"]) for r in s.search("agent:b/a", unit(3), 1, "procedural")] == [("how-to", 1.0)]
     s.close()

@@ -62,6 +62,43 @@ def _connect(path: str) -> Any:
     return db
 
 
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+class _HotScope:
+    """One scope's vectors in RAM, at unit length. Adds do not copy the matrix: new rows wait in
+    `pending` and join it at the next search, so a burst of adds costs one copy, not one each."""
+
+    def __init__(self, ids: list[int], kinds: list[str], matrix: np.ndarray) -> None:
+        self.ids = ids
+        self.kinds = kinds
+        self.matrix = _unit(matrix)
+        self.pending: list[np.ndarray] = []
+        self._kinds: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return self.matrix.nbytes + sum(p.nbytes for p in self.pending)
+
+    def add(self, memory_id: int, kind: str, vector: np.ndarray) -> None:
+        self.ids.append(memory_id)
+        self.kinds.append(kind)
+        self.pending.append(_unit(np.asarray(vector, np.float32)[None, :]))
+        self._kinds = None
+
+    def rows(self) -> np.ndarray:
+        if self.pending:
+            self.matrix = np.vstack([self.matrix, *self.pending])
+            self.pending = []
+        return self.matrix
+
+    def kind_array(self) -> np.ndarray:
+        if self._kinds is None:
+            self._kinds = np.array(self.kinds)
+        return self._kinds
+
+
 class SqliteVectorStore:
     """Memories in one SQLite file; vectors in a sqlite-vec vec0 table partitioned by scope."""
 
@@ -69,7 +106,7 @@ class SqliteVectorStore:
         self.path = str(path)
         self.dim = dim
         self.cache_bytes = cache_bytes
-        self._hot: dict[str, tuple[list[int], list[str], np.ndarray]] = {}  # scope -> ids, kinds, vectors
+        self._hot: dict[str, _HotScope] = {}
         try:
             self.db = _connect(self.path)
         except sqlite3.DatabaseError as e:
@@ -105,24 +142,20 @@ class SqliteVectorStore:
             raise
         hot = self._hot.get(scope)
         if hot is not None:
-            ids, kinds, matrix = hot
-            self._hot[scope] = (ids + [memory_id], kinds + [kind],
-                                np.vstack([matrix, np.asarray(vector, np.float32)[None, :]]))
+            hot.add(memory_id, kind, vector)
         return memory_id
 
-    def _cached(self, scope: str) -> tuple[list[int], list[str], np.ndarray] | None:
+    def _cached(self, scope: str) -> _HotScope | None:
         hot = self._hot.get(scope)
         if hot is not None:
             return hot
         rows = self.count(scope)
-        used = sum(m.nbytes for _, _, m in self._hot.values())
+        used = sum(h.nbytes for h in self._hot.values())
         if rows == 0 or used + rows * self.dim * 4 > self.cache_bytes:
             return None
         found = self.db.execute("SELECT rowid, kind, embedding FROM memory_vectors WHERE scope = ?", (scope,)).fetchall()
         matrix = np.frombuffer(b"".join(r[2] for r in found), np.float32).reshape(len(found), self.dim)
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        hot = ([r[0] for r in found], [r[1] for r in found], matrix / np.maximum(norms, 1e-12))
-        self._hot[scope] = hot
+        hot = self._hot[scope] = _HotScope([r[0] for r in found], [r[1] for r in found], matrix)
         return hot
 
     def search(self, scope: str, vector: np.ndarray, k: int, kind: str | None = None) -> list[dict[str, Any]]:
@@ -139,13 +172,11 @@ class SqliteVectorStore:
         return [{"id": r[0], "score": round(1.0 - float(r[1]), 4), "kind": r[2], "text": r[3],
                  "meta": json.loads(r[4])} for r in rows]
 
-    def _search_hot(self, hot: tuple[list[int], list[str], np.ndarray], vector: np.ndarray, k: int,
-                    kind: str | None) -> list[dict[str, Any]]:
-        ids, kinds, matrix = hot
-        q = np.asarray(vector, np.float32)
-        scores = matrix @ (q / max(float(np.linalg.norm(q)), 1e-12))
+    def _search_hot(self, hot: _HotScope, vector: np.ndarray, k: int, kind: str | None) -> list[dict[str, Any]]:
+        ids = hot.ids
+        scores = hot.rows() @ _unit(np.asarray(vector, np.float32)[None, :])[0]
         if kind is not None:
-            scores = np.where(np.array(kinds) == kind, scores, -np.inf)
+            scores = np.where(hot.kind_array() == kind, scores, -np.inf)
         k = min(k, len(ids))
         top = np.argpartition(-scores, k - 1)[:k] if k else []
         top = [int(i) for i in sorted(top, key=lambda i: -scores[i]) if scores[i] > -np.inf]
