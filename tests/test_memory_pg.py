@@ -48,6 +48,7 @@ def test_kind_filter(store):
     store.add(scope, "procedural", "how to reset the pump", {}, unit(1))
     store.add(scope, "semantic", "the pump is blue", {}, unit(1))
     assert [r["text"] for r in store.search(scope, unit(1), 5, "procedural")] == ["how to reset the pump"]
+    assert store.texts(scope) == {"how to reset the pump", "the pump is blue"}
 
 
 def test_a_cached_scope_sees_what_is_added_after_it_was_loaded(tmp_path):

@@ -82,5 +82,8 @@ class PgVectorStore:
             return int(self.db.execute("SELECT count(*) FROM microfang_memories").fetchone()[0])
         return int(self.db.execute("SELECT count(*) FROM microfang_memories WHERE scope = %s", (scope,)).fetchone()[0])
 
+    def texts(self, scope: str) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT text FROM microfang_memories WHERE scope = %s", (scope,))}
+
     def close(self) -> None:
         self.db.close()

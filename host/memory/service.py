@@ -90,7 +90,7 @@ class VectorMemory:
         """Procedural memory of the bridged tools ({"server.tool": description}) in the tools
         scope, so agents can find the tool for a job; tools already indexed are skipped."""
         def work() -> int:
-            known = {r["text"] for r in self.store.search(TOOLS_SCOPE, self.embedder.embed(["tool"])[0], 1000)}
+            known = self.store.texts(TOOLS_SCOPE)
             texts = [f"{name}: {description}".strip() for name, description in sorted(tools.items())]
             texts = [t for t in texts if t not in known]
             for text, vector in zip(texts, self.embedder.embed(texts) if texts else []):

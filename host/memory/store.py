@@ -40,6 +40,8 @@ class VectorStore(Protocol):
 
     def count(self, scope: str | None = None) -> int: ...
 
+    def texts(self, scope: str) -> set[str]: ...
+
     def close(self) -> None: ...
 
 
@@ -192,6 +194,9 @@ class SqliteVectorStore:
         if scope is None:
             return int(self.db.execute("SELECT count(*) FROM memories").fetchone()[0])
         return int(self.db.execute("SELECT count(*) FROM memories WHERE scope = ?", (scope,)).fetchone()[0])
+
+    def texts(self, scope: str) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT text FROM memories WHERE scope = ?", (scope,))}
 
     def close(self) -> None:
         self.db.close()
