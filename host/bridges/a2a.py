@@ -184,7 +184,7 @@ class A2ABridge:
                 raise BridgeDenied("a2a.send needs peer (text) and text")
             manifest = self.gw.manifest_of(request.device, request.agent)
             check_access(manifest, "a2a_access", peer)
-            check_outbound(manifest, {"text": text}, [self.gw.devices.get(request.device, {}).get("key", b"")])
+            check_outbound(manifest, {"text": text}, self.gw.secrets_of(request.device))
             if peer not in self.peers:
                 raise BridgeDenied(f"no A2A peer {peer} (have: {', '.join(sorted(self.peers)) or 'none'})")
         except BridgeDenied as e:

@@ -66,13 +66,6 @@ class ToolBridge:
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
 
-    def _known_secrets(self, device: str) -> list[bytes]:
-        record = self.gw.devices.get(device, {})
-        keys = [record.get("key", b"")]
-        if self.gw.store is not None and record.get("fleet"):
-            keys.append(self.gw.store.sign_key(record["fleet"]))
-        return keys
-
     async def handle(self, request: Request) -> dict[str, Any]:
         body = request.body if isinstance(request.body, dict) else {}
         name, args = body.get("name"), body.get("args", {})
@@ -82,7 +75,7 @@ class ToolBridge:
                 raise BridgeDenied("tool.call needs name (text) and args (a map)")
             manifest = self.gw.manifest_of(request.device, request.agent)
             check_access(manifest, "tool_access", name)
-            check_outbound(manifest, args, self._known_secrets(request.device))
+            check_outbound(manifest, args, self.gw.secrets_of(request.device))
             if name not in self.tools:
                 raise BridgeDenied(f"no tool {name} (have: {', '.join(sorted(self.tools)) or 'none'})")
         except BridgeDenied as e:

@@ -380,6 +380,14 @@ class Gateway:
         permissions = manifest.get("permissions", {})
         return host_function in permissions.get("allowed", []) and host_function not in permissions.get("denied", [])
 
+    def secrets_of(self, device: str) -> list[bytes]:
+        """Keys that must never leave through a bridge: the device's and its fleet's signing key."""
+        record = self.devices.get(device)
+        if record is None or self.store is None:
+            return []
+        fleet_key = self.store.sign_key(record["fleet"], create=False)
+        return [record["key"]] + ([fleet_key] if fleet_key else [])
+
     def fleet_of(self, device: str) -> str | None:
         record = self.devices.get(device)
         return None if record is None else record["fleet"]

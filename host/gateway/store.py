@@ -145,11 +145,13 @@ class Store:
                         (device, fleet, key, time.time()))
         return key
 
-    def sign_key(self, fleet: str) -> bytes:
-        """The fleet's deploy signing key, created on first use."""
+    def sign_key(self, fleet: str, create: bool = True) -> bytes | None:
+        """The fleet's deploy signing key, created on first use (None if absent and not `create`)."""
         row = self.db.execute("SELECT sign_key FROM fleets WHERE name = ?", (fleet,)).fetchone()
         if row:
             return bytes(row[0])
+        if not create:
+            return None
         key = os.urandom(32)
         self.db.execute("INSERT INTO fleets (name, sign_key, created) VALUES (?, ?, ?)", (fleet, key, time.time()))
         return key
