@@ -18,13 +18,12 @@ Call: agents send `a2a.send` {peer, text}; the gateway checks the registered man
 from __future__ import annotations
 
 import asyncio
-import json
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 from microfang.bridges.guard import BridgeDenied, check_access, check_outbound, filter_output
-from microfang.firmware import cbor
 from microfang.firmware.errors import MicrofangError
+from microfang.gateway.core import publish_text
 from microfang.gateway.router import Request
 
 if TYPE_CHECKING:
@@ -32,17 +31,6 @@ if TYPE_CHECKING:
 
 ASK_TIMEOUT_S = 10.0
 SEND_TIMEOUT_S = 30.0
-
-
-def publish_text(body: Any) -> str:
-    """An agent's publish {topic, data} as text: CBOR text as is, other CBOR as JSON."""
-    data = body.get("data") if isinstance(body, dict) else body
-    if isinstance(data, (bytes, bytearray)):
-        try:
-            data = cbor.loads(bytes(data), max_bytes=len(data))
-        except cbor.CBORError:
-            return bytes(data).decode("utf-8", "replace")
-    return data if isinstance(data, str) else json.dumps(data, default=lambda v: v.hex() if isinstance(v, bytes) else str(v))
 
 
 class FleetExecutor:

@@ -17,6 +17,7 @@ redeliveries harmless.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import time
@@ -34,6 +35,17 @@ from microfang.gateway.transfers import BOARD_KINDS, Transfers
 
 _TOPIC = re.compile(r"^mf/([^/]+)/([^/]+)/(status|tele|up|log)(?:/([a-z0-9][a-z0-9_-]{0,31}))?$")
 DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", "unknown-agent")
+
+
+def publish_text(body: Any) -> str:
+    """An agent's publish {topic, data} as text: CBOR text as is, other CBOR as JSON."""
+    data = body.get("data") if isinstance(body, dict) else body
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            data = cbor.loads(bytes(data), max_bytes=len(data))
+        except cbor.CBORError:
+            return bytes(data).decode("utf-8", "replace")
+    return data if isinstance(data, str) else json.dumps(data, default=lambda v: v.hex() if isinstance(v, bytes) else str(v))
 
 
 def parse_broker(url: str) -> tuple[str, int, bool]:

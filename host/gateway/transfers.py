@@ -126,7 +126,7 @@ class Transfers:
 
     async def _command(self, row: dict[str, Any]) -> None:
         """A message to an agent (waits for what it publishes), or suspend/resume/reclaim."""
-        from microfang.bridges.a2a import publish_text
+        from microfang.gateway.core import publish_text  # here: core imports this module
 
         device, agent, kind = row["device"], row["agent"], row["kind"]
         timeout = 10.0
