@@ -8,7 +8,6 @@ table, app) and written in one go, or saved as one merged image with --out.
 
 from __future__ import annotations
 
-import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from microfang.boards import BOARD_DEFS, TABLE_BYTES, TABLE_OFFSET, Board, parse
 from microfang.firmware.bundle import decode
 from microfang.firmware.errors import BundleError, MicrofangError
 from microfang.gateway.core import parse_broker
-from microfang.gateway.store import Store
+from microfang.ops import create_store
 from microfang.provision import BLOCK, write_image
 
 _IMAGE_MAGIC = 0xE9  # first byte of every ESP app and bootloader image
@@ -30,22 +29,15 @@ def board_def(name: str) -> type[Board]:
     return spec
 
 
-def board_config(db: Path, device: str, fleet: str, broker: str, wifi: str | None, wifi_password: str | None,
-                 bundles: list[bytes]) -> dict:
-    """The board's /config.cbor: its identity from the gateway registry (created if new). The
-    agents' manifests are registered too: the gateway enforces their permissions."""
-    try:
-        store = Store(db)
-    except sqlite3.DatabaseError as e:
-        raise MicrofangError(f"{db}: not a gateway database ({e})") from None
+def board_config(db: Path, device: str, fleet: str, broker: str, wifi: str | None, wifi_password: str | None) -> dict:
+    """The board's /config.cbor: its identity from the gateway registry (created if new)."""
+    store = create_store(db)
     try:
         known = store.devices().get(device)
         if known is not None and known["fleet"] != fleet:
             raise MicrofangError(f"device {device!r} is registered in fleet {known['fleet']!r}, not {fleet!r}")
         key = store.add_device(device, fleet)
         sign_key = store.sign_key(fleet)
-        for data in bundles:
-            store.register_manifest(device, decode(data)[0])
     finally:
         store.close()
     host, port, tls = parse_broker(broker)
@@ -54,6 +46,17 @@ def board_config(db: Path, device: str, fleet: str, broker: str, wifi: str | Non
     if wifi:
         config["wifi"] = {"ssid": wifi, "password": wifi_password or ""}
     return config
+
+
+def register_agents(db: Path, device: str, bundles: list[bytes]) -> None:
+    """Once the board holds them: the agents' manifests, from which the gateway takes their
+    permissions."""
+    store = create_store(db)
+    try:
+        for data in bundles:
+            store.register_manifest(device, decode(data)[0])
+    finally:
+        store.close()
 
 
 def read_agents(paths: list[Path]) -> list[bytes]:
@@ -176,14 +179,16 @@ def flash(board: str, device: str, *, fleet: str = "default", db: Path = Path("g
     bundles = read_agents(agents or [])
     fw, fw_path = read_firmware(spec, firmware)
     check_firmware(spec, fw, fw_path)
-    vfs = data_image(spec, board_config(db, device, fleet, broker, wifi, wifi_password, bundles), bundles)
+    vfs = data_image(spec, board_config(db, device, fleet, broker, wifi, wifi_password), bundles)
     if out is not None:
         image = merged_image(spec, fw, vfs)
         out.write_bytes(image)
+        register_agents(db, device, bundles)
         part = spec.data_partition()
         console.info(f"{out}: {len(image):,} bytes for {spec.NAME}: firmware at {spec.FIRMWARE_OFFSET:#x}, "
                      f"{part.name} ({len(bundles)} agents, device {device}) at {part.offset:#x}")
         return
     assert port is not None
     write_board(spec, port, fw, vfs)
+    register_agents(db, device, bundles)
     console.info(f"{port}: {spec.NAME} flashed as device {device} of fleet {fleet} with {len(bundles)} agents")

@@ -13,13 +13,19 @@ from microfang.firmware.errors import MicrofangError
 from microfang.gateway.store import Store
 
 
-def open_store(db: Path) -> Store:
-    if not db.is_file():
-        raise MicrofangError(f"{db}: no gateway database (start `microfang gateway --db {db}` first)")
+def create_store(db: Path) -> Store:
+    """The gateway database at `db`, created if missing (registering devices needs no gateway)."""
     try:
         return Store(db)
     except sqlite3.DatabaseError as e:
         raise MicrofangError(f"{db}: not a gateway database ({e})") from None
+
+
+def open_store(db: Path) -> Store:
+    """The gateway database at `db`, which must exist."""
+    if not db.is_file():
+        raise MicrofangError(f"{db}: no gateway database (start `microfang gateway --db {db}` first)")
+    return create_store(db)
 
 
 def status(db: Path) -> None:
@@ -57,10 +63,7 @@ def audit_verify(db: Path) -> None:
 
 
 def add_key(db: Path, device: str, fleet: str) -> None:
-    try:
-        store = Store(db)
-    except sqlite3.DatabaseError as e:
-        raise MicrofangError(f"{db}: not a gateway database ({e})") from None
+    store = create_store(db)
     try:
         key = store.add_device(device, fleet)
         store.sign_key(fleet)  # the fleet's deploy signing key, written to its boards by `microfang flash`

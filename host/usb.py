@@ -9,7 +9,6 @@ agent's status is read back, and the loop is started again. PORT is anything mpr
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
@@ -17,7 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 from microfang import console
 from microfang.deploy import read_bundle, signed_for
 from microfang.firmware.errors import MicrofangError
-from microfang.gateway.store import Store
+from microfang.ops import open_store
 
 _MAIN = "import microfang.firmware.main as _mf\n"
 _STAGED = "/stage/usb.mfs"
@@ -54,6 +53,8 @@ def _run(transport, code: str) -> str:  # noqa: ANN001
 def deploy_usb(path: Path, port: str, db: Path) -> None:
     """Install a bundle on the board on `port`, signed with its fleet's key from the registry."""
     data = read_bundle(path)
+    if not db.is_file():  # checked before the board is interrupted
+        raise MicrofangError(f"{db}: no registry, and the fleet's signing key is kept there (pass --db)")
     transport = _open(port)
     try:
         identity = _run(transport, "print(_mf.BOARD.device if _mf.BOARD else '', "
@@ -61,12 +62,7 @@ def deploy_usb(path: Path, port: str, db: Path) -> None:
         if len(identity) != 2:
             raise MicrofangError(f"{port}: the board is not running the microfang firmware (no booted board)")
         device, fleet = identity
-        try:
-            store = Store(db) if db.is_file() else None
-        except sqlite3.DatabaseError as e:
-            raise MicrofangError(f"{db}: not a gateway database ({e})") from None
-        if store is None:
-            raise MicrofangError(f"{db}: no registry to sign with (the fleet's key is there); pass --db or a signed .mfs")
+        store = open_store(db)
         try:
             signed, manifest = signed_for(store, fleet, data, path)
         finally:
