@@ -18,10 +18,24 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from microfang.firmware.errors import MicrofangError
-from microfang.gateway.store import JOB_ACTIVE
+from microfang.gateway.store import JOB_ACTIVE, Store
 from microfang.ops import open_store
 
 POLL_S = 0.05
+
+
+async def _wait(store: Store, job: int, timeout: float, what: str) -> dict[str, Any]:
+    """The job's row once the gateway has ended it; a ToolError if it failed or never ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        [row] = store.jobs([job])
+        if row["state"] not in JOB_ACTIVE:
+            if row["state"] == "failed":
+                raise ToolError(row["detail"])
+            return row
+        await asyncio.sleep(POLL_S)
+    raise ToolError(f"the gateway did not carry out the {what} in {timeout:.0f} s (is `microfang gateway` running "
+                    "on this database?)")
 
 
 async def _run_job(db: Path, kind: str, device: str, agent: str, data: bytes | None, timeout: float) -> str:
@@ -29,19 +43,9 @@ async def _run_job(db: Path, kind: str, device: str, agent: str, data: bytes | N
     try:
         if device not in store.devices():
             raise ToolError(f"no device {device!r} in this fleet")
-        job = store.add_job(kind, device, agent, data)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            [row] = store.jobs([job])
-            if row["state"] not in JOB_ACTIVE:
-                if row["state"] == "failed":
-                    raise ToolError(row["detail"])
-                return row["detail"]
-            await asyncio.sleep(POLL_S)
+        return (await _wait(store, store.add_job(kind, device, agent, data), timeout, kind))["detail"]
     finally:
         store.close()
-    raise ToolError(f"the gateway did not carry out the {kind} in {timeout:.0f} s (is `microfang gateway` running "
-                    "on this database?)")
 
 
 def add_control_tools(server: MCPServer, db: Path) -> None:
@@ -62,17 +66,10 @@ def add_control_tools(server: MCPServer, db: Path) -> None:
             raise ToolError(str(e)) from None
         store = open_store(db)
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                [row] = store.jobs([job])
-                if row["state"] not in JOB_ACTIVE:
-                    if row["state"] == "failed":
-                        raise ToolError(row["detail"])
-                    return f"{row['agent']} on {device}: {row['detail']}"
-                await asyncio.sleep(POLL_S)
+            row = await _wait(store, job, 60, "deploy")
         finally:
             store.close()
-        raise ToolError("the deploy did not finish in 60 s (is `microfang gateway` running on this database?)")
+        return f"{row['agent']} on {device}: {row['detail']}"
 
     async def lifecycle(kind: str, device: str, agent: str) -> str:
         return await _run_job(db, kind, device, agent, None, 15)
