@@ -23,36 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_fleet import drive, make_boards, start_gateway  # noqa: E402
+from bench_fleet import drive, make_boards, pump, start_gateway  # noqa: E402
 from results_file import save  # noqa: E402
 from brokers import Mosquitto  # noqa: E402
-from helpers import agent_wat, build_bundle  # noqa: E402
 
 from microfang.firmware import bundle, cbor  # noqa: E402
 from microfang.gateway.store import Store  # noqa: E402
 
 WINDOW = 16
-
-
-def pump(kind: str, body: bytes, total: int) -> bytes:
-    """Keeps WINDOW requests of `kind` in flight until `total` were sent."""
-    k = "".join(f"\\{b:02x}" for b in kind.encode())
-    b = "".join(f"\\{x:02x}" for x in body)
-    wat = agent_wat(f"""
-  (data (i32.const 0) "{k}")
-  (data (i32.const 200) "{b}")
-  (global $sent (mut i32) (i32.const 0))
-  (func $ask (drop (call $request (i32.const 0) (i32.const {len(kind)}) (i32.const 200) (i32.const {len(body)})))
-             (global.set $sent (i32.add (global.get $sent) (i32.const 1))))
-  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (local $i i32)
-    (if (i32.eq (local.get 0) (i32.const 1))
-      (then (loop $more (call $ask) (local.set $i (i32.add (local.get $i) (i32.const 1)))
-                        (br_if $more (i32.lt_u (local.get $i) (i32.const {WINDOW}))))))
-    (if (i32.and (i32.eq (local.get 0) (i32.const 4)) (i32.lt_u (global.get $sent) (i32.const {total})))
-      (then (call $ask)))
-    (i32.const 0))""", imports='(import "mf" "request" (func $request (param i32 i32 i32 i32) (result i32)))')
-    return build_bundle(wat, **{"sandbox.permissions.allowed_host_functions": ["request"], "sandbox.agent_id": "pump",
-                                "sandbox.fuel.max_fuel": 10**9, "sandbox.permissions.tool_access": ["parts.lookup"]})
 
 
 def bare_mcp(server: list[str], calls: int, concurrency: int) -> float:
@@ -76,7 +54,7 @@ def bare_mcp(server: list[str], calls: int, concurrency: int) -> float:
 
 
 def run(port: int, db: str, prefix: str, kind: str, body: bytes, boards_n: int, per_board: int) -> dict:
-    agent = pump(kind, body, per_board)
+    agent = pump(per_board, WINDOW, kind, body, **{"sandbox.permissions.tool_access": ["parts.lookup"]})
     boards = make_boards(db, port, boards_n, agent, prefix)
     store = Store(db)
     for board in boards:

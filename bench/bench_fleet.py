@@ -95,23 +95,26 @@ def bare_echo(port: int, total: int, window: int) -> dict:
 
 # ---- microfang round trips ------------------------------------------------------------------
 
-# Keeps WINDOW echo requests in flight: WINDOW on start, one more per reply, `total` in all.
-PUMP = agent_wat(
-    """
-  (data (i32.const 0) "echo")
+def pump(total: int, window: int, kind: str = "echo", body: bytes = b"\xf6", **manifest: object) -> bytes:
+    """An agent keeping `window` requests of `kind` (CBOR `body`) in flight: `window` on start,
+    one more per reply, `total` in all."""
+    k = "".join(f"\\{b:02x}" for b in kind.encode())
+    b = "".join(f"\\{x:02x}" for x in body)
+    wat = agent_wat(f"""
+  (data (i32.const 0) "{k}")
+  (data (i32.const 200) "{b}")
   (global $sent (mut i32) (i32.const 0))
-  (func $ask (drop (call $request (i32.const 0) (i32.const 4) (i32.const 100) (i32.const 1)))
+  (func $ask (drop (call $request (i32.const 0) (i32.const {len(kind)}) (i32.const 200) (i32.const {len(body)})))
              (global.set $sent (i32.add (global.get $sent) (i32.const 1))))
   (func (export "mf_on_event") (param i32 i32 i32) (result i32) (local $i i32)
-    (i32.store8 (i32.const 100) (i32.const 0xf6))  ;; CBOR null
     (if (i32.eq (local.get 0) (i32.const 1))
       (then (loop $more (call $ask) (local.set $i (i32.add (local.get $i) (i32.const 1)))
-                        (br_if $more (i32.lt_u (local.get $i) (i32.const WINDOW))))))
-    (if (i32.and (i32.eq (local.get 0) (i32.const 4)) (i32.lt_u (global.get $sent) (i32.const TOTAL)))
+                        (br_if $more (i32.lt_u (local.get $i) (i32.const {window}))))))
+    (if (i32.and (i32.eq (local.get 0) (i32.const 4)) (i32.lt_u (global.get $sent) (i32.const {total})))
       (then (call $ask)))
-    (i32.const 0))""",
-    imports='(import "mf" "request" (func $request (param i32 i32 i32 i32) (result i32)))',
-)
+    (i32.const 0))""", imports='(import "mf" "request" (func $request (param i32 i32 i32 i32) (result i32)))')
+    return build_bundle(wat, **{"sandbox.permissions.allowed_host_functions": ["request"], "sandbox.agent_id": "pump",
+                                "sandbox.fuel.max_fuel": 10**9, **manifest})
 
 
 def run_gateway(port: int, db: str, ready: multiprocessing.Event, stop: multiprocessing.Event,
@@ -177,10 +180,7 @@ async def drive(boards: list[Board], expect: int, limit_s: float, agent: str = "
 
 
 def microfang_round_trips(port: int, db: str, boards_n: int, per_board: int) -> dict:
-    wat = PUMP.replace("WINDOW", str(WINDOW)).replace("TOTAL", str(per_board))
-    bundle = build_bundle(wat, **{"sandbox.permissions.allowed_host_functions": ["request"],
-                                  "sandbox.agent_id": "pump", "sandbox.fuel.max_fuel": 10**9})
-    boards = make_boards(db, port, boards_n, bundle, "rt")
+    boards = make_boards(db, port, boards_n, pump(per_board, WINDOW), "rt")
     got, elapsed = asyncio.run(drive(boards, boards_n * per_board, 120))
     rtts = [r for b in boards for r in b.link.rtt_ms]
     return {"boards": boards_n, "round_trips": got, "per_s": got / elapsed, "p50_ms": percentile(rtts, 0.5),
