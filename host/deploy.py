@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
 from microfang import console
-from microfang.firmware import bundle
+from microfang.firmware import bundle, cbor
 from microfang.firmware.errors import BundleError, MicrofangError
 from microfang.gateway.store import JOB_ACTIVE, Store
 from microfang.ops import open_store
@@ -22,21 +22,25 @@ def read_bundle(path: Path) -> bytes:
         raise MicrofangError(f"{path}: cannot read bundle ({e.strerror})") from None
 
 
+def _is_signed(data: bytes) -> bool:
+    try:
+        doc = cbor.loads(data, max_bytes=len(data))
+    except cbor.CBORError:
+        return False
+    return isinstance(doc, dict) and doc.get("format") == bundle.SIGNED_FORMAT
+
+
 def signed_for(store: Store, fleet: str, data: bytes, path: Path) -> tuple[bytes, dict]:
-    """Sign a bundle with the fleet's key (a bundle already signed passes through); return it
-    with the manifest inside."""
+    """Sign a bundle with the fleet's key (a bundle already signed is checked against it and
+    passes through); return it with the manifest inside."""
+    key = store.sign_key(fleet)
+    signed = _is_signed(data)
     try:
-        inner = bundle.open_signed(data, store.sign_key(fleet))
-        signed = data
-    except BundleError as e:
-        if "not a signed bundle" not in str(e):
-            raise MicrofangError(f"{path}: {e}") from None
-        inner, signed = data, None
-    try:
+        inner = bundle.open_signed(data, key) if signed else data
         manifest, _ = bundle.decode(inner)
     except BundleError as e:
         raise MicrofangError(f"{path}: {e}") from None
-    return signed or bundle.sign(inner, store.sign_key(fleet)), manifest
+    return (data if signed else bundle.sign(inner, key)), manifest
 
 
 def queue_deploy(db: Path, path: Path, devices: list[str] | None = None, fleet: str | None = None) -> list[int]:
