@@ -35,6 +35,8 @@ def decode(data):
     """Return (manifest, wasm) from bundle bytes, or raise BundleError naming the problem."""
     if len(data) > MAX_BUNDLE:
         raise BundleError("bundle of %d bytes is over the %d byte limit" % (len(data), MAX_BUNDLE))
+    if not data or data[0] >> 5 != 5:  # not even a CBOR map: a manifest, a source file, a module
+        raise BundleError("not a bundle: build one with `microfang build`")
     try:
         doc = cbor.loads(data, max_bytes=MAX_BUNDLE)
     except cbor.CBORError as e:

@@ -42,13 +42,14 @@ def report(agent_id, kind, text):
 BOARD = None  # the running board, for the REPL
 
 
-def boot(flash, seconds=None):
-    global BOARD
+def load(flash, report=report, sensors=None):
+    """The board this flash describes: its config, its installer's unfinished work recovered,
+    every agent in /agents spawned (the simulator boots its in-process boards the same way)."""
     config = read_config(flash)
     wifi = config.get("wifi")
     if wifi:
         port.connect_wifi(wifi["ssid"], wifi["password"])
-    board = Board(config, flash, report=report)
+    board = Board(config, flash, report=report, sensors=sensors)
     board.link.installer.recover()
     for name in flash.listdir("/agents"):
         if name.endswith(".mfa"):
@@ -58,7 +59,12 @@ def boot(flash, seconds=None):
                 board.spawn(data)
             except MicrofangError as e:
                 report(name, "fault", "not started: %s" % e)
-    BOARD = board
+    return board
+
+
+def boot(flash, seconds=None):
+    global BOARD
+    BOARD = load(flash)
     run(seconds)
 
 

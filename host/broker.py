@@ -5,6 +5,7 @@ gateway and the boards at a real broker URL instead (docs/mosquitto/)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import socket
 import subprocess
@@ -61,6 +62,10 @@ def embedded() -> Iterator[int]:
     except ImportError:
         raise MicrofangError("no MQTT broker: install mosquitto (apt install mosquitto) or amqtt "
                              "(pip install amqtt), or pass --broker URL") from None
+    # amqtt logs warnings about its own defaults (no password file, idle clients) through the
+    # root logger's last-resort handler: they are not the user's business in a private broker.
+    for name in ("amqtt", "transitions"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     port = free_port()
     loop = asyncio.new_event_loop()
     config = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}}, "sys_interval": 0,

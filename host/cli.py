@@ -8,7 +8,8 @@ Usage:
   microfang port build [--board unix|esp32|esp32s3]
                                              build the MicroPython firmware, print its path
   microfang gateway [--broker URL] [--db F]  run the gateway (/healthz, /metrics on --http)
-  microfang sim [--boards N] [--agents a,b]  simulate a fleet against a gateway and broker
+  microfang sim [FLEET.toml | --boards N --agents a,b]
+                                             simulate a provisioned fleet against a gateway
   microfang status | audit verify | keys add the fleet, the audit chain, device keys
   microfang flash --board esp32 --device ID --broker URL (--port P | --out IMAGE) [--agents ...]
                                              provision a board and write it with esptool
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -290,26 +292,43 @@ def do_migrate(args: argparse.Namespace) -> None:
     wait(args.db, queue_migrate(args.db, args.agent, args.source, args.target), args.timeout)
 
 
+DEFAULT_SIM_AGENTS = ("echo", "hello", "threshold")
+
+
 def argparse_sim(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sim", help="simulate a fleet: N boards running the real firmware against a gateway")
-    p.add_argument("--boards", type=int, default=3)
-    p.add_argument("--agents", default="echo,hello,threshold",
-                   help="comma-separated example agents for every board (default echo,hello,threshold)")
+    p = sub.add_parser("sim", help="simulate a fleet: boards running the real firmware against a gateway",
+                       description="Simulate a fleet of provisioned boards (as `microfang flash` provisions real "
+                                   "ones) running the real firmware against a gateway: `deploy --fleet`, `migrate`, "
+                                   "`status` and `jobs` work against it from another terminal with the same --db.")
+    p.add_argument("fleet_file", type=Path, nargs="?", metavar="FLEET.toml",
+                   help="which boards run which agents, runtime and heap profile (format: docs/sim.md)")
+    p.add_argument("--boards", type=int, default=3, help="without a fleet file: how many boards (default 3)")
+    p.add_argument("--agents", default=",".join(DEFAULT_SIM_AGENTS),
+                   help="without a fleet file: comma-separated example names, manifests (.toml) or bundles (.mfa) "
+                        "for every board (default %(default)s)")
+    p.add_argument("--fleet", default="sim", help="without a fleet file: the fleet's name (default sim)")
     p.add_argument("-t", "--seconds", type=float, default=10.0, help="how long to run (default 10; 0: forever)")
-    p.add_argument("--broker", help="MQTT broker URL (default: start a private mosquitto)")
-    p.add_argument("--db", type=Path, help="gateway database (default: a temporary one)")
+    p.add_argument("--broker", help="MQTT broker URL (default: start a private one)")
+    p.add_argument("--db", type=Path, default=Path("gateway.db"),
+                   help="the gateway's database, where the boards are registered (default gateway.db)")
     p.add_argument("--runtime", choices=["cpython", "micropython"], default="cpython",
-                   help="cpython: boards in this process; micropython: each board a MicroPython process "
-                        "(microfang's unix port with an ESP32 heap, booting from its own flash image)")
+                   help="without a fleet file: cpython (boards in this process) or micropython (each board a "
+                        "MicroPython process booting from its own flash image)")
+    p.add_argument("--profile", default="esp32", help="heap profile of MicroPython boards: esp32 (110 KB) or "
+                                                      "esp32s3-psram (default esp32)")
 
 
 def do_sim(args: argparse.Namespace) -> None:
-    from microfang.sim import run_sim
+    from microfang.sim import plan_from_flags, read_fleet_file, run_sim
 
-    if args.boards < 1:
-        raise MicrofangError("--boards must be at least 1")
-    metrics = run_sim(args.boards, [a for a in args.agents.split(",") if a], args.seconds or None, args.broker,
-                      args.db, args.runtime)
+    if args.seconds < 0:
+        raise MicrofangError("--seconds must be 0 (forever) or positive")
+    if args.fleet_file is not None:
+        plan = read_fleet_file(args.fleet_file)
+    else:
+        plan = plan_from_flags(args.boards, [a for a in args.agents.split(",") if a], args.runtime, args.profile,
+                               args.fleet)
+    metrics = run_sim(plan, args.seconds or None, args.broker, args.db)
     dropped = sum(v for k, v in metrics.items() if k.startswith("dropped_"))
     console.info(f"gateway: {metrics['messages']} messages, {metrics['requests']} requests, "
                  f"{metrics['replies']} replies, {metrics['telemetry']} telemetry reports, {dropped} dropped")
@@ -391,11 +410,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt_on_hangup_and_term() -> None:
+    """SIGHUP (its terminal closed) and SIGTERM end a command as Ctrl-C does: context managers
+    unwind, so private brokers, board processes and temp folders are cleaned up."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command is None:
         parser().print_help()
         return 2
+    _interrupt_on_hangup_and_term()
     try:
         _COMMANDS[args.command][0](args)
     except MicrofangError as e:

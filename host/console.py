@@ -6,7 +6,8 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.live import Live
 
 out = Console(highlight=False)
 if not out.is_terminal:
@@ -29,6 +30,16 @@ def die(message: str, code: int = 1) -> int:
     # Plain print, not rich: an error stays one line however narrow the terminal.
     print(f"microfang: {message}", file=sys.stderr, flush=True)
     return code
+
+
+@contextmanager
+def live(renderable: RenderableType, refresh_per_second: float = 2) -> Iterator[Live]:
+    """A view redrawn in place (the sim and demo tables); `.update(renderable)` redraws it.
+    Piped, rich leaves the last frame without its newline: add it so later lines start clean."""
+    with Live(renderable, console=out, refresh_per_second=refresh_per_second) as view:
+        yield view
+    if not out.is_terminal:
+        out.line()
 
 
 @contextmanager

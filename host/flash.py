@@ -30,13 +30,14 @@ def board_def(name: str) -> type[Board]:
 
 
 def board_config(db: Path, device: str, fleet: str, broker: str, wifi: str | None, wifi_password: str | None) -> dict:
-    """The board's /config.cbor: its identity from the gateway registry (created if new)."""
+    """The board's /config.cbor: a fresh identity in the gateway registry (created if new; a
+    device flashed again gets a new key and starts its sequence numbers over)."""
     store = create_store(db)
     try:
         known = store.devices().get(device)
         if known is not None and known["fleet"] != fleet:
             raise MicrofangError(f"device {device!r} is registered in fleet {known['fleet']!r}, not {fleet!r}")
-        key = store.add_device(device, fleet)
+        key = store.provision_device(device, fleet)
         sign_key = store.sign_key(fleet)
     finally:
         store.close()

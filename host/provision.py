@@ -1,7 +1,7 @@
 """Board flash images: config, key and agents laid out the way firmware/main.py boots them.
 
-Used by `microfang sim --runtime micropython` now; `microfang flash` writes the same layout to
-a board's data partition.
+Used by `microfang sim` (files for MicroPython boards, RAM for in-process ones) and by
+`microfang flash`, which writes the same layout to a board's data partition.
 """
 
 from __future__ import annotations
@@ -17,11 +17,8 @@ BLOCK = 4096
 BLOCKS = 64
 
 
-def write_image(path: Path, config: dict, bundles: list[bytes], blocks: int = BLOCKS) -> None:
-    """Create (or overwrite) a flash image holding /config.cbor and /agents/<id>.mfa."""
-    path.unlink(missing_ok=True)
-    device = FileBlockDevice(str(path), BLOCK, blocks)
-    flash = Flash(device)
+def write_flash(flash: Flash, config: dict, bundles: list[bytes]) -> None:
+    """Lay out /config.cbor and /agents/<id>.mfa on a mounted flash, as firmware/main.py boots them."""
     with flash.open("/config.cbor", "wb") as f:
         f.write(cbor.dumps(config))
     flash.makedirs("/agents")
@@ -29,5 +26,13 @@ def write_image(path: Path, config: dict, bundles: list[bytes], blocks: int = BL
         manifest, _ = decode(data)
         with flash.open(f"/agents/{manifest['agent_id']}.mfa", "wb") as f:
             f.write(data)
+
+
+def write_image(path: Path, config: dict, bundles: list[bytes], blocks: int = BLOCKS) -> None:
+    """Create (or overwrite) a flash image file holding /config.cbor and /agents/<id>.mfa."""
+    path.unlink(missing_ok=True)
+    device = FileBlockDevice(str(path), BLOCK, blocks)
+    flash = Flash(device)
+    write_flash(flash, config, bundles)
     flash.unmount()
     device.close()

@@ -1,173 +1,349 @@
 """`microfang sim`: a fleet of simulated boards against a real gateway and broker.
 
-Each board is the real firmware (Board: supervisor, sandboxes, memory logs, MQTT link) on
-CPython in this process, with its own LittleFS image in RAM and its own key. Without
-`--broker`, a private broker is started on a free localhost port (broker.py).
+Boards are provisioned exactly as `microfang flash` provisions real ones: a fresh identity in
+the gateway's registry (`--db`, default gateway.db), the fleet's signing key, /config.cbor and
+/agents on their flash, their agents' manifests registered. So `microfang deploy --fleet`,
+`migrate`, `status` and `jobs` work against a running sim from another terminal, with the
+same `--db`. Each board boots the real firmware the way firmware/main.py boots a board: in this
+process on CPython (flash in RAM), or as a MicroPython process (microfang's unix port at a
+board's heap profile, flash in an image file). Without `--broker`, a private broker is started
+on a free localhost port (broker.py).
+
+Which boards run which agents: `--boards N --agents a,b` (N identical boards), or a fleet file:
+
+    fleet = "garden"                # default "sim"
+    runtime = "cpython"             # every board's default: cpython | micropython
+    profile = "esp32"               # heap of MicroPython boards: esp32 | esp32s3-psram
+
+    [boards.kitchen]
+    agents = ["plant/agent.toml", "echo"]   # example names, manifests (built) or bundles (.mfa)
+
+    [boards.attic]
+    runtime = "micropython"         # no agents: a board to deploy or migrate to
+
+Agent paths are relative to the fleet file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import tempfile
 import time
+import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
 from microfang import console
+from microfang.boards import PROFILES
 from microfang.broker import local_broker
+from microfang.firmware import main as firmware_main
 from microfang.firmware.blockdev import RAMBlockDevice
 from microfang.firmware.board import Board
-from microfang.firmware.errors import MicrofangError
+from microfang.firmware.bundle import decode
+from microfang.firmware.errors import BundleError, MicrofangError
 from microfang.firmware.port import Flash
+from microfang.flash import board_config, register_agents
 from microfang.gateway import Gateway
+from microfang.provision import BLOCK, write_flash, write_image
+from microfang.sensors import SimulatedSensors
 from microfang.tools.build import SDK_DIR, build
 
 EXAMPLES = SDK_DIR / "examples"
-DEFAULT_AGENTS = ("echo", "hello", "threshold")
+RUNTIMES = ("cpython", "micropython")
+FLASH_BLOCKS = 64  # 256 KiB of LittleFS per board, as provision.write_image lays out
+TELEMETRY_MS = 5000
+
+
+def example_names() -> list[str]:
+    return sorted(p.name for p in EXAMPLES.iterdir() if (p / "agent.toml").is_file())
+
+
+def load_agent(spec: str, base: Path, tmp: Path) -> bytes:
+    """One agent's bundle from an example name, a manifest (.toml, built now) or a bundle (.mfa)."""
+    path = base / spec
+    if spec.endswith(".toml"):
+        if not path.is_file():
+            raise MicrofangError(f"{path}: no such manifest")
+        out, _ = build(path, tmp / f"{len(list(tmp.iterdir()))}.mfa")
+        return out.read_bytes()
+    if spec.endswith(".mfa"):
+        try:
+            data = path.read_bytes()
+            decode(data)
+        except OSError as e:
+            raise MicrofangError(f"{path}: cannot read bundle ({e.strerror})") from None
+        except BundleError as e:
+            raise MicrofangError(f"{path}: {e}") from None
+        return data
+    manifest = EXAMPLES / spec / "agent.toml"
+    if "/" in spec or not manifest.is_file():
+        raise MicrofangError(f"unknown agent {spec!r}: give a manifest (.toml), a bundle (.mfa) or an example "
+                             f"name ({', '.join(example_names())})")
+    out, _ = build(manifest, tmp / f"{spec}.mfa")
+    return out.read_bytes()
 
 
 def build_examples(names: list[str]) -> list[bytes]:
     """Bundles of the SDK's example agents, by name (tools/sdk/examples/<name>)."""
-    out = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            manifest = EXAMPLES / name / "agent.toml"
-            if not manifest.is_file():
-                raise MicrofangError(f"unknown example agent {name!r} (have: {', '.join(sorted(p.name for p in EXAMPLES.iterdir() if (p / 'agent.toml').is_file()))})")
-            path, _ = build(manifest, Path(tmp) / f"{name}.mfa")
-            out.append(path.read_bytes())
-    return out
+        return [load_agent(name, Path.cwd(), Path(tmp)) for name in names]
 
 
-def register_manifests(gateway: Gateway, device: str, bundles: list[bytes]) -> None:
-    """Record the agents a simulated board runs, as `microfang flash` does for a real one: the
-    gateway takes permissions (tools, A2A peers, shared memory) from these records."""
-    from microfang.firmware.bundle import decode
-
-    assert gateway.store is not None
-    for data in bundles:
-        gateway.store.register_manifest(device, decode(data)[0])
+@dataclass
+class BoardPlan:
+    name: str
+    agents: list[bytes] = field(default_factory=list)
+    runtime: str = "cpython"
+    profile: str = "esp32"
 
 
-def _table(boards: list[tuple[Board, dict]], gateway: Gateway, started: float) -> Table:
-    table = Table(title=f"microfang sim: {len(boards)} boards, {time.monotonic() - started:.0f} s, gateway "
-                        f"{gateway.metrics['requests']} requests / {gateway.metrics['replies']} replies")
-    for column in ("board", "link", "agents", "events", "fuel used", "sent", "received", "last log"):
-        table.add_column(column, justify="left" if column in ("board", "link", "last log") else "right")
-    for board, info in boards[:40]:
-        stats = board.supervisor.stats()
-        table.add_row(board.device, "online" if board.link.connected else "offline", str(len(stats)),
-                      str(sum(s["events"] for s in stats.values())), f"{sum(s['fuel_used'] for s in stats.values()):,}",
-                      str(board.link.stats["sent"]), str(board.link.stats["received"]), escape(info.get("last", "")[:40]))
-    if len(boards) > 40:
-        table.caption = f"... and {len(boards) - 40} more boards"
+@dataclass
+class FleetPlan:
+    fleet: str
+    boards: list[BoardPlan]
+
+
+def _valid_name(name: str) -> bool:
+    return re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name) is not None
+
+
+def _check_choice(where: str, value: Any, choices: tuple[str, ...] | list[str]) -> str:
+    if value not in choices:
+        raise MicrofangError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def plan_from_flags(boards: int, agents: list[str], runtime: str, profile: str, fleet: str) -> FleetPlan:
+    """N identical boards sim1..simN, each running every agent in `agents`."""
+    if boards < 1:
+        raise MicrofangError("--boards must be at least 1")
+    _check_choice("--profile", profile, sorted(PROFILES))
+    with tempfile.TemporaryDirectory() as tmp:
+        bundles = [load_agent(spec, Path.cwd(), Path(tmp)) for spec in agents]
+    width = len(str(boards))
+    return FleetPlan(fleet, [BoardPlan(f"sim{n + 1:0{width}d}", bundles, runtime, profile) for n in range(boards)])
+
+
+def read_fleet_file(path: Path) -> FleetPlan:
+    """A FleetPlan from a fleet file (format in this module's docstring)."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise MicrofangError(f"{path}: cannot read ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise MicrofangError(f"{path}: not TOML: {e}") from None
+    unknown = sorted(set(doc) - {"fleet", "runtime", "profile", "boards"})
+    if unknown:
+        raise MicrofangError(f"{path}: unknown key {unknown[0]!r} (have: fleet, runtime, profile, boards)")
+    fleet = doc.get("fleet", "sim")
+    if not isinstance(fleet, str) or not _valid_name(fleet):
+        raise MicrofangError(f"{path}: fleet: {fleet!r} is not a valid name (letters, digits, - and _)")
+    runtime = _check_choice(f"{path}: runtime", doc.get("runtime", "cpython"), RUNTIMES)
+    profile = _check_choice(f"{path}: profile", doc.get("profile", "esp32"), sorted(PROFILES))
+    tables = doc.get("boards")
+    if not isinstance(tables, dict) or not tables:
+        raise MicrofangError(f"{path}: boards: list at least one board as a [boards.NAME] table")
+    plans = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, table in tables.items():
+            where = f"{path}: boards.{name}"
+            if not _valid_name(name):
+                raise MicrofangError(f"{where}: not a valid board name (letters, digits, - and _)")
+            if not isinstance(table, dict):
+                raise MicrofangError(f"{where}: must be a table ([boards.{name}])")
+            extra = sorted(set(table) - {"agents", "runtime", "profile"})
+            if extra:
+                raise MicrofangError(f"{where}: unknown key {extra[0]!r} (have: agents, runtime, profile)")
+            specs = table.get("agents", [])
+            if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
+                raise MicrofangError(f"{where}.agents: must be a list of names or paths")
+            bundles = []
+            for spec in specs:
+                try:
+                    bundles.append(load_agent(spec, path.parent, Path(tmp)))
+                except MicrofangError as e:
+                    raise MicrofangError(f"{where}.agents: {e}") from None
+            plans.append(BoardPlan(name, bundles,
+                                   _check_choice(f"{where}.runtime", table.get("runtime", runtime), RUNTIMES),
+                                   _check_choice(f"{where}.profile", table.get("profile", profile), sorted(PROFILES))))
+    return FleetPlan(fleet, plans)
+
+
+def provision(plan: FleetPlan, db: Path, host: str, port: int) -> list[dict]:
+    """Register every board as `microfang flash` does; return their /config.cbor contents."""
+    configs = []
+    for board in plan.boards:
+        config = board_config(db, board.name, plan.fleet, f"mqtt://{host}:{port}", None, None)
+        config["telemetry_ms"] = TELEMETRY_MS
+        register_agents(db, board.name, board.agents)
+        configs.append(config)
+    return configs
+
+
+class InProcessBoard:
+    """The firmware on CPython in this process, booted from a RAM flash the way main.py boots."""
+
+    runtime = "cpython"
+
+    def __init__(self, plan: BoardPlan, config: dict, sensors: SimulatedSensors | None = None) -> None:
+        self.name = plan.name
+        self.last = ""
+        flash = Flash(RAMBlockDevice(BLOCK, FLASH_BLOCKS))
+        write_flash(flash, config, plan.agents)
+        self.board: Board = firmware_main.load(flash, report=self._report, sensors=sensors or SimulatedSensors())
+        self.task: asyncio.Task | None = None
+
+    def _report(self, agent_id: str, kind: str, text: str) -> None:
+        if kind in ("log", "fault"):
+            self.last = f"{agent_id}: {text}"
+
+    async def start(self, seconds: float | None) -> None:
+        self.task = asyncio.create_task(self.board.run(None if seconds is None else int(seconds * 1000)))
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def agents(self, gateway: Gateway) -> dict[str, dict]:
+        return self.board.supervisor.stats()
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.board.stop()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    def result(self) -> None:
+        if self.task is not None and self.task.done() and not self.task.cancelled():
+            self.task.result()  # a firmware bug in the simulator is a bug: keep its traceback
+
+
+class ProcessBoard:
+    """microfang's MicroPython (unix port) at a board's heap, booting from a flash image file."""
+
+    runtime = "micropython"
+
+    def __init__(self, plan: BoardPlan, config: dict, folder: Path, micropython: Path) -> None:
+        self.name = plan.name
+        self.last = ""
+        self.image = folder / f"{plan.name}.img"
+        write_image(self.image, config, plan.agents, FLASH_BLOCKS)
+        self.args = [str(micropython), "-X", PROFILES[plan.profile].heapsize_arg(), "-m", "microfang.firmware.main",
+                     str(self.image)]
+        self.proc: asyncio.subprocess.Process | None = None
+        self.reader: asyncio.Task | None = None
+
+    async def start(self, seconds: float | None) -> None:
+        args = self.args + ([] if seconds is None else [str(seconds)])
+        self.proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                         stderr=asyncio.subprocess.STDOUT)
+        self.reader = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            text = line.decode(errors="replace").strip()
+            if text:
+                self.last = text
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def agents(self, gateway: Gateway) -> dict[str, dict]:
+        tele = gateway.store.latest_telemetry(self.name) if gateway.store is not None else None
+        agents = tele.get("agents") if isinstance(tele, dict) else None
+        return agents if isinstance(agents, dict) else {}
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+        if self.reader is not None:
+            await asyncio.gather(self.reader, return_exceptions=True)
+
+    def result(self) -> None:
+        if self.proc is not None and self.proc.returncode not in (0, None, -15):
+            self.last = f"exited {self.proc.returncode}: {self.last}"
+
+
+SimBoard = InProcessBoard | ProcessBoard
+
+
+def view(boards: list[SimBoard], gateway: Gateway, fleet: str, started: float, db: Path, rows: int) -> Table:
+    """The live table: one row per board, kept to 80 columns and to `rows` rows."""
+    m = gateway.metrics
+    title = (f"sim {fleet}: {len(boards)} boards, {time.monotonic() - started:.0f} s, "
+             f"{m['requests']} requests / {m['replies']} replies")
+    table = Table(title=title, title_justify="left", expand=False, pad_edge=False, box=None,
+                  caption=f"deploy: microfang deploy BUNDLE --fleet {fleet} --db {db}", caption_justify="left",
+                  caption_style="dim")
+    table.add_column("board", no_wrap=True, max_width=14, overflow="ellipsis")
+    table.add_column("rt", no_wrap=True)
+    table.add_column("link", no_wrap=True)
+    table.add_column("agents", justify="right", no_wrap=True)
+    table.add_column("events", justify="right", no_wrap=True)
+    table.add_column("last log", no_wrap=True, overflow="ellipsis", max_width=36)
+    for b in boards[:rows]:
+        stats = b.agents(gateway)
+        events = sum(s.get("events", 0) for s in stats.values() if isinstance(s, dict))
+        online = gateway.devices.get(b.name, {}).get("online")
+        link = "online" if online else ("offline" if b.running else "stopped")
+        table.add_row(b.name, "mpy" if b.runtime == "micropython" else "py", link, str(len(stats)), f"{events:,}",
+                      escape(b.last))
+    if len(boards) > rows:
+        table.add_row(f"+{len(boards) - rows} more", "", "", "", "", "")
     return table
 
 
-async def simulate_micropython(boards: int, bundles: list[bytes], seconds: float | None, broker: str, db: Path,
-                               folder: Path) -> dict:
-    """Boards as real MicroPython processes (microfang's unix port, ESP32 heap), each booting
-    from its own flash image as a board does (firmware/main.py)."""
-    from microfang.boards import PROFILES
-    from microfang.provision import write_image
-    from microfang.tools import portbuild
+async def simulate(plan: FleetPlan, seconds: float | None, broker: str, db: Path, folder: Path) -> dict:
+    from microfang.gateway.core import parse_broker
 
-    with console.stage("port build --board unix") as step:
-        micropython = portbuild.build_unix(step)
+    host, port, _ = parse_broker(broker)
+    configs = provision(plan, db, host, port)  # before the gateway loads the registry
+    micropython = None
+    if any(b.runtime == "micropython" for b in plan.boards):
+        from microfang.tools import portbuild
+
+        with console.stage("port build --board unix") as step:
+            micropython = portbuild.build_unix(step)
     async with Gateway(broker=broker, db=db, quiet=True) as gateway:
-        procs = []
-        for n in range(boards):
-            device = f"mp{n:03d}"
-            key = gateway.add_device(device, fleet="sim")
-            register_manifests(gateway, device, bundles)
-            image = folder / f"{device}.img"
-            write_image(image, {"device": device, "fleet": "sim", "key": key, "host": gateway.host,
-                                "port": gateway.port, "telemetry_ms": 5000}, bundles)
-            args = [str(micropython), "-X", PROFILES["esp32"].heapsize_arg(), "-m", "microfang.firmware.main", str(image)]
-            if seconds is not None:
-                args.append(str(seconds))
-            proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
-                                                        stderr=asyncio.subprocess.STDOUT)
-            procs.append((device, proc, {"last": ""}))
-
-        async def follow(proc: asyncio.subprocess.Process, info: dict) -> None:
-            assert proc.stdout is not None
-            async for line in proc.stdout:
-                info["last"] = line.decode(errors="replace").strip()
-
-        readers = [asyncio.create_task(follow(p, info)) for _, p, info in procs]
+        boards: list[SimBoard] = []
+        for board, config in zip(plan.boards, configs):
+            if board.runtime == "micropython":
+                assert micropython is not None
+                boards.append(ProcessBoard(board, config, folder, micropython))
+            else:
+                boards.append(InProcessBoard(board, config))
         started = time.monotonic()
-
-        def table() -> Table:
-            t = Table(title=f"microfang sim (MicroPython): {len(procs)} boards, {time.monotonic() - started:.0f} s, "
-                            f"gateway {gateway.metrics['requests']} requests / {gateway.metrics['replies']} replies")
-            for column in ("board", "process", "presence", "last line"):
-                t.add_column(column)
-            for device, proc, info in procs:
-                state = "running" if proc.returncode is None else f"exited {proc.returncode}"
-                online = "online" if gateway.devices.get(device, {}).get("online") else "offline"
-                t.add_row(device, state, online, escape(info["last"][:60]))
-            return t
-
+        for b in boards:
+            await b.start(seconds)
+        rows = max(3, console.out.size.height - 6)
         try:
-            with Live(table(), console=console.out, refresh_per_second=2) as live:
-                while any(p.returncode is None for _, p, _ in procs):
+            with console.live(view(boards, gateway, plan.fleet, started, db, rows)) as live:
+                while any(b.running for b in boards):
                     await asyncio.sleep(0.5)
-                    live.update(table())
+                    live.update(view(boards, gateway, plan.fleet, started, db, rows))
         finally:
-            for _, proc, _ in procs:
-                if proc.returncode is None:
-                    proc.terminate()
-                    await proc.wait()
-            await asyncio.gather(*readers, return_exceptions=True)
+            for b in boards:
+                await b.stop()
+        for b in boards:
+            b.result()
         return dict(gateway.metrics)
 
 
-async def simulate(boards: int, bundles: list[bytes], seconds: float | None, broker: str, db: Path) -> dict:
-    fleet: list[tuple[Board, dict]] = []
-    async with Gateway(broker=broker, db=db, quiet=True) as gateway:
-        host, port = gateway.host, gateway.port
-        for n in range(boards):
-            device = f"sim{n:04d}"
-            key = gateway.add_device(device, fleet="sim")
-            info: dict = {}
-
-            def report(agent_id: str, kind: str, text: str, info: dict = info) -> None:
-                if kind in ("log", "fault"):
-                    info["last"] = f"{agent_id}: {text}"
-
-            flash = Flash(RAMBlockDevice(4096, 32))
-            board = Board({"device": device, "fleet": "sim", "key": key, "host": host, "port": port,
-                           "telemetry_ms": 5000}, flash, report=report)
-            for data in bundles:
-                board.spawn(data)
-            register_manifests(gateway, device, bundles)
-            fleet.append((board, info))
-        started = time.monotonic()
-        duration_ms = None if seconds is None else int(seconds * 1000)
-        runs = [asyncio.create_task(board.run(duration_ms)) for board, _ in fleet]
-        with Live(_table(fleet, gateway, started), console=console.out, refresh_per_second=2) as live:
-            while not all(r.done() for r in runs):
-                await asyncio.sleep(0.5)
-                live.update(_table(fleet, gateway, started))
-        for r in runs:
-            r.result()
-        return dict(gateway.metrics)
-
-
-def run_sim(boards: int, agents: list[str], seconds: float | None, broker: str | None, db: Path | None,
-            runtime: str = "cpython") -> dict:
-    bundles = build_examples(agents)  # first: a bad agent name fails before anything starts
+def run_sim(plan: FleetPlan, seconds: float | None, broker: str | None, db: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="microfang-sim-") as tmp:
-        db_path = db or Path(tmp) / "gateway.db"
 
         def go(url: str) -> dict:
-            if runtime == "micropython":
-                return asyncio.run(simulate_micropython(boards, bundles, seconds, url, db_path, Path(tmp)))
-            return asyncio.run(simulate(boards, bundles, seconds, url, db_path))
+            try:
+                return asyncio.run(simulate(plan, seconds, url, db, Path(tmp)))
+            except ConnectionError as e:
+                raise MicrofangError(str(e)) from None
 
         if broker is not None:
             return go(broker)

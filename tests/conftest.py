@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -13,3 +14,21 @@ def mosquitto(tmp_path):
     broker = Mosquitto(tmp_path).start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(tmp_path_factory):
+    """A PostgreSQL database with pgvector: MICROFANG_PG_DSN if set, else a private cluster on
+    127.0.0.1 for this session (tests/postgres.py). No PostgreSQL is a failure, not a skip:
+    tests/run installs it."""
+    from postgres import PostgresCluster, PostgresMissing
+
+    if os.environ.get("MICROFANG_PG_DSN"):
+        yield os.environ["MICROFANG_PG_DSN"]
+        return
+    try:
+        cluster = PostgresCluster(tmp_path_factory.mktemp("postgres")).start()
+    except PostgresMissing as e:
+        pytest.fail(str(e), pytrace=False)
+    yield cluster.dsn
+    cluster.stop()

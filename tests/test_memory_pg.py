@@ -1,8 +1,7 @@
 """The vector-store contract, run on every store microfang has: SQLite with hot scopes searched
-in RAM and with sqlite-vec searching on disk (no cache), always; PostgreSQL + pgvector when MICROFANG_PG_DSN names a database with the vector extension
-(this CI's PostgreSQL 15 has no pgvector package, so there that case is skipped and says so)."""
+in RAM and with sqlite-vec searching on disk (no cache), and PostgreSQL + pgvector (a private
+cluster started for the session, or MICROFANG_PG_DSN; tests/run installs both)."""
 
-import os
 import uuid
 
 import numpy as np
@@ -22,12 +21,9 @@ def store(request, tmp_path):
         s = SqliteVectorStore(tmp_path / "m.db", 384, "contract",
                               cache_bytes=0 if request.param == "sqlite-vec-on-disk" else 1 << 20)
     else:
-        dsn = os.environ.get("MICROFANG_PG_DSN")
-        if not dsn:
-            pytest.skip("no MICROFANG_PG_DSN: no PostgreSQL with pgvector on this machine")
         from microfang.memory.pg import PgVectorStore
 
-        s = PgVectorStore(dsn, 384, "contract")
+        s = PgVectorStore(request.getfixturevalue("pg_dsn"), 384, "contract")
     yield s
     s.close()
 

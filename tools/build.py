@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,16 @@ from microfang.tools.wasm import wasmtools
 from microfang.tools.wasm.meter import meter
 
 SDK_DIR = Path(__file__).parent / "sdk"
-# Small agents: a 1 KiB C stack at the bottom of linear memory, data right after it (FACTS.md).
-CLANG_FLAGS = [
-    "--target=wasm32", "-O2", "-nostdlib", "-ffreestanding", "-fno-builtin",
-    "-Wl,--no-entry", "-Wl,-z,stack-size=1024", "-Wl,--global-base=16",
+# C agents are compiled by zig's clang, from the `ziglang` wheel (a dependency): the same
+# compiler on every machine, so a source builds to the same bytes everywhere and nothing but
+# pip is needed. Small agents: a 1 KiB C stack at the bottom of linear memory (zig's wasm-ld
+# always puts the stack first, so data starts at --global-base, which must be >= the stack
+# size), one 64 KiB page declared; the manifest's memory cap then bounds what is really used.
+STACK_BYTES = 1024
+ZIG_CC = [sys.executable, "-m", "ziglang", "cc"]
+C_FLAGS = [
+    "--target=wasm32-freestanding", "-O2", "-nostdlib", "-ffreestanding", "-fno-builtin",
+    "-Wl,--no-entry", f"-Wl,-z,stack-size={STACK_BYTES}", f"-Wl,--global-base={STACK_BYTES}",
     "-Wl,--initial-memory=65536", "-Wl,--max-memory=65536", "-Wl,--strip-debug",
 ]
 
@@ -37,14 +43,16 @@ def compile_source(path: Path) -> bytes:
         raise WasmError(f"{path}: unknown agent source type (use .c, .wat or .wasm)")
     if not path.is_file():
         raise WasmError(f"{path}: no such file")
-    clang = shutil.which("clang")
-    if clang is None:
-        raise WasmError("clang is needed to build C agents (Debian: apt install clang lld)")
     with tempfile.TemporaryDirectory(prefix="microfang-") as tmp:
         out = Path(tmp) / path.with_suffix(".wasm").name
-        proc = subprocess.run([clang, *CLANG_FLAGS, f"-I{SDK_DIR}", "-o", str(out), str(path)],
-                              capture_output=True, text=True, check=False)
+        try:
+            proc = subprocess.run([*ZIG_CC, *C_FLAGS, f"-I{SDK_DIR}", "-o", str(out), str(path)],
+                                  capture_output=True, text=True, check=False)
+        except OSError as e:
+            raise WasmError(f"{path}: cannot start the C compiler ({ZIG_CC[0]} -m ziglang): {e.strerror}") from None
         if proc.returncode:
+            if "No module named ziglang" in proc.stderr:
+                raise WasmError(f"{path}: C agents are compiled with zig: pip install ziglang")
             first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip())
             raise WasmError(f"{path}: compile failed: {first}")
         return out.read_bytes()

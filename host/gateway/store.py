@@ -145,6 +145,18 @@ class Store:
                         (device, fleet, key, time.time()))
         return key
 
+    def provision_device(self, device: str, fleet: str) -> bytes:
+        """Give a device a fresh identity for a new flash image (`microfang flash`, the simulator):
+        a new HMAC key, sequence state started over (the new image counts from 1 again, and
+        messages signed with the old key are no longer accepted) and no agents registered yet."""
+        if self.db.execute("SELECT 1 FROM devices WHERE id = ?", (device,)).fetchone() is None:
+            return self.add_device(device, fleet)
+        key = os.urandom(32)
+        self.db.execute("UPDATE devices SET key = ?, up_window = NULL, down_seq = 0, online = 0 WHERE id = ?",
+                        (key, device))
+        self.db.execute("DELETE FROM agent_manifests WHERE device = ?", (device,))
+        return key
+
     def sign_key(self, fleet: str, create: bool = True) -> bytes | None:
         """The fleet's deploy signing key, created on first use (None if absent and not `create`)."""
         row = self.db.execute("SELECT sign_key FROM fleets WHERE name = ?", (fleet,)).fetchone()

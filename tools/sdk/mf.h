@@ -1,6 +1,6 @@
 /* mf.h: the microfang agent SDK for C (one header, no libc).
  *
- * Build with `microfang build agent.toml` (clang --target=wasm32, see tools/build.py).
+ * Build with `microfang build agent.toml` (zig cc --target=wasm32-freestanding, see tools/build.py).
  * An agent defines mf_on_event() and optionally mf_init(); this header provides mf_alloc(),
  * the host-function imports and a few helpers. Only the host functions listed in the
  * manifest's allowed_host_functions may be called: the build refuses the others.
@@ -81,7 +81,7 @@ static inline mf_i32 mf_cbor_head(const unsigned char *p, mf_i32 len, mf_i32 *ma
 }
 
 /* Find `key` in a flat CBOR map whose values are ints, simple values, text or byte strings
- * (what reply events carry). On success sets *out/*out_len to a text/byte value, or *out to 0
+ * (what reply events carry). On success sets *out and *out_len to a text/byte value, or *out to 0
  * and *out_len to an integer/simple value, and returns 1; returns 0 if absent or malformed. */
 static inline mf_i32 mf_cbor_get(const unsigned char *p, mf_i32 len, const char *key,
                                  const unsigned char **out, mf_i32 *out_len) {

