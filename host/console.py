@@ -52,6 +52,7 @@ def stage(title: str) -> Iterator[Callable[[str], None]]:
     """
     if not err_console.is_terminal:
         seen = [0]
+        print(f"[{title}] ...", file=sys.stderr, flush=True)
 
         def step(line: str) -> None:
             if line.startswith("  "):

@@ -37,6 +37,7 @@ from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from microfang import console
 from microfang.boards import PROFILES
@@ -280,8 +281,8 @@ def view(boards: list[SimBoard], gateway: Gateway, fleet: str, started: float, d
     title = (f"sim {fleet}: {len(boards)} boards, {time.monotonic() - started:.0f} s, "
              f"{m['requests']} requests / {m['replies']} replies")
     table = Table(title=title, title_justify="left", expand=False, pad_edge=False, box=None,
-                  caption=f"deploy: microfang deploy BUNDLE --fleet {fleet} --db {db}", caption_justify="left",
-                  caption_style="dim")
+                  caption=Text(f"deploy: microfang deploy BUNDLE --fleet {fleet} --db {db}", no_wrap=True,
+                               overflow="ellipsis"), caption_justify="left", caption_style="dim")
     table.add_column("board", no_wrap=True, max_width=14, overflow="ellipsis")
     table.add_column("rt", no_wrap=True)
     table.add_column("link", no_wrap=True)
