@@ -81,3 +81,27 @@ def test_truncated_bundle_is_one_line_without_traceback(example):
     out = microfang("run", folder / "cut.mfa", "--seconds", "0.1")
     assert out.returncode == 1
     assert out.stderr.strip() == f"microfang: {folder / 'cut.mfa'}: not a bundle: truncated CBOR"
+
+
+@pytest.mark.parametrize("command", ["inspect", "deploy"])
+@pytest.mark.parametrize("name", ["agent.toml", "hello.c"])
+def test_a_manifest_or_source_given_as_a_bundle_says_build_it(example, command, name):
+    path = example("hello") / name
+    if command == "deploy":
+        assert microfang("keys", "add", "d1", "--fleet", "f", "--db", path.parent / "g.db").returncode == 0
+    args = [command, path] + (["--fleet", "f", "--db", path.parent / "g.db"] if command == "deploy" else [])
+    out = microfang(*args)
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"microfang: {path}: not a bundle: build one with `microfang build`"
+
+
+def test_a_garbage_module_error_carries_no_tool_log_lines(tmp_path):
+    # wasm-tools warns about DWARF in a log line before its error: that line is not ours to show.
+    (tmp_path / "bad.wasm").write_bytes(b"\0asm\1\0\0\0" + bytes([0x00, 0x05, 0x04]) + b"xyz")
+    (tmp_path / "agent.toml").write_text('schema_version = 1\n[agent]\nmodule = "bad.wasm"\nversion = 1\n'
+                                         '[sandbox]\nagent_id = "bad"\n', encoding="utf-8")
+    out = microfang("build", tmp_path / "agent.toml")
+    assert out.returncode == 1
+    line = out.stderr.strip()
+    assert line.startswith("microfang: ") and "invalid wasm" in line and "WARN" not in line and "[20" not in line, line
+    assert len(line.splitlines()) == 1
