@@ -51,9 +51,10 @@ _SECTIONS = {
     "limits": {"rate": (int, float), "budget": int},
     "llm": {"provider": str, "url": str, "model": str, "key_env": str, "tokens": int},
     "memory": {"embedder": str, "db": str, "url": str, "model": str},
+    "a2a": {"port": int, "expose": list, "peers": dict},  # [a2a.peers.NAME] checked in gateway/services.py
 }
-# Tables of named entries: [mcp_servers.NAME] and [a2a.peers.NAME] (checked in gateway/services.py).
-_NAMED = ("mcp_servers", "a2a")
+# Tables of named entries: [mcp_servers.NAME] (checked in gateway/services.py).
+_NAMED = ("mcp_servers",)
 
 
 def load(path: Path) -> dict[str, dict[str, Any]]:
@@ -68,7 +69,7 @@ def load(path: Path) -> dict[str, dict[str, Any]]:
         if section in _NAMED and isinstance(table, dict):
             continue
         if section not in _SECTIONS or not isinstance(table, dict):
-            raise MicrofangError(f"{path}: {section}: unknown section (have: {', '.join(_SECTIONS)})")
+            raise MicrofangError(f"{path}: {section}: unknown section (have: {', '.join([*_SECTIONS, *_NAMED])})")
         for key, value in table.items():
             want = _SECTIONS[section].get(key)
             if want is None:

@@ -1,6 +1,7 @@
 """The CLI as a newcomer uses it: build then run each example; bad input gets one line."""
 
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,45 @@ def test_a_garbage_module_error_carries_no_tool_log_lines(tmp_path):
     line = out.stderr.strip()
     assert line.startswith("microfang: ") and "invalid wasm" in line and "WARN" not in line and "[20" not in line, line
     assert len(line.splitlines()) == 1
+
+
+def gateway_once(tmp_path, broker_port, *args):
+    """Start `microfang gateway` and return how it ended (these cases end at once)."""
+    return subprocess.run([sys.executable, "-m", "microfang", "gateway", "--broker", f"mqtt://127.0.0.1:{broker_port}",
+                           "--db", str(tmp_path / "g.db"), *map(str, args)], capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_gateway_http_port_in_use_is_one_line(tmp_path, mosquitto):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = gateway_once(tmp_path, mosquitto.port, "--http", port)
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"microfang: http port {port}: cannot listen on 127.0.0.1:{port} (Address already in use)"
+
+
+@pytest.mark.parametrize(("config", "problem"), [
+    ("[mcp_server.parts]\ncommand = ['x']\n",
+     "mcp_server: unknown section (have: broker, gateway, limits, llm, memory, a2a, mcp_servers)"),
+    ("[a2a]\nport = 'abc'\n", "a2a.port: wrong type str"),
+])
+def test_gateway_config_mistakes_are_one_line(tmp_path, mosquitto, config, problem):
+    (tmp_path / "gateway.toml").write_text(config, encoding="utf-8")
+    out = gateway_once(tmp_path, mosquitto.port, "--config", tmp_path / "gateway.toml", "--http", 0)
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"microfang: {tmp_path / 'gateway.toml'}: {problem}"
+
+
+def test_gateway_a2a_port_in_use_is_one_line(tmp_path, mosquitto):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (tmp_path / "gateway.toml").write_text(f"[a2a]\nport = {port}\nexpose = [\"kitchen/reporter\"]\n",
+                                                encoding="utf-8")
+        out = gateway_once(tmp_path, mosquitto.port, "--config", tmp_path / "gateway.toml", "--http", 0,
+                           "--memory", "none")
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"microfang: [a2a] port {port}: cannot listen on 127.0.0.1:{port} (Address already in use)"

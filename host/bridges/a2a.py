@@ -18,6 +18,7 @@ Call: agents send `a2a.send` {peer, text}; the gateway checks the registered man
 from __future__ import annotations
 
 import asyncio
+import socket
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -120,13 +121,21 @@ class A2ABridge:
         from a2a.server.tasks import InMemoryTaskStore
         from starlette.applications import Starlette
 
+        # Bound here, not by uvicorn: a port in use is then our one-line error, not uvicorn's exit.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", self.port))
+        except OSError as e:
+            sock.close()
+            raise MicrofangError(f"[a2a] port {self.port}: cannot listen on 127.0.0.1:{self.port} ({e.strerror})") from None
         card = self.agent_card()
         handler = DefaultRequestHandler(agent_executor=FleetExecutor(self.gw, self.exposed),
                                         task_store=InMemoryTaskStore(), agent_card=card)
         app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url="/")])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(app, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
-        task = asyncio.create_task(self._server.serve(), name="microfang[a2a].serve")
+        task = asyncio.create_task(self._server.serve(sockets=[sock]), name="microfang[a2a].serve")
         for _ in range(200):
             if self._server.started or task.done():
                 break

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import TYPE_CHECKING
+
+from microfang.firmware.errors import MicrofangError
 
 if TYPE_CHECKING:
     from microfang.gateway.core import Gateway
@@ -56,4 +59,8 @@ async def serve(gateway: Gateway, port: int, host: str = "127.0.0.1") -> asyncio
         finally:
             writer.close()
 
-    return await asyncio.start_server(handle, host, port)
+    try:
+        return await asyncio.start_server(handle, host, port)
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise MicrofangError(f"http port {port}: cannot listen on {host}:{port} ({reason})") from None
