@@ -3,10 +3,15 @@ live table that stays readable in an 80x24 terminal."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from rich.console import Console
 
@@ -58,6 +63,38 @@ def test_running_a_sim_again_reprovisions_its_boards_and_they_are_heard(tmp_path
         done = sim(["--boards", "1", "--agents", "echo", "-t", "6", "--db", "s.db"], tmp_path)
         assert done.returncode == 0, done.stderr
         assert ", 0 dropped" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_hangup_or_term_ends_the_sim_with_its_broker_boards_and_temp_folders(tmp_path, sig):
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "fleet.toml").write_text('[boards.a]\nagents = ["echo"]\n[boards.b]\nruntime = "micropython"\n',
+                                         encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "microfang", "sim", "fleet.toml", "-t", "0", "--db", "s.db"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
+    try:
+        deadline = time.monotonic() + 60
+        while reported_or_empty(tmp_path / "s.db") != {"a", "b"} and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert reported_or_empty(tmp_path / "s.db") == {"a", "b"}
+        assert list((tmp_path / "tmp").iterdir())  # the sim's broker and board images live there
+        os.kill(proc.pid, sig)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "Traceback" not in out, out
+    left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True, check=False)
+    assert left.stdout.strip() == "", "the sim left processes behind"
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def reported_or_empty(db: Path) -> set[str]:
+    try:
+        return reported(db) if db.exists() else set()
+    except sqlite3.OperationalError:  # created, schema not there yet
+        return set()
 
 
 def test_an_unreachable_broker_is_one_line(tmp_path):
