@@ -1,8 +1,8 @@
 """A2A (official a2a-sdk, protocol 1.0) both ways.
 
 Serve: the fleet is one A2A agent whose skills are the exposed board agents ("device/agent").
-message/send routes the text to that agent as a message event ({text}) and returns what it
-publishes next as the task's artifact; tasks/get reports the task. The skill is chosen by the
+SendMessage (A2A 1.0) routes the text to that agent as a message event ({text}) and returns what it
+publishes next as the task's artifact; GetTask reports the task. The skill is chosen by the
 message's metadata {"skill": "device/agent"}, or is the only one exposed.
 
     [a2a]
