@@ -14,6 +14,7 @@ class Board:
         self.flash = flash
         self.supervisor = Supervisor(report=report, sensors=sensors, clock=clock, flash=flash)
         self.link = Link(config, flash, self.supervisor, clock)
+        self.supervisor.connect(self.link.agent_outbox, self.link.announce)
 
     def spawn(self, data):
         return self.supervisor.spawn(data)

@@ -31,18 +31,25 @@ def encode(manifest, wasm):
     )
 
 
+def load_doc(data, fmt, what, limit, hint=None, error=BundleError):
+    """The CBOR map in `data` whose `format` is `fmt` (a bundle, a signed bundle, a snapshot),
+    or raise `error`: "not a WHAT: <why>"."""
+    try:
+        doc = cbor.loads(data, max_bytes=limit)
+    except cbor.CBORError as e:
+        raise error("not a %s: %s" % (what, e))
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise error("not a %s: %s" % (what, hint or "missing format %r" % fmt))
+    return doc
+
+
 def decode(data):
     """Return (manifest, wasm) from bundle bytes, or raise BundleError naming the problem."""
     if len(data) > MAX_BUNDLE:
         raise BundleError("bundle of %d bytes is over the %d byte limit" % (len(data), MAX_BUNDLE))
     if not data or data[0] >> 5 != 5:  # not even a CBOR map: a manifest, a source file, a module
         raise BundleError("not a bundle: build one with `microfang build`")
-    try:
-        doc = cbor.loads(data, max_bytes=MAX_BUNDLE)
-    except cbor.CBORError as e:
-        raise BundleError("not a bundle: %s" % e)
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise BundleError("not a bundle: missing format %r" % FORMAT)
+    doc = load_doc(data, FORMAT, "bundle", MAX_BUNDLE)
     manifest = doc.get("manifest")
     wasm = doc.get("wasm")
     digest = doc.get("sha256")
@@ -65,12 +72,7 @@ def open_signed(data, key):
     """Return the bundle bytes inside a signed bundle, or raise BundleError (forged, malformed)."""
     if len(data) > MAX_BUNDLE + 128:
         raise BundleError("signed bundle of %d bytes is over the %d byte limit" % (len(data), MAX_BUNDLE))
-    try:
-        doc = cbor.loads(data, max_bytes=MAX_BUNDLE + 128)
-    except cbor.CBORError as e:
-        raise BundleError("not a signed bundle: %s" % e)
-    if not isinstance(doc, dict) or doc.get("format") != SIGNED_FORMAT:
-        raise BundleError("not a signed bundle (sign it with `microfang deploy`)")
+    doc = load_doc(data, SIGNED_FORMAT, "signed bundle", MAX_BUNDLE + 128, "sign it with `microfang deploy`")
     inner, sig = doc.get("bundle"), doc.get("sig")
     if not isinstance(inner, bytes) or not isinstance(sig, bytes):
         raise BundleError("signed bundle lacks its bundle or signature")

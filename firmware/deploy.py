@@ -15,7 +15,7 @@
 
 import hashlib
 
-from . import bundle, cbor
+from . import bundle, cbor, protocol
 from .errors import MicrofangError
 from .memlog import MemoryLog
 
@@ -23,9 +23,6 @@ AGENTS = "/agents"
 STAGE = "/stage"
 SNAP = "/snap"
 SNAPSHOT_FORMAT = "mfsnap/1"
-MAX_TRANSFER = 1 << 20  # a bundle or a snapshot; more would not fit a board's flash anyway
-CHUNK_MAX = 4096  # gateway -> board: one chunk per message, written to flash before the ack
-READ_MAX = 2048  # board -> gateway: fits one outbox record with its envelope
 
 
 class DeployError(MicrofangError):
@@ -40,16 +37,6 @@ def _read(flash, path):
 def _write(flash, path, data):
     with flash.open(path, "wb") as f:
         f.write(data)
-
-
-def _name_ok(name):
-    # Names become file names: letters, digits, - and _ only, as agent ids.
-    if not name or len(name) > 32:
-        return False
-    for c in name:
-        if not (c.isalpha() or c.isdigit() or c in "-_"):
-            return False
-    return True
 
 
 class Installer:
@@ -86,7 +73,7 @@ class Installer:
         inner = bundle.open_signed(signed, self.sign_key)
         manifest, _ = bundle.decode(inner)
         agent_id, version = manifest["agent_id"], manifest["version"]
-        if not _name_ok(agent_id):
+        if not protocol.name_ok(agent_id):
             raise DeployError("agent id %r is not a valid name" % agent_id)
         installed = self.installed_version(agent_id)
         if version <= installed:
@@ -139,10 +126,10 @@ class Installer:
     def begin(self, xfer, size, sha256, agent_id=""):
         """Start or resume a transfer; return how many bytes the board already has. A new
         transfer for an agent discards that agent's unfinished ones (a newer deploy supersedes)."""
-        if not _name_ok(xfer):
+        if not protocol.name_ok(xfer):
             raise DeployError("transfer id %r is not a valid name" % xfer)
-        if not 0 < size <= MAX_TRANSFER:
-            raise DeployError("transfer of %d bytes is outside 1..%d" % (size, MAX_TRANSFER))
+        if not 0 < size <= protocol.MAX_TRANSFER:
+            raise DeployError("transfer of %d bytes is outside 1..%d" % (size, protocol.MAX_TRANSFER))
         used, total = self.flash.usage()
         part = STAGE + "/" + xfer + ".part"
         meta = cbor.dumps({"size": size, "sha256": sha256, "agent": agent_id})
@@ -174,7 +161,7 @@ class Installer:
             have = self.flash.size(part)
         except OSError:
             raise DeployError("transfer %s was not started" % xfer)
-        if offset != have or len(data) > CHUNK_MAX:
+        if offset != have or len(data) > protocol.CHUNK_MAX:
             return have
         if have + len(data) > size:
             self.discard(xfer)
@@ -223,19 +210,14 @@ class Installer:
     def read_snapshot(self, agent_id, offset, length):
         with self.flash.open(SNAP + "/" + agent_id + ".cbor", "rb") as f:
             f.seek(offset)
-            return f.read(min(length, READ_MAX))
+            return f.read(min(length, protocol.READ_MAX))
 
     def restore(self, raw):
         """Spawn an agent from another board's snapshot; return (agent_id, version)."""
-        try:
-            doc = cbor.loads(raw, max_bytes=MAX_TRANSFER)
-        except cbor.CBORError as e:
-            raise DeployError("not a snapshot: %s" % e)
-        if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
-            raise DeployError("not a snapshot: missing format %r" % SNAPSHOT_FORMAT)
+        doc = bundle.load_doc(raw, SNAPSHOT_FORMAT, "snapshot", protocol.MAX_TRANSFER, error=DeployError)
         manifest, _ = bundle.decode(doc["bundle"])
         agent_id = manifest["agent_id"]
-        if not _name_ok(agent_id):
+        if not protocol.name_ok(agent_id):
             raise DeployError("agent id %r is not a valid name" % agent_id)
         if agent_id in self.supervisor.agents:
             raise DeployError("agent %s already runs on this board" % agent_id)
@@ -265,40 +247,55 @@ class Installer:
 
     # ---- the gateway's commands (ctl) ------------------------------------------------------
 
+    def _put(self, xfer, agent_id, body, send):
+        have = self.begin(xfer, int(body["size"]), bytes(body["sha256"]), agent_id)
+        send(agent_id, protocol.K_PUT_ACK, {"xfer": xfer, "offset": have, "probe": True})
+        if have == body["size"]:
+            self._complete(xfer, body.get("what"), agent_id, send)
+
+    def _chunk(self, xfer, agent_id, body, send):
+        have = self.chunk(xfer, int(body["offset"]), bytes(body["data"]))
+        send(agent_id, protocol.K_PUT_ACK, {"xfer": xfer, "offset": have})
+        if have == body["size"]:
+            self._complete(xfer, body.get("what"), agent_id, send)
+
+    def _snapshot(self, xfer, agent_id, body, send):
+        size, digest = self.snapshot(agent_id)
+        send(agent_id, protocol.K_SNAPSHOT, {"ok": True, "size": size, "sha256": digest})
+
+    def _snap_read(self, xfer, agent_id, body, send):
+        offset = int(body["offset"])
+        data = self.read_snapshot(agent_id, offset, protocol.READ_MAX)
+        send(agent_id, protocol.K_SNAP_CHUNK, {"offset": offset, "data": data})
+
+    def _remove(self, xfer, agent_id, body, send):
+        self.remove(agent_id)
+        send(agent_id, protocol.K_REMOVED, {"ok": True})
+
+    # protocol.TRANSFER_COMMANDS -> (handler, the answer kind a failure is reported as)
+    _COMMANDS = {protocol.C_PUT: (_put, protocol.K_DEPLOYED), protocol.C_CHUNK: (_chunk, protocol.K_DEPLOYED),
+                 protocol.C_SNAPSHOT: (_snapshot, protocol.K_SNAPSHOT),
+                 protocol.C_SNAP_READ: (_snap_read, protocol.K_SNAPSHOT),
+                 protocol.C_REMOVE: (_remove, protocol.K_DEPLOYED)}
+
     def control(self, kind, agent_id, body, send):
         """Carry out one deploy or migration command; answers go out with send(agent, kind, body)."""
+        command = self._COMMANDS.get(kind)
+        if command is None:
+            return
         xfer = body.get("xfer", "") if isinstance(body, dict) else ""
         try:
-            if kind == "put":
-                have = self.begin(xfer, int(body["size"]), bytes(body["sha256"]), agent_id)
-                send(agent_id, "put_ack", {"xfer": xfer, "offset": have, "probe": True})
-                if have == body["size"]:
-                    self._complete(xfer, body.get("what"), agent_id, send)
-            elif kind == "chunk":
-                have = self.chunk(xfer, int(body["offset"]), bytes(body["data"]))
-                send(agent_id, "put_ack", {"xfer": xfer, "offset": have})
-                if have == body["size"]:
-                    self._complete(xfer, body.get("what"), agent_id, send)
-            elif kind == "snapshot":
-                size, digest = self.snapshot(agent_id)
-                send(agent_id, "snapshot", {"ok": True, "size": size, "sha256": digest})
-            elif kind == "snap_read":
-                offset = int(body["offset"])
-                send(agent_id, "snap_chunk", {"offset": offset, "data": self.read_snapshot(agent_id, offset, READ_MAX)})
-            elif kind == "remove":
-                self.remove(agent_id)
-                send(agent_id, "removed", {"ok": True})
+            command[0](self, xfer, agent_id, body, send)
         except (MicrofangError, OSError, KeyError, TypeError, ValueError) as e:
-            answer = "snapshot" if kind in ("snapshot", "snap_read") else "deploy"
-            send(agent_id, answer, {"xfer": xfer, "ok": False, "reason": _reason(e)})
+            send(agent_id, command[1], {"xfer": xfer, "ok": False, "reason": _reason(e)})
 
     def _complete(self, xfer, what, agent_id, send):
         data = self.finish(xfer)
-        if what == "snapshot":
+        if what == protocol.WHAT_SNAPSHOT:
             got, version = self.restore(data)
         else:
             got, version = self.install(data)
-        send(got, "deploy", {"xfer": xfer, "ok": True, "version": version})
+        send(got, protocol.K_DEPLOYED, {"xfer": xfer, "ok": True, "version": version})
 
 
 def _reason(e):

@@ -1,7 +1,7 @@
 # The board's link to its gateway: MQTT with reconnect, a durable outbox, signed envelopes,
-# de-duplication, memory-log replication and telemetry. Topics under mf/{fleet}/{device}/:
-#   status (retained "online", last will "offline"), tele, up/{agent}, log/{agent}  board -> gateway
-#   down/{agent}, ctl                                                             gateway -> board
+# de-duplication, memory-log replication and telemetry. Topics, message and control kinds are
+# protocol.py's: status (retained "online", last will "offline"), tele, up/{agent} and
+# log/{agent} board -> gateway; down/{agent} and ctl gateway -> board.
 #
 # Everything the board sends goes through the outbox, a MemoryLog on flash: a message is
 # stored (and gets its sequence number) before it is published at QoS 1, and leaves the
@@ -12,7 +12,7 @@
 import os
 import struct
 
-from . import abi, cbor, envelope, port
+from . import abi, cbor, envelope, port, protocol
 from .deploy import Installer
 from .errors import MicrofangError
 from .memlog import LogError, MemoryLog
@@ -25,13 +25,18 @@ _BACKOFF_MAX_MS = 30000
 _REPLICATE_BATCH = 16
 _ANSWERED_KEEP = 1024  # request ids remembered per agent to drop a re-sent reply
 _RTT_KEEP = 256  # request round trips kept for telemetry
-_DEPLOY_COMMANDS = ("put", "chunk", "snapshot", "snap_read", "remove")  # deploy.Installer.control
+_DOWN = protocol.DOWN + "/"
 
 
 def _jitter(ms):
     # +-25%, so a fleet that lost its broker does not come back in lockstep.
     r = struct.unpack("<H", os.urandom(2))[0] / 65535.0
     return int(ms * (0.75 + 0.5 * r))
+
+
+def _no_body(command):
+    # A lifecycle command names its agent; its body (0) says nothing.
+    return lambda agent_id, body: command(agent_id)
 
 
 class Link:
@@ -42,7 +47,8 @@ class Link:
         self.config = config
         self.device = config["device"]
         self.key = config["key"]
-        self.prefix = "mf/%s/%s/" % (config.get("fleet", "default"), self.device)
+        self.fleet = config.get("fleet", "default")
+        self.prefix = protocol.prefix(self.fleet, self.device)
         self.supervisor = supervisor
         self.clock = clock
         self.started = clock()
@@ -64,8 +70,9 @@ class Link:
         self._pending_cursor = 0
         self._stop = False
         self._kick = port.asyncio.Event()
-        supervisor.outbox = self.agent_outbox
-        supervisor.on_spawn = self.announce
+        # ctl kinds -> handler(agent_id, body); deploy and migration commands go to the installer.
+        self._controls = {protocol.C_LOG_ACK: self._log_ack, protocol.C_SUSPEND: _no_body(supervisor.suspend),
+                          protocol.C_RESUME: _no_body(supervisor.resume), protocol.C_RECLAIM: _no_body(supervisor.reclaim)}
 
     # ---- sending -------------------------------------------------------------------------
 
@@ -92,19 +99,19 @@ class Link:
 
     def agent_outbox(self, agent_id, kind, target, body, request_id):
         """The Supervisor's outbox hook: an agent's publish or request goes up on up/{agent}."""
-        if kind == "request":
+        if kind == protocol.K_REQUEST:
             doc = {"id": request_id, "kind": target, "body": body}
             if len(self.asked) < _RTT_KEEP:
                 self.asked[(agent_id, request_id)] = self.clock()
         else:
             doc = {"topic": target, "data": body}
-        seq = self.send("up/" + agent_id, agent_id, kind, doc)
+        seq = self._send_up(agent_id, kind, doc)
         return seq if seq < 0 else 0
 
     def announce(self, agent_id, manifest):
         """Tell the gateway an agent started here, with the limits it must enforce for it."""
         budgets = manifest.get("budgets") or {}
-        self.send("up/" + agent_id, agent_id, "agent", {"version": manifest["version"], "budgets": budgets})
+        self._send_up(agent_id, protocol.K_AGENT, {"version": manifest["version"], "budgets": budgets})
 
     async def _flush(self):
         """Publish the stored messages not yet sent on this connection, oldest first."""
@@ -171,9 +178,9 @@ class Link:
             return True
         rest = topic[len(self.prefix):]
         try:
-            if rest.startswith("down/") and not self._deliver(rest[5:], doc):
+            if rest.startswith(_DOWN) and not self._deliver(rest[len(_DOWN):], doc):
                 return False
-            if rest == "ctl":
+            if rest == protocol.CTL:
                 self._control(doc)
         except MicrofangError as e:
             self.supervisor.report(doc.get("agent", ""), "fault", "gateway message: %s" % e)
@@ -184,7 +191,7 @@ class Link:
 
     def _deliver(self, agent_id, doc):
         """Queue a message or reply for an agent; False if its queue is full (try again)."""
-        if doc["kind"] != "reply":
+        if doc["kind"] != protocol.K_REPLY:
             return self.supervisor.post(agent_id, abi.EV_MESSAGE, cbor.dumps(doc["body"]))
         request_id = doc["body"].get("id") if isinstance(doc["body"], dict) else 0
         answered = self.answered.get(agent_id)
@@ -206,24 +213,20 @@ class Link:
 
     def _control(self, doc):
         kind = doc["kind"]
-        agent_id = doc["agent"]
-        if kind == "log_ack":
-            log = self.supervisor.log(agent_id)
-            if log is not None:
-                log.ack(int(doc["body"]))
-        elif kind == "suspend":
-            self.supervisor.suspend(agent_id)
-        elif kind == "resume":
-            self.supervisor.resume(agent_id)
-        elif kind == "reclaim":
-            self.supervisor.reclaim(agent_id)
-        elif kind == "refuel":
-            self.supervisor.refuel(agent_id, int(doc["body"]))
-        elif kind in _DEPLOY_COMMANDS:
-            self.installer.control(kind, agent_id, doc["body"], self._send_up)
+        if kind in protocol.TRANSFER_COMMANDS:
+            self.installer.control(kind, doc["agent"], doc["body"], self._send_up)
+            return
+        handler = self._controls.get(kind)
+        if handler is not None:
+            handler(doc["agent"], doc["body"])
+
+    def _log_ack(self, agent_id, seq):
+        log = self.supervisor.log(agent_id)
+        if log is not None:
+            log.ack(int(seq))
 
     def _send_up(self, agent_id, kind, body):
-        self.send("up/" + agent_id, agent_id, kind, body)
+        return self.send(protocol.UP + "/" + agent_id, agent_id, kind, body)
 
     # ---- replication and telemetry -------------------------------------------------------
 
@@ -242,7 +245,7 @@ class Link:
                 if len(batch) >= _REPLICATE_BATCH:
                     break
             if batch:
-                self.send("log/" + agent_id, agent_id, "log", batch)
+                self.send(protocol.LOG + "/" + agent_id, agent_id, protocol.K_LOG, batch)
                 self.replicated[agent_id] = batch[-1][0]
 
     def telemetry(self):
@@ -257,7 +260,7 @@ class Link:
         body = {"uptime_ms": port.ticks_diff(self.clock(), self.started), "free_heap": free,
                 "flash_used": used, "flash_total": total, "agents": self.supervisor.stats(),
                 "link": dict(self.stats), "rtt_p50_ms": rtt[len(rtt) // 2] if rtt else None}
-        self.send("tele", "", "tele", body)
+        self.send(protocol.TELE, "", protocol.K_TELE, body)
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -284,7 +287,7 @@ class Link:
     async def _session(self, start, duration_ms):
         cfg = self.config
         client = MQTTClient(self.device, cfg["host"], cfg.get("port", 1883), keepalive=cfg.get("keepalive", 30),
-                            will=(self.prefix + "status", b"offline", True), user=cfg.get("user"),
+                            will=(self.prefix + protocol.STATUS, protocol.OFFLINE, True), user=cfg.get("user"),
                             password=cfg.get("password"), tls=cfg.get("tls", False), cafile=cfg.get("cafile"))
         client.on_message = self._on_message
         client.on_puback = self._on_puback
@@ -295,8 +298,8 @@ class Link:
         self.sent_upto = self.outbox.acked  # everything unacknowledged goes out again
         self.acked = set()
         self._pending_cursor = self.outbox.acked
-        await client.subscribe([self.prefix + "down/#", self.prefix + "ctl"])
-        await client.publish(self.prefix + "status", b"online", qos=1, retain=True)
+        await client.subscribe(protocol.subscriptions(self.fleet, self.device))
+        await client.publish(self.prefix + protocol.STATUS, protocol.ONLINE, qos=1, retain=True)
         self.supervisor.report("", "link", "connected to %s:%d" % (cfg["host"], cfg.get("port", 1883)))
         reader = port.asyncio.create_task(self._read(client))
         keepalive_ms = cfg.get("keepalive", 30) * 1000 // 2
@@ -338,7 +341,7 @@ class Link:
             if self._stop:
                 # A clean shutdown sends no last will: say "offline" ourselves.
                 try:
-                    await client.publish(self.prefix + "status", b"offline", qos=0, retain=True)
+                    await client.publish(self.prefix + protocol.STATUS, protocol.OFFLINE, qos=0, retain=True)
                 except (OSError, MQTTError):
                     pass
                 await client.disconnect()

@@ -138,6 +138,12 @@ class Supervisor:
             self._deliver(agent, *agent.queue.pop(0))
         return agent.state
 
+    def connect(self, outbox, on_spawn):
+        """Hook a link in (board.py): agents' publishes and requests go to `outbox`, and
+        `on_spawn(agent_id, manifest)` hears of every agent started."""
+        self.outbox = outbox
+        self.on_spawn = on_spawn
+
     def suspend(self, agent_id):
         agent = self._get(agent_id)
         if agent.state in (RUNNING, EXHAUSTED):

@@ -7,12 +7,11 @@ The normalized dict is what a bundle carries and what the board reads (docs/prot
 
 from __future__ import annotations
 
-import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from microfang.firmware import abi
+from microfang.firmware import abi, protocol
 from microfang.firmware.errors import ManifestError
 
 SCHEMA_VERSION = 1
@@ -21,7 +20,6 @@ MAX_HEAP_BYTES = abi.MAX_AGENT_MEMORY
 MAX_STACK_KB = abi.MAX_AGENT_STACK >> 10
 MAX_FUEL = abi.MAX_FUEL
 MIN_TIMER_MS = 10
-AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 RESTART_POLICIES = ("never", "on-failure", "always")
 
 _KNOWN_KEYS = {
@@ -147,8 +145,8 @@ def validate(data: dict[str, Any], source: str = "manifest") -> dict[str, Any]:
     if schema != SCHEMA_VERSION:
         raise f.fail("schema_version", f"unsupported version {schema} (this microfang reads {SCHEMA_VERSION})")
     agent_id = f.table("sandbox").get("agent_id")
-    if not isinstance(agent_id, str) or not AGENT_ID.match(agent_id):
-        raise f.fail("sandbox.agent_id", f"must be 1-32 of a-z 0-9 _ - starting with a letter or digit, got {agent_id!r}")
+    if not protocol.name_ok(agent_id):
+        raise f.fail("sandbox.agent_id", f"must be {protocol.NAME_RULE}, got {agent_id!r}")
     module = f.table("agent").get("module")
     if not isinstance(module, str) or not module:
         raise f.fail("agent.module", "is required: the path of the agent's .wasm, .wat or .c")
