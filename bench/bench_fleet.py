@@ -121,12 +121,13 @@ def run_gateway(port: int, db: str, ready: multiprocessing.Event, stop: multipro
                 settings: dict | None = None) -> None:
     """The gateway process; `settings` opens its services (microfang.gateway.services) too."""
     from microfang.gateway import Gateway, RateLimiter, Router
+    from microfang.config import GatewaySettings
     from microfang.gateway.services import Services
 
     async def serve() -> None:
         router = Router(limiter=RateLimiter(rate=1e9, burst=10**9))
         async with Gateway(broker=f"mqtt://127.0.0.1:{port}", db=db, router=router, quiet=True) as gw:
-            async with Services(gw, {"db": db, **(settings or {})}):
+            async with Services(gw, GatewaySettings(db=db, **(settings or {}))):
                 ready.set()
                 while not stop.is_set():
                     await asyncio.sleep(0.1)

@@ -5,8 +5,8 @@
 #   micropython -X heapsize=110k -m microfang.firmware.main board.img [seconds]
 #
 # Ctrl-C on the console stops the loop and leaves the board, agents and all, in BOARD for the
-# REPL: `microfang deploy --port` (mpremote) interrupts, copies a signed bundle to the flash,
-# calls install() and then run() again.
+# REPL. The board API for the REPL (`microfang deploy --port`, over mpremote): identity(),
+# stage(), install(path), run(); each prints one line the host reads.
 #
 # /config.cbor: {device, fleet, key, sign_key, host, port, tls?, wifi?, user?, password?, telemetry_ms?}
 # (written by `microfang flash`)
@@ -81,8 +81,27 @@ def run(seconds=None):
         port.asyncio.new_event_loop()  # MicroPython keeps the last loop's tasks otherwise
 
 
+STAGED = "/stage/usb.mfs"
+
+
+def identity():
+    """Print who the board is: `IDENTITY <device> <fleet>`, or `NOBOARD` before boot()."""
+    if BOARD is None:
+        print("NOBOARD")
+        return
+    print("IDENTITY %s %s" % (BOARD.device, BOARD.link.fleet))
+
+
+def stage():
+    """Make room for a bundle copied over USB: `STAGE <board path> <file to write>` (the file
+    as the REPL's own filesystem sees it: the flash image on the unix port)."""
+    BOARD.flash.makedirs("/stage")
+    print("STAGE %s %s" % (STAGED, BOARD.flash.vfs_path(STAGED)))
+
+
 def install(path):
-    """Install a signed bundle copied to the flash at `path` (USB deploy); print its status."""
+    """Install a signed bundle copied to the flash at `path` (USB deploy); print its status:
+    `INSTALLED <agent> <version> <state> events=.. fuel=.. memory=..` or `REFUSED <reason>`."""
     try:
         agent_id, version = BOARD.link.installer.install_file(path)
     except MicrofangError as e:

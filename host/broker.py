@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,7 +25,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_listening(port: int, alive: callable, what: str) -> None:
+def _wait_listening(port: int, alive: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + 10
     while True:
         try:

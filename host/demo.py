@@ -77,7 +77,7 @@ async def _demo(port: int, seconds: float | None, db: Path) -> dict:
     except ProviderError as e:
         raise MicrofangError(f"{e} (the demo runs the local model offline)") from None
     router = Router()
-    router.add("llm", llm_handler(provider, TokenBudget(4000), router=router))
+    router.add("llm", llm_handler(provider, TokenBudget(4000)))
     bundles = build_examples(AGENTS)
     answers: list[tuple[float, str, str]] = []
     started = time.monotonic()

@@ -1,17 +1,17 @@
 """`microfang deploy` and `microfang migrate` over the air: sign, queue a job for the gateway
-(it shares our database), wait for the boards' answers with a progress bar."""
+(it shares our database), wait for the boards' answers (`progress(rows)` as they come)."""
 
 from __future__ import annotations
 
-import time
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
-from microfang import console
-from microfang.firmware import bundle, cbor
+from microfang.firmware import bundle
 from microfang.firmware.errors import BundleError, MicrofangError
-from microfang.gateway.store import JOB_ACTIVE, Store
+from microfang.gateway.jobs import wait_jobs
+from microfang.gateway.store import Store
 from microfang.ops import open_store
 
 
@@ -24,10 +24,10 @@ def read_bundle(path: Path) -> bytes:
 
 def _is_signed(data: bytes) -> bool:
     try:
-        doc = cbor.loads(data, max_bytes=len(data))
-    except cbor.CBORError:
+        bundle.load_doc(data, bundle.SIGNED_FORMAT, "signed bundle", len(data))
+    except BundleError:
         return False
-    return isinstance(doc, dict) and doc.get("format") == bundle.SIGNED_FORMAT
+    return True
 
 
 def signed_for(store: Store, fleet: str, data: bytes, path: Path) -> tuple[bytes, dict]:
@@ -78,39 +78,12 @@ def queue_migrate(db: Path, agent: str, source: str, target: str) -> list[int]:
         store.close()
 
 
-def wait(db: Path, job_ids: list[int], timeout: float = 120.0) -> list[dict]:
-    """Show each job's progress until all have ended; raise if any failed or timed out."""
+def wait(db: Path, job_ids: list[int], timeout: float = 120.0,
+         progress: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+    """The jobs' rows once all have ended (`progress(rows)` at every poll). Raises
+    gateway.jobs.JobsFailed (with every row) if any failed or did not end in `timeout` seconds."""
     store = open_store(db)
-    deadline = time.monotonic() + timeout
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[state]}"),
-                      console=console.err_console, transient=True) as progress:
-            bars = {}
-            while True:
-                jobs = store.jobs(job_ids)
-                for job in jobs:
-                    label = f"{job['kind']} {job['agent']} -> {job['target'] or job['device']}"
-                    if job["id"] not in bars:
-                        bars[job["id"]] = progress.add_task(label, total=job["size"] or None, state=job["state"])
-                    progress.update(bars[job["id"]], completed=job["progress"], total=job["size"] or None,
-                                    state=job["state"])
-                if all(j["state"] not in JOB_ACTIVE for j in jobs) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.02)
+        return asyncio.run(wait_jobs(store, job_ids, timeout, progress))
     finally:
         store.close()
-    failed = []
-    for job in jobs:
-        where = job["target"] or job["device"]
-        if job["state"] == "done":
-            console.info(f"{job['agent']} on {where}: {job['detail']}")
-        elif job["state"] == "failed":
-            failed.append(f"{where}: {job['detail']}")
-            console.error(f"{job['agent']} on {where}: refused: {job['detail']}")
-        else:
-            failed.append(f"{where}: still {job['state']} after {timeout:.0f} s (is the gateway running?)")
-            console.error(f"{job['agent']} on {where}: still {job['state']} after {timeout:.0f} s "
-                          "(is the gateway running and the board online? the job stays queued)")
-    if failed:
-        raise MicrofangError(f"{len(failed)} of {len(jobs)} {jobs[0]['kind']} jobs did not succeed")
-    return jobs

@@ -9,13 +9,14 @@ table, app) and written in one go, or saved as one merged image with --out.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from microfang import console
 from microfang.boards import BOARD_DEFS, TABLE_BYTES, TABLE_OFFSET, Board, parse_partition_table
+from microfang.config import DEFAULT_DB, parse_broker
 from microfang.firmware.bundle import decode
 from microfang.firmware.errors import BundleError, MicrofangError
-from microfang.gateway.core import parse_broker
 from microfang.ops import create_store
 from microfang.provision import BLOCK, write_image
 
@@ -42,7 +43,7 @@ def board_config(db: Path, device: str, fleet: str, broker: str, wifi: str | Non
     finally:
         store.close()
     host, port, tls = parse_broker(broker)
-    config = {"device": device, "fleet": fleet, "key": key, "sign_key": sign_key, "host": host, "port": port,
+    config: dict[str, Any] = {"device": device, "fleet": fleet, "key": key, "sign_key": sign_key, "host": host, "port": port,
               "tls": tls}
     if wifi:
         config["wifi"] = {"ssid": wifi, "password": wifi_password or ""}
@@ -172,9 +173,22 @@ def write_board(spec: type[Board], port: str, firmware: bytes, vfs: bytes) -> No
         esp._port.close()
 
 
-def flash(board: str, device: str, *, fleet: str = "default", db: Path = Path("gateway.db"),
+@dataclass
+class Flashed:
+    """What `flash` wrote: to a board on `port`, or a merged image of `image_bytes` to `out`."""
+
+    board: type[Board]
+    device: str
+    fleet: str
+    agents: int
+    port: str | None = None
+    out: Path | None = None
+    image_bytes: int = 0
+
+
+def flash(board: str, device: str, *, fleet: str = "default", db: Path = DEFAULT_DB,
           broker: str, port: str | None = None, out: Path | None = None, firmware: Path | None = None,
-          agents: list[Path] | None = None, wifi: str | None = None, wifi_password: str | None = None) -> None:
+          agents: list[Path] | None = None, wifi: str | None = None, wifi_password: str | None = None) -> Flashed:
     """Provision `device` and write it to the board on `port`, or the merged image to `out`."""
     spec = board_def(board)
     bundles = read_agents(agents or [])
@@ -185,11 +199,8 @@ def flash(board: str, device: str, *, fleet: str = "default", db: Path = Path("g
         image = merged_image(spec, fw, vfs)
         out.write_bytes(image)
         register_agents(db, device, bundles)
-        part = spec.data_partition()
-        console.info(f"{out}: {len(image):,} bytes for {spec.NAME}: firmware at {spec.FIRMWARE_OFFSET:#x}, "
-                     f"{part.name} ({len(bundles)} agents, device {device}) at {part.offset:#x}")
-        return
+        return Flashed(spec, device, fleet, len(bundles), out=out, image_bytes=len(image))
     assert port is not None
     write_board(spec, port, fw, vfs)
     register_agents(db, device, bundles)
-    console.info(f"{port}: {spec.NAME} flashed as device {device} of fleet {fleet} with {len(bundles)} agents")
+    return Flashed(spec, device, fleet, len(bundles), port=port)

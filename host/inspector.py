@@ -1,61 +1,62 @@
-"""`microfang inspect`: describe a bundle (.mfa) or a wasm module."""
+"""`microfang inspect`: describe a bundle (.mfa) or a wasm module, as data (cli.py prints it)."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from rich.table import Table
-
-from microfang import console
 from microfang.firmware import bundle
 from microfang.firmware.errors import MicrofangError
 from microfang.tools.wasm import binary as wb
 
 
-def module_table(wasm: bytes) -> Table:
+@dataclass
+class ModuleInfo:
+    size: int
+    sha256: str
+    rows: list[tuple[str, str, str]]  # (kind, name, detail): imports, exports, memory, functions, metering
+
+
+@dataclass
+class Inspection:
+    path: Path
+    size: int
+    module: ModuleInfo
+    manifest: dict[str, Any] | None = None  # a bundle's; None for a bare module
+    format: str = field(default=bundle.FORMAT)
+
+
+def describe_module(wasm: bytes) -> ModuleInfo:
     module = wb.Module.parse(wasm)
-    table = Table(title=f"module: {len(wasm):,} bytes, sha256 {hashlib.sha256(wasm).hexdigest()[:16]}")
-    table.add_column("kind")
-    table.add_column("name")
-    table.add_column("detail")
+    rows = []
     for imp in module.imports():
         detail = module.signature(imp.type_index) if imp.kind == 0 else ""
-        table.add_row(f"import {wb.EXTERNAL_KINDS[imp.kind]}", f"{imp.module}.{imp.field}", detail)
+        rows.append((f"import {wb.EXTERNAL_KINDS[imp.kind]}", f"{imp.module}.{imp.field}", detail))
     for name, kind, index in module.exports():
-        table.add_row(f"export {wb.EXTERNAL_KINDS[kind]}", name, f"index {index}")
+        rows.append((f"export {wb.EXTERNAL_KINDS[kind]}", name, f"index {index}"))
     memory = module.memory()
     if memory is not None:
         maximum = "none" if memory.maximum is None else f"{memory.maximum}"
-        table.add_row("memory", "", f"{memory.minimum} pages initial, max {maximum}")
-    table.add_row("functions", "", f"{len(module.function_types())} defined")
+        rows.append(("memory", "", f"{memory.minimum} pages initial, max {maximum}"))
+    rows.append(("functions", "", f"{len(module.function_types())} defined"))
     metered = any(imp.module == "metering" for imp in module.imports())
-    table.add_row("fuel metering", "", "yes (metering.usegas)" if metered else "no")
-    return table
+    rows.append(("fuel metering", "", "yes (metering.usegas)" if metered else "no"))
+    return ModuleInfo(len(wasm), hashlib.sha256(wasm).hexdigest(), rows)
 
 
-def inspect(path: Path) -> None:
+def inspect(path: Path) -> Inspection:
+    """What the file at `path` holds; MicrofangError naming the file if it is neither a bundle
+    nor a wasm module."""
     try:
         data = path.read_bytes()
     except OSError as e:
         raise MicrofangError(f"{path}: cannot read: {e.strerror}") from None
-    if data[:4] == wb.MAGIC[:4]:
-        try:
-            console.out.print(module_table(data))
-        except MicrofangError as e:
-            raise MicrofangError(f"{path}: {e}") from None
-        return
     try:
+        if data[:4] == wb.MAGIC[:4]:
+            return Inspection(path, len(data), describe_module(data))
         manifest, wasm = bundle.decode(data)
+        return Inspection(path, len(data), describe_module(wasm), manifest)
     except MicrofangError as e:
         raise MicrofangError(f"{path}: {e}") from None
-    console.info(f"[bold]{path}[/bold]: bundle {bundle.FORMAT}, {len(data):,} bytes")
-    fuel, memory, perms = manifest["fuel"], manifest["memory"], manifest["permissions"]
-    console.info(f"  agent      {manifest['agent_id']} v{manifest['version']}  {manifest['description']}")
-    console.info(f"  fuel       max {fuel['max']:,}, +{fuel['refuel_amount']:,} every {fuel['refuel_interval_ms']} ms")
-    console.info(f"  memory     cap {memory['max_bytes']:,} B, stack {memory['stack_bytes']:,} B, "
-                 f"grow limit {memory['grow_limit_pages']} pages")
-    console.info(f"  host fns   allowed {', '.join(perms['allowed']) or '-'}; denied {', '.join(perms['denied']) or '-'}")
-    timers = ", ".join(f"#{t['id']} every {t['every_ms']} ms" for t in manifest["timers"]) or "-"
-    console.info(f"  timers     {timers}")
-    console.out.print(module_table(wasm))

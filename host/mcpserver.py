@@ -1,8 +1,9 @@
 """`microfang mcp`: the fleet as an MCP server (official `mcp` SDK, v2 `MCPServer`) over stdio
-or streamable HTTP (behind a bearer token). Read tools: devices, presence, agents and their
-stats from telemetry, memory-log replicas, vector memory search, the audit chain; resources
-for each device and agent. Control tools (mcpcontrol.py; not with --read-only): send an agent a
-message and get its answer, spawn, suspend, resume, reclaim.
+or streamable HTTP (behind a bearer token). Read tools (FleetReader): devices, presence, agents
+and their stats from telemetry, memory-log replicas, the audit chain; resources for each
+device and agent. Vector memory search and the control tools (mcpcontrol.py; not with
+--read-only): send an agent a message and get its answer, spawn, suspend, resume, reclaim.
+Every tool is one typed, docstringed method, registered with `server.add_tool`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import hmac
 import json
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from microfang.gateway.store import Store
+from microfang.mcpcontrol import FleetControl, MemorySearch
 from microfang.ops import open_store
 
 
@@ -24,102 +28,95 @@ class FleetError(ToolError):
     """A tool was asked about something the fleet does not have (reported to the client as is)."""
 
 
-def fleet_server(db: Path, read_only: bool = False) -> MCPServer:
-    """An MCP server over the gateway database at `db` (opened per call: the gateway writes it)."""
-    server = MCPServer("microfang", instructions="A fleet of microcontroller boards running wasm agents. "
-                                                 "Use list_devices first, then list_agents, device_status, "
-                                                 "read_memory_log or search_memory"
-                                                 + ("." if read_only else "; send_event asks an agent directly."))
+class FleetReader:
+    """The read tools and resources: each method is one tool (its docstring and type hints are
+    what the client sees), reading the gateway database at `db`, opened per call because the
+    gateway keeps writing it."""
 
-    def with_store(fn: Any) -> Any:
-        store: Store = open_store(db)
+    def __init__(self, db: Path) -> None:
+        self.db = db
+
+    @contextmanager
+    def _store(self, device: str | None = None) -> Iterator[Store]:
+        store = open_store(self.db)
         try:
-            return fn(store)
+            if device is not None and store.device(device) is None:
+                raise FleetError(f"no device {device!r} in this fleet")
+            yield store
         finally:
             store.close()
 
-    def known(store: Store, device: str) -> dict[str, Any]:
-        record = store.devices().get(device)
-        if record is None:
-            raise FleetError(f"no device {device!r} in this fleet")
-        return record
-
-    @server.tool()
-    def list_devices() -> list[dict[str, Any]]:
+    def list_devices(self) -> list[dict[str, Any]]:
         """List the fleet's boards with their fleet, presence and when they were last seen."""
-        def run(store: Store) -> list[dict[str, Any]]:
+        with self._store() as store:
             now = time.time()
             return [{"device": name, "fleet": d["fleet"], "online": d["online"],
                      "last_seen_s_ago": None if d["last_seen"] is None else round(now - d["last_seen"], 1)}
                     for name, d in sorted(store.devices().items())]
-        return with_store(run)
 
-    @server.tool()
-    def device_status(device: str) -> dict[str, Any]:
+    def device_status(self, device: str) -> dict[str, Any]:
         """The latest telemetry of one board: uptime, free heap, flash use, per-agent stats."""
-        def run(store: Store) -> dict[str, Any]:
-            known(store, device)
+        with self._store(device) as store:
             return store.latest_telemetry(device) or {"note": "no telemetry received yet"}
-        return with_store(run)
 
-    @server.tool()
-    def list_agents(device: str) -> list[dict[str, Any]]:
+    def list_agents(self, device: str) -> list[dict[str, Any]]:
         """The agents on one board (from its latest telemetry): state, fuel, memory, events, traps."""
-        def run(store: Store) -> list[dict[str, Any]]:
-            known(store, device)
+        with self._store(device) as store:
             tele = store.latest_telemetry(device) or {}
-            return [{"agent": name, **stats} for name, stats in sorted(tele.get("agents", {}).items())]
-        return with_store(run)
+        return [{"agent": name, **stats} for name, stats in sorted(tele.get("agents", {}).items())]
 
-    @server.tool()
-    def read_memory_log(device: str, agent: str, from_seq: int = 1, limit: int = 50) -> list[dict[str, Any]]:
+    def read_memory_log(self, device: str, agent: str, from_seq: int = 1, limit: int = 50) -> list[dict[str, Any]]:
         """Records of an agent's memory log as replicated to the gateway (text when UTF-8)."""
-        def run(store: Store) -> list[dict[str, Any]]:
-            known(store, device)
-            out = []
-            for seq, payload in store.replica(device, agent):
-                if seq < from_seq:
-                    continue
-                try:
-                    out.append({"seq": seq, "text": payload.decode("utf-8")})
-                except UnicodeDecodeError:
-                    out.append({"seq": seq, "hex": payload.hex()})
-                if len(out) >= max(1, min(limit, 500)):
-                    break
-            return out
-        return with_store(run)
+        with self._store(device) as store:
+            records = [(seq, payload) for seq, payload in store.replica(device, agent) if seq >= from_seq]
+        out: list[dict[str, Any]] = []
+        for seq, payload in records[:max(1, min(limit, 500))]:
+            try:
+                out.append({"seq": seq, "text": payload.decode("utf-8")})
+            except UnicodeDecodeError:
+                out.append({"seq": seq, "hex": payload.hex()})
+        return out
 
-    @server.tool()
-    def verify_audit() -> dict[str, Any]:
+    def verify_audit(self) -> dict[str, Any]:
         """Walk the gateway's audit hash chain; reports the first broken record if any."""
-        def run(store: Store) -> dict[str, Any]:
+        with self._store() as store:
             count, bad = store.verify_audit()
-            return {"records_checked": count, "intact": bad is None, "first_bad_record": bad}
-        return with_store(run)
+        return {"records_checked": count, "intact": bad is None, "first_bad_record": bad}
 
-    @server.resource("fleet://devices")
-    def devices_resource() -> str:
+    def devices_resource(self) -> str:
         """The fleet's devices and presence, one per line."""
-        return "\n".join(f"{d['device']} {d['fleet']} {'online' if d['online'] else 'offline'}" for d in list_devices())
+        return "\n".join(f"{d['device']} {d['fleet']} {'online' if d['online'] else 'offline'}"
+                         for d in self.list_devices())
 
-    @server.resource("fleet://device/{device}")
-    def device_resource(device: str) -> str:
+    def device_resource(self, device: str) -> str:
         """One board's latest telemetry (JSON)."""
-        return json.dumps(device_status(device))
+        return json.dumps(self.device_status(device))
 
-    @server.resource("fleet://agent/{device}/{agent}")
-    def agent_resource(device: str, agent: str) -> str:
+    def agent_resource(self, device: str, agent: str) -> str:
         """One agent's state and stats from its board's latest telemetry (JSON)."""
-        found = [a for a in list_agents(device) if a["agent"] == agent]
+        found = [a for a in self.list_agents(device) if a["agent"] == agent]
         if not found:
             raise FleetError(f"no agent {agent!r} on {device!r} in the latest telemetry")
         return json.dumps(found[0])
 
-    from microfang.mcpcontrol import add_control_tools, add_memory_tool
 
-    add_memory_tool(server, db)
+def fleet_server(db: Path, read_only: bool = False) -> MCPServer:
+    """An MCP server over the gateway database at `db`; control tools unless `read_only`."""
+    server = MCPServer("microfang", instructions="A fleet of microcontroller boards running wasm agents. "
+                                                 "Use list_devices first, then list_agents, device_status, "
+                                                 "read_memory_log or search_memory"
+                                                 + ("." if read_only else "; send_event asks an agent directly."))
+    reader, memory, control = FleetReader(db), MemorySearch(db), FleetControl(db)
+    tools: list[Callable[..., Any]] = [reader.list_devices, reader.device_status, reader.list_agents, reader.read_memory_log,
+             reader.verify_audit, memory.search_memory]
     if not read_only:
-        add_control_tools(server, db)
+        tools += [control.send_event, control.spawn_agent, control.suspend_agent, control.resume_agent,
+                  control.reclaim_agent]
+    for tool in tools:
+        server.add_tool(tool)
+    server.resource("fleet://devices")(reader.devices_resource)
+    server.resource("fleet://device/{device}")(reader.device_resource)
+    server.resource("fleet://agent/{device}/{agent}")(reader.agent_resource)
     return server
 
 

@@ -1,14 +1,13 @@
-"""Fleet operations on a gateway's database: status, audit verification, device keys."""
+"""Fleet operations on a gateway's database: status, audit verification, device keys, jobs.
+Each returns data; `microfang` (cli.py) prints it."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
-from rich.table import Table
-
-from microfang import console
 from microfang.firmware.errors import MicrofangError
 from microfang.gateway.store import Store
 
@@ -28,29 +27,27 @@ def open_store(db: Path) -> Store:
     return create_store(db)
 
 
-def status(db: Path) -> None:
+def fleet_status(db: Path) -> list[dict[str, Any]]:
+    """One row per device: fleet, presence, when last seen (None: never) and, from its latest
+    telemetry, its agents' states, fuel used, events and traps."""
     store = open_store(db)
     try:
-        devices = store.devices()
-        table = Table(title=f"fleet in {db}: {len(devices)} devices, "
-                            f"{sum(1 for d in devices.values() if d['online'])} online")
-        for column in ("device", "fleet", "presence", "last seen", "agents", "states", "fuel used", "events", "traps"):
-            table.add_column(column)
-        for device, d in sorted(devices.items()):
-            tele = store.latest_telemetry(device) or {}
-            agents = tele.get("agents", {})
-            states = ", ".join(sorted({a.get("state", "?") for a in agents.values()})) or "-"
-            seen = "never" if d["last_seen"] is None else f"{time.time() - d['last_seen']:.0f} s ago"
-            table.add_row(device, d["fleet"], "online" if d["online"] else "offline", seen, str(len(agents)), states,
-                          f"{sum(a.get('fuel_used', 0) for a in agents.values()):,}",
-                          str(sum(a.get("events", 0) for a in agents.values())),
-                          str(sum(a.get("traps", 0) for a in agents.values())))
-        console.out.print(table)
+        rows = []
+        for device, d in sorted(store.devices().items()):
+            agents = (store.latest_telemetry(device) or {}).get("agents", {})
+            rows.append({"device": device, "fleet": d["fleet"], "online": d["online"],
+                         "last_seen_s_ago": None if d["last_seen"] is None else time.time() - d["last_seen"],
+                         "agents": len(agents), "states": sorted({a.get("state", "?") for a in agents.values()}),
+                         "fuel_used": sum(a.get("fuel_used", 0) for a in agents.values()),
+                         "events": sum(a.get("events", 0) for a in agents.values()),
+                         "traps": sum(a.get("traps", 0) for a in agents.values())})
+        return rows
     finally:
         store.close()
 
 
-def audit_verify(db: Path) -> None:
+def audit_verify(db: Path) -> int:
+    """The number of audit records whose hash chain holds; MicrofangError naming the first broken one."""
     store = open_store(db)
     try:
         count, bad = store.verify_audit()
@@ -59,31 +56,24 @@ def audit_verify(db: Path) -> None:
     if bad is not None:
         raise MicrofangError(f"{db}: audit log broken at record {bad} (after {count} good records): "
                              "a record was changed, removed or inserted")
-    console.info(f"audit log intact: {count} records, hash chain verified")
+    return count
 
 
-def add_key(db: Path, device: str, fleet: str) -> None:
+def add_key(db: Path, device: str, fleet: str) -> bytes:
+    """Register a device (it keeps its key if known) and its fleet's signing key; the device key."""
     store = create_store(db)
     try:
         key = store.add_device(device, fleet)
         store.sign_key(fleet)  # the fleet's deploy signing key, written to its boards by `microfang flash`
     finally:
         store.close()
-    console.out.print(key.hex(), markup=False, highlight=False)
+    return key
 
 
-def jobs(db: Path, limit: int = 20) -> None:
-    """The latest deploy, migration and control jobs and how they ended."""
+def recent_jobs(db: Path, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest `limit` deploy, migration and control jobs, oldest first."""
     store = open_store(db)
     try:
-        rows = store.jobs()[-limit:]
+        return store.jobs()[-limit:]
     finally:
         store.close()
-    table = Table(title=f"jobs in {db}: {len(rows)} shown")
-    for column in ("id", "kind", "agent", "board", "state", "progress", "detail"):
-        table.add_column(column)
-    for job in rows:
-        board = f"{job['device']} -> {job['target']}" if job["target"] else job["device"]
-        progress = f"{job['progress']:,}/{job['size']:,} B" if job["size"] else "-"
-        table.add_row(str(job["id"]), job["kind"], job["agent"], board, job["state"], progress, job["detail"][:60])
-    console.out.print(table)

@@ -1,14 +1,13 @@
-"""`microfang run`: run agents locally in one supervisor and print what they do."""
+"""`microfang run`: run agents locally in one supervisor; what they do goes to a report
+callback (cli.py prints it)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from rich.table import Table
-
-from microfang import console
 from microfang.firmware import bundle
 from microfang.firmware.blockdev import FileBlockDevice, RAMBlockDevice
 from microfang.firmware.errors import MicrofangError
@@ -18,14 +17,16 @@ from microfang.responder import LocalResponder
 from microfang.sensors import SimulatedSensors
 from microfang.tools.build import build
 
-_STYLES = {"event": "dim", "log": "white", "fault": "bold red", "state": "cyan", "request": "magenta", "publish": "green"}
+Report = Callable[[float, str, str, str], None]  # (seconds since start, agent id, kind, text)
+Built = Callable[[Path, dict], None]  # (bundle written, build summary)
 
 
-def load_bundle(path: Path) -> bytes:
+def load_bundle(path: Path, built: Built | None = None) -> bytes:
     """Read a .mfa bundle, building it first when given a manifest (.toml)."""
     if path.suffix == ".toml":
         out, summary = build(path)
-        console.info(f"[dim]built {out} ({summary['bundle_bytes']} bytes)[/dim]")
+        if built is not None:
+            built(out, summary)
         path = out
     try:
         data = path.read_bytes()
@@ -36,17 +37,6 @@ def load_bundle(path: Path) -> bytes:
     except MicrofangError as e:
         raise MicrofangError(f"{path}: {e}") from None
     return data
-
-
-def stats_table(supervisor: Supervisor) -> Table:
-    table = Table(title="agents")
-    for column in ("agent", "state", "events", "fuel used", "fuel left", "memory", "traps", "out of fuel", "restarts"):
-        table.add_column(column, justify="left" if column in ("agent", "state") else "right")
-    for agent_id, s in supervisor.stats().items():
-        table.add_row(agent_id, s["state"], str(s["events"]), f"{s['fuel_used']:,}", f"{s['fuel']:,}",
-                      f"{s['memory']:,}/{s['memory_cap']:,} B", str(s["traps"]), str(s["exhausted"]),
-                      str(s["restarts"]))
-    return table
 
 
 FLASH_BLOCK = 4096
@@ -63,30 +53,30 @@ def open_flash(path: Path | None) -> Flash:
         raise MicrofangError(f"{path}: cannot open flash image: {e.strerror}") from None
 
 
-def run(paths: list[Path], seconds: float, events: bool = False, flash_path: Path | None = None) -> Supervisor:
-    """Spawn the agents at `paths` and run them for `seconds`, printing their output."""
+def run(paths: list[Path], seconds: float, report: Report, events: bool = False, flash_path: Path | None = None,
+        built: Built | None = None) -> Supervisor:
+    """Spawn the agents at `paths` and run them for `seconds`; their logs, faults, state
+    changes, requests and publishes (and with `events` every event) go to `report`. Returns
+    the supervisor (its stats() are the run's figures)."""
     start = time.monotonic()
 
-    def report(agent_id: str, kind: str, text: str) -> None:
-        style = _STYLES.get(kind, "white")
-        console.out.print(f"[dim]{time.monotonic() - start:7.3f}[/dim] [bold]{agent_id:<10}[/bold] "
-                          f"[{style}]{kind:<7}[/{style}] ", end="")
-        console.out.print(text, markup=False, highlight=False)
+    def report_now(agent_id: str, kind: str, text: str) -> None:
+        report(time.monotonic() - start, agent_id, kind, text)
 
     responder: LocalResponder | None = None
 
     def outbox(agent_id: str, kind: str, target: str, body: bytes, request_id: int) -> int:
-        report(agent_id, kind, f"{target} #{request_id} ({len(body)} bytes)" if request_id else f"{target} ({len(body)} bytes)")
+        report_now(agent_id, kind, f"{target} #{request_id} ({len(body)} bytes)" if request_id else
+                   f"{target} ({len(body)} bytes)")
         if kind == "request" and responder is not None:
             return responder.answer(agent_id, target, body, request_id)
         return 0
 
-    supervisor = Supervisor(report=report, outbox=outbox, sensors=SimulatedSensors(), trace_events=events,
+    supervisor = Supervisor(report=report_now, outbox=outbox, sensors=SimulatedSensors(), trace_events=events,
                             flash=open_flash(flash_path))
     responder = LocalResponder(supervisor.post)
-    bundles = [load_bundle(p) for p in paths]
+    bundles = [load_bundle(p, built) for p in paths]
     for data in bundles:
         supervisor.spawn(data)
     asyncio.run(supervisor.run(int(seconds * 1000)))
-    console.out.print(stats_table(supervisor))
     return supervisor

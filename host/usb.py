@@ -1,6 +1,7 @@
 """`microfang deploy BUNDLE --port PORT`: install an agent over USB with mpremote (as a library).
 
-One mpremote session: Ctrl-C stops the board's loop (agents and their memory stay in the
+One mpremote session through the board API of firmware/main.py (identity, stage, install,
+run): Ctrl-C stops the board's loop (agents and their memory stay in the
 REPL's `microfang.firmware.main.BOARD`), the signed bundle is copied to the board's flash, the
 firmware's own installer verifies and starts it exactly as for a deploy over the air, the
 agent's status is read back, and the loop is started again. PORT is anything mpremote opens:
@@ -9,20 +10,32 @@ agent's status is read back, and the loop is started again. PORT is anything mpr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
-from microfang import console
 from microfang.deploy import read_bundle, signed_for
 from microfang.firmware.errors import MicrofangError
 from microfang.ops import open_store
 
 _MAIN = "import microfang.firmware.main as _mf\n"
-_STAGED = "/stage/usb.mfs"
+
+Progress = Callable[[int, int], None]  # (bytes copied, bytes in all)
 
 
-def _open(port: str):  # noqa: ANN202 - mpremote's SerialTransport
+@dataclass
+class Installed:
+    """What the board says after a USB install."""
+
+    device: str
+    agent: str
+    version: int
+    state: str
+    figures: list[str]  # events=.., fuel=.., memory=..
+
+
+def _open(port: str) -> Any:  # mpremote's SerialTransport
     from mpremote.transport import TransportError
     from mpremote.transport_serial import SerialTransport
 
@@ -38,50 +51,50 @@ def _open(port: str):  # noqa: ANN202 - mpremote's SerialTransport
     return transport
 
 
-def _run(transport, code: str) -> str:  # noqa: ANN001
+def _call(transport: Any, call: str) -> list[str]:
+    """Call one function of the board API (firmware/main.py) and return the words of the last
+    line it printed."""
     from mpremote.transport import TransportError, TransportExecError
 
     try:
-        return transport.exec(_MAIN + code).decode().strip()
+        out = transport.exec(_MAIN + "_mf." + call).decode().strip()
     except TransportExecError as e:
         lines = e.error_output.strip().splitlines()
         raise MicrofangError(f"the board failed: {lines[-1] if lines else e}") from None
     except TransportError as e:
         raise MicrofangError(f"the board stopped answering: {' '.join(str(e).split())}") from None
+    return out.splitlines()[-1].split() if out else []
 
 
-def deploy_usb(path: Path, port: str, db: Path) -> None:
-    """Install a bundle on the board on `port`, signed with its fleet's key from the registry."""
+def deploy_usb(path: Path, port: str, db: Path, progress: Progress | None = None) -> Installed:
+    """Install a bundle on the board on `port`, signed with its fleet's key from the registry;
+    `progress(done, total)` follows the copy. Raises MicrofangError if the board refuses it."""
     data = read_bundle(path)
     if not db.is_file():  # checked before the board is interrupted
         raise MicrofangError(f"{db}: no registry, and the fleet's signing key is kept there (pass --db)")
     transport = _open(port)
     try:
-        identity = _run(transport, "print(_mf.BOARD.device if _mf.BOARD else '', "
-                                   "_mf.BOARD.link.config.get('fleet', 'default') if _mf.BOARD else '')").split()
-        if len(identity) != 2:
+        identity = _call(transport, "identity()")
+        if len(identity) != 3 or identity[0] != "IDENTITY":
             raise MicrofangError(f"{port}: the board is not running the microfang firmware (no booted board)")
-        device, fleet = identity
+        _, device, fleet = identity
         store = open_store(db)
         try:
-            signed, manifest = signed_for(store, fleet, data, path)
+            signed, _ = signed_for(store, fleet, data, path)
         finally:
             store.close()
-        staged = _run(transport, f"_mf.BOARD.flash.makedirs('/stage'); print(_mf.BOARD.flash.vfs_path({_STAGED!r}))")
-        with Progress(TextColumn(f"copying {path.name} to {device}"), BarColumn(), DownloadColumn(),
-                      console=console.err_console, transient=True) as progress:
-            bar = progress.add_task("copy", total=len(signed))
-            transport.fs_writefile(staged, signed, progress_callback=lambda done, total: progress.update(bar, completed=done))
-        result = _run(transport, f"_mf.install({_STAGED!r})")
+        staged = _call(transport, "stage()")
+        if len(staged) != 3 or staged[0] != "STAGE":
+            raise MicrofangError(f"{device}: unexpected answer from the board: {' '.join(staged)!r}")
+        transport.fs_writefile(staged[2], signed, progress_callback=progress)
+        status = _call(transport, f"install({staged[1]!r})")
     finally:
         try:
             transport.exec_raw_no_follow(_MAIN + "if _mf.BOARD:\n    _mf.run()")  # the board goes on, with or without the new agent
         finally:
             transport.close()
-    status = result.splitlines()[-1] if result else ""
-    if status.startswith("REFUSED "):
-        raise MicrofangError(f"{device}: refused: {status[8:]}")
-    if not status.startswith("INSTALLED "):
-        raise MicrofangError(f"{device}: unexpected answer from the board: {result[-200:]!r}")
-    _, agent, version, state, *figures = status.split()
-    console.info(f"{device}: {agent} version {version} {state} ({', '.join(figures)})")
+    if status[:1] == ["REFUSED"]:
+        raise MicrofangError(f"{device}: refused: {' '.join(status[1:])}")
+    if status[:1] != ["INSTALLED"] or len(status) < 4:
+        raise MicrofangError(f"{device}: unexpected answer from the board: {' '.join(status)[-200:]!r}")
+    return Installed(device, status[1], int(status[2]), status[3], status[4:])

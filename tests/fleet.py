@@ -50,13 +50,14 @@ def agent_replies(port: int, tmp_path, data: bytes, expect: int, *, agent: str =
     actions, what `then` returned)."""
     from microfang.firmware import cbor
     from microfang.gateway import Gateway, Router
+    from microfang.config import GatewaySettings
     from microfang.gateway.services import Services
 
     db = tmp_path / "gw.db"
 
     async def scenario():
         async with Gateway(broker=f"mqtt://127.0.0.1:{port}", db=db, router=Router(), quiet=True) as gw:
-            async with Services(gw, {"db": db, **(settings or {})}) as services:
+            async with Services(gw, GatewaySettings(db=db, **(settings or {}))) as services:
                 board, _ = make_board("b1", gw.add_device("b1", fleet="test"), port, **board_config)
                 if registered is not None:
                     gw.store.register_manifest("b1", registered)

@@ -15,6 +15,7 @@ from fleet import agent_replies, make_board, wait_until
 
 from microfang.firmware import bundle, cbor
 from microfang.gateway import Gateway, Router
+from microfang.config import GatewaySettings
 from microfang.gateway.services import Services
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "sdk" / "examples"
@@ -55,7 +56,7 @@ def test_an_a2a_client_makes_a_board_agent_answer(mosquitto, tmp_path):
             board.spawn(reporter.read_bytes())
             run = asyncio.create_task(board.run(20_000))
             await wait_until(lambda: gw.devices["kitchen"].get("online"))
-            async with Services(gw, settings) as services:
+            async with Services(gw, GatewaySettings(**settings)) as services:
                 client = await create_client(f"http://127.0.0.1:{port}")
                 answers, task_id = [], None
                 async for response in client.send_message(SendMessageRequest(
@@ -85,7 +86,7 @@ def test_the_fleets_agent_card_lists_exposed_agents_as_skills(mosquitto, tmp_pat
     async def scenario():
         async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
                            quiet=True) as gw:
-            async with Services(gw, settings):
+            async with Services(gw, GatewaySettings(**settings)):
                 raw = await asyncio.to_thread(lambda: urllib.request.urlopen(
                     f"http://127.0.0.1:{port}/.well-known/agent-card.json").read())
         return json.loads(raw)

@@ -92,7 +92,7 @@ def test_the_gateway_refuses_requests_the_registered_manifest_does_not_allow(mos
 
 
 def test_llm_answers_are_filtered_before_they_reach_a_board():
-    from microfang.bridges.guard import redact
+    from microfang.request import redact
 
     assert redact("use token=ghp_abcdefghijklmnopqrstuvwxyz0123456789 now") == "use [redacted] now"
 
@@ -101,7 +101,7 @@ def test_bridged_tools_become_procedural_memory_agents_can_search(mosquitto, tmp
     steps = [("mem.search", cbor.dumps({"query": "where is a spare part kept", "scope": "tools", "k": 1})),
              ("mem.put", cbor.dumps({"text": "fake tool", "scope": "tools"}))]
     async def index_again(gw, services):
-        return await gw.memory.index_tools({"parts.lookup": "Where a spare part is kept."})
+        return await services.memory.index_tools({"parts.lookup": "Where a spare part is kept."})
 
     replies, _, again = agent_replies(mosquitto.port, tmp_path, request_chain(steps), 2,
                                       settings={"memory": "minilm", **PARTS}, then=index_again)

@@ -125,7 +125,8 @@ def test_the_embedded_broker_serves_a_board_and_the_gateway(tmp_path, echo_bundl
 
 
 def test_a_slow_handler_never_delays_other_requests():
-    from microfang.gateway import Request, Router
+    from microfang.gateway import Router
+    from microfang.request import Request
 
     async def scenario():
         router = Router()

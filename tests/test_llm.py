@@ -9,15 +9,16 @@ import pytest
 from fleet import make_board
 from openai_server import OpenAIServer
 
-from microfang.gateway import Gateway, Request, Router
+from microfang.gateway import Gateway, Router
 from microfang.llm import OpenAIProvider, llm_handler
 from microfang.llm.handler import TokenBudget
+from microfang.request import Request
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "sdk" / "examples"
 
 
-def ask(handler, body, agent="a1"):
-    return asyncio.run(handler(Request("d1", agent, "llm", 1, body)))
+def ask(handler, body, agent="a1", budgets=None):
+    return asyncio.run(handler(Request("d1", agent, "llm", 1, body, budgets)))
 
 
 def test_openai_compatible_provider_speaks_the_wire_format():
@@ -57,7 +58,7 @@ def ask_through_the_fleet(provider, broker_port, tmp_path, seconds=5.0):
 
     async def scenario():
         router = Router()
-        router.add("llm", llm_handler(provider, router=router))
+        router.add("llm", llm_handler(provider))
         async with Gateway(broker=f"mqtt://127.0.0.1:{broker_port}", db=tmp_path / "gw.db", router=router,
                            quiet=True) as gw:
             board, rec = make_board("b1", gw.add_device("b1", fleet="test"), broker_port)
@@ -145,12 +146,11 @@ def test_an_agents_manifest_budgets_are_enforced_at_the_gateway(mosquitto, tmp_p
 def test_an_agents_token_budget_from_its_manifest_caps_the_llm():
     from microfang.llm.handler import TokenBudget
 
-    router = Router()
-    router.set_limits("d1", "a1", {"llm_tokens_per_hour": 5})
+    own = {"llm_tokens_per_hour": 5}
     with OpenAIServer() as server:
-        handler = llm_handler(OpenAIProvider(server.url, "m"), TokenBudget(), router=router)
-        first = ask(handler, {"prompt": "one two three four", "max_tokens": 50})
+        handler = llm_handler(OpenAIProvider(server.url, "m"), TokenBudget())
+        first = ask(handler, {"prompt": "one two three four", "max_tokens": 50}, budgets=own)
         assert server.requests[0]["max_tokens"] == 5  # what was left of the agent's budget
         assert first["tokens"] > 0
         with pytest.raises(Exception, match=r"token budget exhausted \(5 tokens per hour\)"):
-            ask(handler, {"prompt": "again"})
+            ask(handler, {"prompt": "again"}, budgets=own)

@@ -173,6 +173,7 @@ def test_an_mcp_client_lists_the_simulated_fleet_and_makes_an_agent_answer(mosqu
 
     from microfang.firmware import bundle
     from microfang.gateway import Gateway, Router
+    from microfang.config import GatewaySettings
     from microfang.gateway.services import Services
     from microfang.tools.build import build
 
@@ -182,14 +183,14 @@ def test_an_mcp_client_lists_the_simulated_fleet_and_makes_an_agent_answer(mosqu
 
     async def scenario():
         async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=db, router=Router(), quiet=True) as gw:
-            async with Services(gw, {"db": db, "memory": "minilm"}) as services:
+            async with Services(gw, GatewaySettings(db=db, memory="minilm")) as services:
                 board, _ = make_board("kitchen", gw.add_device("kitchen", fleet="home"), mosquitto.port, fleet="home",
                                       sensors=lambda agent, channel: 1999, telemetry_ms=100)
                 gw.store.register_manifest("kitchen", bundle.decode(reporter.read_bytes())[0])
                 board.spawn(reporter.read_bytes())
                 run = asyncio.create_task(board.run(30_000))
                 await wait_until(lambda: gw.store.latest_telemetry("kitchen") is not None)
-                await gw.memory.put("agent:kitchen/reporter", "semantic", "the thermometer was calibrated in May")
+                await services.memory.put("agent:kitchen/reporter", "semantic", "the thermometer was calibrated in May")
                 async with mcp_client(transport, db, tmp_path) as client:
                     devices = result(await client.call_tool("list_devices", {}))
                     answer = await client.call_tool("send_event", {"device": "kitchen", "agent": "reporter",

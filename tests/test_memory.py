@@ -12,7 +12,7 @@ from memory_set import MEMORIES, QUERIES
 
 from microfang.firmware import cbor
 from microfang.gateway import Gateway, Router
-from microfang.gateway.router import Request
+from microfang.request import Request
 from microfang.memory.embed import MiniLMEmbedder, open_embedder
 from microfang.memory.service import VectorMemory, agent_scope, fit_reply, memory_handlers
 from microfang.memory.store import MemoryStoreError, SqliteVectorStore
@@ -146,7 +146,7 @@ def test_an_agent_stores_and_finds_a_memory_through_the_fleet_and_its_log_become
         router = Router()
         async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=router,
                            quiet=True) as gw:
-            gw.memory = memory
+            gw.add_log_listener(memory.index_log)
             for kind, handler in memory_handlers(memory, gw.fleet_of, gw.manifest_of).items():
                 router.add(kind, handler)
             board, _ = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)

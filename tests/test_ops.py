@@ -84,3 +84,14 @@ def test_a_file_that_is_not_a_gateway_database_is_one_line(tmp_path):
         out = microfang(*command, "--db", notdb)
         assert out.returncode == 1
         assert out.stderr.strip() == f"microfang: {notdb}: not a gateway database (file is not a database)"
+
+
+def test_keys_add_refuses_a_name_that_cannot_be_a_topic_level(tmp_path):
+    db = tmp_path / "gw.db"
+    out = microfang("keys", "add", "kitchen/+", "--db", db)
+    assert out.returncode == 1
+    assert out.stderr.strip() == "microfang: device name 'kitchen/+': must be 1-32 of a-z 0-9 _ - starting with " \
+                                 "a letter or digit"
+    out = microfang("keys", "add", "kitchen", "--fleet", "Home Fleet", "--db", db)
+    assert out.stderr.strip() == "microfang: fleet name 'Home Fleet': must be 1-32 of a-z 0-9 _ - starting with " \
+                                 "a letter or digit"

@@ -2,7 +2,8 @@
 
 import asyncio
 
-from microfang.gateway import Budget, RateLimiter, Request, Router
+from microfang.gateway import Budget, RateLimiter, Router
+from microfang.request import Request
 
 
 def run(router, requests):
@@ -55,3 +56,15 @@ def test_a_handler_that_hangs_times_out():
 
     router.add("hang", hang)
     assert run(router, [Request("d", "a", "hang", 1, None)]) == [(1, False, "hang timed out after 0.05 s")]
+
+
+def test_handlers_see_the_budgets_the_agents_manifest_announced():
+    router = Router()
+    router.set_limits("d", "a", {"llm_tokens_per_hour": 5})
+
+    async def budgets(request):
+        return request.budgets
+
+    router.add("budgets", budgets)
+    replies = run(router, [Request("d", "a", "budgets", 1, None), Request("d", "b", "budgets", 2, None)])
+    assert replies == [(1, True, {"llm_tokens_per_hour": 5}), (2, True, {})]

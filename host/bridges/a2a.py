@@ -20,15 +20,11 @@ from __future__ import annotations
 import asyncio
 import socket
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from microfang.bridges.guard import BridgeDenied, check_access, check_outbound, filter_output
 from microfang.firmware.errors import MicrofangError
-from microfang.gateway.core import publish_text
-from microfang.gateway.router import Request
-
-if TYPE_CHECKING:
-    from microfang.gateway.core import Gateway
+from microfang.request import GatewayAPI, Request, publish_text
 
 ASK_TIMEOUT_S = 10.0
 SEND_TIMEOUT_S = 30.0
@@ -37,7 +33,7 @@ SEND_TIMEOUT_S = 30.0
 class FleetExecutor:
     """The A2A AgentExecutor: a message goes to a board agent, its next publish comes back."""
 
-    def __init__(self, gateway: Gateway, exposed: list[str]) -> None:
+    def __init__(self, gateway: GatewayAPI, exposed: list[str]) -> None:
         self.gw = gateway
         self.exposed = exposed
 
@@ -58,11 +54,11 @@ class FleetExecutor:
         try:
             answer = await self.gw.ask(device, agent, {"text": context.get_user_input()[:256], "from": "a2a"},
                                        ASK_TIMEOUT_S)
-        except (asyncio.TimeoutError, KeyError) as e:
+        except (TimeoutError, KeyError) as e:
             await updater.failed(new_text_message(f"{skill} did not answer ({type(e).__name__})"))
             return
         text = filter_output(publish_text(answer), 2048)
-        self.gw.store.audit(device, agent, "a2a.message", {"skill": skill, "answer_bytes": len(text)})
+        self.gw.audit(device, agent, "a2a.message", {"skill": skill, "answer_bytes": len(text)})
         await updater.add_artifact([new_text_part(text)], name="answer")
         await updater.complete()
 
@@ -71,7 +67,7 @@ class FleetExecutor:
 
 
 class A2ABridge:
-    def __init__(self, config: dict[str, Any], gateway: Gateway) -> None:
+    def __init__(self, config: dict[str, Any], gateway: GatewayAPI) -> None:
         self.gw = gateway
         self.port = int(config.get("port", 0))
         self.exposed = [str(s) for s in config.get("expose", [])]
@@ -130,8 +126,8 @@ class A2ABridge:
             sock.close()
             raise MicrofangError(f"[a2a] port {self.port}: cannot listen on 127.0.0.1:{self.port} ({e.strerror})") from None
         card = self.agent_card()
-        handler = DefaultRequestHandler(agent_executor=FleetExecutor(self.gw, self.exposed),
-                                        task_store=InMemoryTaskStore(), agent_card=card)
+        executor: Any = FleetExecutor(self.gw, self.exposed)  # an AgentExecutor by shape: the SDK loads only to serve
+        handler = DefaultRequestHandler(agent_executor=executor, task_store=InMemoryTaskStore(), agent_card=card)
         app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url="/")])
         config = uvicorn.Config(app, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
@@ -179,19 +175,18 @@ class A2ABridge:
         try:
             if not isinstance(peer, str) or not isinstance(text, str):
                 raise BridgeDenied("a2a.send needs peer (text) and text")
-            manifest = self.gw.manifest_of(request.device, request.agent)
-            check_access(manifest, "a2a_access", peer)
+            manifest = check_access(self.gw.manifest_of(request.device, request.agent), "a2a_access", peer)
             check_outbound(manifest, {"text": text}, self.gw.secrets_of(request.device))
             if peer not in self.peers:
                 raise BridgeDenied(f"no A2A peer {peer} (have: {', '.join(sorted(self.peers)) or 'none'})")
         except BridgeDenied as e:
-            self.gw.store.audit(request.device, request.agent, "a2a.send refused", {"peer": peer, "reason": str(e)})
+            self.gw.audit(request.device, request.agent, "a2a.send refused", {"peer": peer, "reason": str(e)})
             raise
         try:
             answer = await asyncio.wait_for(self.send(peer, text), SEND_TIMEOUT_S)
         except Exception as e:  # the peer is down or broke the protocol: the agent gets a one-line error
-            self.gw.store.audit(request.device, request.agent, "a2a.send", {"peer": peer, "ok": False})
+            self.gw.audit(request.device, request.agent, "a2a.send", {"peer": peer, "ok": False})
             raise MicrofangError(f"A2A peer {peer}: {type(e).__name__}: {e}") from None
-        self.gw.store.audit(request.device, request.agent, "a2a.send", {"peer": peer, "ok": True,
+        self.gw.audit(request.device, request.agent, "a2a.send", {"peer": peer, "ok": True,
                                                                        "bytes": len(answer.encode())})
         return {"text": filter_output(answer)}

@@ -14,21 +14,11 @@ from __future__ import annotations
 
 import base64
 import json
-import re
+from collections.abc import Sequence
 from typing import Any
 
-from microfang.firmware import cbor
 from microfang.firmware.errors import MicrofangError
-
-REPLY_BYTES = 384  # what fits the SDK's 512-byte event buffer with the reply around it
-
-_PATTERNS = [
-    ("private key", re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")),
-    ("AWS access key", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
-    ("API token", re.compile(r"\b(?:sk-[A-Za-z0-9_-]{20,}|ghp_[A-Za-z0-9]{30,}|xox[abp]-[A-Za-z0-9-]{10,})")),
-    ("JWT", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
-    ("credential assignment", re.compile(r"(?i)\b(?:password|passwd|secret|api[_-]?key|token)\s*[:=]\s*\S{6,}")),
-]
+from microfang.request import REPLY_BYTES, SECRET_PATTERNS, fit_text, redact
 
 
 class BridgeDenied(MicrofangError):
@@ -44,11 +34,11 @@ def _flatten(value: Any) -> str:
         return str(value)
 
 
-def find_secrets(value: Any, known: list[bytes] = ()) -> list[str]:
+def find_secrets(value: Any, known: Sequence[bytes] = ()) -> list[str]:
     """Names of the secret patterns found in `value` (any JSON-like data); `known` are raw keys
     that must never leave (the device's and fleet's), matched in hex and base64."""
     text = _flatten(value)
-    found = [name for name, pattern in _PATTERNS if pattern.search(text)]
+    found = [name for name, pattern in SECRET_PATTERNS if pattern.search(text)]
     lowered = text.lower()
     for key in known:
         if key and (key.hex() in lowered or base64.b64encode(key).decode() in text):
@@ -56,14 +46,15 @@ def find_secrets(value: Any, known: list[bytes] = ()) -> list[str]:
     return found
 
 
-def check_access(manifest: dict[str, Any] | None, field: str, name: str) -> None:
-    """Raise BridgeDenied unless the registered manifest lets the agent use `name`."""
+def check_access(manifest: dict[str, Any] | None, field: str, name: str) -> dict[str, Any]:
+    """The registered manifest, if it lets the agent use `name`; else BridgeDenied."""
     if manifest is None:
         raise BridgeDenied("the agent has no registered manifest (install it with microfang flash or deploy)")
     allowed = manifest.get("permissions", {}).get(field, [])
     server = name.split(".", 1)[0]
     if name not in allowed and f"{server}.*" not in allowed:
         raise BridgeDenied(f"{name} is not in the agent's {field}")
+    return manifest
 
 
 def check_outbound(manifest: dict[str, Any], args: Any, known: list[bytes]) -> None:
@@ -74,22 +65,6 @@ def check_outbound(manifest: dict[str, Any], args: Any, known: list[bytes]) -> N
         raise BridgeDenied(f"blocked: the arguments carry {', '.join(sorted(set(found)))} (data_exfil_detection)")
 
 
-def redact(text: str) -> str:
-    """`text` with control characters blanked and secrets of the known patterns redacted."""
-    text = "".join(c if c.isprintable() or c in "\n\t" else " " for c in text)
-    for _, pattern in _PATTERNS:
-        text = pattern.sub("[redacted]", text)
-    return text
-
-
 def filter_output(text: str, limit: int = REPLY_BYTES - 64) -> str:
     """What may reach a board: printable text, secrets redacted, at most `limit` bytes."""
-    text = redact(text)
-    raw = text.encode("utf-8")
-    if len(raw) > limit:
-        text = raw[:limit].decode("utf-8", "ignore")
-    return text
-
-
-def fits(reply: dict[str, Any]) -> bool:
-    return len(cbor.dumps(reply)) <= REPLY_BYTES
+    return fit_text(redact(text), limit)[0]

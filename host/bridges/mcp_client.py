@@ -16,20 +16,17 @@ from __future__ import annotations
 import asyncio
 import json
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from microfang.bridges.guard import BridgeDenied, check_access, check_outbound, filter_output
 from microfang.firmware.errors import MicrofangError
-from microfang.gateway.router import Request
-
-if TYPE_CHECKING:
-    from microfang.gateway.core import Gateway
+from microfang.request import GatewayAPI, Request
 
 CALL_TIMEOUT_S = 20.0
 
 
 class ToolBridge:
-    def __init__(self, servers: dict[str, dict[str, Any]], gateway: Gateway) -> None:
+    def __init__(self, servers: dict[str, dict[str, Any]], gateway: GatewayAPI) -> None:
         self.servers = servers
         self.gw = gateway
         self.tools: dict[str, tuple[Any, str]] = {}  # "server.tool" -> (client, tool name)
@@ -39,7 +36,7 @@ class ToolBridge:
     async def __aenter__(self) -> ToolBridge:
         from mcp import Client, StdioServerParameters
 
-        try:
+        async with AsyncExitStack() as stack:  # a server that fails closes those opened before it
             for name, spec in sorted(self.servers.items()):
                 if not isinstance(spec, dict) or ("command" in spec) == ("url" in spec):
                     raise MicrofangError(f"mcp_servers.{name}: needs command = [...] or url = \"...\"")
@@ -51,16 +48,14 @@ class ToolBridge:
                 else:
                     target = str(spec["url"])
                 try:
-                    client = await self._stack.enter_async_context(Client(target))
+                    client = await stack.enter_async_context(Client(target))
                     listed = await client.list_tools()
                 except Exception as e:  # a server that does not start or answer: say which, in one line
                     raise MicrofangError(f"mcp_servers.{name}: cannot connect ({type(e).__name__}: {e})") from None
                 for tool in listed.tools:
                     self.tools[f"{name}.{tool.name}"] = (client, tool.name)
                     self.descriptions[f"{name}.{tool.name}"] = (tool.description or "").strip()
-        except BaseException:
-            await self._stack.aclose()
-            raise
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -73,8 +68,7 @@ class ToolBridge:
         try:
             if not isinstance(name, str) or not isinstance(args, dict):
                 raise BridgeDenied("tool.call needs name (text) and args (a map)")
-            manifest = self.gw.manifest_of(request.device, request.agent)
-            check_access(manifest, "tool_access", name)
+            manifest = check_access(self.gw.manifest_of(request.device, request.agent), "tool_access", name)
             check_outbound(manifest, args, self.gw.secrets_of(request.device))
             if name not in self.tools:
                 raise BridgeDenied(f"no tool {name} (have: {', '.join(sorted(self.tools)) or 'none'})")
@@ -84,7 +78,7 @@ class ToolBridge:
         client, tool = self.tools[name]
         try:
             result = await asyncio.wait_for(client.call_tool(tool, args), CALL_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._audit(request, "tool.call", {**audit, "ok": False, "error": "timeout"})
             raise MicrofangError(f"tool {name} did not answer in {CALL_TIMEOUT_S:.0f} s") from None
         text = "\n".join(c.text for c in result.content if getattr(c, "type", "") == "text")
@@ -96,5 +90,4 @@ class ToolBridge:
         return {"result": answer, "is_error": bool(result.is_error)}
 
     def _audit(self, request: Request, action: str, detail: dict[str, Any]) -> None:
-        if self.gw.store is not None:
-            self.gw.store.audit(request.device, request.agent, action, detail)
+        self.gw.audit(request.device, request.agent, action, detail)

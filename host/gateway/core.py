@@ -3,10 +3,15 @@
     async with Gateway(broker="mqtt://127.0.0.1:1883", db="gateway.db") as gw:
         await gw.serve_forever()
 
-It subscribes to every device's status, tele, up/+ and log/+ topics, verifies each envelope
-(known device, HMAC, sequence newer than the last one accepted), routes requests to handlers
-(router.py), stores telemetry and memory-log replicas, audits what agents do, and answers on
-down/{agent} and ctl with envelopes sealed with the device's key.
+It subscribes to every device's status, tele, up/+ and log/+ topics (firmware/protocol.py),
+verifies each envelope (known device, HMAC, sequence newer than the last one accepted), hands
+each message to the handler of its kind (`_handlers`): requests to the router (router.py),
+telemetry and memory-log replicas to the store, the boards' deploy answers to transfers.py;
+it audits what agents do and answers on down/{agent} and ctl with envelopes sealed with the
+device's key. Jobs queued in the store run as transfers (deploy, migrate) or commands.
+
+Plug-ins see it as a `microfang.request.GatewayAPI`; they hook in with `router.add(kind,
+handler)`, `add_log_listener` (replicated memory-log records) and `add_health_part`.
 
 Delivery: paho runs the socket in its own thread and hands messages to the event loop. Each
 message is acknowledged to the broker (manual PUBACK) only after its effects are committed to
@@ -17,41 +22,28 @@ redeliveries harmless.
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import socket
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 
 from microfang import console
-from microfang.firmware import cbor, envelope
-from microfang.gateway.router import Request, Router
+from microfang.config import parse_broker
+from microfang.firmware import cbor, envelope, protocol
+from microfang.gateway import commands, http, transfers
+from microfang.gateway.commands import Commands
+from microfang.gateway.jobs import watch_jobs
+from microfang.gateway.router import Router
 from microfang.gateway.store import Store
-from microfang.gateway.transfers import BOARD_KINDS, Transfers
+from microfang.gateway.transfers import Transfers
+from microfang.request import Request
 
-_TOPIC = re.compile(r"^mf/([^/]+)/([^/]+)/(status|tele|up|log)(?:/([a-z0-9][a-z0-9_-]{0,31}))?$")
 DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", "unknown-agent")
-
-
-def publish_text(body: Any) -> str:
-    """An agent's publish {topic, data} as text: CBOR text as is, other CBOR as JSON."""
-    data = body.get("data") if isinstance(body, dict) else body
-    if isinstance(data, (bytes, bytearray)):
-        try:
-            data = cbor.loads(bytes(data), max_bytes=len(data))
-        except cbor.CBORError:
-            return bytes(data).decode("utf-8", "replace")
-    return data if isinstance(data, str) else json.dumps(data, default=lambda v: v.hex() if isinstance(v, bytes) else str(v))
-
-
-def parse_broker(url: str) -> tuple[str, int, bool]:
-    parsed = urlparse(url if "://" in url else f"mqtt://{url}")
-    tls = parsed.scheme in ("mqtts", "ssl", "tls")
-    return parsed.hostname or "127.0.0.1", parsed.port or (8883 if tls else 1883), tls
+LogListener = Callable[[str, str, list[tuple[int, bytes]]], None]  # (device, agent, [(seq, payload)])
 
 
 class Gateway:
@@ -86,8 +78,31 @@ class Gateway:
         self._replies_in_flight: dict[int, tuple[str, str, int]] = {}  # paho mid -> request
         self._missing: dict[str, float] = {}  # unknown device -> when it was last looked up
         self._answers: dict[tuple[str, str], list[asyncio.Future]] = {}  # ask(): waiting for an agent's publish
+        self._log_listeners: list[LogListener] = []
+        self._health_parts: dict[str, Callable[[], Any]] = {}
         self.transfers = Transfers(self)
-        self.memory: Any = None  # microfang.memory.service.VectorMemory: episodic memory from the logs
+        self.commands = Commands(self)
+        # (channel, message kind) -> handler(device, agent, body), called inside the message's transaction.
+        self._handlers: dict[tuple[str, str], Callable[[str, str, Any], None]] = {
+            (protocol.TELE, protocol.K_TELE): self._on_telemetry,
+            (protocol.LOG, protocol.K_LOG): self._on_log_records,
+            (protocol.UP, protocol.K_REQUEST): self._on_agent_request,
+            (protocol.UP, protocol.K_PUBLISH): self._on_agent_publish,
+            (protocol.UP, protocol.K_AGENT): self._on_agent_spawned,
+        }
+        for kind in protocol.BOARD_ANSWERS:
+            self._handlers[(protocol.UP, kind)] = partial(self._on_board_answer, kind)
+
+    # ---- hooks ---------------------------------------------------------------------------
+
+    def add_log_listener(self, listener: LogListener) -> None:
+        """Call `listener(device, agent, records)` with the memory-log records of every
+        replication, once they are stored (episodic memory indexes them)."""
+        self._log_listeners.append(listener)
+
+    def add_health_part(self, name: str, part: Callable[[], Any]) -> None:
+        """Report `part()` as `name` in health() (and /healthz)."""
+        self._health_parts[name] = part
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -108,15 +123,13 @@ class Gateway:
         client.on_publish = self._on_publish
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(0.1, 5)
+        client.reconnect_delay_set(0.1, 5)  # type: ignore[arg-type]  # paho says int; it sleeps floats
         self._client = client
         client.connect_async(self.host, self.port, keepalive=30)
         client.loop_start()
         self._tasks.append(asyncio.create_task(self._process(), name="microfang[gateway].process"))
         if self.http_port is not None:
-            from microfang.gateway.http import serve
-
-            self._http = await serve(self, self.http_port)
+            self._http = await http.serve(self.health, lambda: (self.metrics, self.router.counts), self.http_port)
         deadline = time.monotonic() + 10
         while not self.connected and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -126,8 +139,22 @@ class Gateway:
         for (device, agent), budgets in self.store.agent_budgets().items():
             self.router.set_limits(device, agent, budgets)
         self._resume_requests()
-        self._tasks.append(asyncio.create_task(self.transfers.run(), name="microfang[gateway].jobs"))
+        self._tasks.append(asyncio.create_task(self._run_jobs(), name="microfang[gateway].jobs"))
         return self
+
+    async def _run_jobs(self) -> None:
+        """Take up queued jobs (and, after a restart, unfinished ones) and retry stalled transfers."""
+        assert self.store is not None
+        async for rows in watch_jobs(self.store):
+            try:
+                for row in rows:
+                    if row["kind"] in commands.KINDS:
+                        self.commands.take(row)
+                    elif row["kind"] in transfers.KINDS:
+                        self.transfers.take(row)
+                self.transfers.retry_stalled()
+            except Exception as e:  # a bug must not stop the gateway: log it, keep going
+                self.log(f"error in jobs: {e!r}")
 
     def _resume_requests(self) -> None:
         """Answer the requests a previous run accepted but had not delivered a reply for."""
@@ -167,9 +194,9 @@ class Gateway:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         sock = client.socket()
-        if sock is not None:
+        if isinstance(sock, socket.socket):  # TLS sockets too (ssl.SSLSocket is one)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.subscribe([("mf/+/+/status", 1), ("mf/+/+/tele", 1), ("mf/+/+/up/+", 1), ("mf/+/+/log/+", 1)])
+        client.subscribe([(topic, 1) for topic in protocol.subscriptions()])
         self.connected = True
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -199,33 +226,34 @@ class Gateway:
             try:
                 self.handle(topic, payload)
             except Exception as e:  # a bug must not stop the gateway: log it, keep routing
-                self._log(f"error handling {topic}: {e!r}")
+                self.log(f"error handling {topic}: {e!r}")
             if qos:
                 self._client.ack(mid, qos)  # only now: its effects are committed
 
-    def _log(self, line: str) -> None:
+    def log(self, line: str) -> None:
+        """One line on stderr, unless quiet."""
         if not self.quiet:
             console.err_console.print(f"[gateway] {line}", markup=False, highlight=False)
 
     def _drop(self, reason: str, topic: str, detail: str) -> None:
         self.metrics[f"dropped_{reason}"] += 1
-        self._log(f"dropped {reason}: {topic}: {detail}")
+        self.log(f"dropped {reason}: {topic}: {detail}")
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Handle one message from the broker (synchronously; requests run as tasks)."""
         assert self.store is not None
         self.metrics["messages"] += 1
-        m = _TOPIC.match(topic)
-        if m is None:
-            self._drop("malformed", topic, "topic outside mf/{fleet}/{device}/...")
+        parsed = protocol.parse_topic(topic)
+        if parsed is None:
+            self._drop("malformed", topic, "topic outside mf/{fleet}/{device}/{channel}[/{agent}]")
             return
-        fleet, device, kind, agent = m.groups()
+        fleet, device, channel, agent = parsed
         record = self.devices.get(device) or self._registered_since(device)
         if record is None or record["fleet"] != fleet:
             self._drop("unknown-device", topic, f"unknown device {device!r} in fleet {fleet!r}")
             return
-        if kind == "status":  # the broker publishes the last will itself: plain text, no envelope
-            online = payload == b"online"
+        if channel == protocol.STATUS:  # the broker publishes the last will itself: plain text, no envelope
+            online = payload == protocol.ONLINE
             record["online"] = online
             self.store.set_presence(device, online)
             self.metrics["presence"] += 1
@@ -239,13 +267,15 @@ class Gateway:
         if not record["window"].fresh(doc["seq"]):
             self._drop("replay", topic, f"sequence {doc['seq']} was already accepted (latest {record['window'].highest})")
             return
-        if kind in ("up", "log") and doc["agent"] != agent:
+        if agent is not None and doc["agent"] != agent:
             self._drop("unknown-agent", topic, f"envelope names agent {doc['agent']!r}, the topic {agent!r}")
             return
         self.store.begin()
         try:
             record["window"].accept(doc["seq"])
-            self._dispatch(device, kind, doc)
+            handler = self._handlers.get((channel, doc["kind"]))
+            if handler is not None:
+                handler(device, doc["agent"], doc["body"])
             self.store.save_seqs(device, record["window"], record["down_seq"])
             self.store.commit()
         except BaseException:
@@ -270,60 +300,79 @@ class Gateway:
         self.devices[device] = record
         return record
 
-    def _dispatch(self, device: str, kind: str, doc: dict[str, Any]) -> None:
+    # ---- one handler per message kind (inside the message's transaction) ------------------
+
+    def _on_telemetry(self, device: str, agent: str, body: Any) -> None:
         assert self.store is not None
-        agent = doc["agent"]
-        if kind == "tele":
-            self.metrics["telemetry"] += 1
-            self.store.add_telemetry(device, doc["body"])
-        elif kind == "log":
-            records = [(int(s), bytes(p)) for s, p in doc["body"]]
-            self.metrics["log_records"] += len(records)
-            held = self.store.replicate(device, agent, records)
-            self.send(device, agent, "log_ack", held, control=True)
-            if self.memory is not None:
-                self.memory.index_log(device, agent, records)
-        elif doc["kind"] in ("request", "publish") and not self._permitted(device, agent, doc["kind"]):
-            # The board's sandbox should have stopped this: a tampered board, or a bundle that is
-            # not the one the host installed. Refused and audited, whatever the board says.
-            self.metrics["denied"] += 1
-            self.store.audit(device, agent, f"{doc['kind']} denied", {"reason": "not allowed by the registered manifest"})
-            if doc["kind"] == "request" and isinstance(doc["body"], dict):
-                request = Request(device, agent, str(doc["body"].get("kind", "")), int(doc["body"].get("id", 0)), None)
-                self._reply(request, False, f"{doc['kind']} is not allowed by the agent's registered manifest")
-        elif doc["kind"] == "request":
-            body = doc["body"]
-            self.metrics["requests"] += 1
-            request = Request(device, agent, str(body.get("kind", "")), int(body.get("id", 0)), None)
-            raw = bytes(body.get("body") or b"\xf6")
-            self.store.audit(device, agent, "request", {"kind": request.kind, "id": request.id})
-            # Kept until the broker acknowledges the reply: a crash in between answers it again.
-            self.store.add_request(device, agent, request.id, request.kind, raw)
-            self._start_request(request, raw)
-        elif doc["kind"] == "agent":
-            body = doc["body"] if isinstance(doc["body"], dict) else {}
-            budgets = body.get("budgets") if isinstance(body.get("budgets"), dict) else {}
-            detail: dict[str, Any] = {"version": body.get("version"), "budgets": budgets}
-            registered = self.manifest_of(device, agent)
-            if registered is not None:
-                # The installed manifest's budgets apply, not what the board says about itself.
-                if registered.get("budgets", {}) != budgets or registered["version"] != body.get("version"):
-                    detail["registered"] = {"version": registered["version"], "budgets": registered.get("budgets")}
-                budgets = registered.get("budgets", {})
-            self.store.set_agent(device, agent, int(body.get("version", 0)), budgets)
-            self.router.set_limits(device, agent, budgets)
-            self.store.audit(device, agent, "spawned", detail)
-        elif doc["kind"] in BOARD_KINDS:
-            self.transfers.on_board(device, agent, doc["kind"], doc["body"])
-        elif doc["kind"] == "publish":
-            self.metrics["publishes"] += 1
-            self.store.audit(device, agent, "publish", {"topic": doc["body"].get("topic")})
-            waiting = self._answers.get((device, agent))
-            while waiting:
-                future = waiting.pop(0)
-                if not future.done():
-                    future.set_result(doc["body"])
-                    break
+        self.metrics["telemetry"] += 1
+        self.store.add_telemetry(device, body)
+
+    def _on_log_records(self, device: str, agent: str, body: Any) -> None:
+        assert self.store is not None
+        records = [(int(s), bytes(p)) for s, p in body]
+        self.metrics["log_records"] += len(records)
+        held = self.store.replicate(device, agent, records)
+        self.send(device, agent, protocol.C_LOG_ACK, held, control=True)
+        for listener in self._log_listeners:
+            listener(device, agent, records)
+
+    def _denied(self, device: str, agent: str, kind: str) -> bool:
+        """Refuse and audit a request or publish the registered manifest does not allow: the
+        board's sandbox should have stopped it (a tampered board, or a bundle that is not the
+        one the host installed), whatever the board says."""
+        assert self.store is not None
+        if self._permitted(device, agent, kind):
+            return False
+        self.metrics["denied"] += 1
+        self.store.audit(device, agent, f"{kind} denied", {"reason": "not allowed by the registered manifest"})
+        return True
+
+    def _on_agent_request(self, device: str, agent: str, body: Any) -> None:
+        assert self.store is not None
+        if not isinstance(body, dict):
+            self.log(f"request from {device}/{agent} is not a map: ignored")
+            return
+        request = Request(device, agent, str(body.get("kind", "")), int(body.get("id", 0)), None)
+        if self._denied(device, agent, protocol.K_REQUEST):
+            self._reply(request, False, "request is not allowed by the agent's registered manifest")
+            return
+        self.metrics["requests"] += 1
+        raw = bytes(body.get("body") or b"\xf6")
+        self.store.audit(device, agent, "request", {"kind": request.kind, "id": request.id})
+        # Kept until the broker acknowledges the reply: a crash in between answers it again.
+        self.store.add_request(device, agent, request.id, request.kind, raw)
+        self._start_request(request, raw)
+
+    def _on_agent_publish(self, device: str, agent: str, body: Any) -> None:
+        assert self.store is not None
+        if self._denied(device, agent, protocol.K_PUBLISH):
+            return
+        self.metrics["publishes"] += 1
+        self.store.audit(device, agent, "publish", {"topic": body.get("topic") if isinstance(body, dict) else None})
+        waiting = self._answers.get((device, agent))
+        while waiting:
+            future = waiting.pop(0)
+            if not future.done():
+                future.set_result(body)
+                break
+
+    def _on_agent_spawned(self, device: str, agent: str, body: Any) -> None:
+        assert self.store is not None
+        body = body if isinstance(body, dict) else {}
+        budgets = body.get("budgets") if isinstance(body.get("budgets"), dict) else {}
+        detail: dict[str, Any] = {"version": body.get("version"), "budgets": budgets}
+        registered = self.manifest_of(device, agent)
+        if registered is not None:
+            # The installed manifest's budgets apply, not what the board says about itself.
+            if registered.get("budgets", {}) != budgets or registered["version"] != body.get("version"):
+                detail["registered"] = {"version": registered["version"], "budgets": registered.get("budgets")}
+            budgets = registered.get("budgets", {})
+        self.store.set_agent(device, agent, int(body.get("version", 0)), budgets)
+        self.router.set_limits(device, agent, budgets)
+        self.store.audit(device, agent, "spawned", detail)
+
+    def _on_board_answer(self, kind: str, device: str, agent: str, body: Any) -> None:
+        self.transfers.on_board(device, agent, kind, body)
 
     def _start_request(self, request: Request, raw: bytes) -> None:
         try:
@@ -351,7 +400,7 @@ class Gateway:
             if not ok:
                 detail["error"] = str(body)[:200]
             self.store.audit(request.device, request.agent, "reply", detail)
-        mid = self.send(request.device, request.agent, "reply", reply)
+        mid = self.send(request.device, request.agent, protocol.K_REPLY, reply)
         self._replies_in_flight[mid] = (request.device, request.agent, request.id)
 
     def send(self, device: str, agent: str, kind: str, body: Any, control: bool = False) -> int:
@@ -360,7 +409,8 @@ class Gateway:
         record = self.devices[device]
         record["down_seq"] += 1
         sealed = envelope.seal(record["key"], device, record["down_seq"], agent, kind, body, int(time.time() * 1000))
-        topic = f"mf/{record['fleet']}/{device}/" + ("ctl" if control else f"down/{agent}")
+        topic = protocol.topic(record["fleet"], device, protocol.CTL) if control else \
+            protocol.topic(record["fleet"], device, protocol.DOWN, agent)
         info = self._client.publish(topic, sealed, qos=1)
         self.store.save_seqs(device, record["window"], record["down_seq"])
         return info.mid
@@ -373,7 +423,7 @@ class Gateway:
         assert self._loop is not None
         future = self._loop.create_future()
         self._answers.setdefault((device, agent), []).append(future)
-        self.send(device, agent, "message", body)
+        self.send(device, agent, protocol.K_MESSAGE, body)
         try:
             return await asyncio.wait_for(future, timeout)
         finally:
@@ -381,7 +431,12 @@ class Gateway:
             if future in waiting:
                 waiting.remove(future)
 
-    # ---- what handlers ask of the gateway ----------------------------------------------------
+    # ---- what plug-ins ask of the gateway (microfang.request.GatewayAPI) ----------------------
+
+    def audit(self, device: str, agent: str, action: str, detail: Any) -> None:
+        """Append a record to the audit log (committed with the message being handled, if any)."""
+        assert self.store is not None
+        self.store.audit(device, agent, action, detail)
 
     def _permitted(self, device: str, agent: str, host_function: str) -> bool:
         """Whether the registered manifest lets the agent call `host_function` (no record: the
@@ -417,6 +472,5 @@ class Gateway:
         return {"status": "ok" if self.connected else "degraded", "broker_connected": self.connected,
                 "devices": len(self.devices), "online": online, "uptime_s": round(time.time() - self.started, 1),
                 "pending_requests": len(self.router.pending), "active_jobs": len(self.transfers.active),
-                "memory": None if self.memory is None else {"embedder": self.memory.embedder.name,
-                                                            "episodic_indexed": self.memory.indexed},
-                "request_kinds": sorted(self.router.handlers)}
+                "request_kinds": sorted(self.router.handlers),
+                **{name: part() for name, part in self._health_parts.items()}}

@@ -1,31 +1,32 @@
-"""The gateway's HTTP endpoints: /healthz (JSON) and /metrics (Prometheus text format)."""
+"""The gateway's HTTP endpoints: /healthz (JSON) and /metrics (Prometheus text format), served
+from what the gateway hands over: its health report and its counters."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 from microfang.firmware.errors import MicrofangError
 
-if TYPE_CHECKING:
-    from microfang.gateway.core import Gateway
+Health = Callable[[], dict[str, Any]]
+Counters = Callable[[], tuple[dict[str, int], dict[str, int]]]  # () -> (gateway metrics, router counts)
 
 
-def prometheus(gateway: Gateway) -> str:
+def prometheus(metrics: dict[str, int], router_counts: dict[str, int], health: dict[str, Any]) -> str:
     lines = []
-    for name, value in sorted(gateway.metrics.items()):
+    for name, value in sorted(metrics.items()):
         if name.startswith("dropped_"):
             continue
         lines += [f"# TYPE microfang_{name}_total counter", f"microfang_{name}_total {value}"]
     lines.append("# TYPE microfang_dropped_total counter")
-    for name, value in sorted(gateway.metrics.items()):
+    for name, value in sorted(metrics.items()):
         if name.startswith("dropped_"):
             lines.append(f'microfang_dropped_total{{reason="{name[8:]}"}} {value}')
-    for name, value in sorted(gateway.router.counts.items()):
+    for name, value in sorted(router_counts.items()):
         lines += [f"# TYPE microfang_router_{name}_total counter", f"microfang_router_{name}_total {value}"]
-    health = gateway.health()
     lines += ["# TYPE microfang_devices gauge", f"microfang_devices {health['devices']}",
               "# TYPE microfang_devices_online gauge", f"microfang_devices_online {health['online']}",
               "# TYPE microfang_broker_connected gauge", f"microfang_broker_connected {int(health['broker_connected'])}",
@@ -33,7 +34,7 @@ def prometheus(gateway: Gateway) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def serve(gateway: Gateway, port: int, host: str = "127.0.0.1") -> asyncio.base_events.Server:
+async def serve(health: Health, counters: Counters, port: int, host: str = "127.0.0.1") -> asyncio.Server:
     """Serve /healthz and /metrics on host:port until the returned server is closed."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -44,17 +45,17 @@ async def serve(gateway: Gateway, port: int, host: str = "127.0.0.1") -> asyncio
             parts = request.decode("latin-1").split()
             path = parts[1] if len(parts) > 1 else "/"
             if path == "/healthz":
-                health = gateway.health()
-                status = "200 OK" if health["status"] == "ok" else "503 Service Unavailable"
-                body, kind = json.dumps(health).encode(), "application/json"
+                report = health()
+                status = "200 OK" if report["status"] == "ok" else "503 Service Unavailable"
+                body, kind = json.dumps(report).encode(), "application/json"
             elif path == "/metrics":
-                status, body, kind = "200 OK", prometheus(gateway).encode(), "text/plain; version=0.0.4"
+                status, body, kind = "200 OK", prometheus(*counters(), health()).encode(), "text/plain; version=0.0.4"
             else:
                 status, body, kind = "404 Not Found", b"not found\n", "text/plain"
             writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
                          f"Connection: close\r\n\r\n".encode() + body)
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()

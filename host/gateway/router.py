@@ -2,7 +2,7 @@
 
 A handler is `async def handler(request) -> reply body`. The router runs each request as its
 own task, bounded by `max_pending`, with a timeout; a slow or failing handler delays only its
-own reply. Other issues plug in their kinds (llm, tool.call, mem.search, a2a.send) with
+own reply. Plug-ins add their kinds (llm, tool.call, mem.search, a2a.send) with
 `router.add(kind, handler)`.
 """
 
@@ -10,23 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-
-class Request:
-    """One agent request: who asked, what kind, the request id to answer, the CBOR body."""
-
-    def __init__(self, device: str, agent: str, kind: str, request_id: int, body: Any) -> None:
-        self.device = device
-        self.agent = agent
-        self.kind = kind
-        self.id = request_id
-        self.body = body
-
-
-Handler = Callable[[Request], Awaitable[Any]]
-Reply = Callable[[Request, bool, Any], None]
+from microfang.request import Handler, Reply, Request, SpendWindow
 
 
 class RateLimiter:
@@ -59,18 +45,14 @@ class Budget:
     def __init__(self, limit: int | None = None, window_s: float = 3600.0) -> None:
         self.limit = limit
         self.window_s = window_s
-        self._spent: dict[tuple[str, str], list[float]] = {}
+        self._spent = SpendWindow(window_s)
 
     def spend(self, device: str, agent: str) -> bool:
         if self.limit is None:
             return True
-        now = time.monotonic()
-        spent = self._spent.setdefault((device, agent), [now, 0])
-        if now - spent[0] >= self.window_s:
-            spent[0], spent[1] = now, 0
-        if spent[1] >= self.limit:
+        if self._spent.spent(device, agent) >= self.limit:
             return False
-        spent[1] += 1
+        self._spent.add(device, agent, 1)
         return True
 
 
@@ -91,7 +73,7 @@ class Router:
         self.timeout = timeout
         self.limiter = limiter or RateLimiter()
         self.budget = budget or Budget()
-        self.agent_budgets: dict[tuple[str, str], dict[str, Any]] = {}  # from manifests, for handlers
+        self.agent_budgets: dict[tuple[str, str], dict[str, Any]] = {}  # from manifests: Request.budgets
         self.pending: set[asyncio.Task] = set()
         self.counts: dict[str, int] = {"requests": 0, "replies_ok": 0, "replies_error": 0, "rate_limited": 0,
                                        "busy": 0, "timeouts": 0, "unknown_kind": 0, "over_budget": 0}
@@ -112,6 +94,7 @@ class Router:
     def dispatch(self, request: Request, reply: Reply) -> None:
         """Start handling a request; `reply(request, ok, body)` is called exactly once."""
         self.counts["requests"] += 1
+        request.budgets = self.agent_budgets.get((request.device, request.agent), {})
         handler = self.handlers.get(request.kind)
         if handler is None:
             self.counts["unknown_kind"] += 1
@@ -137,7 +120,7 @@ class Router:
     async def _run(self, handler: Handler, request: Request, reply: Reply) -> None:
         try:
             body = await asyncio.wait_for(handler(request), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.counts["timeouts"] += 1
             reply(request, False, f"{request.kind} timed out after {self.timeout:g} s")
             return

