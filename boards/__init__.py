@@ -1,5 +1,6 @@
-"""Board definitions: each board is a small class of data (esptool-style), its MicroPython
-custom board folder beside it, and the profile used to emulate it off hardware.
+"""microfang.boards (the repo's boards/ folder): board definitions. Each board is a small class
+of data (esptool-style), its MicroPython custom board folder beside it, and the profile used
+to emulate it off hardware.
 
 `BOARD_DEFS` maps the names used on the command line (`--board esp32`) to the classes.
 Partitions are read from the board folder's partitions.csv, the same file ESP-IDF builds with.

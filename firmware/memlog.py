@@ -16,7 +16,7 @@
 #
 # Bounded: the segments of one agent never hold more than the manifest's [memory_log] max_kb.
 # When an append would pass it, the oldest segments the gateway has acknowledged are deleted;
-# if that frees too little, append raises LogFull and nothing stored is touched.
+# if that frees too little, append raises LogError (code abi.E_FULL) and nothing stored is touched.
 
 import struct
 from binascii import crc32

@@ -11,9 +11,6 @@ if MICROPYTHON:
     ticks_ms = time.ticks_ms
     ticks_diff = time.ticks_diff
 
-    def monotonic_ms():
-        return time.ticks_ms()
-
 else:
     import time
 
@@ -22,9 +19,6 @@ else:
 
     def ticks_diff(a, b):
         return a - b
-
-    def monotonic_ms():
-        return int(time.monotonic() * 1000)
 
 
 try:

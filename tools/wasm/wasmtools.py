@@ -39,11 +39,3 @@ def validate(wasm: bytes) -> None:
     proc = _run(["validate", f"--features={ENGINE_FEATURES}", "-"], wasm)
     if proc.returncode:
         raise WasmError(f"invalid wasm: {_first_line(proc.stderr)}")
-
-
-def print_wat(wasm: bytes) -> str:
-    """Disassemble a module to WAT."""
-    proc = _run(["print", "-"], wasm)
-    if proc.returncode:
-        raise WasmError(f"cannot print module: {_first_line(proc.stderr)}")
-    return proc.stdout.decode("utf-8")
