@@ -398,8 +398,7 @@ def argparse_sim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fleet", default="sim", help="without a fleet file: the fleet's name (default sim)")
     p.add_argument("-t", "--seconds", type=float, default=10.0, help="how long to run (default 10; 0: forever)")
     p.add_argument("--broker", help="MQTT broker URL (default: start a private one)")
-    p.add_argument("--db", type=Path, default=Path("gateway.db"),
-                   help="the gateway's database, where the boards are registered (default gateway.db)")
+    add_db(p)  # where the boards are registered
     p.add_argument("--runtime", choices=["cpython", "micropython"], default="cpython",
                    help="without a fleet file: cpython (boards in this process) or micropython (each board a "
                         "MicroPython process booting from its own flash image)")

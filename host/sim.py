@@ -302,7 +302,7 @@ def view(boards: list[SimBoard], gateway: Gateway, fleet: str, started: float, d
 
 
 async def simulate(plan: FleetPlan, seconds: float | None, broker: str, db: Path, folder: Path) -> dict:
-    from microfang.gateway.core import parse_broker
+    from microfang.config import parse_broker
 
     host, port, _ = parse_broker(broker)
     configs = provision(plan, db, host, port)  # before the gateway loads the registry

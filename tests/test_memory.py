@@ -12,10 +12,10 @@ from memory_set import MEMORIES, QUERIES
 
 from microfang.firmware import cbor
 from microfang.gateway import Gateway, Router
-from microfang.request import Request
 from microfang.memory.embed import MiniLMEmbedder, open_embedder
 from microfang.memory.service import VectorMemory, agent_scope, fit_reply, memory_handlers
 from microfang.memory.store import MemoryStoreError, SqliteVectorStore
+from microfang.request import Request
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +184,13 @@ def test_an_openai_compatible_embeddings_endpoint_can_stand_in_for_the_local_mod
     assert not np.allclose(vectors[0], vectors[1])  # rows put back in input order
     assert found[0]["text"] == "first" and found[0]["score"] > 0.999
     assert server.requests[-1]["path"] == "/v1/embeddings" and server.requests[-1]["auth"] == "Bearer sk-embed"
+
+
+def test_memory_db_picks_sqlite_for_a_path_and_pgvector_for_a_postgresql_url(tmp_path):
+    from microfang.gateway.services import vector_store
+
+    store = vector_store(str(tmp_path / "m.db"), 384, "minilm")
+    assert isinstance(store, SqliteVectorStore)
+    store.close()
+    with pytest.raises(MemoryStoreError, match=r"^PostgreSQL"):  # nothing listens on port 1
+        vector_store("postgresql://microfang@127.0.0.1:1/none", 384, "minilm")
