@@ -33,14 +33,15 @@ import paho.mqtt.client as mqtt
 
 from microfang import console
 from microfang.config import parse_broker
-from microfang.firmware import cbor, envelope, protocol
+from microfang.firmware import envelope, protocol
 from microfang.gateway import commands, http, transfers
 from microfang.gateway.commands import Commands
 from microfang.gateway.jobs import watch_jobs
+from microfang.gateway.registry import Registry
+from microfang.gateway.requests import Requests
 from microfang.gateway.router import Router
 from microfang.gateway.store import Store
 from microfang.gateway.transfers import Transfers
-from microfang.request import Request
 
 DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", "unknown-agent")
 LogListener = Callable[[str, str, list[tuple[int, bytes]]], None]  # (device, agent, [(seq, payload)])
@@ -63,7 +64,8 @@ class Gateway:
         self.cafile = cafile
         self.quiet = quiet
         self.store: Store | None = None
-        self.devices: dict[str, dict[str, Any]] = {}
+        self.registry: Registry | None = None
+        self.requests: Requests | None = None
         self.metrics: dict[str, int] = {"messages": 0, "requests": 0, "replies": 0, "telemetry": 0,
                                         "log_records": 0, "publishes": 0, "presence": 0, "denied": 0}
         for reason in DROP_REASONS:
@@ -75,8 +77,6 @@ class Gateway:
         self._client: mqtt.Client | None = None
         self._tasks: list[asyncio.Task] = []
         self._http: asyncio.base_events.Server | None = None
-        self._replies_in_flight: dict[int, tuple[str, str, int]] = {}  # paho mid -> request
-        self._missing: dict[str, float] = {}  # unknown device -> when it was last looked up
         self._answers: dict[tuple[str, str], list[asyncio.Future]] = {}  # ask(): waiting for an agent's publish
         self._log_listeners: list[LogListener] = []
         self._health_parts: dict[str, Callable[[], Any]] = {}
@@ -110,7 +110,8 @@ class Gateway:
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
         self.store = Store(self.db_path)
-        self.devices = self.store.devices()
+        self.registry = Registry(self.store)
+        self.requests = Requests(self.store, self.router, self.send, self.metrics)
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
                              manual_ack=True)
         if self.user is not None:
@@ -138,7 +139,7 @@ class Gateway:
             raise ConnectionError(f"cannot reach the MQTT broker at {self.host}:{self.port}")
         for (device, agent), budgets in self.store.agent_budgets().items():
             self.router.set_limits(device, agent, budgets)
-        self._resume_requests()
+        self.requests.resume(self.devices)
         self._tasks.append(asyncio.create_task(self._run_jobs(), name="microfang[gateway].jobs"))
         return self
 
@@ -155,14 +156,6 @@ class Gateway:
                 self.transfers.retry_stalled()
             except Exception as e:  # a bug must not stop the gateway: log it, keep going
                 self.log(f"error in jobs: {e!r}")
-
-    def _resume_requests(self) -> None:
-        """Answer the requests a previous run accepted but had not delivered a reply for."""
-        assert self.store is not None
-        for device, agent, request_id, kind, body in self.store.pending_requests():
-            if device not in self.devices:
-                continue
-            self._start_request(Request(device, agent, kind, request_id, None), body)
 
     async def __aexit__(self, *exc: object) -> None:
         for task in self._tasks:
@@ -183,12 +176,15 @@ class Gateway:
     async def serve_forever(self) -> None:
         await asyncio.Event().wait()
 
+    @property
+    def devices(self) -> dict[str, dict[str, Any]]:
+        """The registered devices: key, fleet, replay window, presence (empty until started)."""
+        return {} if self.registry is None else self.registry.devices
+
     def add_device(self, device: str, fleet: str = "default", key: bytes | None = None) -> bytes:
         """Register a device and return its key (existing devices keep theirs)."""
-        assert self.store is not None
-        key = self.store.add_device(device, fleet, key)
-        self.devices = self.store.devices()
-        return key
+        assert self.registry is not None
+        return self.registry.add(device, fleet, key)
 
     # ---- paho thread -> event loop -------------------------------------------------------
 
@@ -207,10 +203,8 @@ class Gateway:
         self._loop.call_soon_threadsafe(self._reply_delivered, mid)
 
     def _reply_delivered(self, mid: int) -> None:
-        # The broker has the reply (PUBACK): the request is done and will not be answered again.
-        request = self._replies_in_flight.pop(mid, None)
-        if request is not None and self.store is not None:
-            self.store.finish_request(*request)
+        if self.requests is not None:
+            self.requests.delivered(mid)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         assert self._loop is not None and self._queue is not None
@@ -241,14 +235,14 @@ class Gateway:
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Handle one message from the broker (synchronously; requests run as tasks)."""
-        assert self.store is not None
+        assert self.store is not None and self.registry is not None
         self.metrics["messages"] += 1
         parsed = protocol.parse_topic(topic)
         if parsed is None:
             self._drop("malformed", topic, "topic outside mf/{fleet}/{device}/{channel}[/{agent}]")
             return
         fleet, device, channel, agent = parsed
-        record = self.devices.get(device) or self._registered_since(device)
+        record = self.registry.find(device)
         if record is None or record["fleet"] != fleet:
             self._drop("unknown-device", topic, f"unknown device {device!r} in fleet {fleet!r}")
             return
@@ -282,24 +276,6 @@ class Gateway:
             self.store.db.execute("ROLLBACK")
             raise
 
-    def _registered_since(self, device: str) -> dict[str, Any] | None:
-        """A device added to the registry while we run (`microfang keys add`, `microfang flash`):
-        one indexed lookup of that name. A name found missing is not looked up again for a
-        second, so a flood of messages from unknown devices costs one lookup per name per second."""
-        assert self.store is not None
-        now = time.monotonic()
-        if now - self._missing.get(device, -2.0) < 1.0:
-            return None
-        record = self.store.device(device)
-        if record is None:
-            if len(self._missing) >= 10_000:
-                self._missing.clear()  # bounded: forgetting only costs another lookup
-            self._missing[device] = now
-            return None
-        self._missing.pop(device, None)
-        self.devices[device] = record
-        return record
-
     # ---- one handler per message kind (inside the message's transaction) ------------------
 
     def _on_telemetry(self, device: str, agent: str, body: Any) -> None:
@@ -320,28 +296,21 @@ class Gateway:
         """Refuse and audit a request or publish the registered manifest does not allow: the
         board's sandbox should have stopped it (a tampered board, or a bundle that is not the
         one the host installed), whatever the board says."""
-        assert self.store is not None
-        if self._permitted(device, agent, kind):
+        assert self.store is not None and self.registry is not None
+        if self.registry.permitted(device, agent, kind):
             return False
         self.metrics["denied"] += 1
         self.store.audit(device, agent, f"{kind} denied", {"reason": "not allowed by the registered manifest"})
         return True
 
     def _on_agent_request(self, device: str, agent: str, body: Any) -> None:
-        assert self.store is not None
+        assert self.requests is not None
         if not isinstance(body, dict):
             self.log(f"request from {device}/{agent} is not a map: ignored")
-            return
-        request = Request(device, agent, str(body.get("kind", "")), int(body.get("id", 0)), None)
-        if self._denied(device, agent, protocol.K_REQUEST):
-            self._reply(request, False, "request is not allowed by the agent's registered manifest")
-            return
-        self.metrics["requests"] += 1
-        raw = bytes(body.get("body") or b"\xf6")
-        self.store.audit(device, agent, "request", {"kind": request.kind, "id": request.id})
-        # Kept until the broker acknowledges the reply: a crash in between answers it again.
-        self.store.add_request(device, agent, request.id, request.kind, raw)
-        self._start_request(request, raw)
+        elif self._denied(device, agent, protocol.K_REQUEST):
+            self.requests.refuse(device, agent, body, "request is not allowed by the agent's registered manifest")
+        else:
+            self.requests.accept(device, agent, body)
 
     def _on_agent_publish(self, device: str, agent: str, body: Any) -> None:
         assert self.store is not None
@@ -373,35 +342,6 @@ class Gateway:
 
     def _on_board_answer(self, kind: str, device: str, agent: str, body: Any) -> None:
         self.transfers.on_board(device, agent, kind, body)
-
-    def _start_request(self, request: Request, raw: bytes) -> None:
-        try:
-            # The agent's body is CBOR it encoded itself (the ABI's payload format).
-            request.body = cbor.loads(raw, max_bytes=envelope.MAX_ENVELOPE)
-        except cbor.CBORError as e:
-            self._reply(request, False, f"request body is not CBOR: {e}")
-            return
-        self.router.dispatch(request, self._reply)
-
-    def _reply(self, request: Request, ok: bool, body: Any) -> None:
-        reply: dict[str, Any] = {"id": request.id, "ok": ok}
-        if not ok:
-            reply["error"] = str(body)
-        elif isinstance(body, dict):
-            reply.update(body)
-        else:
-            reply["body"] = body
-        self.metrics["replies"] += 1
-        if self.store is not None:
-            # Every answer is audited next to its request: what was asked and what came back.
-            detail = {"id": request.id, "kind": request.kind, "ok": ok}
-            if isinstance(body, dict) and "tokens" in body:
-                detail["tokens"] = body["tokens"]
-            if not ok:
-                detail["error"] = str(body)[:200]
-            self.store.audit(request.device, request.agent, "reply", detail)
-        mid = self.send(request.device, request.agent, protocol.K_REPLY, reply)
-        self._replies_in_flight[mid] = (request.device, request.agent, request.id)
 
     def send(self, device: str, agent: str, kind: str, body: Any, control: bool = False) -> int:
         """Seal and publish a message to a device: down/{agent}, or ctl for commands."""
@@ -438,32 +378,17 @@ class Gateway:
         assert self.store is not None
         self.store.audit(device, agent, action, detail)
 
-    def _permitted(self, device: str, agent: str, host_function: str) -> bool:
-        """Whether the registered manifest lets the agent call `host_function` (no record: the
-        board's own check stands, as for agents started outside flash/deploy)."""
-        manifest = self.manifest_of(device, agent)
-        if manifest is None:
-            return True
-        permissions = manifest.get("permissions", {})
-        return host_function in permissions.get("allowed", []) and host_function not in permissions.get("denied", [])
-
     def secrets_of(self, device: str) -> list[bytes]:
-        """Keys that must never leave through a bridge: the device's and its fleet's signing key."""
-        record = self.devices.get(device)
-        if record is None or self.store is None:
-            return []
-        fleet_key = self.store.sign_key(record["fleet"], create=False)
-        return [record["key"]] + ([fleet_key] if fleet_key else [])
+        assert self.registry is not None
+        return self.registry.secrets_of(device)
 
     def fleet_of(self, device: str) -> str | None:
-        record = self.devices.get(device)
-        return None if record is None else record["fleet"]
+        assert self.registry is not None
+        return self.registry.fleet_of(device)
 
     def manifest_of(self, device: str, agent: str) -> dict[str, Any] | None:
-        """The agent's manifest as the host installed it (flash, deploy, migrate), or None:
-        permissions come from here, never from what a board says."""
-        assert self.store is not None
-        return self.store.manifest(device, agent)
+        assert self.registry is not None
+        return self.registry.manifest_of(device, agent)
 
     # ---- status --------------------------------------------------------------------------
 

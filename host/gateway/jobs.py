@@ -23,7 +23,9 @@ class Boards(Protocol):
     sending to boards, asking agents, its log."""
 
     store: Store | None
-    devices: dict[str, dict[str, Any]]
+
+    @property
+    def devices(self) -> dict[str, dict[str, Any]]: ...
 
     def send(self, device: str, agent: str, kind: str, body: Any, control: bool = False) -> int: ...
 

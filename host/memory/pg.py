@@ -65,6 +65,7 @@ class PgVectorStore:
         row = self.db.execute("INSERT INTO microfang_memories (scope, kind, text, meta, ts, embedding) "
                               "VALUES (%s, %s, %s, %s, %s, %s::vector) RETURNING id",
                               (scope, kind, text, json.dumps(meta), time.time(), _literal(vector))).fetchone()
+        assert row is not None  # RETURNING id
         return int(row[0])
 
     def search(self, scope: str, vector: np.ndarray, k: int, kind: str | None = None) -> list[dict[str, Any]]:
@@ -79,8 +80,11 @@ class PgVectorStore:
 
     def count(self, scope: str | None = None) -> int:
         if scope is None:
-            return int(self.db.execute("SELECT count(*) FROM microfang_memories").fetchone()[0])
-        return int(self.db.execute("SELECT count(*) FROM microfang_memories WHERE scope = %s", (scope,)).fetchone()[0])
+            row = self.db.execute("SELECT count(*) FROM microfang_memories").fetchone()
+        else:
+            row = self.db.execute("SELECT count(*) FROM microfang_memories WHERE scope = %s", (scope,)).fetchone()
+        assert row is not None  # count(*) always has a row
+        return int(row[0])
 
     def texts(self, scope: str) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT text FROM microfang_memories WHERE scope = %s", (scope,))}

@@ -1,0 +1,68 @@
+"""Who the gateway serves: the devices of its database (key, fleet, replay window, presence)
+and the manifests the host installed on them, from which the gateway takes each agent's
+permissions — never from what a board says about itself."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from microfang.gateway.store import Store
+
+
+class Registry:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.devices: dict[str, dict[str, Any]] = store.devices()
+        self._missing: dict[str, float] = {}  # unknown device -> when it was last looked up
+
+    def add(self, device: str, fleet: str = "default", key: bytes | None = None) -> bytes:
+        """Register a device and return its key (existing devices keep theirs)."""
+        key = self.store.add_device(device, fleet, key)
+        self.devices.update(self.store.devices())
+        return key
+
+    def find(self, device: str) -> dict[str, Any] | None:
+        """The device's record. One added while we run (`microfang keys add`, `flash`) costs one
+        indexed lookup; a name found missing is not looked up again for a second, so a flood
+        of messages from unknown devices costs one lookup per name per second."""
+        record = self.devices.get(device)
+        if record is not None:
+            return record
+        now = time.monotonic()
+        if now - self._missing.get(device, -2.0) < 1.0:
+            return None
+        record = self.store.device(device)
+        if record is None:
+            if len(self._missing) >= 10_000:
+                self._missing.clear()  # bounded: forgetting only costs another lookup
+            self._missing[device] = now
+            return None
+        self._missing.pop(device, None)
+        self.devices[device] = record
+        return record
+
+    def fleet_of(self, device: str) -> str | None:
+        record = self.devices.get(device)
+        return None if record is None else record["fleet"]
+
+    def secrets_of(self, device: str) -> list[bytes]:
+        """Keys that must never leave through a bridge: the device's and its fleet's signing key."""
+        record = self.devices.get(device)
+        if record is None:
+            return []
+        fleet_key = self.store.sign_key(record["fleet"], create=False)
+        return [record["key"]] + ([fleet_key] if fleet_key else [])
+
+    def manifest_of(self, device: str, agent: str) -> dict[str, Any] | None:
+        """The agent's manifest as the host installed it (flash, deploy, migrate), or None."""
+        return self.store.manifest(device, agent)
+
+    def permitted(self, device: str, agent: str, host_function: str) -> bool:
+        """Whether the registered manifest lets the agent call `host_function` (no record: the
+        board's own check stands, as for agents started outside flash/deploy)."""
+        manifest = self.manifest_of(device, agent)
+        if manifest is None:
+            return True
+        permissions = manifest.get("permissions", {})
+        return host_function in permissions.get("allowed", []) and host_function not in permissions.get("denied", [])
