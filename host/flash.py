@@ -19,6 +19,7 @@ from microfang.firmware.bundle import decode
 from microfang.firmware.errors import BundleError, MicrofangError
 from microfang.ops import create_store
 from microfang.provision import BLOCK, write_image
+from microfang.tools.portbuild import esp32_firmware_path
 
 _IMAGE_MAGIC = 0xE9  # first byte of every ESP app and bootloader image
 
@@ -121,8 +122,6 @@ def check_firmware(spec: type[Board], firmware: bytes, path: Path) -> None:
 
 def read_firmware(spec: type[Board], path: Path | None) -> tuple[bytes, Path]:
     if path is None:
-        from microfang.tools.portbuild import esp32_firmware_path
-
         path = esp32_firmware_path(spec.NAME)
         if not path.is_file():
             raise MicrofangError(f"no firmware image for --board {spec.NAME}: build one with `microfang port build "

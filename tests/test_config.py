@@ -1,0 +1,60 @@
+"""Gateway settings, merged in one place (microfang.config.gateway_settings): a flag beats the
+TOML file, the file beats the environment, the environment beats the default."""
+
+from pathlib import Path
+
+import pytest
+
+from microfang.config import GatewaySettings, gateway_settings, parse_broker
+from microfang.firmware.errors import MicrofangError
+
+
+def config(tmp_path, text):
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def test_with_nothing_given_the_command_defaults_apply():
+    s = gateway_settings(None, {}, env={})
+    assert (s.broker, s.db, s.http, s.rate, s.llm, s.memory) == ("mqtt://127.0.0.1:1883", Path("gateway.db"), 8077,
+                                                                   50.0, "none", "auto")
+
+
+def test_a_flag_beats_the_file_and_the_file_beats_the_environment(tmp_path):
+    path = config(tmp_path, '[llm]\nurl = "http://file:1/v1"\nmodel = "from-file"\n[limits]\nrate = 5\n')
+    env = {"MICROFANG_LLM_URL": "http://env:1/v1", "MICROFANG_LLM_MODEL": "from-env"}
+    s = gateway_settings(path, {"llm_model": "from-flag", "rate": None}, env=env)
+    assert (s.llm_url, s.llm_model, s.rate) == ("http://file:1/v1", "from-flag", 5.0)
+    assert gateway_settings(None, {}, env=env).llm_url == "http://env:1/v1"
+
+
+def test_secrets_come_from_the_environment_variables_the_file_names(tmp_path):
+    path = config(tmp_path, '[broker]\npassword_env = "GW_PASS"\n[llm]\nkey_env = "GW_KEY"\n')
+    s = gateway_settings(path, {}, env={"GW_PASS": "hunter22", "GW_KEY": "sk-1", "MICROFANG_LLM_KEY": "sk-2"})
+    assert (s.password, s.llm_key) == ("hunter22", "sk-1")
+    assert gateway_settings(None, {}, env={"MICROFANG_LLM_KEY": "sk-2"}).llm_key == "sk-2"
+
+
+def test_named_tables_pass_through_and_paths_become_paths(tmp_path):
+    path = config(tmp_path, '[gateway]\ndb = "/var/gw.db"\n[mcp_servers.parts]\ncommand = ["x"]\n[a2a]\nport = 8078\n')
+    s = gateway_settings(path, {}, env={})
+    assert s.db == Path("/var/gw.db") and s.memory_store == "/var/gw-memory.db"
+    assert s.mcp_servers == {"parts": {"command": ["x"]}} and s.a2a == {"port": 8078}
+
+
+def test_a_bad_field_in_the_file_is_one_error_naming_it(tmp_path):
+    with pytest.raises(MicrofangError, match=r"gateway.toml: limits.rate: wrong type str$"):
+        gateway_settings(config(tmp_path, '[limits]\nrate = "fast"\n'), {}, env={})
+
+
+def test_a_bare_gateway_turns_nothing_on():
+    s = GatewaySettings()
+    assert (s.llm, s.memory, s.mcp_servers, s.a2a) == ("none", "none", {}, {})
+
+
+@pytest.mark.parametrize("url, expected", [("mqtt://gw.lan", ("gw.lan", 1883, False)),
+                                           ("mqtts://gw.lan", ("gw.lan", 8883, True)),
+                                           ("gw.lan:1884", ("gw.lan", 1884, False))])
+def test_broker_urls_give_host_port_and_tls(url, expected):
+    assert parse_broker(url) == expected
