@@ -62,14 +62,19 @@ _SECTIONS: dict[str, dict[str, Any]] = {
 _NAMED = ("mcp_servers",)
 
 
-def load(path: Path) -> dict[str, dict[str, Any]]:
-    """Read and check a gateway config; every problem names the file and the field."""
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's contents, or a one-line error naming the file (configs, fleet files)."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise MicrofangError(f"{path}: cannot read: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise MicrofangError(f"{path}: not valid TOML: {e}") from None
+
+
+def load(path: Path) -> dict[str, dict[str, Any]]:
+    """Read and check a gateway config; every problem names the file and the field."""
+    data = read_toml(path)
     for section, table in data.items():
         if section in _NAMED and isinstance(table, dict):
             continue

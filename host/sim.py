@@ -30,7 +30,6 @@ import asyncio
 import re
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,13 +41,13 @@ from rich.text import Text
 from microfang import console
 from microfang.boards import PROFILES
 from microfang.broker import local_broker
+from microfang.config import read_toml
 from microfang.firmware import main as firmware_main
 from microfang.firmware.blockdev import RAMBlockDevice
 from microfang.firmware.board import Board
-from microfang.firmware.bundle import decode
-from microfang.firmware.errors import BundleError, MicrofangError
+from microfang.firmware.errors import MicrofangError
 from microfang.firmware.port import Flash
-from microfang.flash import board_config, register_agents
+from microfang.flash import board_config, read_agents, register_agents
 from microfang.gateway import Gateway
 from microfang.provision import BLOCK, write_flash, write_image
 from microfang.sensors import SimulatedSensors
@@ -73,14 +72,7 @@ def load_agent(spec: str, base: Path, tmp: Path) -> bytes:
         out, _ = build(path, tmp / f"{len(list(tmp.iterdir()))}.mfa")
         return out.read_bytes()
     if spec.endswith(".mfa"):
-        try:
-            data = path.read_bytes()
-            decode(data)
-        except OSError as e:
-            raise MicrofangError(f"{path}: cannot read bundle ({e.strerror})") from None
-        except BundleError as e:
-            raise MicrofangError(f"{path}: {e}") from None
-        return data
+        return read_agents([path])[0]
     manifest = EXAMPLES / spec / "agent.toml"
     if "/" in spec or not manifest.is_file():
         raise MicrofangError(f"unknown agent {spec!r}: give a manifest (.toml), a bundle (.mfa) or an example "
@@ -132,12 +124,7 @@ def plan_from_flags(boards: int, agents: list[str], runtime: str, profile: str, 
 
 def read_fleet_file(path: Path) -> FleetPlan:
     """A FleetPlan from a fleet file (format in this module's docstring)."""
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise MicrofangError(f"{path}: cannot read ({e.strerror})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise MicrofangError(f"{path}: not TOML: {e}") from None
+    doc = read_toml(path)
     unknown = sorted(set(doc) - {"fleet", "runtime", "profile", "boards"})
     if unknown:
         raise MicrofangError(f"{path}: unknown key {unknown[0]!r} (have: fleet, runtime, profile, boards)")

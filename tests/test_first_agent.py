@@ -39,11 +39,13 @@ def microfang(args: list[str], cwd: Path, timeout: float = 180) -> subprocess.Co
 def wait_online(db: Path, devices: set[str], seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if db.exists():
+        try:
             with sqlite3.connect(db) as con:
                 online = {r[0] for r in con.execute("SELECT id FROM devices WHERE online = 1")}
-            if devices <= online:
-                return
+        except sqlite3.OperationalError:  # not created yet, or its schema not yet written
+            online = set()
+        if devices <= online:
+            return
         time.sleep(0.2)
     raise AssertionError(f"boards {sorted(devices)} not online within {seconds} s")
 
@@ -113,7 +115,7 @@ def test_first_agent_walkthrough_runs_as_written(tmp_path):
     ('[boards.x]\nruntime = "java"\n', "boards.x.runtime: 'java' is not one of cpython, micropython"),
     ('[boards.x]\nagent = ["echo"]\n', "boards.x: unknown key 'agent'"),
     ('[board.x]\n', "unknown key 'board'"),
-    ('fleet = \n', "not TOML"),
+    ('fleet = \n', "not valid TOML"),
 ])
 def test_a_bad_fleet_file_is_one_line_naming_the_problem(tmp_path, text, problem):
     (tmp_path / "fleet.toml").write_text(text, encoding="utf-8")
