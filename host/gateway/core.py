@@ -4,11 +4,12 @@
         await gw.serve_forever()
 
 It subscribes to every device's status, tele, up/+ and log/+ topics (firmware/protocol.py),
-verifies each envelope (known device, HMAC, sequence newer than the last one accepted), hands
-each message to the handler of its kind (`_handlers`): requests to the router (router.py),
-telemetry and memory-log replicas to the store, the boards' deploy answers to transfers.py;
-it audits what agents do and answers on down/{agent} and ctl with envelopes sealed with the
-device's key. Jobs queued in the store run as transfers (deploy, migrate) or commands.
+verifies each envelope (a device of the registry, registry.py; HMAC; a sequence newer than
+the last one accepted), hands each message to the handler of its kind (`_handlers`): requests
+to requests.py and the router, telemetry and memory-log replicas to the store, the boards'
+deploy answers to transfers.py; it audits what agents do and answers on down/{agent} and ctl
+with envelopes sealed with the device's key. Jobs queued in the store run as transfers
+(deploy, migrate) or commands (commands.py).
 
 Plug-ins see it as a `microfang.request.GatewayAPI`; they hook in with `router.add(kind,
 handler)`, `add_log_listener` (replicated memory-log records) and `add_health_part`.
