@@ -22,7 +22,7 @@ def import_tree(where: Path) -> Path:
     """The sources laid out under their import names (microfang/firmware/... for firmware/...)
     as links, so mypy sees the modules as the code imports them."""
     for package, folder in LAYOUT.items():
-        for source in (ROOT / folder).rglob("*.py"):
+        for source in [*(ROOT / folder).rglob("*.py"), *(ROOT / folder).rglob("*.pyi")]:
             rel = source.relative_to(ROOT / folder)
             if "cmodules" in rel.parts or (package == "microfang" and rel.parts[0] in ("firmware", "tools", "boards")):
                 continue
