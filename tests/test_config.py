@@ -58,3 +58,22 @@ def test_a_bare_gateway_turns_nothing_on():
                                            ("gw.lan:1884", ("gw.lan", 1884, False))])
 def test_broker_urls_give_host_port_and_tls(url, expected):
     assert parse_broker(url) == expected
+
+
+def test_the_composition_root_builds_the_gateway_with_the_plugins_the_settings_turn_on(mosquitto, tmp_path):
+    import asyncio
+
+    from microfang.gateway.services import open_gateway
+
+    async def scenario(settings):
+        async with open_gateway(settings, quiet=True) as (gw, summary):
+            return sorted(gw.router.handlers), summary, gw.health()
+
+    bare = GatewaySettings(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", http=0)
+    kinds, summary, health = asyncio.run(scenario(bare))
+    assert (kinds, summary) == (["echo", "ping"], []) and "memory" not in health
+    with_memory = GatewaySettings(broker=bare.broker, db=bare.db, http=0, memory="minilm")
+    kinds, summary, health = asyncio.run(scenario(with_memory))
+    assert kinds == ["echo", "mem.put", "mem.search", "ping"]
+    assert summary == [f"memory minilm ({tmp_path / 'gw-memory.db'})"]
+    assert health["memory"] == {"embedder": "minilm", "episodic_indexed": 0}
