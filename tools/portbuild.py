@@ -179,7 +179,8 @@ def build_esp32(board: str, step: Progress, jobs: int = 2) -> Path:
     from microfang.boards import BOARD_DEFS
 
     if board not in BOARD_DEFS or BOARD_DEFS[board].PORT != "esp32":
-        raise PortBuildError(f"unknown ESP32 board {board!r} (known: esp32, esp32s3)")
+        known = ", ".join(name for name, spec in BOARD_DEFS.items() if spec.PORT == "esp32")
+        raise PortBuildError(f"unknown ESP32 board {board!r} (known: {known})")
     spec = BOARD_DEFS[board]
     if shutil.which("idf.py") is None or not os.environ.get("IDF_PATH"):
         raise PortBuildError(
