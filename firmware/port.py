@@ -102,6 +102,23 @@ def _load_engine():
 engine = _load_engine()
 
 
+def _load_ed25519():
+    # Ed25519 verification (bundle and migration signatures): our C module on a board
+    # (firmware/cmodules/ed25519), the binding of the same C in the microfang wheel on CPython.
+    try:
+        if MICROPYTHON:
+            import ed25519
+        else:
+            from microfang import _ed25519 as ed25519
+        return ed25519.verify
+    except ImportError:
+        return None
+
+
+# ed25519_verify(public_key, message, signature) -> bool; messages up to 256 bytes (digests).
+ed25519_verify = _load_ed25519()
+
+
 # ---- flash: LittleFS on a block device --------------------------------------------------
 #
 # Both runtimes run the same LittleFS v2 code over the same block protocol with the same

@@ -14,7 +14,7 @@ FOLDERS = {"microfang": ROOT / "host", "microfang.firmware": ROOT / "firmware", 
            "microfang.boards": ROOT / "boards"}
 PLUGINS = ("microfang.llm", "microfang.memory", "microfang.bridges")
 PLUGIN_MAY_IMPORT = ("microfang.request", "microfang.config")
-EXTENSIONS = ("microfang._wasm3",)  # built from C (setup.py): no source to read, imports nothing
+EXTENSIONS = ("microfang._wasm3", "microfang._ed25519")  # built from C (setup.py): no source to read, imports nothing
 
 
 def module_files():
