@@ -33,7 +33,8 @@ the outside world: broker URLs and the bundled model files.
     # url = "http://127.0.0.1:9000/mcp"  (streamable HTTP instead of a command)
 
     [a2a]
-    port = 8078                     # serve the fleet as A2A agents (0: off)
+    port = 8078                     # serve the fleet as A2A agents (0: off), on 127.0.0.1
+    token_env = "MICROFANG_A2A_TOKEN"  # required with a port (or token_file = "/etc/microfang/a2a.token")
     [a2a.peers.planner]             # remote A2A agents agents may call (a2a.send "planner")
     url = "http://127.0.0.1:9999"
 """
@@ -56,7 +57,7 @@ _SECTIONS: dict[str, dict[str, Any]] = {
     "limits": {"rate": (int, float), "budget": int},
     "llm": {"provider": str, "url": str, "model": str, "key_env": str, "tokens": int},
     "memory": {"embedder": str, "db": str, "url": str, "model": str},
-    "a2a": {"port": int, "expose": list, "peers": dict},  # [a2a.peers.NAME] checked in gateway/services.py
+    "a2a": {"port": int, "expose": list, "peers": dict, "token_env": str, "token_file": str, "max_body": int},  # [a2a.peers.NAME] checked in gateway/services.py
 }
 # Tables of named entries: [mcp_servers.NAME] (checked in gateway/services.py).
 _NAMED = ("mcp_servers",)
@@ -161,6 +162,26 @@ def gateway_settings(path: Path | None = None, flags: Mapping[str, Any] | None =
     if "rate" in values:
         values["rate"] = float(values["rate"])
     return GatewaySettings(**values, mcp_servers=table.get("mcp_servers", {}), a2a=table.get("a2a", {}))
+
+
+def secret_from(table: Mapping[str, Any], section: str, name: str) -> str | None:
+    """A secret named in a config table, never written in it: `NAME_env` names an environment
+    variable, `NAME_file` a file (its first line; keep it 0600) holding the value."""
+    env_name, file_name = table.get(f"{name}_env"), table.get(f"{name}_file")
+    if env_name:
+        value = os.environ.get(str(env_name))
+        if not value:
+            raise MicrofangError(f"[{section}] {name}_env: the environment variable {env_name} is not set")
+        return value
+    if file_name:
+        try:
+            lines = Path(str(file_name)).read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise MicrofangError(f"[{section}] {name}_file: {file_name}: {e.strerror}") from None
+        if not lines or not lines[0].strip():
+            raise MicrofangError(f"[{section}] {name}_file: {file_name} is empty")
+        return lines[0].strip()
+    return None
 
 
 def memory_db_for(db: Path) -> Path:

@@ -8,7 +8,6 @@ Every tool is one typed, docstringed method, registered with `server.add_tool`.
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -120,28 +119,14 @@ def fleet_server(db: Path, read_only: bool = False) -> MCPServer:
     return server
 
 
-class BearerToken:
-    """ASGI middleware: every HTTP request must carry `Authorization: Bearer <token>`."""
-
-    def __init__(self, app: Any, token: str) -> None:
-        self.app = app
-        self.expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            headers = dict(scope.get("headers") or [])
-            if not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]})
-                await send({"type": "http.response.body", "body": b"missing or wrong bearer token\n"})
-                return
-        await self.app(scope, receive, send)
-
-
 async def serve_http(db: Path, port: int, token: str, host: str = "127.0.0.1", read_only: bool = False) -> None:
     """Serve the fleet over MCP streamable HTTP at http://host:port/mcp, behind a bearer token."""
     import uvicorn
 
-    app = BearerToken(fleet_server(db, read_only).streamable_http_app(host=host), token)
+    from microfang.httpguard import HttpGuard
+
+    # 4 MiB: the MCP SDK's own request limit.
+    app = HttpGuard(fleet_server(db, read_only).streamable_http_app(host=host), token, port, hosts=(host, "localhost"),
+                    max_body=4 << 20)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     await uvicorn.Server(config).serve()

@@ -2,23 +2,36 @@
 skill is a board agent, and a board agent calling an external A2A agent (its own process)."""
 
 import asyncio
+import json
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 from agents import request_chain
 from brokers import free_port
 from fleet import agent_replies, make_board, wait_until
 
-from microfang.firmware import bundle, cbor
-from microfang.gateway import Gateway, Router
 from microfang.config import GatewaySettings
+from microfang.firmware import bundle, cbor
+from microfang.firmware.errors import MicrofangError
+from microfang.gateway import Gateway, Router
 from microfang.gateway.services import Services
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "sdk" / "examples"
+TOKEN = "a2a-test-token"
+
+
+def token_file(folder: Path) -> Path:
+    path = folder / "a2a.token"
+    path.write_text(TOKEN + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
 
 
 @pytest.fixture
@@ -37,7 +50,7 @@ def planner():
 
 
 def test_an_a2a_client_makes_a_board_agent_answer(mosquitto, tmp_path):
-    from a2a.client import create_client
+    from a2a.client import ClientConfig, create_client
     from a2a.helpers import get_stream_response_text, new_text_message
     from a2a.types import GetTaskRequest, Role, SendMessageRequest, TaskState
 
@@ -45,7 +58,8 @@ def test_an_a2a_client_makes_a_board_agent_answer(mosquitto, tmp_path):
 
     reporter, _ = build(EXAMPLES / "reporter" / "agent.toml", tmp_path / "reporter.mfa")
     port = free_port()
-    settings = {"db": tmp_path / "gw.db", "a2a": {"port": port, "expose": ["kitchen/reporter"]}}
+    settings = {"db": tmp_path / "gw.db", "a2a": {"port": port, "expose": ["kitchen/reporter"],
+                                                  "token_file": str(token_file(tmp_path))}}
 
     async def scenario():
         async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
@@ -57,7 +71,8 @@ def test_an_a2a_client_makes_a_board_agent_answer(mosquitto, tmp_path):
             run = asyncio.create_task(board.run(20_000))
             await wait_until(lambda: gw.devices["kitchen"].get("online"))
             async with Services(gw, GatewaySettings(**settings)) as services:
-                client = await create_client(f"http://127.0.0.1:{port}")
+                http = httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"})
+                client = await create_client(f"http://127.0.0.1:{port}", ClientConfig(httpx_client=http))
                 answers, task_id = [], None
                 async for response in client.send_message(SendMessageRequest(
                         message=new_text_message("how warm is it?", role=Role.ROLE_USER))):
@@ -66,6 +81,7 @@ def test_an_a2a_client_makes_a_board_agent_answer(mosquitto, tmp_path):
                         task_id = response.task.id
                 task = await client.get_task(GetTaskRequest(id=task_id))
                 await client.close()
+                await http.aclose()
                 summary = services.summary
             board.stop()
             await run
@@ -78,10 +94,9 @@ def test_an_a2a_client_makes_a_board_agent_answer(mosquitto, tmp_path):
 
 
 def test_the_fleets_agent_card_lists_exposed_agents_as_skills(mosquitto, tmp_path):
-    import json
-
     port = free_port()
-    settings = {"db": tmp_path / "gw.db", "a2a": {"port": port, "expose": ["kitchen/reporter", "attic/reporter"]}}
+    settings = {"db": tmp_path / "gw.db", "a2a": {"port": port, "expose": ["kitchen/reporter", "attic/reporter"],
+                                                  "token_file": str(token_file(tmp_path))}}
 
     async def scenario():
         async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
@@ -94,6 +109,70 @@ def test_the_fleets_agent_card_lists_exposed_agents_as_skills(mosquitto, tmp_pat
     card = asyncio.run(scenario())
     assert card["name"] == "microfang fleet"
     assert [s["id"] for s in card["skills"]] == ["kitchen/reporter", "attic/reporter"]
+    assert card["securitySchemes"]["bearer"]["httpAuthSecurityScheme"]["scheme"] == "Bearer"  # the card is public
+
+
+SEND = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": {
+    "messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "how warm?"}]}}}).encode()
+
+
+def post(port, body, headers):
+    """POST and read the answer; a body announced as over the limit is never sent (the 64 MiB attack
+    is refused on its headers)."""
+    if len(body) > 1 << 20:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            lines = ["POST / HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}",
+                     *(f"{k}: {v}" for k, v in headers.items())]
+            conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            answer = conn.recv(4096).decode()
+        return int(answer.split()[1]), answer
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=body, method="POST",
+                                     headers={"A2A-Version": "1.0", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+BEARER = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(("headers", "body", "status"), [
+    ({"Content-Type": "application/json"}, SEND, 401),                                  # no credentials
+    ({"Authorization": "Bearer wrong", "Content-Type": "application/json"}, SEND, 401),
+    ({**BEARER, "Origin": "https://evil.example"}, SEND, 403),                          # a web page elsewhere
+    ({**BEARER, "Host": "attacker.example:80"}, SEND, 421),                             # DNS rebinding
+    ({**BEARER, "Content-Type": "text/plain"}, SEND, 415),                              # no CORS preflight needed
+    ({**BEARER, "Content-Type": "application/x-www-form-urlencoded"}, SEND, 415),
+    (BEARER, b" " * (64 << 20), 413),                                                   # over the body limit
+])
+def test_the_a2a_server_refuses_what_a_local_service_must_not_take(mosquitto, tmp_path, headers, body, status):
+    port = free_port()
+    settings = {"db": tmp_path / "gw.db", "a2a": {"port": port, "expose": ["kitchen/reporter"],
+                                                  "token_file": str(token_file(tmp_path))}}
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
+                           quiet=True) as gw:
+            async with Services(gw, GatewaySettings(**settings)):
+                return await asyncio.to_thread(post, port, body, headers)
+
+    got, text = asyncio.run(scenario())
+    assert got == status, text
+
+
+def test_an_a2a_port_without_a_token_is_refused(mosquitto, tmp_path):
+    settings = {"db": tmp_path / "gw.db", "a2a": {"port": free_port(), "expose": ["kitchen/reporter"]}}
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
+                           quiet=True) as gw:
+            async with Services(gw, GatewaySettings(**settings)):
+                pass
+
+    with pytest.raises(MicrofangError, match=r"\[a2a\]: set token_env or token_file"):
+        asyncio.run(scenario())
 
 
 def test_a_board_agent_calls_an_external_a2a_agent(mosquitto, tmp_path, planner):

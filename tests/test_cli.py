@@ -142,8 +142,9 @@ def test_gateway_a2a_port_in_use_is_one_line(tmp_path, mosquitto):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        (tmp_path / "gateway.toml").write_text(f"[a2a]\nport = {port}\nexpose = [\"kitchen/reporter\"]\n",
-                                                encoding="utf-8")
+        (tmp_path / "token").write_text("t0k3n\n", encoding="utf-8")
+        (tmp_path / "gateway.toml").write_text(f"[a2a]\nport = {port}\nexpose = [\"kitchen/reporter\"]\n"
+                                                f"token_file = \"{tmp_path / 'token'}\"\n", encoding="utf-8")
         out = gateway_once(tmp_path, mosquitto.port, "--config", tmp_path / "gateway.toml", "--http", 0,
                            "--memory", "none")
     assert out.returncode == 1

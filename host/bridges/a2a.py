@@ -19,23 +19,34 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from contextlib import AsyncExitStack
 from typing import Any
 
 from microfang.bridges.guard import BridgeDenied, check_access, check_outbound, filter_output
+from microfang.config import secret_from
 from microfang.firmware.errors import MicrofangError
+from microfang.httpguard import MAX_BODY, HttpGuard
 from microfang.request import GatewayAPI, Request, publish_text
 
 ASK_TIMEOUT_S = 10.0
 SEND_TIMEOUT_S = 30.0
+CARD_PATH = "/.well-known/agent-card.json"
 
 
 class FleetExecutor:
     """The A2A AgentExecutor: a message goes to a board agent, its next publish comes back."""
 
-    def __init__(self, gateway: GatewayAPI, exposed: list[str]) -> None:
+    def __init__(self, gateway: GatewayAPI, exposed: list[str], gateway_loop: asyncio.AbstractEventLoop) -> None:
         self.gw = gateway
         self.exposed = exposed
+        self.loop = gateway_loop  # the A2A server runs in a thread of its own: gateway work goes back here
+
+    async def _on_gateway(self, coro: Any) -> Any:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    async def _audit(self, device: str, agent: str, kind: str, detail: dict[str, Any]) -> None:
+        self.gw.audit(device, agent, kind, detail)
 
     async def execute(self, context: Any, event_queue: Any) -> None:
         from a2a.helpers import new_task_from_user_message, new_text_message, new_text_part
@@ -47,18 +58,20 @@ class FleetExecutor:
         metadata = dict(context.message.metadata) if context.message.metadata else {}
         skill = metadata.get("skill") or (self.exposed[0] if len(self.exposed) == 1 else None)
         if skill not in self.exposed:
-            await updater.failed(new_text_message(f"choose a skill in the message metadata: {', '.join(self.exposed)}"))
+            what = f"unknown skill {skill!r}" if skill else "no skill chosen"
+            await updater.failed(new_text_message(f"{what}: put one of {', '.join(self.exposed)} in the message "
+                                                  f"metadata as \"skill\""))
             return
         device, agent = skill.split("/", 1)
         await updater.start_work()
         try:
-            answer = await self.gw.ask(device, agent, {"text": context.get_user_input()[:256], "from": "a2a"},
-                                       ASK_TIMEOUT_S)
+            answer = await self._on_gateway(self.gw.ask(device, agent, {"text": context.get_user_input()[:256],
+                                                                         "from": "a2a"}, ASK_TIMEOUT_S))
         except (TimeoutError, KeyError) as e:
             await updater.failed(new_text_message(f"{skill} did not answer ({type(e).__name__})"))
             return
         text = filter_output(publish_text(answer), 2048)
-        self.gw.audit(device, agent, "a2a.message", {"skill": skill, "answer_bytes": len(text)})
+        await self._on_gateway(self._audit(device, agent, "a2a.message", {"skill": skill, "answer_bytes": len(text)}))
         await updater.add_artifact([new_text_part(text)], name="answer")
         await updater.complete()
 
@@ -70,6 +83,11 @@ class A2ABridge:
     def __init__(self, config: dict[str, Any], gateway: GatewayAPI) -> None:
         self.gw = gateway
         self.port = int(config.get("port", 0))
+        self.max_body = int(config.get("max_body", MAX_BODY))
+        self.token = secret_from(config, "a2a", "token") if self.port else None
+        if self.port and not self.token:
+            raise MicrofangError("[a2a]: set token_env or token_file: the fleet is not served unauthenticated "
+                                 "(clients send Authorization: Bearer TOKEN)")
         self.exposed = [str(s) for s in config.get("expose", [])]
         self.peers: dict[str, str] = {}
         for name, spec in (config.get("peers") or {}).items():
@@ -83,9 +101,19 @@ class A2ABridge:
         self._clients: dict[str, Any] = {}
         self._stack = AsyncExitStack()
         self._server: Any = None
+        self._thread: threading.Thread | None = None
 
     def agent_card(self) -> Any:
-        from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
+        from a2a.types import (
+            AgentCapabilities,
+            AgentCard,
+            AgentInterface,
+            AgentSkill,
+            HTTPAuthSecurityScheme,
+            SecurityRequirement,
+            SecurityScheme,
+            StringList,
+        )
 
         skills = []
         for skill in self.exposed:
@@ -100,7 +128,10 @@ class A2ABridge:
             supported_interfaces=[AgentInterface(url=f"http://127.0.0.1:{self.port}/", protocol_binding="JSONRPC",
                                                  protocol_version="1.0")],
             capabilities=AgentCapabilities(streaming=False), default_input_modes=["text/plain"],
-            default_output_modes=["text/plain"], skills=skills)
+            default_output_modes=["text/plain"], skills=skills,
+            security_schemes={"bearer": SecurityScheme(http_auth_security_scheme=HTTPAuthSecurityScheme(
+                scheme="Bearer", description="the token of [a2a] token_env or token_file"))},
+            security_requirements=[SecurityRequirement(schemes={"bearer": StringList(list=[])})])
 
     async def __aenter__(self) -> A2ABridge:
         if self.port:
@@ -126,14 +157,19 @@ class A2ABridge:
             sock.close()
             raise MicrofangError(f"[a2a] port {self.port}: cannot listen on 127.0.0.1:{self.port} ({e.strerror})") from None
         card = self.agent_card()
-        executor: Any = FleetExecutor(self.gw, self.exposed)  # an AgentExecutor by shape: the SDK loads only to serve
+        # an AgentExecutor by shape: the SDK loads only to serve
+        executor: Any = FleetExecutor(self.gw, self.exposed, asyncio.get_running_loop())
         handler = DefaultRequestHandler(agent_executor=executor, task_store=InMemoryTaskStore(), agent_card=card)
         app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url="/")])
-        config = uvicorn.Config(app, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        task = asyncio.create_task(self._server.serve(sockets=[sock]), name="microfang[a2a].serve")
+        guarded = HttpGuard(app, self.token or "", self.port, public=[CARD_PATH], max_body=self.max_body)
+        self._server = uvicorn.Server(uvicorn.Config(guarded, log_level="warning", lifespan="off"))
+        # Its own thread and event loop: a slow or hostile A2A client never holds up the gateway's
+        # MQTT traffic; gateway work (ask, audit) is sent back to the gateway's loop.
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve(sockets=[sock])),
+                                        name="microfang-a2a", daemon=True)
+        self._thread.start()
         for _ in range(200):
-            if self._server.started or task.done():
+            if self._server.started or not self._thread.is_alive():
                 break
             await asyncio.sleep(0.02)
         if not self._server.started:
@@ -141,7 +177,8 @@ class A2ABridge:
 
         async def stop() -> None:
             self._server.should_exit = True
-            await task
+            if self._thread is not None:
+                await asyncio.to_thread(self._thread.join, 10)
 
         self._stack.push_async_callback(stop)
 
