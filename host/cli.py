@@ -39,6 +39,24 @@ from microfang.config import DEFAULT_DB
 from microfang.firmware.errors import MicrofangError
 
 
+def add_secret(p: argparse.ArgumentParser, name: str, env: str, what: str) -> None:
+    """A secret option: the first line of a file, or an environment variable; never a value on the
+    command line, where `ps` shows it to every user of the machine."""
+    dest = name.replace("-", "_")
+    p.add_argument(f"--{name}-file", type=Path, metavar="FILE", dest=f"{dest}_file",
+                   help=f"{what}: the first line of FILE (default: environment variable {env})")
+    p.set_defaults(**{f"{dest}_env": env})
+
+
+def secret(args: argparse.Namespace, name: str) -> str | None:
+    """The value of a secret option declared with add_secret."""
+    from microfang.config import read_secret_file
+
+    dest = name.replace("-", "_")
+    path = getattr(args, f"{dest}_file")
+    return read_secret_file(path, f"--{name}-file") if path else os.environ.get(getattr(args, f"{dest}_env")) or None
+
+
 def add_db(p: argparse.ArgumentParser, default: Path | None = DEFAULT_DB) -> None:
     """The --db option of every command that reads or writes the gateway's database."""
     p.add_argument("--db", type=Path, default=default, help=f"the gateway's database (default {DEFAULT_DB})")
@@ -155,7 +173,7 @@ def argparse_gateway(sub: argparse._SubParsersAction) -> None:
     add_db(p, default=None)  # None: from --config, else gateway.db
     p.add_argument("--http", type=int, metavar="PORT", help="port for /healthz and /metrics (default 8077; 0: off)")
     p.add_argument("--user", help="broker user name")
-    p.add_argument("--password", help="broker password")
+    add_secret(p, "password", "MICROFANG_BROKER_PASSWORD", "broker password")
     p.add_argument("--cafile", help="CA certificate (PEM) to verify an mqtts:// broker (default: system CAs)")
     p.add_argument("--rate", type=float, help="requests per second per agent (default 50, bursts of 2x)")
     p.add_argument("--budget", type=int, help="requests per hour per agent (default: no budget)")
@@ -180,7 +198,7 @@ def do_gateway(args: argparse.Namespace) -> None:
     from microfang.config import gateway_settings
     from microfang.gateway.services import open_gateway
 
-    s = gateway_settings(args.config, vars(args))
+    s = gateway_settings(args.config, {**vars(args), "password": secret(args, "password")})
 
     async def serve() -> None:
         try:
@@ -273,8 +291,7 @@ def argparse_flash(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fleet", default="default")
     p.add_argument("--broker", required=True, metavar="URL", help="MQTT broker the board connects to (mqtt[s]://host:port)")
     p.add_argument("--wifi", metavar="SSID")
-    p.add_argument("--wifi-password", default=os.environ.get("MICROFANG_WIFI_PASSWORD"),
-                   help="(env MICROFANG_WIFI_PASSWORD)")
+    add_secret(p, "wifi-password", "MICROFANG_WIFI_PASSWORD", "the Wi-Fi password")
     p.add_argument("--agents", type=Path, nargs="*", default=[], metavar="BUNDLE", help="initial agents (.mfa)")
     p.add_argument("--firmware", type=Path, help="MicroPython firmware.bin (default: `microfang port build` output)")
     add_db(p)
@@ -288,13 +305,15 @@ def do_flash(args: argparse.Namespace) -> None:
 
     done = flash(args.board, args.device, fleet=args.fleet, db=args.db, broker=args.broker, port=args.port,
                  out=args.out, firmware=args.firmware, agents=args.agents, wifi=args.wifi,
-                 wifi_password=args.wifi_password)
+                 wifi_password=secret(args, "wifi-password"))
     spec = done.board
     if done.out is not None:
         part = spec.data_partition()
         assert part is not None
         console.info(f"{done.out}: {done.image_bytes:,} bytes for {spec.NAME}: firmware at {spec.FIRMWARE_OFFSET:#x}, "
                      f"{part.name} ({done.agents} agents, device {done.device}) at {part.offset:#x}")
+        console.error(f"warning: {done.out} holds device {done.device}'s key and Wi-Fi password in clear: it is "
+                      f"readable by you only (0600); keep it off shared folders and delete it once flashed")
     else:
         console.info(f"{done.port}: {spec.NAME} flashed as device {done.device} of fleet {done.fleet} with "
                      f"{done.agents} agents")
@@ -444,8 +463,7 @@ def argparse_mcp(sub: argparse._SubParsersAction) -> None:
                                    "control tools need `microfang gateway` running on the same --db")
     add_db(p)
     p.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP on 127.0.0.1:PORT/mcp instead")
-    p.add_argument("--token", default=os.environ.get("MICROFANG_MCP_TOKEN"),
-                   help="bearer token HTTP clients must send (env MICROFANG_MCP_TOKEN; required with --http)")
+    add_secret(p, "token", "MICROFANG_MCP_TOKEN", "bearer token HTTP clients must send (required with --http)")
     p.add_argument("--read-only", action="store_true",
                    help="only the read tools: no messages to agents, no spawn/suspend/resume/reclaim")
 
@@ -458,14 +476,16 @@ def do_mcp(args: argparse.Namespace) -> None:
     if args.http is None:
         fleet_server(args.db, args.read_only).run("stdio")
         return
-    if not args.token:
-        raise MicrofangError("--http needs a --token (or MICROFANG_MCP_TOKEN): the fleet is not served unauthenticated")
+    token = secret(args, "token")
+    if not token:
+        raise MicrofangError("--http needs a token (--token-file or MICROFANG_MCP_TOKEN): the fleet is not served "
+                             "unauthenticated")
     import asyncio
 
     from microfang.mcpserver import serve_http
 
     console.info(f"mcp: http://127.0.0.1:{args.http}/mcp (bearer token required)")
-    asyncio.run(serve_http(args.db, args.http, args.token, read_only=args.read_only))
+    asyncio.run(serve_http(args.db, args.http, token, read_only=args.read_only))
 
 
 _COMMANDS = {
@@ -495,6 +515,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for _, build_parser in _COMMANDS.values():
         build_parser(sub)
+    # No abbreviated options: `--password s3cret` must not pass for `--password-file` (and show the
+    # secret in an error message); a secret is read from a file or the environment only.
+    for command in sub.choices.values():
+        command.allow_abbrev = False
     return p
 
 

@@ -174,14 +174,19 @@ def secret_from(table: Mapping[str, Any], section: str, name: str) -> str | None
             raise MicrofangError(f"[{section}] {name}_env: the environment variable {env_name} is not set")
         return value
     if file_name:
-        try:
-            lines = Path(str(file_name)).read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise MicrofangError(f"[{section}] {name}_file: {file_name}: {e.strerror}") from None
-        if not lines or not lines[0].strip():
-            raise MicrofangError(f"[{section}] {name}_file: {file_name} is empty")
-        return lines[0].strip()
+        return read_secret_file(Path(str(file_name)), f"[{section}] {name}_file")
     return None
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    """The first line of a secret's file (a password, a token), or a one-line error naming `what`."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise MicrofangError(f"{what}: {path}: {e.strerror}") from None
+    if not lines or not lines[0].strip():
+        raise MicrofangError(f"{what}: {path} is empty")
+    return lines[0].strip()
 
 
 def memory_db_for(db: Path) -> Path:

@@ -8,6 +8,7 @@ table, app) and written in one go, or saved as one merged image with --out.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,15 @@ from microfang.provision import BLOCK, write_image
 from microfang.tools.portbuild import esp32_firmware_path
 
 _IMAGE_MAGIC = 0xE9  # first byte of every ESP app and bootloader image
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read (0600, also when it existed): flash images hold the
+    board's keys and Wi-Fi password in clear."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def board_def(name: str) -> type[Board]:
@@ -196,7 +206,7 @@ def flash(board: str, device: str, *, fleet: str = "default", db: Path = DEFAULT
     vfs = data_image(spec, board_config(db, device, fleet, broker, wifi, wifi_password), bundles)
     if out is not None:
         image = merged_image(spec, fw, vfs)
-        out.write_bytes(image)
+        write_private(out, image)
         register_agents(db, device, bundles)
         return Flashed(spec, device, fleet, len(bundles), out=out, image_bytes=len(image))
     assert port is not None

@@ -31,6 +31,7 @@ def write_flash(flash: Flash, config: dict, bundles: list[bytes]) -> None:
 def write_image(path: Path, config: dict, bundles: list[bytes], blocks: int = BLOCKS) -> None:
     """Create (or overwrite) a flash image file holding /config.cbor and /agents/<id>.mfa."""
     path.unlink(missing_ok=True)
+    path.touch(0o600)  # it holds the board's keys (created before the block device opens it)
     device = FileBlockDevice(str(path), BLOCK, blocks)
     flash = Flash(device)
     write_flash(flash, config, bundles)

@@ -149,3 +149,12 @@ def test_gateway_a2a_port_in_use_is_one_line(tmp_path, mosquitto):
                            "--memory", "none")
     assert out.returncode == 1
     assert out.stderr.strip() == f"microfang: [a2a] port {port}: cannot listen on 127.0.0.1:{port} (Address already in use)"
+
+
+@pytest.mark.parametrize(("command", "flag"), [("gateway", "--password"), ("mcp", "--token"),
+                                               ("flash", "--wifi-password")])
+def test_secrets_are_never_taken_on_the_command_line(command, flag):
+    out = microfang(command, flag, "s3cret")  # `ps` would show it to every user of the machine
+    assert out.returncode == 2
+    assert f"unrecognized arguments: {flag} s3cret" in out.stderr or "the following arguments are required" in out.stderr
+    assert f"{flag}-file FILE" in microfang(command, "--help").stdout

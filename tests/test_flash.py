@@ -29,8 +29,9 @@ def flash_out(tmp_path, board, firmware, *extra):
 def test_merged_image_holds_firmware_table_and_provisioned_files(board, tmp_path, capsys):
     agent = tmp_path / "a1.mfa"
     agent.write_bytes(build_bundle(HELLO_WAT))
+    (tmp_path / "wifi.secret").write_text("s3cret\n", encoding="utf-8")
     code, out = flash_out(tmp_path, board, firmware_bin(board), "--agents", str(agent), "--wifi", "attic",
-                          "--wifi-password", "s3cret")
+                          "--wifi-password-file", str(tmp_path / "wifi.secret"))
     assert code == 0, capsys.readouterr().err
     image = out.read_bytes()
     spec = BOARD_DEFS[board]
@@ -99,3 +100,19 @@ def test_no_board_on_the_serial_port_is_a_one_line_error(tmp_path, capsys):
                  "--db", str(tmp_path / "gw.db"), "--port", str(tmp_path / "ttyUSB-absent")])
     err = capsys.readouterr().err
     assert code == 1 and "no ESP chip answered" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_image_with_keys_is_readable_by_its_owner_only_and_says_so(tmp_path, capsys):
+    (tmp_path / "esp32-merged.bin").write_bytes(b"old")
+    (tmp_path / "esp32-merged.bin").chmod(0o644)  # an existing file loses its wider mode too
+    code, out = flash_out(tmp_path, "esp32", firmware_bin("esp32"))
+    assert code == 0
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert "warning: " in capsys.readouterr().err
+
+
+def test_a_simulated_boards_image_is_readable_by_its_owner_only(tmp_path):
+    from microfang.provision import write_image
+
+    write_image(tmp_path / "b.img", {"device": "b", "key": b"k" * 32}, [])
+    assert (tmp_path / "b.img").stat().st_mode & 0o777 == 0o600

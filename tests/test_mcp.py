@@ -3,6 +3,7 @@ streamable HTTP."""
 
 import asyncio
 import json
+import os
 import sys
 
 import pytest
@@ -80,8 +81,10 @@ def test_microfang_mcp_serves_streamable_http_behind_a_token(tmp_path):
 
     db = fleet_db(tmp_path)
     port = free_port()
+    (tmp_path / "token").write_text("s3cret\n", encoding="utf-8")
     proc = subprocess.Popen([sys.executable, "-m", "microfang", "mcp", "--db", str(db), "--http", str(port),
-                             "--token", "s3cret"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--token-file", str(tmp_path / "token")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         url = f"http://127.0.0.1:{port}/mcp"
         deadline = time.monotonic() + 20
@@ -115,7 +118,7 @@ def test_mcp_over_http_refuses_to_start_without_a_token(tmp_path):
     out = subprocess.run([sys.executable, "-m", "microfang", "mcp", "--db", str(db), "--http", "8999"],
                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 1
-    assert out.stderr.strip() == "microfang: --http needs a --token (or MICROFANG_MCP_TOKEN): " \
+    assert out.stderr.strip() == "microfang: --http needs a token (--token-file or MICROFANG_MCP_TOKEN): " \
                                  "the fleet is not served unauthenticated"
 
 
@@ -142,8 +145,9 @@ def mcp_client(transport, db, tmp_path):
                 yield client
         else:
             port = free_port()
-            proc = subprocess.Popen([sys.executable, "-m", "microfang", "mcp", "--db", str(db), "--http", str(port),
-                                     "--token", "t0ken"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen([sys.executable, "-m", "microfang", "mcp", "--db", str(db), "--http", str(port)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    env={**os.environ, "MICROFANG_MCP_TOKEN": "t0ken"})
             url = f"http://127.0.0.1:{port}/mcp"
             try:
                 for _ in range(200):
