@@ -26,6 +26,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -55,6 +56,15 @@ def secret(args: argparse.Namespace, name: str) -> str | None:
     dest = name.replace("-", "_")
     path = getattr(args, f"{dest}_file")
     return read_secret_file(path, f"--{name}-file") if path else os.environ.get(getattr(args, f"{dest}_env")) or None
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the data as JSON (for scripts) instead of a table")
+
+
+def print_json(data: object) -> None:
+    """JSON for scripts: plain print, never wrapped or coloured to the terminal's width."""
+    print(json.dumps(data, indent=2, default=str), flush=True)
 
 
 def add_db(p: argparse.ArgumentParser, default: Path | None = DEFAULT_DB) -> None:
@@ -216,6 +226,7 @@ def do_gateway(args: argparse.Namespace) -> None:
 def argparse_status(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="show the fleet: devices, presence, agents (from the gateway's database)")
     add_db(p)
+    add_json(p)
 
 
 def do_status(args: argparse.Namespace) -> None:
@@ -224,6 +235,9 @@ def do_status(args: argparse.Namespace) -> None:
     from microfang.ops import fleet_status
 
     rows = fleet_status(args.db)
+    if args.json:
+        print_json(rows)
+        return
     table = Table(title=f"fleet in {args.db}: {len(rows)} devices, {sum(1 for r in rows if r['online'])} online")
     for column in ("device", "fleet", "presence", "last seen", "agents", "states", "fuel used", "events", "traps"):
         table.add_column(column)
@@ -237,6 +251,7 @@ def do_status(args: argparse.Namespace) -> None:
 def argparse_jobs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("jobs", help="the latest deploy, migration and control jobs and their results")
     add_db(p)
+    add_json(p)
     p.add_argument("-n", "--limit", type=int, default=20)
 
 
@@ -246,6 +261,9 @@ def do_jobs(args: argparse.Namespace) -> None:
     from microfang.ops import recent_jobs
 
     rows = recent_jobs(args.db, args.limit)
+    if args.json:
+        print_json(rows)
+        return
     table = Table(title=f"jobs in {args.db}: {len(rows)} shown")
     for column in ("id", "kind", "agent", "board", "state", "progress", "detail"):
         table.add_column(column)
@@ -261,12 +279,17 @@ def argparse_audit(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="audit_action", metavar="ACTION", required=True)
     v = actions.add_parser("verify", help="verify the hash chain of every audit record")
     add_db(v)
+    add_json(v)
 
 
 def do_audit(args: argparse.Namespace) -> None:
     from microfang.ops import audit_verify
 
-    console.info(f"audit log intact: {audit_verify(args.db)} records, hash chain verified")
+    count = audit_verify(args.db)
+    if args.json:
+        print_json({"intact": True, "records": count})
+        return
+    console.info(f"audit log intact: {count} records, hash chain verified")
 
 
 def argparse_keys(sub: argparse._SubParsersAction) -> None:
@@ -276,11 +299,22 @@ def argparse_keys(sub: argparse._SubParsersAction) -> None:
     a.add_argument("device")
     a.add_argument("--fleet", default="default")
     add_db(a)
+    listing = actions.add_parser("list", help="the registered devices, their fleets and presence (no keys)")
+    add_db(listing)
+    add_json(listing)
 
 
 def do_keys(args: argparse.Namespace) -> None:
-    from microfang.ops import add_key
+    from microfang.ops import add_key, registered_devices
 
+    if args.keys_action == "list":
+        rows = registered_devices(args.db)
+        if args.json:
+            print_json(rows)
+            return
+        for row in rows:
+            console.info(f"{row['device']:<24} fleet {row['fleet']:<16} {'online' if row['online'] else 'offline'}")
+        return
     console.out.print(add_key(args.db, args.device, args.fleet).hex(), markup=False, highlight=False)
 
 

@@ -70,6 +70,16 @@ def add_key(db: Path, device: str, fleet: str) -> bytes:
     return key
 
 
+def registered_devices(db: Path) -> list[dict[str, Any]]:
+    """The registry without its secrets: one row per device with its fleet and presence."""
+    store = open_store(db)
+    try:
+        return [{"device": device, "fleet": d["fleet"], "online": bool(d["online"]), "last_seen": d["last_seen"]}
+                for device, d in sorted(store.devices().items())]
+    finally:
+        store.close()
+
+
 def recent_jobs(db: Path, limit: int = 20) -> list[dict[str, Any]]:
     """The latest `limit` deploy, migration and control jobs, oldest first."""
     store = open_store(db)

@@ -1,5 +1,6 @@
 """The CLI as a newcomer uses it: build then run each example; bad input gets one line."""
 
+import json
 import shutil
 import socket
 import subprocess
@@ -158,3 +159,14 @@ def test_secrets_are_never_taken_on_the_command_line(command, flag):
     assert out.returncode == 2
     assert f"unrecognized arguments: {flag} s3cret" in out.stderr or "the following arguments are required" in out.stderr
     assert f"{flag}-file FILE" in microfang(command, "--help").stdout
+
+
+def test_status_jobs_keys_and_audit_speak_json_for_scripts(tmp_path):
+    db = tmp_path / "g.db"
+    key = microfang("keys", "add", "kitchen", "--fleet", "home", "--db", db).stdout.strip()
+    listing = json.loads(microfang("keys", "list", "--json", "--db", db).stdout)
+    assert listing == [{"device": "kitchen", "fleet": "home", "online": False, "last_seen": None}]
+    assert key not in json.dumps(listing)  # the registry's listing carries no secret
+    assert [row["device"] for row in json.loads(microfang("status", "--json", "--db", db).stdout)] == ["kitchen"]
+    assert json.loads(microfang("jobs", "--json", "--db", db).stdout) == []
+    assert json.loads(microfang("audit", "verify", "--json", "--db", db).stdout) == {"intact": True, "records": 0}
