@@ -14,7 +14,6 @@ import pwd
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -129,8 +128,7 @@ def install_pgvector() -> str:
     if tree.exists():
         shutil.rmtree(tree)
     tree.mkdir(parents=True)
-    with tarfile.open(downloads / "pgvector_0.8.0.orig.tar.gz") as tar:
-        tar.extractall(tree, filter="data")
+    debsource.extract(downloads / "pgvector_0.8.0.orig.tar.gz", tree)
     src = next(p for p in tree.iterdir() if p.is_dir())
     debsource.run(["make", "-C", str(src), f"PG_CONFIG={pg_config}", "-j2"], what="pgvector build")
     debsource.run(["make", "-C", str(src), f"PG_CONFIG={pg_config}", "install"], what="pgvector install")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,6 +53,24 @@ def run(cmd: list[str], cwd: Path | None = None, step: Progress | None = None, w
     if proc.wait():
         detail = "\n  ".join(tail)
         raise SourceError(f"{what or cmd[0]} failed (exit {proc.returncode}):\n  {detail}")
+
+
+def extract(archive: Path, dest: Path) -> None:
+    """Unpack a source tarball under `dest`, refusing members that would land outside it. Python
+    3.11.4+ does that with tarfile's "data" filter; Debian bookworm's 3.11.2 predates it, so the
+    same check is made here first."""
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+            return
+        root = dest.resolve()
+        for member in tar.getmembers():
+            target = (dest / member.name).resolve()
+            if not (target == root or root in target.parents) or member.issym() and Path(member.linkname).is_absolute():
+                raise SourceError(f"{archive.name}: member {member.name!r} would be written outside {dest}")
+            if member.isdev():
+                raise SourceError(f"{archive.name}: member {member.name!r} is a device file")
+        tar.extractall(dest)
 
 
 def fetch(package: str, version: str, files: dict[str, str], base: Path, step: Progress) -> Path:

@@ -13,7 +13,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 
 from microfang.tools import debsource
@@ -95,10 +94,8 @@ def fetch_source(step: Progress) -> Path:
     if tree.exists():
         shutil.rmtree(tree)
     step("extracting")
-    with tarfile.open(downloads / "micropython_1.25.0+ds.orig.tar.xz") as tar:
-        tar.extractall(base, filter="data")
-    with tarfile.open(downloads / "micropython_1.25.0+ds-1.debian.tar.xz") as tar:
-        tar.extractall(tree, filter="data")  # debian/ inside the tree, as dpkg-source lays it out
+    debsource.extract(downloads / "micropython_1.25.0+ds.orig.tar.xz", base)
+    debsource.extract(downloads / "micropython_1.25.0+ds-1.debian.tar.xz", tree)  # debian/ inside, as dpkg-source lays it
     for patch in (tree / "debian" / "patches" / "series").read_text(encoding="utf-8").split():
         step(f"patch {patch}")
         debsource.run(["patch", "-p1", "-s", "-i", str(tree / "debian" / "patches" / patch)], cwd=tree, what=f"patch {patch}")
