@@ -50,6 +50,8 @@ class FleetControl:
         try:
             if store.device(device) is None:
                 raise ToolError(f"no device {device!r} in this fleet")
+            if store.manifest(device, agent) is None:  # at once, not after the job's whole timeout
+                raise ToolError(f"no agent {agent!r} installed on {device!r}")
             job = store.add_job(kind, device, agent, data)
         finally:
             store.close()

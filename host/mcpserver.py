@@ -8,15 +8,18 @@ Every tool is one typed, docstringed method, registered with `server.add_tool`.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
 
 from microfang.gateway.store import Store
 from microfang.mcpcontrol import FleetControl, MemorySearch
@@ -65,16 +68,11 @@ class FleetReader:
         return [{"agent": name, **stats} for name, stats in sorted(tele.get("agents", {}).items())]
 
     def read_memory_log(self, device: str, agent: str, from_seq: int = 1, limit: int = 50) -> list[dict[str, Any]]:
-        """Records of an agent's memory log as replicated to the gateway (text when UTF-8)."""
+        """Records of an agent's memory log as replicated to the gateway: each with its bytes in
+        base64, and a text field too when the record is printable UTF-8."""
         with self._store(device) as store:
             records = [(seq, payload) for seq, payload in store.replica(device, agent) if seq >= from_seq]
-        out: list[dict[str, Any]] = []
-        for seq, payload in records[:max(1, min(limit, 500))]:
-            try:
-                out.append({"seq": seq, "text": payload.decode("utf-8")})
-            except UnicodeDecodeError:
-                out.append({"seq": seq, "hex": payload.hex()})
-        return out
+        return [log_record(seq, payload) for seq, payload in records[:max(1, min(limit, 500))]]
 
     def verify_audit(self) -> dict[str, Any]:
         """Walk the gateway's audit hash chain; reports the first broken record if any."""
@@ -99,9 +97,37 @@ class FleetReader:
         return json.dumps(found[0])
 
 
+def log_record(seq: int, payload: bytes) -> dict[str, Any]:
+    """One memory-log record for a client: base64 always, text only when it is text."""
+    record: dict[str, Any] = {"seq": seq, "base64": base64.b64encode(payload).decode("ascii")}
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return record
+    if all(c.isprintable() or c in "\n\t" for c in text):
+        record["text"] = text
+    return record
+
+
+# What each tool does to the fleet, for clients deciding whether to ask before calling it.
+READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+TOOL_ANNOTATIONS = {
+    "send_event": ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
+                                  open_world_hint=False),
+    "spawn_agent": ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False,
+                                   open_world_hint=False),
+    "suspend_agent": ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
+                                     open_world_hint=False),
+    "resume_agent": ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
+                                    open_world_hint=False),
+    "reclaim_agent": ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
+                                     open_world_hint=False),
+}
+
+
 def fleet_server(db: Path, read_only: bool = False) -> MCPServer:
     """An MCP server over the gateway database at `db`; control tools unless `read_only`."""
-    server = MCPServer("microfang", instructions="A fleet of microcontroller boards running wasm agents. "
+    server = MCPServer("microfang", version=version("microfang"), instructions="A fleet of microcontroller boards running wasm agents. "
                                                  "Use list_devices first, then list_agents, device_status, "
                                                  "read_memory_log or search_memory"
                                                  + ("." if read_only else "; send_event asks an agent directly."))
@@ -112,10 +138,10 @@ def fleet_server(db: Path, read_only: bool = False) -> MCPServer:
         tools += [control.send_event, control.spawn_agent, control.suspend_agent, control.resume_agent,
                   control.reclaim_agent]
     for tool in tools:
-        server.add_tool(tool)
-    server.resource("fleet://devices")(reader.devices_resource)
-    server.resource("fleet://device/{device}")(reader.device_resource)
-    server.resource("fleet://agent/{device}/{agent}")(reader.agent_resource)
+        server.add_tool(tool, annotations=TOOL_ANNOTATIONS.get(tool.__name__, READ))
+    server.resource("fleet://devices", mime_type="text/plain")(reader.devices_resource)
+    server.resource("fleet://device/{device}", mime_type="application/json")(reader.device_resource)
+    server.resource("fleet://agent/{device}/{agent}", mime_type="application/json")(reader.agent_resource)
     return server
 
 

@@ -50,10 +50,50 @@ def test_fleet_tools_answer_through_the_sdk_client(tmp_path):
                      "verify_audit"]
     assert [(d["device"], d["online"]) for d in devices] == [("board1", True), ("board2", False)]
     assert agents == [{"agent": "echo", "state": "running", "events": 7}]
-    assert log == [{"seq": 1, "text": "first note"}, {"seq": 2, "hex": "fffe"}]
+    assert log == [{"seq": 1, "base64": "Zmlyc3Qgbm90ZQ==", "text": "first note"}, {"seq": 2, "base64": "//4="}]
     assert audit == {"records_checked": 1, "intact": True, "first_bad_record": None}
     assert missing.is_error and "no device 'ghost' in this fleet" in missing.content[0].text
     assert resource.contents[0].text == "board1 lab online\nboard2 lab offline"
+
+
+def test_tools_say_what_they_do_to_the_fleet_and_the_server_its_version(tmp_path):
+    from importlib.metadata import version
+
+    db = fleet_db(tmp_path)
+
+    async def scenario():
+        async with Client(fleet_server(db)) as client:
+            tools = {t.name: t.annotations for t in (await client.list_tools()).tools}
+            resources = {str(r.uri): r.mime_type for r in (await client.list_resources()).resources}
+            templates = {t.uri_template: t.mime_type for t in (await client.list_resource_templates()).resource_templates}
+            return client.server_info, tools, resources, templates
+
+    info, tools, resources, templates = asyncio.run(scenario())
+    assert info.version == version("microfang")
+    assert all(tools[name].read_only_hint for name in ("list_devices", "device_status", "read_memory_log",
+                                                       "verify_audit", "search_memory"))
+    assert not tools["send_event"].read_only_hint and not tools["send_event"].destructive_hint
+    assert tools["spawn_agent"].destructive_hint and tools["reclaim_agent"].destructive_hint
+    assert resources == {"fleet://devices": "text/plain"}
+    assert templates == {"fleet://device/{device}": "application/json",
+                         "fleet://agent/{device}/{agent}": "application/json"}
+
+
+def test_send_event_to_an_agent_the_board_does_not_have_fails_at_once(tmp_path):
+    import time
+
+    db = fleet_db(tmp_path)
+
+    async def scenario():
+        async with Client(fleet_server(db)) as client:
+            started = time.monotonic()
+            call = await client.call_tool("send_event", {"device": "board1", "agent": "nobody", "text": "hi",
+                                                         "timeout_s": 30})
+            return call, time.monotonic() - started
+
+    call, took = asyncio.run(scenario())
+    assert call.is_error and "no agent 'nobody' installed on 'board1'" in call.content[0].text
+    assert took < 10  # no gateway runs here: waiting for the job would take the whole 30 s
 
 
 def test_microfang_mcp_serves_over_stdio(tmp_path):
