@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 from collections.abc import Callable
+from importlib.metadata import version
 from typing import Any
 
 from microfang.firmware.errors import MicrofangError
@@ -15,22 +16,43 @@ Health = Callable[[], dict[str, Any]]
 Counters = Callable[[], tuple[dict[str, int], dict[str, int]]]  # () -> (gateway metrics, router counts)
 
 
+# HELP text of every family /metrics serves (promtool refuses families without one).
+HELP = {
+    "messages": "envelopes received from boards", "requests": "agent requests received",
+    "replies": "replies sent to agents", "telemetry": "telemetry reports stored",
+    "log_records": "memory-log records replicated", "publishes": "agent publishes received",
+    "presence": "presence changes seen", "denied": "requests refused by the registered manifest",
+    "dropped": "messages dropped, by reason",
+    "router_requests": "requests routed", "router_replies_ok": "requests answered",
+    "router_replies_error": "requests answered with an error", "router_rate_limited": "requests over the rate limit",
+    "router_over_budget": "requests over the budget", "router_unknown_kind": "requests of a kind nobody handles",
+    "router_busy": "requests refused while their handler was busy", "router_timeouts": "requests whose handler timed out",
+    "devices": "devices registered", "devices_online": "devices online",
+    "broker_connected": "1 while the gateway is connected to its broker",
+    "requests_pending": "requests waiting for their handler", "build_info": "the running microfang, by version",
+}
+
+
+def _family(lines: list[str], name: str, kind: str, samples: list[tuple[str, object]]) -> None:
+    metric = f"microfang_{name}" + ("_total" if kind == "counter" else "")
+    lines += [f"# HELP {metric} {HELP.get(name, name.replace('_', ' '))}", f"# TYPE {metric} {kind}"]
+    lines += [f"{metric}{labels} {value}" for labels, value in samples]
+
+
 def prometheus(metrics: dict[str, int], router_counts: dict[str, int], health: dict[str, Any]) -> str:
-    lines = []
+    """The Prometheus text exposition of the gateway's counters and gauges."""
+    lines: list[str] = []
+    _family(lines, "build_info", "gauge", [(f'{{version="{version("microfang")}"}}', 1)])
     for name, value in sorted(metrics.items()):
-        if name.startswith("dropped_"):
-            continue
-        lines += [f"# TYPE microfang_{name}_total counter", f"microfang_{name}_total {value}"]
-    lines.append("# TYPE microfang_dropped_total counter")
-    for name, value in sorted(metrics.items()):
-        if name.startswith("dropped_"):
-            lines.append(f'microfang_dropped_total{{reason="{name[8:]}"}} {value}')
+        if not name.startswith("dropped_"):
+            _family(lines, name, "counter", [("", value)])
+    _family(lines, "dropped", "counter", [(f'{{reason="{name[8:]}"}}', value) for name, value in sorted(metrics.items())
+                                          if name.startswith("dropped_")])
     for name, value in sorted(router_counts.items()):
-        lines += [f"# TYPE microfang_router_{name}_total counter", f"microfang_router_{name}_total {value}"]
-    lines += ["# TYPE microfang_devices gauge", f"microfang_devices {health['devices']}",
-              "# TYPE microfang_devices_online gauge", f"microfang_devices_online {health['online']}",
-              "# TYPE microfang_broker_connected gauge", f"microfang_broker_connected {int(health['broker_connected'])}",
-              "# TYPE microfang_requests_pending gauge", f"microfang_requests_pending {health['pending_requests']}"]
+        _family(lines, f"router_{name}", "counter", [("", value)])
+    for name, key in (("devices", "devices"), ("devices_online", "online"), ("requests_pending", "pending_requests")):
+        _family(lines, name, "gauge", [("", health[key])])
+    _family(lines, "broker_connected", "gauge", [("", int(health["broker_connected"]))])
     return "\n".join(lines) + "\n"
 
 
