@@ -17,6 +17,7 @@ Usage:
                                              install an agent over the air (signed) or over USB
   microfang migrate AGENT --from D1 --to D2  move a running agent with its memory
   microfang jobs                             deploys, migrations and control jobs and their results
+  microfang sniff [TOPIC...] [--db F]        the wire decoded: every envelope as a readable line
 
 Each command is a `do_X(args)` handler plus an `argparse_X(sub)` builder in `_COMMANDS`.
 Expected failures (bad input) print one line `microfang: ...` and exit 1; bugs keep their
@@ -522,6 +523,36 @@ def do_mcp(args: argparse.Namespace) -> None:
     asyncio.run(serve_http(args.db, args.http, token, read_only=args.read_only))
 
 
+def argparse_sniff(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sniff", help="print the fleet's MQTT traffic decoded: topic, kind, agent, sequence, body",
+                       description="Subscribe to a broker and print every envelope decoded (CBOR made readable); "
+                                   "with --db the HMAC of each is checked and forgeries are marked.")
+    p.add_argument("topics", nargs="*", default=["mf/#"], metavar="TOPIC", help="topic filters (default mf/#)")
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="MQTT broker URL (default %(default)s)")
+    p.add_argument("--user", help="broker user name")
+    add_secret(p, "password", "MICROFANG_BROKER_PASSWORD", "broker password")
+    p.add_argument("--cafile", help="CA certificate (PEM) for an mqtts:// broker")
+    add_db(p, default=None)
+    p.add_argument("-t", "--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    p.add_argument("-n", "--count", type=int, help="stop after this many messages")
+    add_json(p)
+
+
+def do_sniff(args: argparse.Namespace) -> None:
+    from microfang.sniff import keys_from, line, sniff
+
+    def show(view: dict) -> None:
+        if args.json:
+            print(json.dumps(view, ensure_ascii=False, default=str), flush=True)
+        else:
+            console.out.print(line(view), markup=False, highlight=False, soft_wrap=True)
+
+    seen = sniff(args.broker, args.topics, show, key_for=keys_from(args.db), seconds=args.seconds, count=args.count,
+                 user=args.user, password=secret(args, "password"), cafile=args.cafile)
+    if not args.json:
+        console.error(f"{seen} messages")
+
+
 _COMMANDS = {
     "build": (do_build, argparse_build),
     "inspect": (do_inspect, argparse_inspect),
@@ -538,6 +569,7 @@ _COMMANDS = {
     "sim": (do_sim, argparse_sim),
     "demo": (do_demo, argparse_demo),
     "mcp": (do_mcp, argparse_mcp),
+    "sniff": (do_sniff, argparse_sniff),
 }
 
 
