@@ -27,7 +27,6 @@ Agent paths are relative to the fleet file.
 from __future__ import annotations
 
 import asyncio
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from microfang.boards import PROFILES
 from microfang.broker import local_broker
 from microfang.config import read_toml
 from microfang.firmware import main as firmware_main
+from microfang.firmware import protocol
 from microfang.firmware.blockdev import RAMBlockDevice
 from microfang.firmware.board import Board
 from microfang.firmware.errors import MicrofangError
@@ -101,10 +101,6 @@ class FleetPlan:
     boards: list[BoardPlan]
 
 
-def _valid_name(name: str) -> bool:
-    return re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name) is not None
-
-
 def _check_choice(where: str, value: Any, choices: tuple[str, ...] | list[str]) -> str:
     if value not in choices:
         raise MicrofangError(f"{where}: {value!r} is not one of {', '.join(choices)}")
@@ -115,6 +111,8 @@ def plan_from_flags(boards: int, agents: list[str], runtime: str, profile: str, 
     """N identical boards sim1..simN, each running every agent in `agents`."""
     if boards < 1:
         raise MicrofangError("--boards must be at least 1")
+    if not protocol.name_ok(fleet):
+        raise MicrofangError(f"--fleet: {fleet!r} is not a valid name ({protocol.NAME_RULE})")
     _check_choice("--profile", profile, sorted(PROFILES))
     with tempfile.TemporaryDirectory() as tmp:
         bundles = [load_agent(spec, Path.cwd(), Path(tmp)) for spec in agents]
@@ -129,8 +127,8 @@ def read_fleet_file(path: Path) -> FleetPlan:
     if unknown:
         raise MicrofangError(f"{path}: unknown key {unknown[0]!r} (have: fleet, runtime, profile, boards)")
     fleet = doc.get("fleet", "sim")
-    if not isinstance(fleet, str) or not _valid_name(fleet):
-        raise MicrofangError(f"{path}: fleet: {fleet!r} is not a valid name (letters, digits, - and _)")
+    if not isinstance(fleet, str) or not protocol.name_ok(fleet):
+        raise MicrofangError(f"{path}: fleet: {fleet!r} is not a valid name ({protocol.NAME_RULE})")
     runtime = _check_choice(f"{path}: runtime", doc.get("runtime", "cpython"), RUNTIMES)
     profile = _check_choice(f"{path}: profile", doc.get("profile", "esp32"), sorted(PROFILES))
     tables = doc.get("boards")
@@ -140,8 +138,8 @@ def read_fleet_file(path: Path) -> FleetPlan:
     with tempfile.TemporaryDirectory() as tmp:
         for name, table in tables.items():
             where = f"{path}: boards.{name}"
-            if not _valid_name(name):
-                raise MicrofangError(f"{where}: not a valid board name (letters, digits, - and _)")
+            if not protocol.name_ok(name):
+                raise MicrofangError(f"{where}: not a valid board name ({protocol.NAME_RULE})")
             if not isinstance(table, dict):
                 raise MicrofangError(f"{where}: must be a table ([boards.{name}])")
             extra = sorted(set(table) - {"agents", "runtime", "profile"})

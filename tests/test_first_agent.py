@@ -112,6 +112,7 @@ def test_first_agent_walkthrough_runs_as_written(tmp_path):
     ('fleet = "garden"\n', "boards: list at least one board"),
     ('fleet = "a/b"\n[boards.x]\n', "fleet: 'a/b' is not a valid name"),
     ('[boards.x]\nagents = ["nope"]\n', "boards.x.agents: unknown agent 'nope'"),
+    ('[boards.Kitchen]\n', "boards.Kitchen: not a valid board name (1-32 of a-z 0-9 _ - starting with"),
     ('[boards.x]\nruntime = "java"\n', "boards.x.runtime: 'java' is not one of cpython, micropython"),
     ('[boards.x]\nagent = ["echo"]\n', "boards.x: unknown key 'agent'"),
     ('[board.x]\n', "unknown key 'board'"),
