@@ -76,6 +76,7 @@ m3ApiRawFunction(metering_usegas)
 {
     m3ApiGetArg(int32_t, gas)
     Module *mod = (Module *)(_ctx->userdata);
+    if (M3_UNLIKELY(gas < 0)) m3ApiTrap(m3Err_trapNegativeFuel);  // a charge never mints fuel
     mod->fuel -= gas;
     if (M3_UNLIKELY(mod->fuel < 0)) {
         mod->fuel = 0;
@@ -411,9 +412,27 @@ Module_set_fuel(Module *self, PyObject *value, void *closure)
     return 0;
 }
 
+// Compile every function now, after linking: compile errors (too deep, too many slots) are a
+// refusal at spawn instead of a trap at a function's first call deep in the C stack, and code
+// that can run without charging fuel is refused (patches/0009).
+static PyObject *
+Module_compile(Module *self, PyObject *unused)
+{
+    if (!self->loaded || !self->m) {
+        PyErr_SetString(Wasm3Error, "compile needs a loaded module");
+        return NULL;
+    }
+    self->m->fuelRequired = true;
+    M3Result err = m3_CompileModule(self->m);
+    if (err) return raise_m3(self->m->runtime, err);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Module_methods[] = {
     {"link_function", (PyCFunction)Module_link_function, METH_VARARGS,
      "link_function(module, name, signature, callable) -> bool (False if not imported)"},
+    {"compile", (PyCFunction)Module_compile, METH_NOARGS,
+     "compile() -> None: compile every function now, refusing code that skips fuel"},
     {NULL, NULL}
 };
 
@@ -572,6 +591,10 @@ exec_module(PyObject *m)
     if (add_type(m, "Runtime", &RuntimeType, &Runtime_spec) < 0) return -1;
     if (add_type(m, "Module", &ModuleType, &Module_spec) < 0) return -1;
     if (add_type(m, "Function", &FunctionType, &Function_spec) < 0) return -1;
+    // The engine's limits (patches/0005, 0006), the same on the board's build.
+    if (PyModule_AddIntConstant(m, "MAX_CALL_DEPTH", d_mfMaxCallDepth) < 0) return -1;
+    if (PyModule_AddIntConstant(m, "MAX_BLOCK_DEPTH", d_mfMaxBlockDepth) < 0) return -1;
+    if (PyModule_AddIntConstant(m, "MAX_FUNCTION_STACK_HEIGHT", d_m3MaxFunctionStackHeight) < 0) return -1;
     return PyModule_AddStringConstant(m, "M3_VERSION", M3_VERSION);
 }
 

@@ -254,6 +254,9 @@ static void check_open(runtime_obj_t *rt) {
 m3ApiRawFunction(metering_usegas) {
     m3ApiGetArg(int32_t, gas)
     int64_t *fuel = (int64_t *)(_ctx->userdata);  // a tracked block: no GC object behind it
+    if (gas < 0) {
+        m3ApiTrap(m3Err_trapNegativeFuel);  // a charge never mints fuel
+    }
     *fuel -= gas;
     if (*fuel < 0) {
         *fuel = 0;
@@ -499,9 +502,25 @@ static void module_attr(mp_obj_t self_in, qstr attr, mp_obj_t *dest) {
     }
 }
 
+// Compile every function now, after linking (see the CPython binding's Module.compile).
+static mp_obj_t module_compile(mp_obj_t self_in) {
+    module_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    if (!self->loaded || self->m == NULL) {
+        mp_raise_msg(&mp_type_Wasm3Error, MP_ERROR_TEXT("compile needs a loaded module"));
+    }
+    self->m->fuelRequired = true;
+    M3Result err = m3_CompileModule(self->m);
+    if (err) {
+        raise_m3(self->m->runtime, err);
+    }
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(module_compile_obj, module_compile);
+
 static const mp_rom_map_elem_t module_locals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___del__), MP_ROM_PTR(&module_del_obj) },
     { MP_ROM_QSTR(MP_QSTR_link_function), MP_ROM_PTR(&module_link_function_obj) },
+    { MP_ROM_QSTR(MP_QSTR_compile), MP_ROM_PTR(&module_compile_obj) },
 };
 static MP_DEFINE_CONST_DICT(module_locals, module_locals_table);
 
@@ -587,6 +606,10 @@ static const mp_rom_map_elem_t wasm3_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_Wasm3Error), MP_ROM_PTR(&mp_type_Wasm3Error) },
     { MP_ROM_QSTR(MP_QSTR_Trap), MP_ROM_PTR(&mp_type_Trap) },
     { MP_ROM_QSTR(MP_QSTR_OutOfFuel), MP_ROM_PTR(&mp_type_OutOfFuel) },
+    // The engine's limits (patches/0005, 0006), the same in the simulator's binding.
+    { MP_ROM_QSTR(MP_QSTR_MAX_CALL_DEPTH), MP_ROM_INT(d_mfMaxCallDepth) },
+    { MP_ROM_QSTR(MP_QSTR_MAX_BLOCK_DEPTH), MP_ROM_INT(d_mfMaxBlockDepth) },
+    { MP_ROM_QSTR(MP_QSTR_MAX_FUNCTION_STACK_HEIGHT), MP_ROM_INT(d_m3MaxFunctionStackHeight) },
 };
 static MP_DEFINE_CONST_DICT(wasm3_globals, wasm3_globals_table);
 

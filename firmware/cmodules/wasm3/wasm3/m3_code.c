@@ -5,6 +5,7 @@
 //  Copyright © 2019 Steven Massey. All rights reserved.
 //
 
+#include <limits.h>
 #include "m3_code.h"
 
 
@@ -17,9 +18,13 @@ IM3CodePage  NewCodePage  (u32 i_minNumLines)
 
     IM3CodePage page;
 
+    // upstream #301: no integer overflow in the page size
+    if (i_minNumLines > UINT_MAX / sizeof (code_t)) return NULL;
     u32 pageSize = sizeof (M3CodePageHeader) + sizeof (code_t) * i_minNumLines;
+    if (pageSize < sizeof (M3CodePageHeader)) return NULL;
 
     pageSize = (pageSize + (d_m3CodePageAlignSize-1)) & ~(d_m3CodePageAlignSize-1); // align
+    if (pageSize == 0) return NULL;
     page = (IM3CodePage)m3_Malloc (pageSize);
 
     if (page)

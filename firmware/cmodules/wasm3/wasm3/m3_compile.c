@@ -222,11 +222,8 @@ u16  GetExtraSlotForStackIndex  (IM3Compilation o, u16 i_stackIndex)
 
 void  TouchSlot  (IM3Compilation o, u16 i_slot)
 {
-    if (o->function)
-    {
-        // op_Entry uses this value to track and detect stack overflow
-        o->maxStackSlots = M3_MAX (o->maxStackSlots, i_slot + 1);
-    }
+    // op_Entry uses this value to track and detect stack overflow
+    o->maxStackSlots = M3_MAX (o->maxStackSlots, i_slot + 1);
 }
 
 
@@ -502,6 +499,14 @@ M3Result  Pop  (IM3Compilation o)
             u32 regSelect = IsFpRegisterSlotAlias (slot);
             DeallocateRegister (o, regSelect);
         }
+        else if (slot == c_slotUnused)
+        {
+            // microfang: a block parameter pushed in unreachable code has no slot: nothing to free
+        }
+        else if (slot >= o->slotMaxAllocatedIndexPlusOne)
+        {
+            return m3Err_functionStackUnderrun;  // upstream #508: never deallocate a slot that was not allocated
+        }
         else if (slot >= o->slotFirstDynamicIndex)
         {
             DeallocateSlot (o, slot, type);
@@ -624,7 +629,7 @@ _                   (Push (o, i_type, slot));
         u16 slot = c_slotUnused;
         result = AllocateConstantSlots (o, & slot, i_type);
 
-        if (result) // no more constant table space; use inline constants
+        if (result || slot == c_slotUnused) // no more constant table space; use inline constants
         {
             result = m3Err_none;
 
@@ -1566,23 +1571,55 @@ _       (Push (o, type, topSlot));
 }
 
 
-// microfang: a direct call `metering.usegas(<i32.const>)` in a module with a fuel counter
-// compiles to one op_UseFuel instead of a host call; *o_done says whether it did.
+// microfang: is this function the import metering.usegas(i32)?
+static bool  IsUseGas  (IM3Function i_function)
+{
+    return i_function and i_function->import.moduleUtf8
+        and strcmp (i_function->import.moduleUtf8, "metering") == 0
+        and strcmp (i_function->import.fieldUtf8, "usegas") == 0
+        and GetFuncTypeNumParams (i_function->funcType) == 1 and GetFuncTypeNumResults (i_function->funcType) == 0
+        and GetFuncTypeParamType (i_function->funcType, 0) == c_m3Type_i32;
+}
+
+
+// microfang (patches/0009): with module->fuelRequired, every function body and every loop body
+// must start by paying, `i32.const n` (n >= 1) then `call metering.usegas` (what microfang build
+// injects), so no code can loop or recurse without charging fuel, whoever built the module.
+static M3Result  RequireFuelCharge  (IM3Compilation o)
+{
+    M3Result result = m3Err_none;
+    bytes_t wasm = o->wasm;
+    i32 cost = 0;
+    u32 index = 0;
+
+    if (not o->module->fuelRequired)
+        return result;
+
+    _throwif (m3Err_unmeteredCode, wasm >= o->wasmEnd or * wasm++ != c_waOp_i32_const);
+_   (ReadLEB_i32 (& cost, & wasm, o->wasmEnd));
+    _throwif (m3Err_unmeteredCode, cost < 1 or wasm >= o->wasmEnd or * wasm++ != c_waOp_call);
+_   (ReadLEB_u32 (& index, & wasm, o->wasmEnd));
+    _throwif (m3Err_unmeteredCode, not IsUseGas (Module_GetFunction (o->module, index)));
+
+    _catch: return result;
+}
+
+
+// microfang: a direct call `metering.usegas(<i32.const>)` of a non-negative cost in a module
+// with a fuel counter compiles to one op_UseFuel instead of a host call; *o_done says whether
+// it did. A negative constant stays a host call, which traps (the bindings' usegas).
 static M3Result  CompileUseFuel  (IM3Compilation o, IM3Function i_function, bool * o_done)
 {
     M3Result result = m3Err_none;
     * o_done = false;
 
-    if (i_function and o->page and o->module->fuelCounter and i_function->import.moduleUtf8
-        and strcmp (i_function->import.moduleUtf8, "metering") == 0
-        and strcmp (i_function->import.fieldUtf8, "usegas") == 0
-        and GetFuncTypeNumParams (i_function->funcType) == 1 and GetFuncTypeNumResults (i_function->funcType) == 0
+    if (o->page and o->module->fuelCounter and IsUseGas (i_function)
         and o->stackIndex > o->stackFirstDynamicIndex)
     {
         u16 slot = GetStackTopSlotNumber (o);
-        if (IsConstantSlot (o, slot))
+        i32 cost = IsConstantSlot (o, slot) ? * (i32 *) & o->constants [slot - o->slotFirstConstIndex] : -1;
+        if (cost >= 0)
         {
-            i32 cost = * (i32 *) & o->constants [slot - o->slotFirstConstIndex];
 _           (Pop (o));
 _           (EmitOp (o, op_UseFuel));
             EmitPointer (o, o->module->fuelCounter);
@@ -1808,6 +1845,8 @@ _   (ReadBlockType (o, & blockType));
 
     if (i_opcode == c_waOp_loop)
     {
+_       (RequireFuelCharge (o));
+
         u16 numParams = GetFuncTypeNumParams (blockType);
         if (numParams)
         {
@@ -1849,6 +1888,7 @@ _   (CompileBlock (o, blockType, i_opcode));
 M3Result  CompileElseBlock  (IM3Compilation o, pc_t * o_startPC, IM3FuncType i_blockType)
 {
     M3Result result;
+    IM3CodePage savedPage = o->page;  // upstream #301: restore (and release the else page) on errors too
 
 _try {
 
@@ -1857,7 +1897,6 @@ _   (AcquireCompilationCodePage (o, & elsePage));
 
     * o_startPC = GetPagePC (elsePage);
 
-    IM3CodePage savedPage = o->page;
     o->page = elsePage;
 
 _   (CompileBlock (o, i_blockType, c_waOp_else));
@@ -1865,11 +1904,10 @@ _   (CompileBlock (o, i_blockType, c_waOp_else));
 _   (EmitOp (o, op_Branch));
     EmitPointer (o, GetPagePC (savedPage));
 
-    ReleaseCompilationCodePage (o);
-
-    o->page = savedPage;
-
 } _catch:
+    if (o->page != savedPage)
+        ReleaseCompilationCodePage (o);
+    o->page = savedPage;
     return result;
 }
 
@@ -2610,6 +2648,9 @@ M3Result  CompileBlock  (IM3Compilation o, IM3FuncType i_blockType, m3opcode_t i
     */
 
 _try {
+    // microfang: CompileBlock recurses once per nesting level; bound the C stack it takes
+    _throwif (m3Err_blockNestingTooDeep, block->depth > d_mfMaxBlockDepth);
+
     // validate and dealloc params ----------------------------
 
     u16 stackIndex = o->stackIndex;
@@ -2624,7 +2665,14 @@ _try {
 _           (PopType (o, type));
         }
     }
-    else o->stackIndex -= numParams;
+    else {
+        // upstream #301: in unreachable code the stack can hold fewer than numParams entries
+        if (IsStackPolymorphic (o) && o->block.blockStackIndex + numParams > o->stackIndex) {
+            o->stackIndex = o->block.blockStackIndex;
+        } else {
+            o->stackIndex -= numParams;
+        }
+    }
 
     u16 paramIndex = o->stackIndex;
     block->exitStackIndex = paramIndex; // consume the params at block exit
@@ -2652,7 +2700,7 @@ _           (PopType (o, type));
         u16 slot = GetSlotForStackIndex (o, paramIndex + i);
         Push (o, type, slot);
 
-        if (slot >= o->slotFirstDynamicIndex)
+        if (slot >= o->slotFirstDynamicIndex && slot != c_slotUnused)  // upstream #301: params from dead code
             MarkSlotsAllocatedByType (o, slot, type);
     }
 
@@ -2821,11 +2869,13 @@ _   (ReserveConstants (o));
 _   (EmitOp (o, op_Entry));
     EmitPointer (o, io_function);
 
+_   (RequireFuelCharge (o));
 _   (CompileBlockStatements (o));
 
     // TODO: validate opcode sequences
     _throwif(m3Err_wasmMalformed, o->previousOpcode != c_waOp_end);
 
+    _throwif (m3Err_invalidOperandSlot, o->badSlot);  // microfang (patches/0011)
     io_function->compiled = pc;
     io_function->maxStackSlots = o->maxStackSlots;
 

@@ -95,6 +95,7 @@ typedef struct
     u16                 slotFirstDynamicIndex;      // numArgs + numLocals + numReservedConstants. the first mutable slot available to the compiler.
 
     u16                 maxStackSlots;
+    bool                badSlot;        // microfang: an operand slot outside the frame was emitted (patches/0011)
 
     m3slot_t            constants                   [d_m3MaxConstantTableSize];
 

@@ -8,6 +8,16 @@
 #ifndef m3_config_h
 #define m3_config_h
 
+// microfang: limits that must be the same on every build (the board's and the simulator's), so
+// set here and nowhere else: a -D on one build's command line is an error. The C-stack budget
+// behind the two depths is stated per board profile in boards/__init__.py.
+# if defined(d_m3MaxFunctionStackHeight) || defined(d_mfMaxBlockDepth) || defined(d_mfMaxCallDepth)
+#   error "microfang's wasm3 limits are set in m3_config.h only"
+# endif
+# define d_m3MaxFunctionStackHeight             128     // wasm3's ESP32 value: slots per function
+# define d_mfMaxBlockDepth                      32      // block/loop/if nesting the compiler accepts
+# define d_mfMaxCallDepth                       48      // wasm call frames at run time
+
 #include "m3_config_platforms.h"
 
 // general --------------------------------------------------------------------

@@ -487,7 +487,13 @@ M3Result  Read_utf8  (cstr_t * o_utf8, bytes_t * io_bytes, cbytes_t i_end)
             const u8 * ptr = * io_bytes;
             const u8 * end = ptr + utf8Length;
 
-            if (end <= i_end)
+            // microfang: names are C strings here, so a NUL inside one would make it another
+            // name ("f\0x" found as "f"): refuse it
+            if (end <= i_end and memchr (ptr, 0, utf8Length))
+            {
+                result = m3Err_nameWithNul;
+            }
+            else if (end <= i_end)
             {
                 char * utf8 = (char *)m3_Malloc (utf8Length + 1);
 

@@ -82,6 +82,16 @@ void  EmitConstant32  (IM3Compilation o, const u32 i_immediate)
 
 void  EmitSlotOffset  (IM3Compilation o, const i32 i_offset)
 {
+    // microfang (patches/0011): the compiler's slot bookkeeping has holes on fuzzed code (an
+    // unused or register slot number reaching an operand: writes 256 KB past the stack). Every
+    // operand slot of reachable code must lie in a frame op_Entry checks against the stack end,
+    // or the function is refused. (Unreachable code, after br/return/unreachable until its
+    // block ends, never runs: its operands may be c_slotUnused.)
+    if (i_offset < 0 or i_offset >= d_m3MaxFunctionSlots)
+        o->badSlot = o->badSlot or not o->block.isPolymorphic;
+    else if (i_offset >= o->maxStackSlots)
+        o->maxStackSlots = i_offset + 1;
+
     if (o->page)
         EmitWord32 (o->page, i_offset);
 }

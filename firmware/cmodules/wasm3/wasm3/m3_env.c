@@ -331,8 +331,7 @@ M3Result  InitMemory  (IM3Runtime io_runtime, IM3Module i_module)
 
     if (not i_module->memoryImported)
     {
-        u32 maxPages = i_module->memoryInfo.maxPages;
-        io_runtime->memory.maxPages = maxPages ? maxPages : 65536;
+        io_runtime->memory.maxPages = i_module->memoryInfo.maxPages;  // 65536 when undeclared (patches/0007)
 
         result = ResizeMemory (io_runtime, i_module->memoryInfo.initPages);
     }
@@ -502,8 +501,8 @@ _           (ReadLEB_u32 (& numElements, & bytes, end));
             {
                 io_module->table0 = m3_ReallocArray (IM3Function, io_module->table0, endElement, io_module->table0Size);
                 io_module->table0Size = (u32) endElement;
+                _throwifnull(io_module->table0);  // microfang: an empty segment allocates nothing (patches/0012)
             }
-            _throwifnull(io_module->table0);
 
             for (u32 e = 0; e < numElements; ++e)
             {

@@ -117,6 +117,8 @@ typedef struct M3Module
     // microfang: when set, direct calls `metering.usegas(<i32.const>)` compile to op_UseFuel,
     // which subtracts from this counter without the cost of a host call.
     int64_t *               fuelCounter;
+    // microfang: refuse code that can run without charging fuel (patches/0009).
+    bool                    fuelRequired;
 
     struct M3Module *       next;
 }
@@ -177,9 +179,7 @@ typedef struct M3Runtime
     M3Memory                memory;
     u32                     memoryLimit;
 
-#if d_m3EnableStrace >= 2
-    u32                     callDepth;
-#endif
+    u32                     callDepth;      // microfang: wasm frames now running (patches/0006)
 
     M3ErrorInfo             error;
 #if d_m3VerboseErrorMessages

@@ -777,11 +777,14 @@ d_m3Op  (Entry)
 
     IM3Function function = immediate (IM3Function);
     IM3Memory memory = m3MemInfo (_mem);
+    // microfang: each wasm call nests C calls (95-150 B of C stack); bound the depth so the C
+    // stack stays under the board's task stack whatever the wasm stack size (patches/0006).
+    IM3Runtime runtime = m3MemRuntime (_mem);
 
 #if d_m3SkipStackCheck
     if (true)
 #else
-    if (LIKELY ((void *) (_sp + function->maxStackSlots) < _mem->maxStack))
+    if (LIKELY ((void *) (_sp + function->maxStackSlots) < _mem->maxStack and runtime->callDepth < d_mfMaxCallDepth))
 #endif
     {
 #if defined(DEBUG)
@@ -802,7 +805,9 @@ d_m3Op  (Entry)
         trace_rt->callDepth++;
 #endif
 
+        runtime->callDepth++;
         m3ret_t r = nextOpImpl ();
+        runtime->callDepth--;
 
 #if d_m3EnableStrace >= 2
         trace_rt->callDepth--;

@@ -29,7 +29,8 @@ M3Result  ParseType_Memory  (M3MemoryInfo * o_memory, bytes_t * io_bytes, cbytes
 _   (ReadLEB_u7 (& flag, io_bytes, i_end));                   // really a u1
 _   (ReadLEB_u32 (& o_memory->initPages, io_bytes, i_end));
 
-    o_memory->maxPages = 0;
+    // microfang: a declared maximum of 0 pages is a maximum (upstream read 0 as "none")
+    o_memory->maxPages = 65536;
     if (flag)
 _       (ReadLEB_u32 (& o_memory->maxPages, io_bytes, i_end));
 

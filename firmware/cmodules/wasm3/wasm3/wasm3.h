@@ -130,6 +130,7 @@ d_m3ErrorConst  (wasmOverrun,                   "overrun while parsing Wasm bina
 d_m3ErrorConst  (wasmMissingInitExpr,           "missing init_expr in Wasm binary")
 d_m3ErrorConst  (lebOverflow,                   "LEB encoded value overflow")
 d_m3ErrorConst  (missingUTF8,                   "invalid length UTF-8 string")
+d_m3ErrorConst  (nameWithNul,                   "a name contains a NUL byte")   // microfang
 d_m3ErrorConst  (wasmSectionUnderrun,           "section underrun while parsing Wasm binary")
 d_m3ErrorConst  (wasmSectionOverrun,            "section overrun while parsing Wasm binary")
 d_m3ErrorConst  (invalidTypeId,                 "unknown value_type")
@@ -148,6 +149,9 @@ d_m3ErrorConst  (noCompiler,                    "no compiler found for opcode")
 d_m3ErrorConst  (unknownOpcode,                 "unknown opcode")
 d_m3ErrorConst  (restictedOpcode,               "restricted opcode")
 d_m3ErrorConst  (functionStackOverflow,         "compiling function overran its stack height limit")
+d_m3ErrorConst  (unmeteredCode,                 "code can run without charging fuel (a function or loop body does not start with metering.usegas)")  // microfang
+d_m3ErrorConst  (invalidOperandSlot,            "the compiler lost track of an operand (refused rather than run)")  // microfang
+d_m3ErrorConst  (blockNestingTooDeep,           "blocks nested deeper than the engine allows")  // microfang
 d_m3ErrorConst  (functionStackUnderrun,         "compiling function underran the stack")
 d_m3ErrorConst  (mallocFailedCodePage,          "memory allocation failed when acquiring a new M3 code page")
 d_m3ErrorConst  (settingImmutableGlobal,        "attempting to set an immutable global")
@@ -178,6 +182,7 @@ d_m3ErrorConst  (trapAbort,                     "[trap] program called abort")
 d_m3ErrorConst  (trapUnreachable,               "[trap] unreachable executed")
 d_m3ErrorConst  (trapStackOverflow,             "[trap] stack overflow")
 d_m3ErrorConst  (trapOutOfFuel,                 "[trap] out of fuel")          // microfang: metering
+d_m3ErrorConst  (trapNegativeFuel,              "[trap] negative fuel charge") // microfang: metering
 
 
 //-------------------------------------------------------------------------------------------------------------------------------
