@@ -138,6 +138,30 @@ def cap_memory(module: wb.Module, memory: dict[str, int]) -> None:
     module.set_memory(wb.Limits(limits.minimum, maximum))
 
 
+def _inert(*args: object) -> int:
+    return 0
+
+
+def check_engine(metered: bytes) -> None:
+    """Refuse what the board's engine refuses at spawn (nesting deeper than it compiles, more
+    stack slots than a function may use, unmetered code, forms wasm3 does not load): compile
+    every function on the same patched wasm3, with every host function linked."""
+    from microfang import _wasm3
+
+    env = _wasm3.Environment()
+    runtime = env.new_runtime(4096, wb.PAGE)
+    try:
+        module = env.parse_module(metered)
+        runtime.load(module)
+        for name, sig in abi.HOST_FUNCTIONS.items():
+            module.link_function(abi.HOST_MODULE, name, sig, _inert)
+        module.compile()
+    except _wasm3.Wasm3Error as e:
+        raise WasmError(f"the agent engine refuses it: {e}") from None
+    finally:
+        runtime.close()
+
+
 def build_wasm(wasm: bytes, manifest: dict[str, Any]) -> bytes:
     """Validate, check and meter a module for `manifest`; return the metered wasm."""
     wasmtools.validate(wasm)
@@ -146,6 +170,7 @@ def build_wasm(wasm: bytes, manifest: dict[str, Any]) -> bytes:
     cap_memory(module, manifest["memory"])
     metered = meter(module.encode())
     wasmtools.validate(metered)
+    check_engine(metered)
     return metered
 
 

@@ -115,9 +115,12 @@ def meter_body(body: bytes, usegas: int, renumber: _Renumber) -> bytes:
         r.byte()
     out: list[bytes] = [body[head : r.pos]]
     # `pending` is the slot in `out` where the current block's charge goes once its cost is known.
+    # A function's first block and a loop body's first block always charge (at least 1): the
+    # board refuses code that could recurse or loop without paying (wasm3 patches/0009).
     pending = len(out)
     out.append(b"")
     cost = 0
+    must_charge = True
     depth = 1
     while depth:
         start = r.pos
@@ -133,9 +136,10 @@ def meter_body(body: bytes, usegas: int, renumber: _Renumber) -> bytes:
         elif op == 0x0B:
             depth -= 1
         if op in _ENDS_BLOCK:
-            if cost:
-                out[pending] = _charge(cost, usegas)
+            if cost or must_charge:
+                out[pending] = _charge(max(cost, 1), usegas)
             cost = 0
+            must_charge = op == 0x03
             pending = len(out)
             out.append(b"")
     if not r.at_end():
@@ -195,14 +199,13 @@ def _rewrite_elements(module: wb.Module, renumber: _Renumber) -> None:
         flags = r.u32()
         if flags not in (0, 2):
             raise WasmError(f"element segment form {flags} needs reference types, not supported")
-        head = wb.u32(flags)
-        if flags == 2:
-            head += wb.u32(r.u32())
-        head += _copy_const_expr(r)
-        if flags == 2:
-            if r.byte() != 0:
-                raise WasmError("element segment kind must be funcref")
-            head += b"\x00"
+        if flags == 2 and r.u32() != 0:
+            raise WasmError("element segment for a table other than table 0 needs reference types, not supported")
+        # Flags 2 with table 0 is the MVP form 0 spelt out (wasm-tools writes it); wasm3 loads
+        # only form 0, so it is written as form 0.
+        head = wb.u32(0) + _copy_const_expr(r)
+        if flags == 2 and r.byte() != 0:
+            raise WasmError("element segment kind must be funcref")
         indices = [wb.u32(renumber(r.u32())) for _ in range(r.u32())]
         segments.append(head + wb.vector(indices))
     module.replace(wb.ELEMENT, wb.vector(segments))
