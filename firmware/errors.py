@@ -27,7 +27,8 @@ class SandboxError(MicrofangError):
 class AgentFault(MicrofangError):
     """An agent trapped, ran out of fuel or broke a host-function rule.
 
-    `agent_id` names the agent and `reason` is one of "trap", "fuel", "host".
+    `agent_id` names the agent and `reason` is one of "trap", "fuel", "slice" (one event ran
+    past its time slice), "host".
     """
 
     def __init__(self, agent_id, reason, message):

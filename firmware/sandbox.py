@@ -4,11 +4,21 @@
 # Every pointer and length an agent hands the host is checked against that agent's own
 # memory and capped at abi.MAX_HOST_PAYLOAD before the host reads or writes a byte.
 # A trap, exhausted fuel or a broken host-call rule raises AgentFault for this agent only.
+#
+# Nothing here trusts the build: every function is compiled at spawn, where the engine refuses
+# code that could loop or recurse without charging fuel (and what it cannot run); an invocation
+# gets at most SLICE_FUEL of its tank, so one event cannot hold the board for longer than a
+# few milliseconds whatever max_fuel says; host calls pay for the bytes they move
+# (docs/fuel.md).
 
 from . import abi, port, wasminfo
 from .errors import AgentFault, SandboxError, WasmError
 
 _U32 = 0xFFFFFFFF
+
+SLICE_FUEL = 50_000  # fuel one invocation may use: ~5 ms of an ESP32 at 240 MHz (docs/fuel.md)
+HOST_CALL_FUEL = 100  # every host call
+HOST_BYTE_FUEL = 2  # per byte a host call copies in or out of the agent's memory
 
 
 class Sandbox:
@@ -21,6 +31,8 @@ class Sandbox:
         self.agent_id = manifest["agent_id"]
         self.services = services
         self.fuel_used = 0
+        self._tank = manifest["fuel"]["max"]
+        self._running = False  # inside an invocation: host work is charged to it
         self._spawn(wasm)
 
     # ---- spawn ---------------------------------------------------------------------------
@@ -58,14 +70,17 @@ class Sandbox:
             self._runtime = self._env.new_runtime(memory["stack_bytes"], cap)
             self._module = self._env.parse_module(bytes(wasm))
             self._runtime.load(self._module)
-            # Fuel before the first lookup: wasm3 runs the module's start function then.
-            self._module.fuel = self.manifest["fuel"]["max"]
             for name in allowed:
                 self._module.link_function(abi.HOST_MODULE, name, abi.HOST_FUNCTIONS[name], self._host_fn(name))
-            self._alloc = self._runtime.find_function("mf_alloc")
-            self._on_event = self._runtime.find_function("mf_on_event")
+            self._module.compile()
         except engine.Wasm3Error as e:
             raise SandboxError("agent %s: cannot load: %s" % (self.agent_id, e))
+        try:
+            # The first lookup runs the module's start function: a metered call like any other.
+            self._alloc = self._call(self._runtime.find_function, "mf_alloc")
+            self._on_event = self._call(self._runtime.find_function, "mf_on_event")
+        except AgentFault as e:
+            raise SandboxError("agent %s: cannot start: %s" % (self.agent_id, str(e).split(": ", 1)[-1]))
         try:
             init = self._runtime.find_function("mf_init")
         except engine.Wasm3Error:
@@ -81,12 +96,21 @@ class Sandbox:
 
     @property
     def fuel(self):
-        return self._module.fuel
+        return self._tank
 
     def refuel(self, amount):
         """Add fuel up to the manifest's max_fuel; return the new level."""
-        self._module.fuel = min(self.manifest["fuel"]["max"], self._module.fuel + amount)
-        return self._module.fuel
+        self._tank = min(self.manifest["fuel"]["max"], self._tank + amount)
+        return self._tank
+
+    def charge(self, amount, what):
+        """Take `amount` of the running invocation's fuel for host work (a host function)."""
+        if not self._running:
+            return  # the board's own reads (snapshots, tests) cost the agent nothing
+        left = self._module.fuel - amount
+        self._module.fuel = left  # clamped at 0 by the engine
+        if left < 0:
+            raise _Spent(what)
 
     @property
     def memory_bytes(self):
@@ -109,22 +133,29 @@ class Sandbox:
     # ---- calls ---------------------------------------------------------------------------
 
     def _call(self, fn, *args):
+        """Run fn(*args) on at most one slice of the tank; what it used leaves the tank."""
         engine = port.engine
-        before = self._module.fuel
+        tank = self._tank
+        grant = min(tank, SLICE_FUEL)
+        self._module.fuel = grant
+        self._running = True
         try:
             return fn(*args)
-        except engine.OutOfFuel:
+        except (engine.OutOfFuel, _Spent):
+            if grant < tank:
+                raise AgentFault(self.agent_id, "slice", "ran past its time slice of %d fuel" % SLICE_FUEL)
             raise AgentFault(self.agent_id, "fuel", "out of fuel")
-        except engine.Trap as e:
-            raise AgentFault(self.agent_id, "trap", str(e))
-        except engine.Wasm3Error as e:
+        except engine.Wasm3Error as e:  # traps, and the engine's call-depth limit
             raise AgentFault(self.agent_id, "trap", str(e))
         except AgentFault:
             raise
         except Exception as e:  # a host function's own failure must not reach the supervisor loop
             raise AgentFault(self.agent_id, "host", "host function failed: %r" % e)
         finally:
-            self.fuel_used += before - self._module.fuel
+            self._running = False
+            used = grant - self._module.fuel
+            self._tank = tank - used
+            self.fuel_used += used
 
     def deliver(self, kind, payload=b""):
         """Run mf_on_event(kind, ptr, len) with `payload` written into the agent's memory."""
@@ -143,10 +174,11 @@ class Sandbox:
     # ---- host functions ------------------------------------------------------------------
 
     def read(self, ptr, length, what):
-        """Copy `length` bytes at `ptr` out of the agent's memory, checked."""
+        """Copy `length` bytes at `ptr` out of the agent's memory, checked and paid for."""
         ptr &= _U32
         if length < 0 or length > abi.MAX_HOST_PAYLOAD:
             raise AgentFault(self.agent_id, "host", "%s: length %d is outside 0..%d bytes" % (what, length, abi.MAX_HOST_PAYLOAD))
+        self.charge(length * HOST_BYTE_FUEL, what)
         mem = self._runtime.get_memory(0)
         if ptr + length > len(mem):
             raise AgentFault(self.agent_id, "host", "%s: %d bytes at %#x are outside its %d byte memory" % (what, length, ptr, len(mem)))
@@ -158,6 +190,7 @@ class Sandbox:
         if capacity < 0:
             raise AgentFault(self.agent_id, "host", "%s: negative capacity %d" % (what, capacity))
         data = data[:capacity]
+        self.charge(len(data) * HOST_BYTE_FUEL, what)
         mem = self._runtime.get_memory(0)
         if ptr + len(data) > len(mem):
             raise AgentFault(self.agent_id, "host", "%s: %d bytes at %#x are outside its %d byte memory" % (what, len(data), ptr, len(mem)))
@@ -169,6 +202,11 @@ class Sandbox:
         sandbox = self
 
         def call(*args):
+            sandbox.charge(HOST_CALL_FUEL, name)
             return impl(sandbox, *args)
 
         return call
+
+
+class _Spent(Exception):
+    """A host function's charge found the invocation's fuel used up."""

@@ -3,7 +3,8 @@
 #
 # One asyncio task drives everything. Each round it fires due timers and refuels, then hands
 # at most one queued event to each runnable agent, so a busy agent cannot starve the others;
-# a single invocation is bounded by the agent's fuel.
+# a single invocation is bounded by one time slice of fuel (sandbox.SLICE_FUEL): an event
+# that runs past it is aborted and the agent goes on with its next one, memory kept.
 
 from . import abi, bundle, cbor, port
 from .errors import AgentFault, MicrofangError, SandboxError
@@ -43,7 +44,8 @@ class Agent:
         self.restarts = 0
         self.restart_at = 0
         self.next_request = 1
-        self.stats = {"events": 0, "traps": 0, "exhausted": 0, "dropped": 0, "restarts": 0, "host_calls": 0, "fuel_used": 0}
+        self.stats = {"events": 0, "traps": 0, "exhausted": 0, "dropped": 0, "restarts": 0, "host_calls": 0, "fuel_used": 0,
+                      "sliced": 0}
 
     def snapshot(self):
         s = dict(self.stats)
@@ -273,6 +275,10 @@ class Supervisor:
             self._fault(agent, e)
 
     def _fault(self, agent, fault):
+        if fault.reason == "slice":
+            agent.stats["sliced"] += 1
+            self.report(agent.agent_id, "fault", "%s: event aborted, memory kept" % fault)
+            return
         if fault.reason == "fuel":
             agent.stats["exhausted"] += 1
             agent.state = EXHAUSTED
