@@ -8,6 +8,9 @@ from pathlib import Path
 
 from helpers import agent_wat, build_bundle, raw_bundle
 
+from microfang.tools.build import cap_memory
+from microfang.tools.wasm import binary as wb
+from microfang.tools.wasm.meter import meter
 from microfang.tools.wasm.wasmtools import parse_wat
 
 ON_EVENT = '(func (export "mf_on_event") (param i32 i32 i32) (result i32) {body})'
@@ -49,16 +52,80 @@ SUB_PAGE = agent_wat(ON_EVENT.format(body="""
 
 UNREACHABLE = agent_wat(ON_EVENT.format(body="unreachable"))
 
+# ---- hostile agents: each once crashed, hung or fooled the engine (issue 14) ---------------
+
+# A block with a parameter in unreachable code: wasm3 0.5.0 wrote m3Slots[65535] compiling it.
+DEAD_BLOCK_PARAM = agent_wat("""
+  (func $dead unreachable block (param i32) drop end)
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+    (if (i32.eq (local.get 0) (i32.const 3)) (then (call $dead)))
+    (call $log (i32.const 0) (i32.const 2)) (i32.const 0))
+  (data (i32.const 0) "ok")""")
+
+# Records its depth at address 0 on the way down, so a test reads how deep it got.
+DEPTH_PROBE = agent_wat("""
+  (func $down (param i32) (result i32)
+    (i32.store (i32.const 0) (local.get 0))
+    (i32.add (call $down (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (call $down (i32.const 2)))""")
+
+# Reads sensor channel memory.grow(1): the channel the board sees is -1 if memory.grow failed.
+GROW_ONE = agent_wat(ON_EVENT.format(body="(drop (call $sensor (memory.grow (i32.const 1)))) (i32.const 0)"),
+                     imports='(import "mf" "sensor_read" (func $sensor (param i32) (result i32)))',
+                     abi='(memory (export "memory") 0 0) (func (export "mf_alloc") (param i32) (result i32) (i32.const 0))')
+SENSORS = {"sandbox.permissions.allowed_host_functions": ["sensor_read"]}
+
+
+def nested_blocks(depth: int) -> str:
+    return agent_wat(ON_EVENT.format(body="block " * depth + "end " * depth + "(i32.const 0)"))
+
+
+def many_locals(count: int) -> str:
+    return agent_wat(ON_EVENT.format(body="(local " + "i32 " * count + ") (i32.const 0)"))
+
+
+# An element segment in form 2 (explicit table 0), as wasm-tools json-from-wast writes it.
+ELEM_FORM_2 = agent_wat("""
+  (table 1 funcref)
+  (elem (table 0) (i32.const 0) func $hi)
+  (type $v (func))
+  (func $hi (call $log (i32.const 0) (i32.const 2)))
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (call_indirect (type $v) (i32.const 0)) (i32.const 0))
+  (data (i32.const 0) "hi")""")
+
+# A spinner with a tank far above one time slice, and one that floods 4 KB publishes.
+RUNAWAY = INFINITE_LOOP
+FLOOD = agent_wat(ON_EVENT.format(body="""
+    (loop $more (drop (call $publish (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 4096))) (br $more))
+    (i32.const 0)"""), imports='(import "mf" "publish" (func $publish (param i32 i32 i32 i32) (result i32)))')
+
 
 def log_call(ptr: int, length: int) -> str:
     return agent_wat(ON_EVENT.format(body=f"(call $log (i32.const {ptr}) (i32.const {length})) (i32.const 0)"))
 
 
-def unbuilt(imports: str, memory: str = '(memory (export "memory") 1)') -> bytes:
-    """A module that skips `microfang build`: metered by hand, with what the build refuses."""
-    abi = memory + ' (func (export "mf_alloc") (param i32) (result i32) (i32.const 0))'
-    return parse_wat(agent_wat(ON_EVENT.format(body="(i32.const 0)"),
-                               imports='(import "metering" "usegas" (func (param i32))) ' + imports, abi=abi))
+def unbuilt(imports: str, memory: str = '(memory (export "memory") 1 1)', body: str = "(i32.const 0)",
+            extra: str = "") -> bytes:
+    """A module that skips `microfang build`: metered by hand (or not), with what the build refuses."""
+    abi = memory + ' (func (export "mf_alloc") (param i32) (result i32) (call $usegas (i32.const 1)) (i32.const 0))'
+    return parse_wat(agent_wat(ON_EVENT.format(body=body) + extra,
+                               imports='(import "metering" "usegas" (func $usegas (param i32))) ' + imports, abi=abi))
+
+
+def metered_only(wat: str) -> bytes:
+    """A module capped to one page and metered as the build does, without the build's other
+    refusals (what a host with a modified toolchain could sign)."""
+    module = wb.Module.parse(parse_wat(wat))
+    cap_memory(module, {"max_bytes": wb.PAGE, "grow_limit_pages": 0})
+    return meter(module.encode())
+
+
+# Hand-made bundles the build would never produce.
+PAY = "(call $usegas (i32.const 1)) "
+UNMETERED_LOOP = dict(body=PAY + "(loop $l (br $l)) (i32.const 0)")
+NEGATIVE_CHARGE = dict(body=PAY + "(call $usegas (i32.const -1000000)) (i32.const 0)")
+NUL_EXPORT = dict(body=PAY + "(i32.const 0)",
+                  extra='(func (export "mf_on_event\\00x") (param i32 i32 i32) (result i32) ' + PAY + "(i32.const 7))")
 
 
 def device_bundles() -> dict[str, bytes]:
@@ -77,7 +144,7 @@ def device_bundles() -> dict[str, bytes]:
         "hello": build(HELLO),
         "hello_v2": build(HELLO, **{"agent.version": 2}),
         "trap_v3": build(UNREACHABLE, **{"agent.version": 3, **NEVER_RESTART}),
-        "spinner": build(INFINITE_LOOP, **{"sandbox.agent_id": "spinner",
+        "spinner": build(INFINITE_LOOP, **{"sandbox.agent_id": "spinner", "sandbox.fuel.max_fuel": 40_000,
                                            "sandbox.fuel.refuel_interval_ms": 60_000}),
         "counter": build(COUNT_THEN_SPIN, **{"sandbox.fuel.max_fuel": 5_000, "sandbox.fuel.refuel_amount": 5_000,
                                                     "sandbox.fuel.refuel_interval_ms": 100}),
@@ -95,6 +162,25 @@ def device_bundles() -> dict[str, bytes]:
         "bad_import": raw(unbuilt('(import "env" "system" (func))')),
         "malformed": raw(b"\x00asm\x01\x00\x00\x00\x01\xff\xff"),
         "small": build(HELLO, **{"sandbox.memory.max_heap_kb": 2, "sandbox.memory.stack_size_kb": 1}),
+        "dead_block_param": build(DEAD_BLOCK_PARAM, **{"sandbox.agent_id": "dead", **NEVER_RESTART}),
+        "depth_probe": build(DEPTH_PROBE, **{"sandbox.fuel.max_fuel": 10**9, "sandbox.memory.stack_size_kb": 24,
+                                             **NEVER_RESTART}),
+        "grow_max_zero": build(GROW_ONE, **SENSORS),
+        "grow_max_zero_raw": raw_bundle(metered_only(GROW_ONE), **{**small, **SENSORS}),
+        "deep_nesting_raw": raw(metered_only(nested_blocks(200))),
+        "many_locals_raw": raw(metered_only(many_locals(200))),
+        "elem_form_2": build(ELEM_FORM_2),
+        "elem_form_2_raw": raw(parse_wat(ELEM_FORM_2.replace('(import "mf" "log"', '(import "metering" "usegas" (func (param i32))) (import "mf" "log"')
+                                        .replace('(memory (export "memory") 1)', '(memory (export "memory") 1 1)'))),
+        "unmetered_loop": raw(unbuilt("", **UNMETERED_LOOP)),
+        "negative_charge": raw(unbuilt("", **NEGATIVE_CHARGE)),
+        "nul_export": raw(unbuilt("", **NUL_EXPORT)),
+        "runaway": build(RUNAWAY, **{"sandbox.agent_id": "runaway", "sandbox.fuel.max_fuel": 10**9,
+                                     "agent.timers": [{"id": 1, "every_ms": 10}]}),
+        "flood": build(FLOOD, **{"sandbox.agent_id": "flood", "sandbox.fuel.max_fuel": 10**9,
+                                 "agent.timers": [{"id": 1, "every_ms": 10}],
+                                 "sandbox.permissions.allowed_host_functions": ["publish"]}),
+        "ticker": build(HELLO, **{"sandbox.agent_id": "ticker", "agent.timers": [{"id": 7, "every_ms": 20}]}),
         **{f"example_{name}": _example(name) for name in ("hello", "threshold", "ask", "bootcount")},
     }
 

@@ -34,8 +34,8 @@ def microfang_micropython():
     return portbuild.build_unix(lambda line: None)
 
 
-SUITE = ["test_supervisor_device", "test_memlog_device", "test_deploy_device", "test_protocol_device",
-         "test_ed25519_device"]
+SUITE = ["test_supervisor_device", "test_hostile_device", "test_memlog_device", "test_deploy_device",
+         "test_protocol_device", "test_ed25519_device"]
 
 
 def run_device_suite(command, bundles):

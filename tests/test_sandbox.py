@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 from agents import (COUNT_THEN_SPIN, DEEP_RECURSION, HELLO, INFINITE_LOOP, MEMORY_BOMB, NEVER_RESTART, START_LOOP,
-                    SUB_PAGE, UNREACHABLE, log_call, unbuilt)
+                    SUB_PAGE, UNREACHABLE, log_call, many_locals, nested_blocks, unbuilt)
 from helpers import agent_wat, build_bundle, raw_bundle
 
 from microfang.firmware import abi, bundle, cbor
@@ -35,7 +35,8 @@ def test_hello_agent_logs_on_start():
 def test_infinite_loop_exhausts_fuel_and_other_agents_keep_running():
     sup = Supervisor()
     seen = events(sup)
-    sup.spawn(build_bundle(INFINITE_LOOP, **{"sandbox.agent_id": "spinner", "sandbox.fuel.refuel_interval_ms": 60_000}))
+    sup.spawn(build_bundle(INFINITE_LOOP, **{"sandbox.agent_id": "spinner", "sandbox.fuel.max_fuel": 40_000,
+                                             "sandbox.fuel.refuel_interval_ms": 60_000}))
     sup.spawn(build_bundle(HELLO, **{"sandbox.agent_id": "good"}))
     run_steps(sup, 3)
     assert sup.stats("spinner")["state"] == EXHAUSTED
@@ -64,9 +65,34 @@ def test_fuel_exhaustion_keeps_memory_and_resumes_after_refuel():
 
 def test_loop_in_start_function_is_refused_at_spawn():
     sup = Supervisor()
-    with pytest.raises(SandboxError, match="out of fuel"):
+    with pytest.raises(SandboxError, match="cannot start: ran past its time slice of 50000 fuel"):
         sup.spawn(build_bundle(START_LOOP))
+    with pytest.raises(SandboxError, match="cannot start: out of fuel"):
+        sup.spawn(build_bundle(START_LOOP, **{"sandbox.fuel.max_fuel": 1000}))
     assert sup.agents == {}
+
+
+@pytest.mark.parametrize(
+    ("wat", "problem"),
+    [
+        (nested_blocks(200), "blocks nested deeper than the engine allows"),
+        (many_locals(200), "compiling function overran its stack height limit"),
+        (agent_wat('(func (export "mf_on_event") (param i32 i32 i32) (result i32) (i32.const 0)) '
+                   '(func (export "mf_on_event\\00x") (param i32 i32 i32) (result i32) (i32.const 1))'),
+         "a name contains a NUL byte"),
+    ],
+)
+def test_what_the_board_engine_refuses_is_refused_at_build(wat, problem):
+    with pytest.raises(WasmError, match="the agent engine refuses it: " + problem):
+        build_bundle(wat)
+
+
+def test_nesting_up_to_the_engine_bound_builds():
+    from microfang import _wasm3
+
+    build_bundle(nested_blocks(_wasm3.MAX_BLOCK_DEPTH))
+    with pytest.raises(WasmError, match="nested deeper"):
+        build_bundle(nested_blocks(_wasm3.MAX_BLOCK_DEPTH + 1))
 
 
 def test_deep_recursion_traps_only_that_agent():

@@ -70,7 +70,7 @@ def test_exhausted_agent_keeps_memory_and_resumes_after_refuel(bundle):
 
 def test_loop_in_start_function_is_refused_at_spawn(bundle):
     sup = Supervisor()
-    assert "out of fuel" in raises(SandboxError, sup.spawn, bundle("start_loop"))
+    assert "cannot start: ran past its time slice" in raises(SandboxError, sup.spawn, bundle("start_loop"))
     assert sup.agents == {}
 
 
