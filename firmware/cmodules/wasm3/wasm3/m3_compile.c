@@ -392,6 +392,8 @@ M3Result  PreserveRegisterIfOccupied  (IM3Compilation o, u8 i_registerType)
 _       (AllocateSlots (o, & slot, type));
         o->wasmStack [stackIndex] = slot;
 
+        // upstream #506: a type outside the table is refused, not indexed
+        _throwif (m3Err_functionStackOverflow, type >= sizeof (c_setSetOps) / sizeof (c_setSetOps [0]));
 _       (EmitOp (o, c_setSetOps [type]));
         EmitSlotOffset (o, slot);
     }
@@ -990,18 +992,20 @@ M3Result  ResolveBlockResults  (IM3Compilation o, IM3CompilationScope i_targetBl
     if (numValues)
     {
         u16 endIndex = GetStackTopIndex (o) + 1;
+        u16 numRemValues = numValues;  // upstream #491: the last result, if a float, is in _fp0
 
         if (not isLoop and IsFpType (GetStackTopType (o)))
         {
 _           (CopyStackTopToRegister (o, false));
             --endIndex;
+            --numRemValues;
         }
 
         // TODO: tempslot affects maxStackSlots, so can grow unnecess each time.
         u16 tempSlot = o->maxStackSlots;// GetMaxUsedSlotPlusOne (o); doesn't work cause can collide with slotRecords
         AlignSlotToType (& tempSlot, c_m3Type_i64);
 
-_       (CopyStackSlotsR (o, slotRecords, endIndex - numValues, endIndex, tempSlot));
+_       (CopyStackSlotsR (o, slotRecords, endIndex - numRemValues, endIndex, tempSlot));
 
         if (d_m3LogWasmStack) dump_type_stack (o);
     }
@@ -2773,14 +2777,17 @@ M3Result  ReserveConstants  (IM3Compilation o)
     while (wa < o->wasmEnd)
     {
         u8 code = * wa++;
+        u16 addSlots = 0;  // upstream #391: never reserve past the constant table
 
         if (code == c_waOp_i32_const or code == c_waOp_f32_const)
-            numConstantSlots += 1;
+            addSlots = 1;
         else if (code == c_waOp_i64_const or code == c_waOp_f64_const)
-            numConstantSlots += GetTypeNumSlots (c_m3Type_i64);
+            addSlots = GetTypeNumSlots (c_m3Type_i64);
 
-        if (numConstantSlots >= d_m3MaxConstantTableSize)
+        if (numConstantSlots + addSlots >= d_m3MaxConstantTableSize)
             break;
+
+        numConstantSlots += addSlots;
     }
 
     // if constants overflow their reserved stack space, the compiler simply emits op_Const

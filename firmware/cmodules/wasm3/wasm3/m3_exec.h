@@ -691,7 +691,8 @@ d_m3Op  (MemGrow)
     {
         u32 requiredPages = memory->numPages + numPagesToGrow;
 
-        M3Result r = ResizeMemory (runtime, requiredPages);
+        // microfang: a page count that wraps around is a failed grow, not a shrink
+        M3Result r = requiredPages < numPagesToGrow ? m3Err_wasmMemoryOverflow : ResizeMemory (runtime, requiredPages);
         if (r)
             _r0 = -1;
 
