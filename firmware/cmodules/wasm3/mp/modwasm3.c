@@ -597,7 +597,15 @@ static MP_DEFINE_CONST_OBJ_TYPE(function_type, MP_QSTR_Function, MP_TYPE_FLAG_NO
 
 // ---- module ------------------------------------------------------------------------------
 
+// The address of a local variable (see the CPython binding's c_stack_address).
+static mp_obj_t wasm3_c_stack_address(void) {
+    volatile char here = 0;
+    return mp_obj_new_int_from_uint((uintptr_t)&here);
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(wasm3_c_stack_address_obj, wasm3_c_stack_address);
+
 static const mp_rom_map_elem_t wasm3_globals_table[] = {
+    { MP_ROM_QSTR(MP_QSTR_c_stack_address), MP_ROM_PTR(&wasm3_c_stack_address_obj) },
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_wasm3) },
     { MP_ROM_QSTR(MP_QSTR_Environment), MP_ROM_PTR(&env_type) },
     { MP_ROM_QSTR(MP_QSTR_Runtime), MP_ROM_PTR(&runtime_type) },

@@ -158,7 +158,17 @@ u8  GetStackTypeFromBottom  (IM3Compilation o, u16 i_offset)
 
 
 bool  IsConstantSlot    (IM3Compilation o, u16 i_slot)  { return (i_slot >= o->slotFirstConstIndex and i_slot < o->slotMaxConstIndex); }
-bool  IsSlotAllocated   (IM3Compilation o, u16 i_slot)  { return o->m3Slots [i_slot]; }
+// microfang (patches/0015): the slot map is never indexed outside itself; a slot number past it
+// (c_slotUnused, a register alias) marks the function as refused instead (o->badSlot).
+static inline bool  IsSlotInMap  (IM3Compilation o, u16 i_slot)
+{
+    if (i_slot < d_m3MaxFunctionSlots)
+        return true;
+    o->badSlot = true;
+    return false;
+}
+
+bool  IsSlotAllocated   (IM3Compilation o, u16 i_slot)  { return IsSlotInMap (o, i_slot) ? o->m3Slots [i_slot] : true; }
 
 
 bool  IsStackIndexInRegister  (IM3Compilation o, i32 i_stackIndex)
@@ -228,7 +238,10 @@ void  TouchSlot  (IM3Compilation o, u16 i_slot)
 
 
 void  MarkSlotAllocated  (IM3Compilation o, u16 i_slot)
-{                                                                   d_m3Assert (o->m3Slots [i_slot] == 0); // shouldn't be already allocated
+{
+    if (not IsSlotInMap (o, i_slot))
+        return;
+                                                                    d_m3Assert (o->m3Slots [i_slot] == 0); // shouldn't be already allocated
     o->m3Slots [i_slot] = 1;
 
     o->slotMaxAllocatedIndexPlusOne = M3_MAX (o->slotMaxAllocatedIndexPlusOne, i_slot + 1);
@@ -298,7 +311,10 @@ M3Result  AllocateConstantSlots  (IM3Compilation o, u16 * o_slot, u8 i_type)
 // unique slots.
 M3Result  IncrementSlotUsageCount  (IM3Compilation o, u16 i_slot)
 {                                                                                       d_m3Assert (i_slot < d_m3MaxFunctionSlots);
-    M3Result result = m3Err_none;                                                       d_m3Assert (o->m3Slots [i_slot] > 0);
+    M3Result result = m3Err_none;
+    if (not IsSlotInMap (o, i_slot))
+        return m3Err_invalidOperandSlot;
+                                                                                        d_m3Assert (o->m3Slots [i_slot] > 0);
 
     // OPTZ (memory): 'm3Slots' could still be fused with 'typeStack' if 4 bits were used to indicate: [0,1,2,many]. The many-case
     // would scan 'wasmStack' to determine the actual usage count
@@ -312,11 +328,14 @@ M3Result  IncrementSlotUsageCount  (IM3Compilation o, u16 i_slot)
 }
 
 
-void DeallocateSlot (IM3Compilation o, i16 i_slot, u8 i_type)
+void DeallocateSlot (IM3Compilation o, u16 i_slot, u8 i_type)  // microfang: u16 like every slot (i16 made 65535 index -1)
 {                                                                                       d_m3Assert (i_slot >= o->slotFirstDynamicIndex);
                                                                                         d_m3Assert (i_slot < o->slotMaxAllocatedIndexPlusOne);
     for (u16 i = 0; i < GetTypeNumSlots (i_type); ++i, ++i_slot)
-    {                                                                                   d_m3Assert (o->m3Slots [i_slot]);
+    {
+        if (not IsSlotInMap (o, i_slot))
+            return;
+                                                                                        d_m3Assert (o->m3Slots [i_slot]);
         -- o->m3Slots [i_slot];
     }
 }

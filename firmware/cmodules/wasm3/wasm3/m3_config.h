@@ -16,7 +16,7 @@
 # endif
 # define d_m3MaxFunctionStackHeight             128     // wasm3's ESP32 value: slots per function
 # define d_mfMaxBlockDepth                      32      // block/loop/if nesting the compiler accepts
-# define d_mfMaxCallDepth                       48      // wasm call frames at run time
+# define d_mfMaxCallDepth                       40      // wasm call frames at run time
 
 #include "m3_config_platforms.h"
 
