@@ -89,6 +89,10 @@ class Board:
     DATA_PARTITION = "vfs"  # the LittleFS partition holding config, keys, agents and logs
     FIRMWARE_OFFSET = 0  # where MicroPython's firmware.bin (bootloader first) is written
     IMAGE_CHIP_ID = 0  # the chip id in an ESP app image's extended header
+    # C stack of the task that runs MicroPython (and so wasm3); MICROPY_TASK_STACK_SIZE in the
+    # board folder's mpconfigboard.h. wasm3's call-depth and nesting bounds keep its use under
+    # half of it (docs/fuel.md "Engine limits").
+    TASK_STACK_BYTES = 0
 
     @classmethod
     def partitions(cls) -> list[Partition]:
@@ -115,6 +119,7 @@ class ESP32(Board):
     IDF_VERSION = "5.2.2"
     HEAP_BYTES = 110 * 1024  # public reports for a plain ESP32 after boot (FACTS.md)
     FLASH_BYTES = 4 * 1024 * 1024
+    TASK_STACK_BYTES = 16 * 1024  # MicroPython 1.25's esp32 default, stated in mpconfigboard.h
 
 
 class ESP32S3PSRAM(Board):
@@ -127,11 +132,13 @@ class ESP32S3PSRAM(Board):
     IDF_VERSION = "5.2.2"
     HEAP_BYTES = 2 * 1024 * 1024  # conservative: 8 MB PSRAM gives MicroPython several MB
     FLASH_BYTES = 8 * 1024 * 1024
+    TASK_STACK_BYTES = 16 * 1024  # the same default; PSRAM does not enlarge the task stack
 
 
 class Unix(Board):
     NAME = "unix"
     HEAP_BYTES = 1024 * 1024
+    TASK_STACK_BYTES = 8 * 1024 * 1024  # the process's main thread (Linux default)
 
 
 BOARD_DEFS: dict[str, type[Board]] = {"unix": Unix, "esp32": ESP32, "esp32s3": ESP32S3PSRAM}

@@ -8,6 +8,7 @@ from agents import (COUNT_THEN_SPIN, DEEP_RECURSION, HELLO, INFINITE_LOOP, MEMOR
                     SUB_PAGE, UNREACHABLE, log_call, many_locals, nested_blocks, unbuilt)
 from helpers import agent_wat, build_bundle, raw_bundle
 
+from microfang.boards import PROFILES
 from microfang.firmware import abi, bundle, cbor
 from microfang.firmware.errors import BundleError, SandboxError, WasmError
 from microfang.firmware.supervisor import EXHAUSTED, FAILED, RUNNING, Supervisor
@@ -346,3 +347,17 @@ def test_an_agent_cannot_read_another_agents_log():
 def test_mem_functions_need_the_manifests_permission():
     with pytest.raises(WasmError, match="imports mf.mem_append, which the manifest does not allow"):
         build_bundle(MEMORY_AGENT)
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_every_board_profile_states_the_task_stack_its_firmware_is_built_with(profile):
+    import re
+
+    from microfang.boards import BOARDS_DIR
+
+    board = PROFILES[profile]
+    header = (BOARDS_DIR / board.MICROPYTHON_BOARD / "mpconfigboard.h").read_text()
+    stated = re.search(r"#define MICROPY_TASK_STACK_SIZE \((\d+) \* 1024\)", header)
+    assert stated and int(stated.group(1)) * 1024 == board.TASK_STACK_BYTES
+    # the device suite measures the C stack per wasm call and holds the call bound to 8 KiB
+    assert board.TASK_STACK_BYTES >= 2 * 8 * 1024

@@ -1,0 +1,42 @@
+"""The CI slice of the sandbox fuzz campaign (tools/wasm/fuzz.py; docs/fuel.md "Fuzzing"):
+fresh smith modules every run, on both runtimes, must not crash or hang the engine and must
+not let metering change a result or the fuel charged. The long campaign is the same code."""
+
+import os
+
+import pytest
+
+from microfang.tools.wasm import fuzz
+
+SLICE = 2000
+
+
+@pytest.mark.parametrize("runtime", ["cpython", "micropython"])
+def test_a_fresh_slice_of_smith_modules_neither_crashes_hangs_nor_changes_under_metering(runtime, tmp_path):
+    seed = int.from_bytes(os.urandom(4), "little")
+    summary = fuzz.campaign(SLICE, seed, runtime, tmp_path, batch=500, timeout_s=120)
+    print(f"fuzz slice on {runtime}: {summary}")  # the seed repeats it: --seed
+    assert summary["modules"] == SLICE
+    assert summary["ran"] >= SLICE * 8 // 10, summary  # the slice really runs modules
+    assert (summary["crashes"], summary["hangs"], summary["metering_differences"]) == (0, 0, 0), (
+        f"seed {seed}: see {tmp_path}", summary)
+
+
+def test_a_result_that_metering_changed_is_a_metering_difference():
+    assert fuzz.differs("1;T|9", "1;T|9", "1;2|0") == ("metering", "call 1: metering changed '2' to 'T' on wasmtime")
+
+
+def test_other_fuel_is_a_metering_difference():
+    assert fuzz.differs("1|9", "1|8", "1|0") == ("metering", "fuel: wasm3 9, wasmtime 8")
+
+
+def test_a_result_only_wasm3_gets_is_an_engine_difference():
+    assert fuzz.differs("3|9", "4|9", "4|0") == ("engine", "call 0: wasm3 '3', wasmtime '4'")
+
+
+def test_comparison_stops_where_the_call_depth_bound_ended_a_call():
+    assert fuzz.differs("1;S;5|20", "1;7;6|90", "1;7;6|0") is None
+
+
+def test_out_of_fuel_agrees_with_any_unmetered_result():
+    assert fuzz.differs("F|200000", "F|200000", "12|0") is None
