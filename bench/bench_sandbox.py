@@ -6,7 +6,11 @@ within a run).
    module. Goal: ratio <= 1.3.
 2. Fuel-metering overhead: a compute loop metered vs unmetered on the same engine
    (microfang._wasm3). Goal: <= 15%. Context: the same metered loop on upstream pywasm3,
-   whose metering is a host call per basic block.
+   whose metering is a host call per basic block. (MicroPython: bench/bench_micropython.py.)
+3. Fair time: a 20 ms ticker agent next to a runaway loop or a flood of 4 KB publishes (each
+   with max_fuel 1e8), worst gap between the ticker's events / its period, on CPython and on
+   microfang's MicroPython (esp32 heap), with the time slice and without it (a whole tank per
+   event, as before). Goal: <= 2x with the slice.
 
 Usage: python bench/bench_sandbox.py [--quick]; results go to bench/results/sandbox.json.
 """
@@ -122,6 +126,60 @@ def bench_metering(rounds, iterations):
             "goal": 0.15, "pywasm3_usegas_call_ms": py * 1e3, "pywasm3_overhead_vs_unmetered": py / p2 - 1}
 
 
+TICKER = """(module (import "mf" "log" (func $log (param i32 i32))) (memory (export "memory") 1)
+  (func (export "mf_alloc") (param i32) (result i32) (i32.const 1024)) (data (i32.const 0) "hi")
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (call $log (i32.const 0) (i32.const 2)) (i32.const 0)))"""
+RUNAWAY = """(module (memory (export "memory") 1) (func (export "mf_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (loop $l (br $l)) (i32.const 0)))"""
+FLOOD = """(module (import "mf" "publish" (func $p (param i32 i32 i32 i32) (result i32))) (memory (export "memory") 1)
+  (func (export "mf_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+    (loop $l (drop (call $p (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 4096))) (br $l)) (i32.const 0)))"""
+PERIOD_MS = 20
+
+
+def _agent(wat, agent_id, allowed, every_ms, max_fuel):
+    from microfang.tools import manifest as manifests
+    from microfang.tools.build import build_wasm
+
+    raw = {"schema_version": 1, "agent": {"module": "a.wat", "version": 1, "timers": [{"id": 1, "every_ms": every_ms}]},
+           "sandbox": {"agent_id": agent_id, "fuel": {"max_fuel": max_fuel, "refuel_interval_ms": 50},
+                       "memory": {"max_heap_kb": 8, "stack_size_kb": 2},
+                       "permissions": {"allowed_host_functions": allowed}}}
+    manifest = manifests.validate(raw, "bench.toml")
+    return bundle.encode(manifest, build_wasm(parse_wat(wat), manifest))
+
+
+def bench_fair_time(window_ms):
+    import subprocess
+    import sys
+    import tempfile
+
+    from microfang.boards import PROFILES
+    from microfang.firmware.sandbox import SLICE_FUEL
+    from microfang.tools import portbuild
+
+    runtimes = {"cpython": [sys.executable],
+                "micropython": [str(portbuild.build_unix(lambda line: None)), "-X", PROFILES["esp32"].heapsize_arg()]}
+    out = {"period_ms": PERIOD_MS, "window_ms": window_ms, "slice_fuel": SLICE_FUEL, "hog_max_fuel": 10**8, "goal": 2.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"ticker": Path(tmp) / "ticker.mfa", "runaway": Path(tmp) / "runaway.mfa", "flood": Path(tmp) / "flood.mfa"}
+        files["ticker"].write_bytes(_agent(TICKER, "ticker", ["log"], PERIOD_MS, 100_000))
+        files["runaway"].write_bytes(_agent(RUNAWAY, "runaway", [], 10, 10**8))
+        files["flood"].write_bytes(_agent(FLOOD, "flood", ["publish"], 10, 10**8))
+        for runtime, command in runtimes.items():
+            for hog in ("alone", "runaway", "flood"):
+                for sliced in (True, False) if hog != "alone" else (True,):
+                    proc = subprocess.run([*command, str(ROOT / "bench" / "device" / "fair_bench.py"), str(files["ticker"]),
+                                           "-" if hog == "alone" else str(files[hog]), str(window_ms),
+                                           str(SLICE_FUEL if sliced else 0)],
+                                          capture_output=True, text=True, timeout=120, check=True)
+                    gap, ticks = (int(x) for x in proc.stdout.split())
+                    key = f"{runtime}_{hog}" + ("" if hog == "alone" else "_sliced" if sliced else "_no_slice")
+                    out[key] = {"worst_gap_ms": gap, "worst_gap_over_period": gap / PERIOD_MS, "ticks": ticks}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
@@ -129,6 +187,7 @@ def main() -> None:
     rounds = 3 if args.quick else 9
     spawn = bench_spawn(rounds, 200 if args.quick else 1000)
     metering = bench_metering(rounds, 2_000_000 if args.quick else 10_000_000)
+    fair = bench_fair_time(500 if args.quick else 2000)
     print(f"spawn of a {spawn['module_bytes']} B agent: microfang {spawn['microfang_spawn_us']:.1f} us vs bare "
           f"pywasm3 parse+load {spawn['pywasm3_parse_load_us']:.1f} us -> ratio {spawn['ratio']:.2f}x "
           f"(goal <= {spawn['goal']}x); context: our engine's bare parse+load {spawn['microfang_wasm3_parse_load_us']:.1f} us; "
@@ -136,10 +195,16 @@ def main() -> None:
     print(f"fuel metering on a {metering['iterations']:,}-iteration loop: metered {metering['metered_ms']:.1f} ms vs "
           f"unmetered {metering['unmetered_ms']:.1f} ms -> overhead {metering['overhead']:+.1%} (goal <= 15%); "
           f"context: upstream pywasm3's host-call metering {metering['pywasm3_overhead_vs_unmetered']:+.1%}")
+    for runtime in ("cpython", "micropython"):
+        cells = ", ".join(f"{hog} {fair[f'{runtime}_{hog}_sliced']['worst_gap_over_period']:.2f}x "
+                          f"(no slice {fair[f'{runtime}_{hog}_no_slice']['worst_gap_over_period']:.1f}x)"
+                          for hog in ("runaway", "flood"))
+        print(f"fair time on {runtime}: a {PERIOD_MS} ms timer's worst gap / period: alone "
+              f"{fair[f'{runtime}_alone']['worst_gap_over_period']:.2f}x, next to a {cells} (goal <= 2x)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"bench": "sandbox", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "machine": {"python": platform.python_version(), "cpu": platform.machine()},
-              "spawn": spawn, "metering": metering}
+              "spawn": spawn, "metering": metering, "fair_time": fair}
     (RESULTS / "sandbox.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"results: {RESULTS / 'sandbox.json'}")
 
