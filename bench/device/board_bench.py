@@ -26,6 +26,7 @@ def agents_that_fit(manifest, wasm):
     full; return (count, bytes per agent measured on the first few)."""
     sup = Supervisor()
     deltas = []
+    spawned = []  # kept as the heap fills: a list(sup.agents) at the end needs memory it has not
     count = 0
     while True:
         before = free()
@@ -37,14 +38,15 @@ def agents_that_fit(manifest, wasm):
         except (MemoryError, MicrofangError):
             break
         count += 1
+        spawned.append(m["agent_id"])
         if count <= 8:
             deltas.append(before - free())
         if count >= 2000:
             break
     deltas.sort()
     per_agent = deltas[len(deltas) // 2] if deltas else 0
-    for agent_id in list(sup.agents):
-        sup.reclaim(agent_id)
+    while spawned:
+        sup.reclaim(spawned.pop())
     return count, per_agent
 
 
