@@ -86,6 +86,17 @@ async def open_connection(host, port, tls=False, timeout_ms=5000, cafile=None):
     return reader, writer
 
 
+def heap_free():
+    """Bytes free on the heap wasm3 allocates from (MicroPython's GC heap), or None off a board
+    (CPython: the simulator's memory is the host's)."""
+    if not MICROPYTHON:
+        return None
+    import gc
+
+    gc.collect()
+    return gc.mem_free()
+
+
 def _load_engine():
     # On a board the engine is our wasm3 C module (firmware/cmodules/wasm3); on CPython it is
     # the binding of the same wasm3 sources built into the microfang wheel.

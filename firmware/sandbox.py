@@ -23,9 +23,11 @@ HOST_BYTE_FUEL = 2  # per byte a host call copies in or out of the agent's memor
 
 class Sandbox:
     """A spawned agent. `services` implements the host functions (see Supervisor); `env` is a
-    wasm3 Environment to share with the board's other agents (a new one if None)."""
+    wasm3 Environment to share with the board's other agents (a new one if None);
+    `before_load()`, if given, runs after the module is parsed and before its linear memory is
+    allocated (a restart hands back the block it held, see Supervisor._start_agent)."""
 
-    def __init__(self, manifest, wasm, services, env=None):
+    def __init__(self, manifest, wasm, services, env=None, before_load=None):
         self.manifest = manifest
         self._env = env
         self.agent_id = manifest["agent_id"]
@@ -33,11 +35,11 @@ class Sandbox:
         self.fuel_used = 0
         self._tank = manifest["fuel"]["max"]
         self._running = False  # inside an invocation: host work is charged to it
-        self._spawn(wasm)
+        self._spawn(wasm, before_load)
 
     # ---- spawn ---------------------------------------------------------------------------
 
-    def _spawn(self, wasm):
+    def _spawn(self, wasm, before_load):
         engine = port.engine
         if engine is None:
             raise SandboxError("this build has no wasm engine (wasm3 module missing)")
@@ -64,17 +66,27 @@ class Sandbox:
                 "agent %s: module declares %d..%s pages, above the memory cap of %d bytes"
                 % (self.agent_id, declared[0], declared[1], cap)
             )
+        need = footprint(self.manifest, wasm, declared)
+        free = port.heap_free()
+        if free is not None and need > free and before_load is None:  # a restart reuses the room it held
+            raise SandboxError("agent %s does not fit: it needs about %d bytes (linear memory, stack, code), "
+                               "the board has %d free" % (self.agent_id, need, free))
         try:
             if self._env is None:
                 self._env = engine.Environment()
             self._runtime = self._env.new_runtime(memory["stack_bytes"], cap)
             self._module = self._env.parse_module(bytes(wasm))
+            if before_load is not None:
+                before_load()
             self._runtime.load(self._module)
             for name in allowed:
                 self._module.link_function(abi.HOST_MODULE, name, abi.HOST_FUNCTIONS[name], self._host_fn(name))
             self._module.compile()
         except engine.Wasm3Error as e:
             raise SandboxError("agent %s: cannot load: %s" % (self.agent_id, e))
+        except MemoryError:
+            raise SandboxError("agent %s does not fit: about %d bytes needed, the heap has no room that size left"
+                               % (self.agent_id, need))
         try:
             # The first lookup runs the module's start function: a metered call like any other.
             self._alloc = self._call(self._runtime.find_function, "mf_alloc")
@@ -206,6 +218,18 @@ class Sandbox:
             return impl(sandbox, *args)
 
         return call
+
+
+def footprint(manifest, wasm, declared):
+    """Heap an agent takes on a board, about: its linear memory as wasm3 allocates it (declared
+    pages, capped), its wasm stack, the module (wasm3 keeps the bytes) and its compiled code and
+    records (~4x the module: 6.3 KB for the 885 B hello agent beyond memory and stack)."""
+    memory = manifest["memory"]
+    linear = min(declared[0] * wasminfo.PAGE, memory["max_bytes"])
+    return linear + memory["stack_bytes"] + 5 * len(wasm) + _RECORDS
+
+
+_RECORDS = 2048  # runtime, module and sandbox records
 
 
 class _Spent(Exception):

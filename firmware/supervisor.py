@@ -6,6 +6,9 @@
 # a single invocation is bounded by one time slice of fuel (sandbox.SLICE_FUEL): an event
 # that runs past it is aborted and the agent goes on with its next one, memory kept.
 
+import gc
+import sys
+
 from . import abi, bundle, cbor, port
 from .errors import AgentFault, MicrofangError, SandboxError
 from .memlog import LogError, MemoryLog
@@ -20,6 +23,16 @@ STOPPED = "stopped"
 
 _QUEUE_LIMIT = 32  # events waiting per agent; more are dropped and counted
 _IDLE_MAX_MS = 1000  # longest sleep with nothing due (timers, refuels and restarts wake us earlier)
+
+
+# In front of an agent's linear memory: wasm3's header (runtime, stack end, length) and the
+# MicroPython module's tracked-block links, five words in all.
+_MEMORY_HEADER = 5 * (8 if sys.maxsize > 1 << 32 else 4)
+
+
+def _release(held):
+    held.pop()
+    gc.collect()  # freed now, not at some later collection: the next allocation is the memory
 
 
 def _text(raw):
@@ -118,15 +131,22 @@ class Supervisor:
         return agent_id
 
     def _start_agent(self, agent):
+        held = None
         if agent.sandbox is not None:
             agent.stats["fuel_used"] += agent.sandbox.fuel_used
+            room = agent.sandbox.memory_bytes + _MEMORY_HEADER
             agent.sandbox.close()  # a restart: give the old runtime back first
+            # ...and hold the room its linear memory left while the new runtime's small parts
+            # are allocated elsewhere, then hand it to the new linear memory: a restart needs
+            # no second contiguous block, so fragmentation cannot strand the agent.
+            held = [bytearray(room)]
         agent.sandbox = None
         if self._env is None and port.engine is not None:
             # One wasm3 environment for all agents: ~1.2 KB less per agent on a board, and
             # code pages of reclaimed agents are reused by the next ones.
             self._env = port.engine.Environment()
-        agent.sandbox = Sandbox(agent.manifest, agent.wasm, self, self._env)
+        agent.sandbox = Sandbox(agent.manifest, agent.wasm, self, self._env,
+                                None if held is None else lambda: _release(held))
         agent.state = RUNNING
         agent.queue.insert(0, (abi.EV_START, b""))
         self.report(agent.agent_id, "state", RUNNING)
