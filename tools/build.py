@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from microfang.firmware import abi, bundle
+from microfang.firmware import abi, bundle, port
 from microfang.firmware.errors import ManifestError, WasmError
 from microfang.tools import manifest as manifests
 from microfang.tools.wasm import binary as wb
@@ -146,9 +146,8 @@ def check_engine(metered: bytes) -> None:
     """Refuse what the board's engine refuses at spawn (nesting deeper than it compiles, more
     stack slots than a function may use, unmetered code, forms wasm3 does not load): compile
     every function on the same patched wasm3, with every host function linked."""
-    from microfang import _wasm3
-
-    env = _wasm3.Environment()
+    engine = port.engine  # microfang._wasm3: the board's wasm3 with its patches
+    env = engine.Environment()
     runtime = env.new_runtime(4096, wb.PAGE)
     try:
         module = env.parse_module(metered)
@@ -156,7 +155,7 @@ def check_engine(metered: bytes) -> None:
         for name, sig in abi.HOST_FUNCTIONS.items():
             module.link_function(abi.HOST_MODULE, name, sig, _inert)
         module.compile()
-    except _wasm3.Wasm3Error as e:
+    except engine.Wasm3Error as e:
         raise WasmError(f"the agent engine refuses it: {e}") from None
     finally:
         runtime.close()

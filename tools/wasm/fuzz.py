@@ -107,6 +107,7 @@ def wasmtime_run(engine: wasmtime.Engine, wasm: bytes, calls: list[tuple[str, st
     exhausted = [False]
 
     def usegas(n: int) -> None:
+        assert fuel is not None  # linked for metered modules only
         if n < 0 or used[0] + n > fuel:
             used[0] = fuel
             exhausted[0] = True
@@ -136,7 +137,7 @@ def wasmtime_run(engine: wasmtime.Engine, wasm: bytes, calls: list[tuple[str, st
     for name, kinds in calls:
         fn = instance[0].exports(store)[name]
         args = [0.0 if k in "fF" else 0 for k in kinds]
-        outcomes.append(outcome(lambda: fn(store, *args)))
+        outcomes.append(outcome(lambda fn=fn, args=args: fn(store, *args)))
     return ";".join(outcomes) + "|" + str(used[0])
 
 
@@ -212,18 +213,19 @@ def run_batch(command: list[str], folder: Path, timeout_s: float) -> tuple[dict[
 
 
 def campaign(modules: int, seed: int, runtime: str, out: Path, batch: int = 200, timeout_s: float = 120,
-             progress=None) -> dict[str, Any]:
+             progress=None, first: int = 0) -> dict[str, Any]:
+    """Run modules number `first` .. `first + modules - 1` of `seed`'s sequence on `runtime`."""
     command = _runtime_command(runtime)
     reference = wasmtime.Engine()
     out.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter()
     reasons: dict[str, Counter[str]] = {"build": Counter(), "spawn": Counter()}
     started = time.monotonic()
-    for first in range(0, modules, batch):
+    for start in range(first, first + modules, batch):
         with tempfile.TemporaryDirectory(prefix="microfang-fuzz-") as tmp:
             folder = Path(tmp)
             built: dict[str, tuple[int, bytes, bytes, list[tuple[str, str]]]] = {}
-            for n in range(first, min(first + batch, modules)):
+            for n in range(start, min(start + batch, first + modules)):
                 module_seed = seed * 1_000_003 + n
                 wasm = smith(module_seed)
                 counts["modules"] += 1
@@ -256,7 +258,7 @@ def campaign(modules: int, seed: int, runtime: str, out: Path, batch: int = 200,
                 _save(out / (kind + "-diff"), name, built[name], f"{why}\nwasm3: {line}\n")
         if progress is not None:
             progress(dict(counts))
-    summary = {"runtime": runtime, "seed": seed, "seconds": round(time.monotonic() - started, 1),
+    summary = {"runtime": runtime, "seed": seed, "first": first, "seconds": round(time.monotonic() - started, 1),
                **{k: counts.get(k, 0) for k in ("modules", "refused_at_build", "refused_at_spawn", "ran", "crashes",
                                                  "hangs", "metering_differences", "engine_differences")},
                "build_refusals": dict(reasons["build"].most_common(10)),
@@ -284,12 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", choices=("cpython", "micropython"), default="cpython")
     parser.add_argument("--out", type=Path, default=None, help="default: a new folder under the system temp dir")
     parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--first", type=int, default=0, help="start at this module of the seed's sequence (resume)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     out = args.out or Path(tempfile.mkdtemp(prefix="microfang-fuzz-out-"))
     print(f"seed {seed}, {args.modules} modules on {args.runtime}, results in {out}", file=sys.stderr)
     summary = campaign(args.modules, seed, args.runtime, out, args.batch,
-                       progress=lambda c: print(json.dumps(c), file=sys.stderr))
+                       progress=lambda c: print(json.dumps(c), file=sys.stderr), first=args.first)
     print(json.dumps(summary, indent=1))
     return 1 if summary["crashes"] or summary["hangs"] or summary["metering_differences"] else 0
 

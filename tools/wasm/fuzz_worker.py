@@ -1,7 +1,7 @@
 # The fuzz campaign's worker (tools/wasm/fuzz.py): runs one batch of built modules on the board's
 # engine, under MicroPython (microfang's unix port: its `wasm3` C module) or CPython
-# (microfang._wasm3). Plain MicroPython/CPython common subset, no microfang imports: it runs
-# as a script file on either interpreter.
+# (microfang._wasm3). Plain MicroPython/CPython common subset, only the firmware imported: it runs
+# as a script file on either interpreter (the firmware's port layer picks the engine).
 #
 #   micropython -X heapsize=2m fuzz_worker.py BATCH_DIR FUEL STACK_BYTES MEMORY_BYTES
 #
@@ -11,16 +11,14 @@
 # call-depth or stack limit), or the results joined by ",". A spawn refusal prints
 # "= NAME !message". A crash or a hang leaves a "> NAME" without its "=": the campaign saves that
 # module and goes on with the next one.
-import sys
-
-try:
-    from microfang import _wasm3 as engine
-except ImportError:
-    import wasm3 as engine
-
 import binascii
 import os
 import struct
+import sys
+
+from microfang.firmware import port
+
+engine = port.engine  # the board's wasm3 module, or microfang._wasm3 on CPython
 
 
 def _value(v):
