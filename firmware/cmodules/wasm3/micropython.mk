@@ -9,7 +9,7 @@ SRC_USERMOD_LIB_C += $(wildcard $(WASM3_MOD_DIR)/wasm3/*.c)
 # memory per agent the way a board does: 1 KiB code pages, small constant tables. The limits
 # every build must share (stack height, nesting, call depth) are in wasm3/m3_config.h only.
 CFLAGS_USERMOD += -I$(WASM3_MOD_DIR)/wasm3 -Dd_m3ExternalAllocator=1 -Dd_m3RecordBacktraces=0 \
-                  -Dd_m3CodePageAlignSize=1024 -Dd_m3MaxConstantTableSize=64 \
+                  -Dd_m3CodePageAlignSize=1024 \
                   -Dd_m3VerboseErrorMessages=1 \
                   -DMICROPY_TRACKED_ALLOC=1
 

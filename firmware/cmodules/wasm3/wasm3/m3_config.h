@@ -11,9 +11,11 @@
 // microfang: limits that must be the same on every build (the board's and the simulator's), so
 // set here and nowhere else: a -D on one build's command line is an error. The C-stack budget
 // behind the two depths is stated per board profile in boards/__init__.py.
-# if defined(d_m3MaxFunctionStackHeight) || defined(d_mfMaxBlockDepth) || defined(d_mfMaxCallDepth)
+# if defined(d_m3MaxFunctionStackHeight) || defined(d_mfMaxBlockDepth) || defined(d_mfMaxCallDepth) \
+    || defined(d_m3MaxConstantTableSize)
 #   error "microfang's wasm3 limits are set in m3_config.h only"
 # endif
+# define d_m3MaxConstantTableSize               64      // wasm3's ESP32 value: constants per frame (patches/0016)
 # define d_m3MaxFunctionStackHeight             128     // wasm3's ESP32 value: slots per function
 # define d_mfMaxBlockDepth                      32      // block/loop/if nesting the compiler accepts
 # define d_mfMaxCallDepth                       40      // wasm call frames at run time
