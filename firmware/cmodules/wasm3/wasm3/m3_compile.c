@@ -2171,6 +2171,16 @@ _           (EmitSlotNumOfStackTopAndPop (o));
         if (opInfo->type != c_m3Type_none)
 _           (PushRegister (o, opInfo->type));
     }
+    else if (IsStackPolymorphic (o))
+    {
+        // microfang (patches/0017): unreachable code never runs; where its operands sit in no
+        // combination an op exists for, keep the stack right and emit nothing
+_       (Pop (o));
+        if (opInfo->stackOffset < 0)
+_           (Pop (o));
+        if (opInfo->type != c_m3Type_none)
+_           (PushRegister (o, opInfo->type));
+    }
     else
     {
 #       ifdef DEBUG
