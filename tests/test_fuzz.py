@@ -3,6 +3,9 @@ fresh smith modules every run, on both runtimes, must not crash or hang the engi
 not let metering change a result or the fuel charged. The long campaign is the same code."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +69,36 @@ def test_the_board_and_the_simulator_give_each_module_the_same_outcome_and_fuel(
 
     assert ({name: same_words(line) for name, line in lines["cpython"].items()}
             == {name: same_words(line) for name, line in lines["micropython"].items()}), f"seed {seed}"
+
+
+CRASHERS = Path(__file__).parent / "data" / "wasm3-crashers"  # smith modules that crashed wasm3 0.5.0
+UPSTREAM_RUN = """
+import sys, wasm3
+env = wasm3.Environment(); runtime = env.new_runtime(8192); module = env.parse_module(sys.stdin.buffer.read())
+runtime.load(module); module.gasLimit = 1e6
+for name, kinds in CALLS:
+    try:
+        runtime.find_function(name)(*[0.0 if k in "fF" else 0 for k in kinds])
+    except RuntimeError:
+        pass
+"""
+
+
+def built_crashers():
+    return {path.stem: fuzz.build(path.read_bytes())[1] for path in sorted(CRASHERS.glob("*.wasm"))}
+
+
+def test_the_crasher_corpus_still_crashes_upstream_wasm3():
+    for name, metered in built_crashers().items():
+        code = UPSTREAM_RUN.replace("CALLS", repr(fuzz.exports(metered)))
+        proc = subprocess.run([sys.executable, "-c", code], input=metered, capture_output=True, timeout=60, check=False)
+        assert proc.returncode < 0, f"{name} no longer crashes pywasm3 0.5.0: the corpus tests nothing"
+
+
+@pytest.mark.parametrize("runtime", ["cpython", "micropython"])
+def test_modules_that_crashed_wasm3_are_refused_or_run_safely(runtime, tmp_path):
+    for name, metered in built_crashers().items():
+        (tmp_path / f"{name}.wasm").write_bytes(metered)
+        (tmp_path / f"{name}.txt").write_text("".join(f"{k}:{x.encode().hex()}\n" for x, k in fuzz.exports(metered)))
+    lines, lost = fuzz.run_batch(fuzz.runtime_command(runtime), tmp_path, 60)
+    assert lost == [] and sorted(lines) == sorted(built_crashers()), (lost, lines)
