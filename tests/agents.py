@@ -178,8 +178,6 @@ def device_bundles() -> dict[str, bytes]:
         "stack_probe": build(STACK_PROBE, **SENSORS),
         "four_mb": build(HELLO.replace('(memory (export "memory") 1)', '(memory (export "memory") 64)'),
                          **{"sandbox.memory.max_heap_kb": 4096}),
-        "trap_64k": build(UNREACHABLE, **{"sandbox.memory.max_heap_kb": 64, "agent.restart": {"policy": "always",
-                                                                                             "backoff_ms": 10}}),
         "grow_max_zero": build(GROW_ONE, **SENSORS),
         "grow_max_zero_raw": raw_bundle(metered_only(GROW_ONE), **{**small, **SENSORS}),
         "deep_nesting_raw": raw(metered_only(nested_blocks(200))),
