@@ -86,14 +86,16 @@ async def open_connection(host, port, tls=False, timeout_ms=5000, cafile=None):
     return reader, writer
 
 
-def heap_free():
+def heap_free(need=0):
     """Bytes free on the heap wasm3 allocates from (MicroPython's GC heap), or None off a board
-    (CPython: the simulator's memory is the host's)."""
+    (CPython: the simulator's memory is the host's). Collects garbage first when fewer than
+    `need` bytes look free. Slow on a big heap (it walks the heap): not for every spawn."""
     if not MICROPYTHON:
         return None
     import gc
 
-    gc.collect()
+    if gc.mem_free() < need:
+        gc.collect()
     return gc.mem_free()
 
 

@@ -66,11 +66,6 @@ class Sandbox:
                 "agent %s: module declares %d..%s pages, above the memory cap of %d bytes"
                 % (self.agent_id, declared[0], declared[1], cap)
             )
-        need = footprint(self.manifest, wasm, declared)
-        free = port.heap_free()
-        if free is not None and need > free and before_load is None:  # a restart reuses the room it held
-            raise SandboxError("agent %s does not fit: it needs about %d bytes (linear memory, stack, code), "
-                               "the board has %d free" % (self.agent_id, need, free))
         try:
             if self._env is None:
                 self._env = engine.Environment()
@@ -83,10 +78,11 @@ class Sandbox:
                 self._module.link_function(abi.HOST_MODULE, name, abi.HOST_FUNCTIONS[name], self._host_fn(name))
             self._module.compile()
         except engine.Wasm3Error as e:
-            raise SandboxError("agent %s: cannot load: %s" % (self.agent_id, e))
+            if "memory allocation failed" not in str(e):
+                raise SandboxError("agent %s: cannot load: %s" % (self.agent_id, e))
+            raise self._does_not_fit(wasm, declared)
         except MemoryError:
-            raise SandboxError("agent %s does not fit: about %d bytes needed, the heap has no room that size left"
-                               % (self.agent_id, need))
+            raise self._does_not_fit(wasm, declared)
         try:
             # The first lookup runs the module's start function: a metered call like any other.
             self._alloc = self._call(self._runtime.find_function, "mf_alloc")
@@ -99,6 +95,16 @@ class Sandbox:
             init = None
         if init is not None:
             self._call(init)
+
+    def _does_not_fit(self, wasm, declared):
+        runtime = getattr(self, "_runtime", None)
+        if runtime is not None:
+            runtime.close()  # give back what was allocated before the heap ran out
+        self._runtime = self._module = None
+        free = port.heap_free(1 << 30)  # after a collection: the slow path, on a refusal only
+        return SandboxError("agent %s does not fit: it needs about %d bytes (linear memory, stack, code), the "
+                            "board has %s free" % (self.agent_id, footprint(self.manifest, wasm, declared),
+                                                   "?" if free is None else free))
 
     def close(self):
         """Free the engine's runtime now; the sandbox cannot run again."""

@@ -152,7 +152,7 @@ def test_other_agents_timers_keep_their_period_while_one_floods_publishes(bundle
     keeps_its_period(bundle, "flood")
 
 
-def test_an_agent_larger_than_the_free_heap_is_refused_before_it_allocates(bundle):
+def test_an_agent_larger_than_the_free_heap_is_refused_with_what_it_needs(bundle):
     if port.heap_free() is None:
         return  # CPython: the simulator's heap is the host's
     sup, rec = board(bundle("hello"))
