@@ -519,8 +519,8 @@ def do_mcp(args: argparse.Namespace) -> None:
 
     from microfang.mcpserver import serve_http
 
-    console.info(f"mcp: http://127.0.0.1:{args.http}/mcp (bearer token required)")
-    asyncio.run(serve_http(args.db, args.http, token, read_only=args.read_only))
+    asyncio.run(serve_http(args.db, args.http, token, read_only=args.read_only,
+                           ready=lambda: console.info(f"mcp: http://127.0.0.1:{args.http}/mcp (bearer token required)")))
 
 
 def argparse_sniff(sub: argparse._SubParsersAction) -> None:

@@ -13,13 +13,41 @@ take from a browser tab or a stray client.
 from __future__ import annotations
 
 import hmac
+import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+from microfang.firmware.errors import MicrofangError
 
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
 MAX_BODY = 1 << 20
+# Connections served at once; more are closed at once with a 503, so clients that never finish
+# their request (slowloris) hold at most this many file handles, never the gateway's all.
+MAX_CONNECTIONS = 64
+
+
+def bind(host: str, port: int, what: str) -> socket.socket:
+    """A listening socket for a service, or a one-line error naming it (a port in use, out of range)."""
+    if not 0 < port < 65536:
+        raise MicrofangError(f"{what} port {port}: not a TCP port (1-65535)")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise MicrofangError(f"{what} port {port}: cannot listen on {host}:{port} ({e.strerror})") from None
+    return sock
+
+
+def server(app: Any, lifespan: str = "off") -> Any:
+    """A uvicorn server for a guarded app, bounded in connections, quiet but for warnings."""
+    import uvicorn
+
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan, limit_concurrency=MAX_CONNECTIONS,
+                                         timeout_keep_alive=5))
 
 
 class BodyTooLarge(Exception):
@@ -62,6 +90,27 @@ class HttpGuard:
                 raise BodyTooLarge
             return message
 
+        if scope.get("method") in ("POST", "PUT", "PATCH") and b"content-length" not in headers:
+            # A body of unknown length (chunked): read it here, up to the limit, so a refusal is
+            # our 413 and not whatever the application makes of an exception in receive().
+            chunks, more = [], True
+            while more:
+                message = await receive()
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    await _respond(send, 413, f"body over {self.max_body} bytes")
+                    return
+                chunks.append(message.get("body", b""))
+                more = message.get("more_body", False)
+            whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+            async def replay() -> dict:
+                nonlocal whole
+                message, whole = whole, {"type": "http.disconnect"}
+                return message
+
+            await self.app(scope, replay, tracked_send)
+            return
         try:
             await self.app(scope, bounded_receive, tracked_send)
         except BodyTooLarge:

@@ -145,14 +145,19 @@ def fleet_server(db: Path, read_only: bool = False) -> MCPServer:
     return server
 
 
-async def serve_http(db: Path, port: int, token: str, host: str = "127.0.0.1", read_only: bool = False) -> None:
-    """Serve the fleet over MCP streamable HTTP at http://host:port/mcp, behind a bearer token."""
-    import uvicorn
+async def serve_http(db: Path, port: int, token: str, host: str = "127.0.0.1", read_only: bool = False,
+                     ready: Callable[[], None] | None = None) -> None:
+    """Serve the fleet over MCP streamable HTTP at http://host:port/mcp, behind a bearer token;
+    `ready()` is called once the port is bound."""
+    import logging
 
-    from microfang.httpguard import HttpGuard
+    from microfang import httpguard
 
+    sock = httpguard.bind(host, port, "--http")  # a port in use: one line, before anything is printed
+    if ready is not None:
+        ready()
+    logging.getLogger("mcp").setLevel(logging.WARNING)  # the SDK logs every request (and its session id) at INFO
     # 4 MiB: the MCP SDK's own request limit.
-    app = HttpGuard(fleet_server(db, read_only).streamable_http_app(host=host), token, port, hosts=(host, "localhost"),
-                    max_body=4 << 20)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    await uvicorn.Server(config).serve()
+    app = httpguard.HttpGuard(fleet_server(db, read_only).streamable_http_app(host=host), token, port,
+                              hosts=(host, "localhost"), max_body=4 << 20)
+    await httpguard.server(app, lifespan="on").serve(sockets=[sock])

@@ -18,15 +18,14 @@ Call: agents send `a2a.send` {peer, text}; the gateway checks the registered man
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from contextlib import AsyncExitStack
 from typing import Any
 
+from microfang import httpguard
 from microfang.bridges.guard import BridgeDenied, check_access, check_outbound, filter_output
 from microfang.config import secret_from
 from microfang.firmware.errors import MicrofangError
-from microfang.httpguard import MAX_BODY, HttpGuard
 from microfang.request import GatewayAPI, Request, publish_text
 
 ASK_TIMEOUT_S = 10.0
@@ -83,7 +82,9 @@ class A2ABridge:
     def __init__(self, config: dict[str, Any], gateway: GatewayAPI) -> None:
         self.gw = gateway
         self.port = int(config.get("port", 0))
-        self.max_body = int(config.get("max_body", MAX_BODY))
+        self.max_body = int(config.get("max_body", httpguard.MAX_BODY))
+        if self.max_body < 1024:
+            raise MicrofangError(f"a2a.max_body: {self.max_body} bytes is too small for any request (at least 1024)")
         self.token = secret_from(config, "a2a", "token") if self.port else None
         if self.port and not self.token:
             raise MicrofangError("[a2a]: set token_env or token_file: the fleet is not served unauthenticated "
@@ -142,27 +143,20 @@ class A2ABridge:
         return self
 
     async def _serve(self) -> None:
-        import uvicorn
         from a2a.server.request_handlers import DefaultRequestHandler
         from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
         from a2a.server.tasks import InMemoryTaskStore
         from starlette.applications import Starlette
 
         # Bound here, not by uvicorn: a port in use is then our one-line error, not uvicorn's exit.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", self.port))
-        except OSError as e:
-            sock.close()
-            raise MicrofangError(f"[a2a] port {self.port}: cannot listen on 127.0.0.1:{self.port} ({e.strerror})") from None
+        sock = httpguard.bind("127.0.0.1", self.port, "[a2a]")
         card = self.agent_card()
         # an AgentExecutor by shape: the SDK loads only to serve
         executor: Any = FleetExecutor(self.gw, self.exposed, asyncio.get_running_loop())
         handler = DefaultRequestHandler(agent_executor=executor, task_store=InMemoryTaskStore(), agent_card=card)
         app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url="/")])
-        guarded = HttpGuard(app, self.token or "", self.port, public=[CARD_PATH], max_body=self.max_body)
-        self._server = uvicorn.Server(uvicorn.Config(guarded, log_level="warning", lifespan="off"))
+        guarded = httpguard.HttpGuard(app, self.token or "", self.port, public=[CARD_PATH], max_body=self.max_body)
+        self._server = httpguard.server(guarded)
         # Its own thread and event loop: a slow or hostile A2A client never holds up the gateway's
         # MQTT traffic; gateway work (ask, audit) is sent back to the gateway's loop.
         self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve(sockets=[sock])),
