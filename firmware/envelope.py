@@ -13,6 +13,7 @@ from .errors import MicrofangError
 VERSION = 1
 MAX_ENVELOPE = 16 * 1024  # a board's message; bigger ones are refused before decoding
 _BLOCK = 64
+SEQ_MAX = 0xFFFFFFFF  # sequence numbers are u32 (ReplayWindow.dumps keeps 4 bytes)
 
 
 class EnvelopeError(MicrofangError):
@@ -69,6 +70,8 @@ def open_envelope(data, key_for):
     seq = doc.get("seq")
     if not isinstance(mac, bytes) or not isinstance(dev, str) or not isinstance(seq, int) or seq < 1:
         raise EnvelopeError("malformed", "envelope lacks mac, dev or seq")
+    if seq > SEQ_MAX:
+        raise EnvelopeError("malformed", "sequence %d is over %d" % (seq, SEQ_MAX))
     if not isinstance(doc.get("kind"), str) or not isinstance(doc.get("agent"), str):
         raise EnvelopeError("malformed", "envelope lacks kind or agent")
     key = key_for(dev)

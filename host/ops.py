@@ -3,7 +3,6 @@ Each returns data; `microfang` (cli.py) prints it."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,7 @@ from microfang.gateway.store import Store
 
 def create_store(db: Path) -> Store:
     """The gateway database at `db`, created if missing (registering devices needs no gateway)."""
-    try:
-        return Store(db)
-    except sqlite3.DatabaseError as e:
-        raise MicrofangError(f"{db}: not a gateway database ({e})") from None
+    return Store(db)  # a damaged or foreign file: MicrofangError naming it
 
 
 def open_store(db: Path) -> Store:
@@ -34,7 +30,7 @@ def fleet_status(db: Path) -> list[dict[str, Any]]:
     try:
         rows = []
         for device, d in sorted(store.devices().items()):
-            agents = (store.latest_telemetry(device) or {}).get("agents", {})
+            agents = _agents_of(store.latest_telemetry(device))
             rows.append({"device": device, "fleet": d["fleet"], "online": d["online"],
                          "last_seen_s_ago": None if d["last_seen"] is None else time.time() - d["last_seen"],
                          "agents": len(agents), "states": sorted({a.get("state", "?") for a in agents.values()}),
@@ -44,6 +40,15 @@ def fleet_status(db: Path) -> list[dict[str, Any]]:
         return rows
     finally:
         store.close()
+
+
+def _agents_of(telemetry: Any) -> dict[str, dict[str, Any]]:
+    """The agents of a telemetry row; a row written before the gateway checked telemetry's
+    shape (gateway/shapes.py) may hold anything: what is not a map of maps counts as none."""
+    agents = telemetry.get("agents") if isinstance(telemetry, dict) else None
+    if not isinstance(agents, dict):
+        return {}
+    return {name: a for name, a in agents.items() if isinstance(a, dict)}
 
 
 def audit_verify(db: Path) -> int:

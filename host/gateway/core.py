@@ -15,9 +15,13 @@ Plug-ins see it as a `microfang.request.GatewayAPI`; they hook in with `router.a
 handler)`, `add_log_listener` (replicated memory-log records) and `add_health_part`.
 
 Delivery: paho runs the socket in its own thread and hands messages to the event loop. Each
-message is acknowledged to the broker (manual PUBACK) only after its effects are committed to
-SQLite, so a gateway killed mid-stream loses nothing; the replay check makes the broker's
-redeliveries harmless.
+message is handled in one store transaction and acknowledged to the broker (manual PUBACK) only
+once that has committed: what it makes the gateway do (publishing, starting a request) waits
+for the commit too (`Store.after_commit`). When the store fails (disk full, locked, damaged)
+the message is not acknowledged: it is tried again with back-off while /healthz reports 503
+with the reason, and a gateway killed meanwhile gets it again from the broker. The replay
+check, read from the store inside the transaction, makes redeliveries harmless. Every field a
+board sends is checked (shapes.py) before it is used.
 """
 
 from __future__ import annotations
@@ -35,16 +39,18 @@ import paho.mqtt.client as mqtt
 from microfang import console
 from microfang.config import parse_broker
 from microfang.firmware import envelope, protocol
-from microfang.gateway import commands, http, transfers
+from microfang.gateway import commands, http, shapes, transfers
 from microfang.gateway.commands import Commands
+from microfang.gateway.db import RETRY_S, StoreFailure
 from microfang.gateway.jobs import watch_jobs
 from microfang.gateway.registry import Registry
 from microfang.gateway.requests import Requests
 from microfang.gateway.router import Router
-from microfang.gateway.store import Store
+from microfang.gateway.store import QuotaExceeded, Store
 from microfang.gateway.transfers import Transfers
 
-DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", "unknown-agent")
+DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", "unknown-agent", "over-quota",
+                "error")
 LogListener = Callable[[str, str, list[tuple[int, bytes]]], None]  # (device, agent, [(seq, payload)])
 
 
@@ -71,7 +77,9 @@ class Gateway:
                                         "log_records": 0, "publishes": 0, "presence": 0, "denied": 0}
         for reason in DROP_REASONS:
             self.metrics[f"dropped_{reason}"] = 0
+        self.metrics["store_failures"] = 0
         self.connected = False
+        self.store_problem: str | None = None  # why the store fails right now (None: it works)
         self.started = time.time()
         self._queue: asyncio.Queue | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -79,6 +87,7 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._http: asyncio.base_events.Server | None = None
         self._answers: dict[tuple[str, str], list[asyncio.Future]] = {}  # ask(): waiting for an agent's publish
+        self._delivery: dict[int, Callable[[], None]] = {}  # MQTT message id -> what to do once the broker has it
         self._log_listeners: list[LogListener] = []
         self._health_parts: dict[str, Callable[[], Any]] = {}
         self.transfers = Transfers(self)
@@ -110,9 +119,9 @@ class Gateway:
     async def __aenter__(self) -> Gateway:
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
-        self.store = Store(self.db_path)
+        self.store = Store(self.db_path, exclusive=True)
         self.registry = Registry(self.store)
-        self.requests = Requests(self.store, self.router, self.send, self.metrics)
+        self.requests = Requests(self.store, self.router, self.send, self.metrics, self.log)
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
                              manual_ack=True)
         if self.user is not None:
@@ -204,8 +213,13 @@ class Gateway:
         self._loop.call_soon_threadsafe(self._reply_delivered, mid)
 
     def _reply_delivered(self, mid: int) -> None:
-        if self.requests is not None:
-            self.requests.delivered(mid)
+        action = self._delivery.pop(mid, None)
+        if action is None:
+            return
+        try:
+            action()
+        except StoreFailure as e:  # the request stays pending: answered again after a restart (boards dedupe)
+            self.log(f"cannot record a delivered reply: {e}")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         assert self._loop is not None and self._queue is not None
@@ -218,12 +232,31 @@ class Gateway:
         assert self._queue is not None and self._client is not None
         while True:
             topic, payload, mid, qos = await self._queue.get()
-            try:
-                self.handle(topic, payload)
-            except Exception as e:  # a bug must not stop the gateway: log it, keep routing
-                self.log(f"error handling {topic}: {e!r}")
+            await self._handle_until_committed(topic, payload)
             if qos:
                 self._client.ack(mid, qos)  # only now: its effects are committed
+
+    async def _handle_until_committed(self, topic: str, payload: bytes) -> None:
+        """Handle one message; while the store fails, try again with back-off (the message is
+        not acknowledged meanwhile, so a gateway stopped now gets it again from the broker)."""
+        wait = RETRY_S[0]
+        while True:
+            try:
+                self.handle(topic, payload)
+            except StoreFailure as e:
+                self.metrics["store_failures"] += 1
+                if self.store_problem != str(e):
+                    self.log(f"store failing, not acknowledging, retrying: {e}")
+                self.store_problem = str(e)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, RETRY_S[1])
+                continue
+            except Exception as e:  # a bug must not stop the gateway: log it, roll back, keep routing
+                self._drop("error", topic, repr(e))
+            if self.store_problem is not None:
+                self.log("store works again")
+                self.store_problem = None
+            return
 
     def log(self, line: str) -> None:
         """One line on stderr, unless quiet."""
@@ -256,42 +289,46 @@ class Gateway:
         try:
             doc = envelope.open_envelope(payload, lambda dev: record["key"] if dev == device else None)
         except envelope.EnvelopeError as e:
-            reason = "unknown-device" if e.reason == "unknown-device" else e.reason
-            self._drop(reason, topic, str(e))
-            return
-        if not record["window"].fresh(doc["seq"]):
-            self._drop("replay", topic, f"sequence {doc['seq']} was already accepted (latest {record['window'].highest})")
+            self._drop(e.reason, topic, str(e))
             return
         if agent is not None and doc["agent"] != agent:
             self._drop("unknown-agent", topic, f"envelope names agent {doc['agent']!r}, the topic {agent!r}")
             return
-        self.store.begin()
-        try:
-            record["window"].accept(doc["seq"])
+        bad = shapes.problem(doc["kind"], doc["body"])
+        if bad is not None:
+            self._drop("malformed", topic, bad)
+            return
+        with self.store.transaction():
+            # The replay window as committed (gateways sharing a store take turns on it).
+            stored = self.store.device(device, for_update=True)
+            window = record["window"] if stored is None else stored["window"]
+            if not window.accept(doc["seq"]):
+                self._drop("replay", topic, f"sequence {doc['seq']} was already accepted (latest {window.highest})")
+                return
             handler = self._handlers.get((channel, doc["kind"]))
-            if handler is not None:
-                handler(device, doc["agent"], doc["body"])
-            self.store.save_seqs(device, record["window"], record["down_seq"])
-            self.store.commit()
-        except BaseException:
-            self.store.db.execute("ROLLBACK")
-            raise
+            try:
+                if handler is not None:
+                    handler(device, doc["agent"], doc["body"])
+            except QuotaExceeded as e:  # refused before anything of it was written
+                self._drop("over-quota", topic, str(e))
+            self.store.save_window(device, window)
+        record["window"] = window
 
     # ---- one handler per message kind (inside the message's transaction) ------------------
 
     def _on_telemetry(self, device: str, agent: str, body: Any) -> None:
         assert self.store is not None
-        self.metrics["telemetry"] += 1
         self.store.add_telemetry(device, body)
+        self.metrics["telemetry"] += 1
 
     def _on_log_records(self, device: str, agent: str, body: Any) -> None:
         assert self.store is not None
-        records = [(int(s), bytes(p)) for s, p in body]
-        self.metrics["log_records"] += len(records)
+        records = [(seq, payload) for seq, payload in body]  # shapes.py: [u32, bytes] pairs
         held = self.store.replicate(device, agent, records)
+        self.metrics["log_records"] += len(records)
         self.send(device, agent, protocol.C_LOG_ACK, held, control=True)
         for listener in self._log_listeners:
-            listener(device, agent, records)
+            self.store.after_commit(partial(listener, device, agent, records))
 
     def _denied(self, device: str, agent: str, kind: str) -> bool:
         """Refuse and audit a request or publish the registered manifest does not allow: the
@@ -306,9 +343,7 @@ class Gateway:
 
     def _on_agent_request(self, device: str, agent: str, body: Any) -> None:
         assert self.requests is not None
-        if not isinstance(body, dict):
-            self.log(f"request from {device}/{agent} is not a map: ignored")
-        elif self._denied(device, agent, protocol.K_REQUEST):
+        if self._denied(device, agent, protocol.K_REQUEST):
             self.requests.refuse(device, agent, body, "request is not allowed by the agent's registered manifest")
         else:
             self.requests.accept(device, agent, body)
@@ -318,7 +353,10 @@ class Gateway:
         if self._denied(device, agent, protocol.K_PUBLISH):
             return
         self.metrics["publishes"] += 1
-        self.store.audit(device, agent, "publish", {"topic": body.get("topic") if isinstance(body, dict) else None})
+        self.store.audit(device, agent, "publish", {"topic": body.get("topic")})
+        self.store.after_commit(partial(self._answer, device, agent, body))
+
+    def _answer(self, device: str, agent: str, body: Any) -> None:
         waiting = self._answers.get((device, agent))
         while waiting:
             future = waiting.pop(0)
@@ -328,8 +366,7 @@ class Gateway:
 
     def _on_agent_spawned(self, device: str, agent: str, body: Any) -> None:
         assert self.store is not None
-        body = body if isinstance(body, dict) else {}
-        budgets = body.get("budgets") if isinstance(body.get("budgets"), dict) else {}
+        budgets = body.get("budgets", {})
         detail: dict[str, Any] = {"version": body.get("version"), "budgets": budgets}
         registered = self.manifest_of(device, agent)
         if registered is not None:
@@ -337,24 +374,31 @@ class Gateway:
             if registered.get("budgets", {}) != budgets or registered["version"] != body.get("version"):
                 detail["registered"] = {"version": registered["version"], "budgets": registered.get("budgets")}
             budgets = registered.get("budgets", {})
-        self.store.set_agent(device, agent, int(body.get("version", 0)), budgets)
-        self.router.set_limits(device, agent, budgets)
+        self.store.set_agent(device, agent, body["version"], budgets)
+        self.store.after_commit(partial(self.router.set_limits, device, agent, budgets))
         self.store.audit(device, agent, "spawned", detail)
 
     def _on_board_answer(self, kind: str, device: str, agent: str, body: Any) -> None:
         self.transfers.on_board(device, agent, kind, body)
 
-    def send(self, device: str, agent: str, kind: str, body: Any, control: bool = False) -> int:
-        """Seal and publish a message to a device: down/{agent}, or ctl for commands."""
-        assert self._client is not None and self.store is not None
+    def send(self, device: str, agent: str, kind: str, body: Any, control: bool = False,
+             on_delivered: Callable[[], None] | None = None) -> None:
+        """Seal and publish a message to a device: down/{agent}, or ctl for commands; once the
+        current transaction commits (at once outside one). `on_delivered()` runs when the
+        broker has it."""
+        assert self.store is not None
         record = self.devices[device]
-        record["down_seq"] += 1
-        sealed = envelope.seal(record["key"], device, record["down_seq"], agent, kind, body, int(time.time() * 1000))
+        seq = self.store.next_down_seq(device)
+        sealed = envelope.seal(record["key"], device, seq, agent, kind, body, int(time.time() * 1000))
         topic = protocol.topic(record["fleet"], device, protocol.CTL) if control else \
             protocol.topic(record["fleet"], device, protocol.DOWN, agent)
+        self.store.after_commit(partial(self._publish, topic, sealed, on_delivered))
+
+    def _publish(self, topic: str, sealed: bytes, on_delivered: Callable[[], None] | None) -> None:
+        assert self._client is not None
         info = self._client.publish(topic, sealed, qos=1)
-        self.store.save_seqs(device, record["window"], record["down_seq"])
-        return info.mid
+        if on_delivered is not None:
+            self._delivery[info.mid] = on_delivered
 
     async def ask(self, device: str, agent: str, body: Any, timeout: float = 10.0) -> Any:
         """Send an agent a message event and wait for what it publishes next: {topic, data}
@@ -395,7 +439,8 @@ class Gateway:
 
     def health(self) -> dict[str, Any]:
         online = sum(1 for d in self.devices.values() if d.get("online"))
-        return {"status": "ok" if self.connected else "degraded", "broker_connected": self.connected,
+        status = "ok" if self.connected and self.store_problem is None else "degraded"
+        return {"status": status, "broker_connected": self.connected, "store": self.store_problem or "ok",
                 "devices": len(self.devices), "online": online, "uptime_s": round(time.time() - self.started, 1),
                 "pending_requests": len(self.router.pending), "active_jobs": len(self.transfers.active),
                 "request_kinds": sorted(self.router.handlers),

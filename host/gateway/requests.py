@@ -1,52 +1,52 @@
 """Agents' requests, from accepted to answered. A request is kept in the store until the broker
 has acknowledged its reply, so a gateway killed in between answers it again after a restart;
-the router (router.py) runs its handler; every reply is audited next to its request."""
+the router (router.py) runs its handler once the request is committed; every reply is audited
+next to its request, and a reply the store cannot record yet is tried again with back-off."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Container
+from functools import partial
 from typing import Any
 
 from microfang.firmware import cbor, envelope, protocol
+from microfang.gateway.db import RETRY_S, StoreFailure
 from microfang.gateway.router import Router
 from microfang.gateway.store import Store
 from microfang.request import Request
 
-Send = Callable[[str, str, str, Any], int]  # (device, agent, kind, body) -> MQTT message id
+Send = Callable[..., None]  # (device, agent, kind, body, on_delivered=...) -> None
 
 
 class Requests:
-    def __init__(self, store: Store, router: Router, send: Send, metrics: dict[str, int]) -> None:
+    def __init__(self, store: Store, router: Router, send: Send, metrics: dict[str, int],
+                 log: Callable[[str], None]) -> None:
         self.store = store
         self.router = router
         self.send = send
         self.metrics = metrics
-        self._in_flight: dict[int, tuple[str, str, int]] = {}  # MQTT message id of a reply -> its request
+        self.log = log
 
     def accept(self, device: str, agent: str, body: dict[str, Any]) -> None:
-        """An agent's request {id, kind, body}: stored, audited and started."""
-        request = Request(device, agent, str(body.get("kind", "")), int(body.get("id", 0)), None)
+        """An agent's request {id, kind, body} (shapes.py checked it): stored, audited, and
+        started once that is committed."""
+        request = Request(device, agent, body["kind"], body["id"], None)
         self.metrics["requests"] += 1
-        raw = bytes(body.get("body") or b"\xf6")
+        raw = body.get("body", b"\xf6")
         self.store.audit(device, agent, "request", {"kind": request.kind, "id": request.id})
         self.store.add_request(device, agent, request.id, request.kind, raw)
-        self._start(request, raw)
+        self.store.after_commit(partial(self._start, request, raw))
 
     def refuse(self, device: str, agent: str, body: dict[str, Any], reason: str) -> None:
         """Answer a request with an error without handling it."""
-        self.reply(Request(device, agent, str(body.get("kind", "")), int(body.get("id", 0)), None), False, reason)
+        self.reply(Request(device, agent, body["kind"], body["id"], None), False, reason)
 
     def resume(self, devices: Container[str]) -> None:
         """Answer the requests a previous run accepted but had not delivered a reply for."""
         for device, agent, request_id, kind, body in self.store.pending_requests():
             if device in devices:
                 self._start(Request(device, agent, kind, request_id, None), body)
-
-    def delivered(self, mid: int) -> None:
-        """The broker has the reply (PUBACK): its request is done and will not be answered again."""
-        request = self._in_flight.pop(mid, None)
-        if request is not None:
-            self.store.finish_request(*request)
 
     def _start(self, request: Request, raw: bytes) -> None:
         try:
@@ -71,6 +71,20 @@ class Requests:
             detail["tokens"] = body["tokens"]
         if not ok:
             detail["error"] = str(body)[:200]
-        self.store.audit(request.device, request.agent, "reply", detail)
-        mid = self.send(request.device, request.agent, protocol.K_REPLY, reply)
-        self._in_flight[mid] = (request.device, request.agent, request.id)
+        self._answer(request, reply, detail, RETRY_S[0])
+
+    def _answer(self, request: Request, reply: dict[str, Any], detail: dict[str, Any], wait: float) -> None:
+        """Audit and send a reply in one transaction. Inside a message's transaction a store
+        failure fails the message (it is handled again); outside, the reply is retried."""
+        nested = self.store.db.in_transaction
+        try:
+            with self.store.transaction():
+                self.store.audit(request.device, request.agent, "reply", detail)
+                self.send(request.device, request.agent, protocol.K_REPLY, reply,
+                          on_delivered=partial(self.store.finish_request, request.device, request.agent, request.id))
+        except StoreFailure as e:
+            if nested:
+                raise
+            self.log(f"reply to {request.device}/{request.agent} #{request.id} waits for the store: {e}")
+            asyncio.get_running_loop().call_later(wait, self._answer, request, reply, detail,
+                                                  min(wait * 2, RETRY_S[1]))

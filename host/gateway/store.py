@@ -1,9 +1,13 @@
-"""The gateway's SQLite store: device registry and keys, fleet signing keys, replay state, the
-audit log with its hash chain, the memory-log replica, telemetry with bounded retention, and
-the deploy and migration jobs the CLI queues for the gateway to carry out.
+"""The gateway's store: device registry and keys, fleet signing keys, replay state and the
+sequence numbers boards see, the audit log with its hash chain, the memory-log replica and
+telemetry (both with per-device quotas and retention), agent registrations, requests in
+flight, and the deploy and migration jobs the CLI queues for the gateway to carry out.
 
-One connection, used from the gateway's event loop only. WAL mode: readers (`microfang
-status`, `microfang audit verify`) never block the gateway.
+One connection (db.py: SQLite, the embedded default, or PostgreSQL shared by several
+gateways), used from the gateway's event loop only. SQLite runs in WAL mode: readers
+(`microfang status`, `microfang audit verify`) never block the gateway. Everything a message
+changes is written in one transaction (`transaction()`); the audit chain's head is read inside
+it, so it moves only when the transaction commits, and several gateways chain onto one log.
 """
 
 from __future__ import annotations
@@ -11,93 +15,101 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from microfang.firmware import protocol
 from microfang.firmware.envelope import ReplayWindow
 from microfang.firmware.errors import MicrofangError
+from microfang.gateway.db import Database, StoreFailure, connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY,
     fleet TEXT NOT NULL,
-    key BLOB NOT NULL,
-    created REAL NOT NULL,
-    last_seen REAL,
+    key {blob} NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    last_seen DOUBLE PRECISION,
     online INTEGER NOT NULL DEFAULT 0,
-    up_window BLOB,                        -- envelope.ReplayWindow of the sequences accepted from it
-    down_seq INTEGER NOT NULL DEFAULT 0    -- last sequence the gateway sent to the device
+    up_window {blob},                      -- envelope.ReplayWindow of the sequences accepted from it
+    down_seq BIGINT NOT NULL DEFAULT 0     -- last sequence the gateway sent to the device
 );
 CREATE TABLE IF NOT EXISTS audit (
-    n INTEGER PRIMARY KEY,
-    ts REAL NOT NULL,
+    n {serial},
+    ts DOUBLE PRECISION NOT NULL,
     device TEXT NOT NULL,
     agent TEXT NOT NULL,
     action TEXT NOT NULL,
     detail TEXT NOT NULL,
-    prev BLOB NOT NULL,
-    hash BLOB NOT NULL
+    prev {blob} NOT NULL,
+    hash {blob} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS log_replica (
     device TEXT NOT NULL,
     agent TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    payload BLOB NOT NULL,
+    seq BIGINT NOT NULL,
+    payload {blob} NOT NULL,
     PRIMARY KEY (device, agent, seq)
 );
-CREATE TABLE IF NOT EXISTS telemetry (
-    n INTEGER PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS replica_usage (    -- bytes held per agent's replica (its quota)
     device TEXT NOT NULL,
-    ts REAL NOT NULL,
+    agent TEXT NOT NULL,
+    bytes BIGINT NOT NULL,
+    PRIMARY KEY (device, agent)
+);
+CREATE TABLE IF NOT EXISTS telemetry (
+    n {serial},
+    device TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL,
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS telemetry_device ON telemetry (device, n);
 CREATE TABLE IF NOT EXISTS agents (          -- what boards announced at spawn: version and budgets
     device TEXT NOT NULL,
     agent TEXT NOT NULL,
-    version INTEGER NOT NULL,
+    version BIGINT NOT NULL,
     budgets TEXT NOT NULL,
-    seen REAL NOT NULL,
+    seen DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (device, agent)
 );
 CREATE TABLE IF NOT EXISTS requests (        -- accepted, not yet answered to the broker's satisfaction
     device TEXT NOT NULL,
     agent TEXT NOT NULL,
-    id INTEGER NOT NULL,
+    id BIGINT NOT NULL,
     kind TEXT NOT NULL,
-    body BLOB NOT NULL,
-    received REAL NOT NULL,
+    body {blob} NOT NULL,
+    received DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (device, agent, id)
 );
 CREATE TABLE IF NOT EXISTS fleets (          -- the key deploys are signed with, per fleet
     name TEXT PRIMARY KEY,
-    sign_key BLOB NOT NULL,
-    created REAL NOT NULL
+    sign_key {blob} NOT NULL,
+    created DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS jobs (            -- queued by `microfang deploy/migrate`, run by the gateway
-    id INTEGER PRIMARY KEY,
+    id {serial},
     kind TEXT NOT NULL,                      -- deploy | migrate
     device TEXT NOT NULL,                    -- migrate: the board the agent leaves
     target TEXT,                             -- migrate: the board it moves to
     agent TEXT NOT NULL,
-    version INTEGER,
-    data BLOB,                               -- deploy: the signed bundle; migrate: the snapshot once read
+    version BIGINT,
+    data {blob},                             -- deploy: the signed bundle; migrate: the snapshot once read
     state TEXT NOT NULL,                     -- queued, sending, snapshot, restoring, done, failed
     detail TEXT NOT NULL DEFAULT '',
-    progress INTEGER NOT NULL DEFAULT 0,     -- bytes the board holds of `size`
-    size INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
+    progress BIGINT NOT NULL DEFAULT 0,      -- bytes the board holds of `size`
+    size BIGINT NOT NULL DEFAULT 0,
+    created DOUBLE PRECISION NOT NULL,
+    updated DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS agent_manifests (  -- what the host installed (flash, deploy, migrate): the
     device TEXT NOT NULL,                      -- gateway's own record of each agent's permissions
     agent TEXT NOT NULL,
-    version INTEGER NOT NULL,
+    version BIGINT NOT NULL,
     manifest TEXT NOT NULL,
-    registered REAL NOT NULL,
+    registered DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (device, agent)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);  -- the gateway looks for active jobs often
@@ -106,7 +118,17 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);  -- the gateway looks for
 JOB_ACTIVE = ("queued", "sending", "snapshot", "restoring")
 
 GENESIS = b"\x00" * 32
-TELEMETRY_KEEP = 100  # rows per device
+AUDIT_LOCK = 0x6D66_6175  # PostgreSQL advisory lock: one audit appender at a time across gateways
+
+# What one board may leave in the store (a board can be buggy or hostile):
+TELEMETRY_KEEP = 100  # rows per device, older ones deleted
+TELEMETRY_BYTES = 8192  # one telemetry document as stored
+REPLICA_BYTES = 256 * 1024  # per agent's memory-log replica: the oldest records go first
+AGENTS_MAX = 64  # agents with a replica or a registration, per device
+
+
+class QuotaExceeded(MicrofangError):
+    """A board asked the store to keep more than its share."""
 
 
 def _audit_hash(prev: bytes, ts: float, device: str, agent: str, action: str, detail: str) -> bytes:
@@ -123,17 +145,33 @@ def _device_record(r: tuple) -> dict[str, Any]:
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        row = self.db.execute("SELECT hash FROM audit ORDER BY n DESC LIMIT 1").fetchone()
-        self._audit_head = row[0] if row else GENESIS
+    """`where`: a SQLite file or a postgresql:// URL; `exclusive`: the running gateway's own
+    (a second gateway on the same SQLite file is refused)."""
+
+    def __init__(self, where: str | Path, exclusive: bool = False) -> None:
+        self.path = str(where)
+        self.db: Database = connect(where, exclusive)
+        try:
+            self.db.schema(SCHEMA)
+        except StoreFailure as e:
+            self.db.close()
+            raise MicrofangError(f"{self.db.name}: not a gateway database ({str(e).split(': ', 1)[-1]})") from None
+
+    @property
+    def shared(self) -> bool:
+        """Several gateways may use this store at once."""
+        return self.db.shared
 
     def close(self) -> None:
         self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.db.transaction():
+            yield
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        self.db.after_commit(action)
 
     # ---- registry ------------------------------------------------------------------------
 
@@ -143,13 +181,10 @@ class Store:
         for what, name in (("device", device), ("fleet", fleet)):
             if not protocol.name_ok(name):
                 raise MicrofangError(f"{what} name {name!r}: must be {protocol.NAME_RULE}")
-        row = self.db.execute("SELECT key FROM devices WHERE id = ?", (device,)).fetchone()
-        if row:
-            return bytes(row[0])
         key = key or os.urandom(32)
-        self.db.execute("INSERT INTO devices (id, fleet, key, created) VALUES (?, ?, ?, ?)",
+        self.db.execute("INSERT INTO devices (id, fleet, key, created) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (device, fleet, key, time.time()))
-        return key
+        return bytes(self.db.execute("SELECT key FROM devices WHERE id = ?", (device,)).fetchone()[0])
 
     def provision_device(self, device: str, fleet: str) -> bytes:
         """Give a device a fresh identity for a new flash image (`microfang flash`, the simulator):
@@ -158,9 +193,10 @@ class Store:
         if self.db.execute("SELECT 1 FROM devices WHERE id = ?", (device,)).fetchone() is None:
             return self.add_device(device, fleet)
         key = os.urandom(32)
-        self.db.execute("UPDATE devices SET key = ?, up_window = NULL, down_seq = 0, online = 0 WHERE id = ?",
-                        (key, device))
-        self.db.execute("DELETE FROM agent_manifests WHERE device = ?", (device,))
+        with self.transaction():
+            self.db.execute("UPDATE devices SET key = ?, up_window = NULL, down_seq = 0, online = 0 WHERE id = ?",
+                            (key, device))
+            self.db.execute("DELETE FROM agent_manifests WHERE device = ?", (device,))
         return key
 
     def sign_key(self, fleet: str, create: bool = True) -> bytes | None:
@@ -170,35 +206,52 @@ class Store:
             return bytes(row[0])
         if not create:
             return None
-        key = os.urandom(32)
-        self.db.execute("INSERT INTO fleets (name, sign_key, created) VALUES (?, ?, ?)", (fleet, key, time.time()))
-        return key
+        self.db.execute("INSERT INTO fleets (name, sign_key, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                        (fleet, os.urandom(32), time.time()))
+        return self.sign_key(fleet, create=False)
 
     def devices(self) -> dict[str, dict[str, Any]]:
         rows = self.db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices").fetchall()
         return {r[0]: _device_record(r) for r in rows}
 
-    def device(self, device: str) -> dict[str, Any] | None:
-        row = self.db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ?", (device,)).fetchone()
+    def device(self, device: str, for_update: bool = False) -> dict[str, Any] | None:
+        """The device's row; `for_update` (inside a transaction): locked until it ends, so
+        gateways sharing the store take turns on one device's replay window."""
+        lock = " FOR UPDATE" if for_update and self.db.shared else ""
+        row = self.db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ?{lock}", (device,)).fetchone()
         return None if row is None else _device_record(row)
 
     def set_presence(self, device: str, online: bool) -> None:
         self.db.execute("UPDATE devices SET online = ?, last_seen = ? WHERE id = ?", (int(online), time.time(), device))
 
-    def save_seqs(self, device: str, window: ReplayWindow, down_seq: int) -> None:
-        self.db.execute("UPDATE devices SET up_window = ?, down_seq = ?, last_seen = ? WHERE id = ?",
-                        (window.dumps(), down_seq, time.time(), device))
+    def save_window(self, device: str, window: ReplayWindow) -> None:
+        self.db.execute("UPDATE devices SET up_window = ?, last_seen = ? WHERE id = ?",
+                        (window.dumps(), time.time(), device))
+
+    def next_down_seq(self, device: str) -> int:
+        """The sequence number of the next message to the device (one statement: gateways
+        sharing the store never hand out the same one)."""
+        row = self.db.execute("UPDATE devices SET down_seq = down_seq + 1 WHERE id = ? RETURNING down_seq",
+                              (device,)).fetchone()
+        if row is None:
+            raise KeyError(f"no device {device!r}")
+        return int(row[0])
 
     # ---- audit ---------------------------------------------------------------------------
 
     def audit(self, device: str, agent: str, action: str, detail: Any) -> None:
-        """Append one audit record, chained to the previous one by SHA-256."""
+        """Append one audit record, chained to the previous one by SHA-256. The head is read in
+        the transaction, so a record rolled back leaves no trace in the chain."""
         ts = time.time()
         text = detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"), default=str)
-        digest = _audit_hash(self._audit_head, ts, device, agent, action, text)
-        self.db.execute("INSERT INTO audit (ts, device, agent, action, detail, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (ts, device, agent, action, text, self._audit_head, digest))
-        self._audit_head = digest
+        with self.transaction():
+            if self.db.shared:
+                self.db.execute("SELECT pg_advisory_xact_lock(?)", (AUDIT_LOCK,))
+            row = self.db.execute("SELECT hash FROM audit ORDER BY n DESC LIMIT 1").fetchone()
+            head = bytes(row[0]) if row else GENESIS
+            self.db.execute("INSERT INTO audit (ts, device, agent, action, detail, prev, hash) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (ts, device, agent, action, text, head, _audit_hash(head, ts, device, agent, action, text)))
 
     def verify_audit(self) -> tuple[int, int | None]:
         """Walk the chain; return (records checked, number of the first bad record or None)."""
@@ -214,22 +267,55 @@ class Store:
 
     # ---- memory-log replica and telemetry ------------------------------------------------
 
+    def _room_for_agent(self, device: str, agent: str, table: str) -> None:
+        if self.db.execute(f"SELECT 1 FROM {table} WHERE device = ? AND agent = ?", (device, agent)).fetchone():
+            return
+        count = self.db.execute(f"SELECT count(*) FROM {table} WHERE device = ?", (device,)).fetchone()[0]
+        if count >= AGENTS_MAX:
+            raise QuotaExceeded(f"device {device!r} already has {AGENTS_MAX} agents in {table}")
+
     def replicate(self, device: str, agent: str, records: list[tuple[int, bytes]]) -> int:
-        """Store replicated records (idempotent); return the highest contiguous seq held."""
-        self.db.executemany("INSERT OR IGNORE INTO log_replica (device, agent, seq, payload) VALUES (?, ?, ?, ?)",
-                            [(device, agent, seq, payload) for seq, payload in records])
-        row = self.db.execute("SELECT MAX(seq) FROM log_replica WHERE device = ? AND agent = ?", (device, agent)).fetchone()
+        """Store replicated records (idempotent); return the highest seq held. Each agent's
+        replica keeps its newest REPLICA_BYTES: older records are deleted."""
+        with self.transaction():
+            self._room_for_agent(device, agent, "replica_usage")
+            added = 0
+            for seq, payload in records:
+                cur = self.db.execute("INSERT INTO log_replica (device, agent, seq, payload) VALUES (?, ?, ?, ?) "
+                                      "ON CONFLICT DO NOTHING", (device, agent, seq, payload))
+                added += len(payload) if cur.rowcount == 1 else 0
+            row = self.db.execute("INSERT INTO replica_usage (device, agent, bytes) VALUES (?, ?, ?) "
+                                  "ON CONFLICT (device, agent) DO UPDATE SET bytes = replica_usage.bytes + ? "
+                                  "RETURNING bytes", (device, agent, added, added)).fetchone()
+            if row[0] > REPLICA_BYTES:
+                self._trim_replica(device, agent, row[0] - REPLICA_BYTES)
+            row = self.db.execute("SELECT MAX(seq) FROM log_replica WHERE device = ? AND agent = ?",
+                                  (device, agent)).fetchone()
         return row[0] or 0
+
+    def _trim_replica(self, device: str, agent: str, excess: int) -> None:
+        freed, upto = 0, 0
+        for seq, size in self.db.execute("SELECT seq, length(payload) FROM log_replica WHERE device = ? AND agent = ? "
+                                         "ORDER BY seq", (device, agent)).fetchall():
+            if freed >= excess:
+                break
+            freed, upto = freed + size, seq
+        self.db.execute("DELETE FROM log_replica WHERE device = ? AND agent = ? AND seq <= ?", (device, agent, upto))
+        self.db.execute("UPDATE replica_usage SET bytes = bytes - ? WHERE device = ? AND agent = ?",
+                        (freed, device, agent))
 
     def replica(self, device: str, agent: str) -> list[tuple[int, bytes]]:
         return [(s, bytes(p)) for s, p in self.db.execute(
             "SELECT seq, payload FROM log_replica WHERE device = ? AND agent = ? ORDER BY seq", (device, agent))]
 
-    def add_telemetry(self, device: str, body: Any) -> None:
-        self.db.execute("INSERT INTO telemetry (device, ts, body) VALUES (?, ?, ?)",
-                        (device, time.time(), json.dumps(body, default=str)))
-        self.db.execute("DELETE FROM telemetry WHERE device = ? AND n <= (SELECT n FROM telemetry WHERE device = ? "
-                        "ORDER BY n DESC LIMIT 1 OFFSET ?)", (device, device, TELEMETRY_KEEP))
+    def add_telemetry(self, device: str, body: dict[str, Any]) -> None:
+        text = json.dumps(body, default=str)
+        if len(text) > TELEMETRY_BYTES:
+            raise QuotaExceeded(f"telemetry of {len(text)} bytes is over the {TELEMETRY_BYTES} byte limit")
+        with self.transaction():
+            self.db.execute("INSERT INTO telemetry (device, ts, body) VALUES (?, ?, ?)", (device, time.time(), text))
+            self.db.execute("DELETE FROM telemetry WHERE device = ? AND n <= (SELECT n FROM telemetry WHERE "
+                            "device = ? ORDER BY n DESC LIMIT 1 OFFSET ?)", (device, device, TELEMETRY_KEEP))
 
     def latest_telemetry(self, device: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT body FROM telemetry WHERE device = ? ORDER BY n DESC LIMIT 1", (device,)).fetchone()
@@ -238,8 +324,12 @@ class Store:
     # ---- agents ---------------------------------------------------------------------------
 
     def set_agent(self, device: str, agent: str, version: int, budgets: dict[str, Any]) -> None:
-        self.db.execute("INSERT OR REPLACE INTO agents (device, agent, version, budgets, seen) VALUES (?, ?, ?, ?, ?)",
-                        (device, agent, version, json.dumps(budgets), time.time()))
+        with self.transaction():
+            self._room_for_agent(device, agent, "agents")
+            self.db.execute("INSERT INTO agents (device, agent, version, budgets, seen) VALUES (?, ?, ?, ?, ?) "
+                            "ON CONFLICT (device, agent) DO UPDATE SET version = ?, budgets = ?, seen = ?",
+                            (device, agent, version, json.dumps(budgets), time.time(),
+                             version, json.dumps(budgets), time.time()))
 
     def agent_budgets(self) -> dict[tuple[str, str], dict[str, Any]]:
         return {(d, a): json.loads(b) for d, a, b in self.db.execute("SELECT device, agent, budgets FROM agents")}
@@ -247,8 +337,9 @@ class Store:
     # ---- requests in flight (survive a gateway crash) ------------------------------------
 
     def add_request(self, device: str, agent: str, request_id: int, kind: str, body: bytes) -> None:
-        self.db.execute("INSERT OR REPLACE INTO requests (device, agent, id, kind, body, received) "
-                        "VALUES (?, ?, ?, ?, ?, ?)", (device, agent, request_id, kind, body, time.time()))
+        self.db.execute("INSERT INTO requests (device, agent, id, kind, body, received) VALUES (?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (device, agent, id) DO UPDATE SET kind = ?, body = ?",
+                        (device, agent, request_id, kind, body, time.time(), kind, body))
 
     def finish_request(self, device: str, agent: str, request_id: int) -> None:
         self.db.execute("DELETE FROM requests WHERE device = ? AND agent = ? AND id = ?", (device, agent, request_id))
@@ -257,17 +348,14 @@ class Store:
         return [(d, a, i, k, bytes(b)) for d, a, i, k, b in self.db.execute(
             "SELECT device, agent, id, kind, body FROM requests ORDER BY received")]
 
-    def begin(self) -> None:
-        self.db.execute("BEGIN")
-
-    def commit(self) -> None:
-        self.db.execute("COMMIT")
-
     # ---- registered manifests -------------------------------------------------------------
 
     def register_manifest(self, device: str, manifest: dict[str, Any]) -> None:
-        self.db.execute("INSERT OR REPLACE INTO agent_manifests VALUES (?, ?, ?, ?, ?)",
-                        (device, manifest["agent_id"], manifest["version"], json.dumps(manifest), time.time()))
+        text = json.dumps(manifest)
+        self.db.execute("INSERT INTO agent_manifests VALUES (?, ?, ?, ?, ?) ON CONFLICT (device, agent) DO UPDATE "
+                        "SET version = ?, manifest = ?, registered = ?",
+                        (device, manifest["agent_id"], manifest["version"], text, time.time(),
+                         manifest["version"], text, time.time()))
 
     def manifest(self, device: str, agent: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT manifest FROM agent_manifests WHERE device = ? AND agent = ?",
@@ -282,11 +370,10 @@ class Store:
     def add_job(self, kind: str, device: str, agent: str, data: bytes | None = None, target: str | None = None,
                 version: int | None = None) -> int:
         now = time.time()
-        cur = self.db.execute("INSERT INTO jobs (kind, device, target, agent, version, data, state, size, created, "
-                              "updated) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
-                              (kind, device, target, agent, version, data, len(data or b""), now, now))
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+        row = self.db.execute("INSERT INTO jobs (kind, device, target, agent, version, data, state, size, created, "
+                              "updated) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
+                              (kind, device, target, agent, version, data, len(data or b""), now, now)).fetchone()
+        return int(row[0])
 
     def jobs(self, ids: list[int] | None = None, active: bool = False) -> list[dict[str, Any]]:
         query = "SELECT id, kind, device, target, agent, version, state, detail, progress, size, created, updated " \

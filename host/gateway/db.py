@@ -1,0 +1,260 @@
+"""The gateway's database connection: SQLite (the embedded default, one file, one gateway) or
+PostgreSQL (shared by several gateways), behind one small interface the store (store.py)
+writes its SQL against.
+
+    db = connect("gateway.db", exclusive=True)        # SQLite: refuses a second gateway
+    db = connect("postgresql://gw@db/microfang")     # PostgreSQL: any number of gateways
+    with db.transaction():
+        db.execute("UPDATE devices SET online = ? WHERE id = ?", (1, "b1"))
+        db.after_commit(lambda: print("committed"))
+
+The SQL is the subset both engines speak (`?` placeholders become `%s` for PostgreSQL; `ON
+CONFLICT`, `RETURNING`); the schema names its types through `{blob}` and `{serial}`.
+A failure of the database itself (disk full, locked, damaged, connection lost) is raised as
+StoreFailure, naming the problem in one line: the gateway then does not acknowledge the
+message it was handling and tries again later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from microfang.firmware.errors import MicrofangError
+
+BUSY_TIMEOUT_S = 2.0  # a locked SQLite file: wait this long, then report it (and retry later)
+RETRY_S = (0.05, 2.0)  # back-off while the store fails: the first and the longest wait
+
+
+class StoreFailure(MicrofangError):
+    """The database failed (not the data): the work is rolled back and can be tried again."""
+
+
+class StoreLocked(MicrofangError):
+    """Another gateway holds this SQLite file."""
+
+
+class Database:
+    """One connection and its transaction state; subclasses say how to reach the engine."""
+
+    types: dict[str, str] = {}
+    shared = False  # several gateways may use it at once (rows they both change are locked)
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._after: list[Callable[[], None]] = []
+
+    # ---- what subclasses provide ---------------------------------------------------------
+
+    def _run(self, sql: str, args: Sequence[Any]) -> Any:
+        raise NotImplementedError
+
+    def _run_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+    def _failure(self, e: Exception) -> str | None:
+        """The one-line reason if `e` is the database failing (None: a bug or bad data)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # ---- the interface -------------------------------------------------------------------
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        """Run one statement; returns a cursor (fetchone/fetchall/iteration)."""
+        try:
+            return self._run(sql, args)
+        except Exception as e:
+            self._raise_failure(e)
+            raise
+
+    def executemany(self, sql: str, rows: list[Sequence[Any]]) -> None:
+        try:
+            self._run_many(sql, rows)
+        except Exception as e:
+            self._raise_failure(e)
+            raise
+
+    def _raise_failure(self, e: Exception) -> None:
+        reason = self._failure(e)
+        if reason is not None:
+            raise StoreFailure(f"{self.name}: {reason}") from None
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    def schema(self, text: str) -> None:
+        """Run a script of statements, its types named `{blob}` and `{serial}`."""
+        try:
+            self._script(text.format(**self.types))
+        except Exception as e:
+            self._raise_failure(e)
+            raise
+
+    def _script(self, text: str) -> None:
+        self._run(text, ())
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction (nested ones join the outer). On success the `after_commit` actions
+        run; on any exception everything is rolled back and they are dropped."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self.execute(self._begin)
+        self._depth = 1
+        try:
+            yield
+            self.execute("COMMIT")
+        except BaseException:
+            self._depth = 0
+            self._after.clear()
+            with contextlib.suppress(Exception):
+                self._run("ROLLBACK", ())
+            raise
+        self._depth = 0
+        after, self._after = self._after, []
+        for action in after:
+            action()
+
+    _begin = "BEGIN"
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once the current transaction has committed (now, if there is none):
+        what must not happen for work that is rolled back (publishing, starting a request)."""
+        if self._depth:
+            self._after.append(action)
+        else:
+            action()
+
+
+class SqliteDatabase(Database):
+    types = {"blob": "BLOB", "serial": "INTEGER PRIMARY KEY"}
+
+    def __init__(self, path: str | Path, exclusive: bool = False) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._lock: int | None = None
+        if exclusive:
+            self._take_lock()
+        try:
+            self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                                      timeout=BUSY_TIMEOUT_S)
+            self.execute("PRAGMA journal_mode=WAL")
+            self.execute("PRAGMA synchronous=NORMAL")
+        except StoreFailure as e:
+            self.close()
+            raise MicrofangError(f"{self.path}: not a gateway database ({str(e).split(': ', 1)[1]})") from None
+
+    _begin = "BEGIN IMMEDIATE"  # take the write lock up front: no deadlock with another writer
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def _take_lock(self) -> None:
+        """An flock on `{db}.lock`, held while the gateway runs (the kernel drops it if the
+        process dies): two gateways on one SQLite file would each trust their own cache of
+        the sequence numbers and the audit chain's head."""
+        lock = Path(f"{self.path}.lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreLocked(f"{lock}: cannot create the gateway lock ({os.strerror(e.errno or 0)})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StoreLocked(f"{self.path}: another gateway (pid {holder}) is using this database; run one "
+                              "gateway per SQLite file, or several on a shared PostgreSQL store (--store "
+                              "postgresql://...)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock = fd
+
+    def _run(self, sql: str, args: Sequence[Any]) -> Any:
+        return self.db.execute(sql, args)
+
+    def _run_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
+        self.db.executemany(sql, rows)
+
+    def _script(self, text: str) -> None:
+        self.db.executescript(text)
+
+    def _failure(self, e: Exception) -> str | None:
+        if isinstance(e, sqlite3.OperationalError | sqlite3.DatabaseError) and \
+                not isinstance(e, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError):
+            return str(e)
+        return None
+
+    def close(self) -> None:
+        if getattr(self, "db", None) is not None:
+            self.db.close()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+
+class PostgresDatabase(Database):
+    types = {"blob": "BYTEA", "serial": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"}
+    shared = True
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__()
+        try:
+            import psycopg
+        except ImportError:
+            raise MicrofangError("a PostgreSQL store needs psycopg: pip install 'microfang[postgres]'") from None
+        self._psycopg = psycopg
+        self.dsn = dsn
+        try:
+            self.db = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+        except psycopg.Error as e:
+            raise MicrofangError(f"{self.name}: cannot connect ({str(e).strip().splitlines()[0]})") from None
+
+    @property
+    def name(self) -> str:
+        # user@host/db without the password
+        rest = self.dsn.split("://", 1)[-1]
+        return "postgresql://" + rest.rsplit("@", 1)[-1] if "@" in rest else self.dsn
+
+    def _run(self, sql: str, args: Sequence[Any]) -> Any:
+        return self.db.execute(sql.replace("?", "%s"), args or None)
+
+    def _run_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
+        with self.db.cursor() as cur:
+            cur.executemany(sql.replace("?", "%s"), rows)
+
+    def _failure(self, e: Exception) -> str | None:
+        errors = self._psycopg.errors
+        if isinstance(e, self._psycopg.OperationalError | errors.DiskFull | errors.LockNotAvailable |
+                      errors.SerializationFailure | errors.DeadlockDetected | errors.AdminShutdown):
+            return str(e).strip().splitlines()[0]
+        return None
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def connect(where: str | Path, exclusive: bool = False) -> Database:
+    """A PostgreSQL database for a postgresql:// URL, else the SQLite file at `where`
+    (`exclusive`: the running gateway's own, locked against a second gateway)."""
+    if str(where).startswith(("postgresql://", "postgres://")):
+        return PostgresDatabase(str(where))
+    return SqliteDatabase(where, exclusive)
