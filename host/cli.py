@@ -182,6 +182,10 @@ def argparse_gateway(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="TOML configuration (see microfang.config); options override it")
     p.add_argument("--broker", help="MQTT broker URL, mqtts:// for TLS (default mqtt://127.0.0.1:1883)")
     add_db(p, default=None)  # None: from --config, else gateway.db
+    p.add_argument("--store", help="the gateway's state in PostgreSQL (postgresql://...), shared by several gateways "
+                                   "that split the fleet's traffic; default: the SQLite file --db")
+    p.add_argument("--name", help="this gateway's name, unique among those on one --store (default: host name and "
+                                  "a digest of the store)")
     p.add_argument("--http", type=int, metavar="PORT", help="port for /healthz and /metrics (default 8077; 0: off)")
     p.add_argument("--user", help="broker user name")
     add_secret(p, "password", "MICROFANG_BROKER_PASSWORD", "broker password")
@@ -214,7 +218,8 @@ def do_gateway(args: argparse.Namespace) -> None:
     async def serve() -> None:
         try:
             async with open_gateway(s) as (gw, summary):
-                console.info(f"gateway up: broker {gw.host}:{gw.port}, {len(gw.devices)} devices in {s.db}"
+                assert gw.store is not None
+                console.info(f"gateway up: broker {gw.host}:{gw.port}, {len(gw.devices)} devices in {gw.store.db.name}"
                              + (f", http://127.0.0.1:{s.http}/healthz" if s.http else "")
                              + "".join(f", {line}" for line in summary))
                 await gw.serve_forever()

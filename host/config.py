@@ -11,6 +11,8 @@ the outside world: broker URLs and the bundled model files.
 
     [gateway]
     db = "/var/lib/microfang/gateway.db"
+    # store = "postgresql://microfang@db/microfang"  (shared by several gateways instead of db)
+    # name = "gw-a"     (unique per gateway on one store; default: host name and store digest)
     http = 8077
 
     [limits]
@@ -53,7 +55,7 @@ from microfang.firmware.errors import MicrofangError
 
 _SECTIONS: dict[str, dict[str, Any]] = {
     "broker": {"url": str, "user": str, "password_env": str, "cafile": str},
-    "gateway": {"db": str, "http": int},
+    "gateway": {"db": str, "store": str, "name": str, "http": int},
     "limits": {"rate": (int, float), "budget": int},
     "llm": {"provider": str, "url": str, "model": str, "key_env": str, "tokens": int},
     "memory": {"embedder": str, "db": str, "url": str, "model": str},
@@ -105,6 +107,8 @@ class GatewaySettings:
     password: str | None = None
     cafile: str | None = None
     db: Path = DEFAULT_DB
+    store: str | None = None  # a postgresql:// URL (or a SQLite path) instead of db: the gateway's shared state
+    name: str | None = None  # this gateway among those on one store (peers.default_name)
     http: int = 8077  # /healthz and /metrics (0: off)
     rate: float = 50.0  # requests per second per agent
     budget: int | None = None  # requests per hour per agent
@@ -121,6 +125,11 @@ class GatewaySettings:
     a2a: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def where(self) -> str:
+        """The gateway's store: `store` if given, else the SQLite file `db`."""
+        return self.store or str(self.db)
+
+    @property
     def memory_store(self) -> str:
         """Where vector memory is kept: a SQLite file, or PostgreSQL + pgvector (postgresql://)."""
         return str(self.memory_db) if self.memory_db else str(memory_db_for(Path(self.db)))
@@ -132,6 +141,7 @@ _SOURCES: dict[str, tuple[str, str, str | None]] = {
     "broker": ("broker", "url", None), "user": ("broker", "user", None),
     "password": ("broker", "password_env", None), "cafile": ("broker", "cafile", None),
     "db": ("gateway", "db", None), "http": ("gateway", "http", None),
+    "store": ("gateway", "store", "MICROFANG_STORE"), "name": ("gateway", "name", None),
     "rate": ("limits", "rate", None), "budget": ("limits", "budget", None),
     "llm": ("llm", "provider", None), "llm_url": ("llm", "url", "MICROFANG_LLM_URL"),
     "llm_model": ("llm", "model", "MICROFANG_LLM_MODEL"), "llm_key": ("llm", "key_env", "MICROFANG_LLM_KEY"),

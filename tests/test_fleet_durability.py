@@ -117,3 +117,83 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(persistent_broke
     got, board = asyncio.run(run_with_crash(persistent_broker, tmp_path / "gw.db", restart_broker))
     assert got == list(range(1, REQUESTS + 1)), got
     assert board.link.stats["reconnects"] >= 1
+
+
+# ---- several gateways on one PostgreSQL store ------------------------------------------------
+
+BOARDS = 6
+PER_BOARD = 150
+
+
+@pytest.fixture
+def pg_store(pg_dsn):
+    """A fresh database in the session's PostgreSQL for one test: its postgresql:// URL."""
+    import uuid
+
+    import psycopg
+
+    name = f"gw_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield pg_dsn.rsplit("/", 1)[0] + "/" + name
+
+
+def start_named_gateway(port, store, name, http):
+    proc = subprocess.Popen([sys.executable, "-m", "microfang", "gateway", "--broker", f"mqtt://127.0.0.1:{port}",
+                             "--store", store, "--name", name, "--http", str(http), "--memory", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("gateway up"), line
+    return proc
+
+
+def requests_handled(http):
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return next(int(line.split()[1]) for line in text.splitlines() if line.startswith("microfang_requests_total"))
+
+
+def test_two_gateways_on_postgresql_one_killed_mid_stream_lose_and_duplicate_nothing(mosquitto, pg_store):
+    from wireboard import WireBoard
+
+    from microfang.broker import free_port
+
+    store = Store(pg_store)
+    keys = {f"b{i}": store.add_device(f"b{i}", "f") for i in range(BOARDS)}
+    store.close()
+    http = {"gw-a": free_port(), "gw-b": free_port()}
+    gateways = {name: start_named_gateway(mosquitto.port, pg_store, name, http[name]) for name in http}
+    boards = [WireBoard(mosquitto.port, device, keys[device], fleet="f") for device in keys]
+    try:
+        for first in range(1, PER_BOARD + 1, 10):  # a steady stream: 10 per board at a time
+            for board in boards:
+                board.send(first, 10)
+            time.sleep(0.02)
+            if first == 51:  # mid-stream
+                os.kill(gateways["gw-a"].pid, signal.SIGKILL)
+                gateways["gw-a"].wait(timeout=10)
+            if first == 91:
+                handled_by_b = requests_handled(http["gw-b"])
+                gateways["gw-a"] = start_named_gateway(mosquitto.port, pg_store, "gw-a", http["gw-a"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(len(b.replies) < PER_BOARD for b in boards):
+            time.sleep(0.1)
+        time.sleep(0.5)  # a duplicate would arrive now
+        handled_by_a = requests_handled(http["gw-a"])
+    finally:
+        for board in boards:
+            board.stop()
+        for proc in gateways.values():
+            proc.terminate()
+            proc.wait(timeout=10)
+    for board in boards:  # as the board's link sees them: a reply re-sent after the kill is dropped by its id
+        assert sorted(set(board.replies)) == list(range(1, PER_BOARD + 1)), (board.device, len(board.replies))
+    assert handled_by_a > 0 and handled_by_b > 0  # both took a share of the fleet
+    store = Store(pg_store)
+    count, bad = store.verify_audit()
+    accepted = store.db.execute("SELECT device, detail FROM audit WHERE action = 'request'").fetchall()
+    store.close()
+    assert bad is None and count >= 2 * BOARDS * PER_BOARD
+    assert len(accepted) == len(set(accepted)) == BOARDS * PER_BOARD  # each request accepted (and run) once

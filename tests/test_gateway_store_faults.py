@@ -8,53 +8,21 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 
-import paho.mqtt.client as mqtt
 import pytest
+from wireboard import KEY, WireBoard
 
-from microfang.firmware import cbor, envelope
 from microfang.firmware.errors import MicrofangError
 from microfang.gateway import Gateway
 from microfang.gateway.db import StoreLocked
 from microfang.gateway.store import Store
 
-KEY = b"k" * 32
 REQUESTS = 60
-
-
-class WireBoard:
-    """dev1 on the wire: sends echo requests on up/a1, collects the reply ids from down/a1."""
-
-    def __init__(self, port):
-        self.replies = []
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="dev1")
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.client.subscribe("mf/f/dev1/down/a1", qos=1)
-        self.client.loop_start()
-
-    def _on_message(self, client, userdata, message):
-        doc = envelope.open_envelope(message.payload, lambda dev: KEY)
-        with self.lock:
-            self.replies.append(doc["body"]["id"])
-
-    def send(self, first, count):
-        for i in range(first, first + count):
-            body = {"id": i, "kind": "echo", "body": cbor.dumps(i)}
-            self.client.publish("mf/f/dev1/up/a1", envelope.seal(KEY, "dev1", i, "a1", "request", body), qos=1)
-
-    def stop(self):
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def healthz(port):

@@ -39,10 +39,11 @@ import paho.mqtt.client as mqtt
 from microfang import console
 from microfang.config import parse_broker
 from microfang.firmware import envelope, protocol
-from microfang.gateway import commands, http, shapes, transfers
+from microfang.gateway import commands, http, peers, shapes, transfers
 from microfang.gateway.commands import Commands
 from microfang.gateway.db import RETRY_S, StoreFailure
 from microfang.gateway.jobs import watch_jobs
+from microfang.gateway.peers import Peers
 from microfang.gateway.registry import Registry
 from microfang.gateway.requests import Requests
 from microfang.gateway.router import Router
@@ -58,20 +59,23 @@ class Gateway:
     """One gateway process. Keyword-only configuration; use as an async context manager."""
 
     def __init__(self, *, broker: str = "mqtt://127.0.0.1:1883", db: str | Path = "gateway.db",
-                 router: Router | None = None, http_port: int | None = None, client_id: str = "microfang-gateway",
+                 router: Router | None = None, http_port: int | None = None, name: str | None = None,
                  user: str | None = None, password: str | None = None, cafile: str | None = None,
                  quiet: bool = False) -> None:
         self.host, self.port, self.tls = parse_broker(broker)
         self.db_path = db
         self.router = router or Router()
         self.http_port = http_port
-        self.client_id = client_id
+        self.name = name or peers.default_name(str(db))  # unique among the gateways on one store
+        self.client_id = f"microfang-gateway-{self.name}"
         self.user = user
         self.password = password
         self.cafile = cafile
         self.quiet = quiet
         self.store: Store | None = None
         self.registry: Registry | None = None
+        self.peers: Peers | None = None
+        self._leads = True  # this gateway runs the jobs (peers.py)
         self.requests: Requests | None = None
         self.metrics: dict[str, int] = {"messages": 0, "requests": 0, "replies": 0, "telemetry": 0,
                                         "log_records": 0, "publishes": 0, "presence": 0, "denied": 0}
@@ -120,8 +124,14 @@ class Gateway:
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
         self.store = Store(self.db_path, exclusive=True)
+        try:
+            self.peers = Peers(self.store, self.name)
+            self.peers.join()
+        except BaseException:
+            self.store.close()
+            raise
         self.registry = Registry(self.store)
-        self.requests = Requests(self.store, self.router, self.send, self.metrics, self.log)
+        self.requests = Requests(self.store, self.router, self.send, self.metrics, self.log, self.name)
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
                              manual_ack=True)
         if self.user is not None:
@@ -149,14 +159,29 @@ class Gateway:
             raise ConnectionError(f"cannot reach the MQTT broker at {self.host}:{self.port}")
         for (device, agent), budgets in self.store.agent_budgets().items():
             self.router.set_limits(device, agent, budgets)
-        self.requests.resume(self.devices)
+        self.requests.resume(self.peers.own() + self.peers.adopt(), self.devices)
         self._tasks.append(asyncio.create_task(self._run_jobs(), name="microfang[gateway].jobs"))
+        self._tasks.append(asyncio.create_task(self._keep_peers(), name="microfang[gateway].peers"))
         return self
+
+    async def _keep_peers(self) -> None:
+        """Say this gateway is alive; finish the requests of gateways that died."""
+        assert self.peers is not None and self.requests is not None
+        while True:
+            await asyncio.sleep(peers.HEARTBEAT_S)
+            try:
+                self.peers.beat()
+                self._leads = self.peers.leads()
+                self.requests.resume(self.peers.adopt(), self.devices)
+            except StoreFailure as e:
+                self.log(f"heartbeat: {e}")
 
     async def _run_jobs(self) -> None:
         """Take up queued jobs (and, after a restart, unfinished ones) and retry stalled transfers."""
         assert self.store is not None
         async for rows in watch_jobs(self.store):
+            if not self._leads:
+                continue
             try:
                 for row in rows:
                     if row["kind"] in commands.KINDS:
@@ -181,6 +206,11 @@ class Gateway:
             self._client.disconnect()
             self._client.loop_stop()
         if self.store is not None:
+            if self.peers is not None:
+                try:
+                    self.peers.leave()
+                except StoreFailure as e:
+                    self.log(f"leaving: {e}")
             self.store.close()
 
     async def serve_forever(self) -> None:
@@ -202,8 +232,16 @@ class Gateway:
         sock = client.socket()
         if isinstance(sock, socket.socket):  # TLS sockets too (ssl.SSLSocket is one)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.subscribe([(topic, 1) for topic in protocol.subscriptions()])
+        client.subscribe([(self._shared(topic), 1) for topic in protocol.subscriptions()])
         self.connected = True
+
+    def _shared(self, topic: str) -> str:
+        """Gateways on a shared store split the fleet's messages (an MQTT shared subscription:
+        each message goes to one of them); presence is retained, which shared subscriptions do
+        not deliver, so every gateway follows it."""
+        if self.store is None or not self.store.shared or topic.endswith("/" + protocol.STATUS):
+            return topic
+        return f"$share/microfang/{topic}"
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self.connected = False

@@ -27,7 +27,7 @@ from typing import Any
 
 from microfang.firmware.errors import MicrofangError
 
-BUSY_TIMEOUT_S = 2.0  # a locked SQLite file: wait this long, then report it (and retry later)
+BUSY_TIMEOUT_S = 0.5  # a locked SQLite file: wait this long (blocking the loop), then report it and retry later
 RETRY_S = (0.05, 2.0)  # back-off while the store fails: the first and the longest wait
 
 

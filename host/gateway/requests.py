@@ -12,6 +12,7 @@ from typing import Any
 
 from microfang.firmware import cbor, envelope, protocol
 from microfang.gateway.db import RETRY_S, StoreFailure
+from microfang.gateway.peers import Pending
 from microfang.gateway.router import Router
 from microfang.gateway.store import Store
 from microfang.request import Request
@@ -21,8 +22,9 @@ Send = Callable[..., None]  # (device, agent, kind, body, on_delivered=...) -> N
 
 class Requests:
     def __init__(self, store: Store, router: Router, send: Send, metrics: dict[str, int],
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], owner: str) -> None:
         self.store = store
+        self.owner = owner  # this gateway's name (peers.py)
         self.router = router
         self.send = send
         self.metrics = metrics
@@ -35,16 +37,17 @@ class Requests:
         self.metrics["requests"] += 1
         raw = body.get("body", b"\xf6")
         self.store.audit(device, agent, "request", {"kind": request.kind, "id": request.id})
-        self.store.add_request(device, agent, request.id, request.kind, raw)
+        self.store.add_request(device, agent, request.id, request.kind, raw, self.owner)
         self.store.after_commit(partial(self._start, request, raw))
 
     def refuse(self, device: str, agent: str, body: dict[str, Any], reason: str) -> None:
         """Answer a request with an error without handling it."""
         self.reply(Request(device, agent, body["kind"], body["id"], None), False, reason)
 
-    def resume(self, devices: Container[str]) -> None:
-        """Answer the requests a previous run accepted but had not delivered a reply for."""
-        for device, agent, request_id, kind, body in self.store.pending_requests():
+    def resume(self, pending: list[Pending], devices: Container[str]) -> None:
+        """Answer requests accepted earlier (by this gateway before a restart, or by one that
+        died) that had no reply delivered yet."""
+        for device, agent, request_id, kind, body in pending:
             if device in devices:
                 self._start(Request(device, agent, kind, request_id, None), body)
 
@@ -78,10 +81,10 @@ class Requests:
         failure fails the message (it is handled again); outside, the reply is retried."""
         nested = self.store.db.in_transaction
         try:
-            with self.store.transaction():
-                self.store.audit(request.device, request.agent, "reply", detail)
+            with self.store.transaction():  # the device's row first, then the audit chain: as for a message
                 self.send(request.device, request.agent, protocol.K_REPLY, reply,
                           on_delivered=partial(self.store.finish_request, request.device, request.agent, request.id))
+                self.store.audit(request.device, request.agent, "reply", detail)
         except StoreFailure as e:
             if nested:
                 raise

@@ -115,6 +115,6 @@ async def open_gateway(settings: GatewaySettings, *, quiet: bool = False) -> Asy
     """The gateway connected to its broker with every plug-in the settings turn on; yields it
     and one line of summary per plug-in. ConnectionError if the broker cannot be reached."""
     s = settings
-    async with Gateway(broker=s.broker, db=s.db, http_port=s.http or None, user=s.user, password=s.password,
+    async with Gateway(broker=s.broker, db=s.where, name=s.name, http_port=s.http or None, user=s.user, password=s.password,
                        cafile=s.cafile, router=router_for(s), quiet=quiet) as gw, Services(gw, s) as services:
         yield gw, services.summary

@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS requests (        -- accepted, not yet answered to th
     kind TEXT NOT NULL,
     body {blob} NOT NULL,
     received DOUBLE PRECISION NOT NULL,
+    owner TEXT NOT NULL DEFAULT '',          -- the gateway answering it (peers.py)
     PRIMARY KEY (device, agent, id)
 );
 CREATE TABLE IF NOT EXISTS fleets (          -- the key deploys are signed with, per fleet
@@ -153,6 +154,9 @@ class Store:
         self.db: Database = connect(where, exclusive)
         try:
             self.db.schema(SCHEMA)
+            columns = [c[0] for c in self.db.execute("SELECT * FROM requests LIMIT 0").description]
+            if "owner" not in columns:  # a database from before several gateways
+                self.db.execute("ALTER TABLE requests ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
         except StoreFailure as e:
             self.db.close()
             raise MicrofangError(f"{self.db.name}: not a gateway database ({str(e).split(': ', 1)[-1]})") from None
@@ -336,17 +340,13 @@ class Store:
 
     # ---- requests in flight (survive a gateway crash) ------------------------------------
 
-    def add_request(self, device: str, agent: str, request_id: int, kind: str, body: bytes) -> None:
-        self.db.execute("INSERT INTO requests (device, agent, id, kind, body, received) VALUES (?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (device, agent, id) DO UPDATE SET kind = ?, body = ?",
-                        (device, agent, request_id, kind, body, time.time(), kind, body))
+    def add_request(self, device: str, agent: str, request_id: int, kind: str, body: bytes, owner: str = "") -> None:
+        self.db.execute("INSERT INTO requests (device, agent, id, kind, body, received, owner) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, agent, id) DO UPDATE SET kind = ?, body = ?, "
+                        "owner = ?", (device, agent, request_id, kind, body, time.time(), owner, kind, body, owner))
 
     def finish_request(self, device: str, agent: str, request_id: int) -> None:
         self.db.execute("DELETE FROM requests WHERE device = ? AND agent = ? AND id = ?", (device, agent, request_id))
-
-    def pending_requests(self) -> list[tuple[str, str, int, str, bytes]]:
-        return [(d, a, i, k, bytes(b)) for d, a, i, k, b in self.db.execute(
-            "SELECT device, agent, id, kind, body FROM requests ORDER BY received")]
 
     # ---- registered manifests -------------------------------------------------------------
 

@@ -1,0 +1,101 @@
+"""Gateways sharing one store (PostgreSQL; a SQLite file has one gateway, db.py locks it).
+
+Each gateway has a name, unique among the live ones, and its MQTT client id comes from it: the
+broker keeps the gateway's session, with the messages in flight to it, across a restart under
+the same name. A gateway says it is alive every HEARTBEAT_S (the `gateways` table); the
+requests it accepted are its own (`requests.owner`) and it answers them, also after a restart;
+those of a gateway silent for STALE_S are adopted by another, so a killed gateway's requests
+are finished even if it never comes back.
+
+    peers = Peers(store, "gw-a")
+    peers.join()                    # MicrofangError if a live gateway already has the name
+    for request in peers.adopt():   # its own unfinished requests, and those of dead gateways
+        ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+
+from microfang.firmware.errors import MicrofangError
+from microfang.gateway.store import Store
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS gateways (
+    name TEXT PRIMARY KEY,
+    pid BIGINT NOT NULL,
+    host TEXT NOT NULL,
+    seen DOUBLE PRECISION NOT NULL   -- its last heartbeat
+)
+"""
+HEARTBEAT_S = 1.0
+STALE_S = 5.0  # silent this long: dead, its requests adopted by another gateway
+
+Pending = tuple[str, str, int, str, bytes]  # (device, agent, request id, kind, body)
+
+
+def default_name(where: str) -> str:
+    """This host's gateway on that store: the host name and a digest of the store's location
+    (two gateways on one host and one shared store need a --name each)."""
+    place = where if "://" in where else os.path.abspath(where)
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname().lower())[:24] or "host"
+    return f"{host}-{hashlib.sha256(place.encode()).hexdigest()[:8]}"
+
+
+class Peers:
+    def __init__(self, store: Store, name: str) -> None:
+        self.store = store
+        self.name = name
+        self.store.db.schema(SCHEMA)
+
+    def join(self) -> None:
+        """Take the name, refused while a running gateway holds it: on PostgreSQL a session
+        lock on the name (gone with the holder's connection, also when it is killed); a SQLite
+        file is locked by its one gateway already (db.py)."""
+        now = time.time()
+        if self.store.shared:
+            key = int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:8], "big", signed=True)
+            if not self.store.db.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]:
+                row = self.store.db.execute("SELECT pid, host FROM gateways WHERE name = ?", (self.name,)).fetchone()
+                holder = f" (pid {row[0]} on {row[1]})" if row else ""
+                raise MicrofangError(f"gateway name {self.name!r}: already running{holder} on this store; give each "
+                                     "gateway its own --name")
+        with self.store.transaction():
+            self.store.db.execute("INSERT INTO gateways (name, pid, host, seen) VALUES (?, ?, ?, ?) ON CONFLICT (name) "
+                                  "DO UPDATE SET pid = ?, host = ?, seen = ?",
+                                  (self.name, os.getpid(), socket.gethostname(), now,
+                                   os.getpid(), socket.gethostname(), now))
+
+    def beat(self) -> None:
+        self.store.db.execute("UPDATE gateways SET seen = ? WHERE name = ?", (time.time(), self.name))
+
+    def leave(self) -> None:
+        """A clean stop: the name is free at once (requests still pending are adopted at once)."""
+        self.store.db.execute("UPDATE gateways SET seen = 0 WHERE name = ?", (self.name,))
+
+    def live(self) -> list[str]:
+        return [r[0] for r in self.store.db.execute("SELECT name FROM gateways WHERE seen > ? ORDER BY name",
+                                                    (time.time() - STALE_S,))]
+
+    def adopt(self) -> list[Pending]:
+        """The unfinished requests that are this gateway's to answer and not running here yet:
+        its own from an earlier run (first call only) and those of gateways gone silent."""
+        with self.store.transaction():
+            live = [n for n in self.live() if n != self.name]
+            alive = f" AND owner NOT IN ({','.join('?' * len(live))})" if live else ""
+            rows = self.store.db.execute(f"UPDATE requests SET owner = ? WHERE owner <> ?{alive} "
+                                         "RETURNING device, agent, id, kind, body",
+                                         (self.name, self.name, *live)).fetchall()
+        return [(d, a, i, k, bytes(b)) for d, a, i, k, b in rows]
+
+    def own(self) -> list[Pending]:
+        return [(d, a, i, k, bytes(b)) for d, a, i, k, b in self.store.db.execute(
+            "SELECT device, agent, id, kind, body FROM requests WHERE owner = ? ORDER BY received", (self.name,))]
+
+    def leads(self) -> bool:
+        """Whether this gateway runs the jobs (deploys, migrations): the live one first by name."""
+        live = self.live()
+        return not live or live[0] == self.name
