@@ -4,8 +4,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import pytest  # noqa: E402
-from brokers import Mosquitto  # noqa: E402
+import pytest
+from brokers import Mosquitto
 
 
 @pytest.fixture
@@ -32,3 +32,16 @@ def pg_dsn(tmp_path_factory):
         pytest.fail(str(e), pytrace=False)
     yield cluster.dsn
     cluster.stop()
+
+
+@pytest.fixture
+def pg_store(pg_dsn):
+    """A fresh database in the session's PostgreSQL for one test: its postgresql:// URL."""
+    import uuid
+
+    import psycopg
+
+    name = f"gw_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield pg_dsn.rsplit("/", 1)[0] + "/" + name

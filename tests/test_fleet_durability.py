@@ -125,19 +125,6 @@ BOARDS = 6
 PER_BOARD = 150
 
 
-@pytest.fixture
-def pg_store(pg_dsn):
-    """A fresh database in the session's PostgreSQL for one test: its postgresql:// URL."""
-    import uuid
-
-    import psycopg
-
-    name = f"gw_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    yield pg_dsn.rsplit("/", 1)[0] + "/" + name
-
-
 def start_named_gateway(port, store, name, http):
     proc = subprocess.Popen([sys.executable, "-m", "microfang", "gateway", "--broker", f"mqtt://127.0.0.1:{port}",
                              "--store", store, "--name", name, "--http", str(http), "--memory", "none"],

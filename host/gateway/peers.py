@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS gateways (
 """
 HEARTBEAT_S = 1.0
 STALE_S = 5.0  # silent this long: dead, its requests adopted by another gateway
+JOIN_WAIT_S = 2.0
 
 Pending = tuple[str, str, int, str, bytes]  # (device, agent, request id, kind, body)
 
@@ -58,7 +59,7 @@ class Peers:
         now = time.time()
         if self.store.shared:
             key = int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:8], "big", signed=True)
-            if not self.store.db.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]:
+            if not self._lock(key):
                 row = self.store.db.execute("SELECT pid, host FROM gateways WHERE name = ?", (self.name,)).fetchone()
                 holder = f" (pid {row[0]} on {row[1]})" if row else ""
                 raise MicrofangError(f"gateway name {self.name!r}: already running{holder} on this store; give each "
@@ -68,6 +69,16 @@ class Peers:
                                   "DO UPDATE SET pid = ?, host = ?, seen = ?",
                                   (self.name, os.getpid(), socket.gethostname(), now,
                                    os.getpid(), socket.gethostname(), now))
+
+    def _lock(self, key: int) -> bool:
+        """The name's session lock; a killed holder's server session ends a moment after its
+        connection does, so it is tried for up to JOIN_WAIT_S."""
+        deadline = time.monotonic() + JOIN_WAIT_S
+        while not self.store.db.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def beat(self) -> None:
         self.store.db.execute("UPDATE gateways SET seen = ? WHERE name = ?", (time.time(), self.name))
