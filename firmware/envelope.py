@@ -7,6 +7,11 @@
 
 import hashlib
 
+try:
+    import hmac as _hmac  # CPython (the gateway, the simulator): the C implementation
+except ImportError:  # MicroPython has no hmac module
+    _hmac = None
+
 from . import cbor
 from .errors import MicrofangError
 
@@ -25,6 +30,8 @@ class EnvelopeError(MicrofangError):
 
 
 def hmac_sha256(key, data):
+    if _hmac is not None:
+        return _hmac.new(key, data, hashlib.sha256).digest()
     # hmac is not in MicroPython: RFC 2104 over hashlib.sha256.
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()

@@ -50,6 +50,7 @@ from microfang.gateway.router import Router
 from microfang.gateway.store import QuotaExceeded, Store
 from microfang.gateway.transfers import Transfers
 
+BATCH = 256  # messages committed in one transaction, at most
 DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", "unknown-agent", "over-quota",
                 "error")
 LogListener = Callable[[str, str, list[tuple[int, bytes]]], None]  # (device, agent, [(seq, payload)])
@@ -92,6 +93,8 @@ class Gateway:
         self._http: asyncio.base_events.Server | None = None
         self._answers: dict[tuple[str, str], list[asyncio.Future]] = {}  # ask(): waiting for an agent's publish
         self._delivery: dict[int, Callable[[], None]] = {}  # MQTT message id -> what to do once the broker has it
+        self._deferred: list[Callable[[], None]] = []  # writes for the next batch (defer)
+        self._woken = False  # a None in the queue already asks for a batch
         self._log_listeners: list[LogListener] = []
         self._health_parts: dict[str, Callable[[], Any]] = {}
         self.transfers = Transfers(self)
@@ -131,7 +134,7 @@ class Gateway:
             self.store.close()
             raise
         self.registry = Registry(self.store)
-        self.requests = Requests(self.store, self.router, self.send, self.metrics, self.log, self.name)
+        self.requests = Requests(self.store, self.router, self.send, self.metrics, self.defer, self.name)
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
                              manual_ack=True)
         if self.user is not None:
@@ -252,12 +255,8 @@ class Gateway:
 
     def _reply_delivered(self, mid: int) -> None:
         action = self._delivery.pop(mid, None)
-        if action is None:
-            return
-        try:
-            action()
-        except StoreFailure as e:  # the request stays pending: answered again after a restart (boards dedupe)
-            self.log(f"cannot record a delivered reply: {e}")
+        if action is not None:
+            self.defer(action)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         assert self._loop is not None and self._queue is not None
@@ -266,21 +265,43 @@ class Gateway:
 
     # ---- processing ----------------------------------------------------------------------
 
+    def defer(self, action: Callable[[], None]) -> None:
+        """Run `action` (a write: a reply, a delivered reply's end) in the next batch's transaction."""
+        assert self._queue is not None
+        self._deferred.append(action)
+        if not self._woken:
+            self._woken = True
+            self._queue.put_nowait(None)
+
     async def _process(self) -> None:
+        """Take what has arrived (up to BATCH messages) and the deferred writes, commit them in
+        one transaction, then acknowledge the messages."""
         assert self._queue is not None and self._client is not None
         while True:
-            topic, payload, mid, qos = await self._queue.get()
-            await self._handle_until_committed(topic, payload)
-            if qos:
-                self._client.ack(mid, qos)  # only now: its effects are committed
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            self._woken = False
+            actions, self._deferred = self._deferred, []
+            messages = [item for item in batch if item is not None]
+            await self._commit_until_done(messages, actions)
+            for _, _, mid, qos in messages:
+                if qos:
+                    self._client.ack(mid, qos)  # only now: its effects are committed
 
-    async def _handle_until_committed(self, topic: str, payload: bytes) -> None:
-        """Handle one message; while the store fails, try again with back-off (the message is
-        not acknowledged meanwhile, so a gateway stopped now gets it again from the broker)."""
+    async def _commit_until_done(self, messages: list[tuple[str, bytes, int, int]],
+                                 actions: list[Callable[[], None]]) -> None:
+        """While the store fails, try again with back-off (the messages are not acknowledged
+        meanwhile, so a gateway stopped now gets them again from the broker)."""
+        assert self.store is not None
         wait = RETRY_S[0]
         while True:
             try:
-                self.handle(topic, payload)
+                with self.store.transaction():
+                    for action in actions:
+                        action()
+                    for topic, payload, _, _ in messages:
+                        self._handle_one(topic, payload)
             except StoreFailure as e:
                 self.metrics["store_failures"] += 1
                 if self.store_problem != str(e):
@@ -289,12 +310,18 @@ class Gateway:
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, RETRY_S[1])
                 continue
-            except Exception as e:  # a bug must not stop the gateway: log it, roll back, keep routing
-                self._drop("error", topic, repr(e))
             if self.store_problem is not None:
                 self.log("store works again")
                 self.store_problem = None
             return
+
+    def _handle_one(self, topic: str, payload: bytes) -> None:
+        try:
+            self.handle(topic, payload)
+        except StoreFailure:
+            raise
+        except Exception as e:  # a bug must not stop the gateway: log it (its savepoint rolled back), keep routing
+            self._drop("error", topic, repr(e))
 
     def log(self, line: str) -> None:
         """One line on stderr, unless quiet."""
@@ -336,7 +363,7 @@ class Gateway:
         if bad is not None:
             self._drop("malformed", topic, bad)
             return
-        with self.store.transaction():
+        with self.store.transaction(savepoint=True):
             # The replay window as committed (gateways sharing a store take turns on it).
             stored = self.store.device(device, for_update=True)
             window = record["window"] if stored is None else stored["window"]

@@ -106,10 +106,15 @@ class Database:
         return self._depth > 0
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One transaction (nested ones join the outer). On success the `after_commit` actions
-        run; on any exception everything is rolled back and they are dropped."""
+    def transaction(self, savepoint: bool = False) -> Iterator[None]:
+        """One transaction; a nested one joins the outer, or with `savepoint` is rolled back
+        alone (with its after-commit actions) on an exception. On commit the `after_commit`
+        actions run; on any exception everything is rolled back and they are dropped."""
         if self._depth:
+            if savepoint:
+                with self._savepoint():
+                    yield
+                return
             self._depth += 1
             try:
                 yield
@@ -133,6 +138,22 @@ class Database:
             action()
 
     _begin = "BEGIN"
+
+    @contextlib.contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        name, mark = f"sp{self._depth}", len(self._after)
+        self.execute(f"SAVEPOINT {name}")
+        self._depth += 1
+        try:
+            yield
+            self.execute(f"RELEASE SAVEPOINT {name}")
+        except BaseException:
+            del self._after[mark:]
+            with contextlib.suppress(Exception):
+                self._run(f"ROLLBACK TO SAVEPOINT {name}", ())
+            raise
+        finally:
+            self._depth -= 1
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run `action` once the current transaction has committed (now, if there is none):

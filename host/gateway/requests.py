@@ -1,34 +1,34 @@
 """Agents' requests, from accepted to answered. A request is kept in the store until the broker
 has acknowledged its reply, so a gateway killed in between answers it again after a restart;
 the router (router.py) runs its handler once the request is committed; every reply is audited
-next to its request, and a reply the store cannot record yet is tried again with back-off."""
+next to its request, written with the gateway's next batch (`defer`), and published once that
+has committed."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Container
 from functools import partial
 from typing import Any
 
 from microfang.firmware import cbor, envelope, protocol
-from microfang.gateway.db import RETRY_S, StoreFailure
 from microfang.gateway.peers import Pending
 from microfang.gateway.router import Router
 from microfang.gateway.store import Store
 from microfang.request import Request
 
 Send = Callable[..., None]  # (device, agent, kind, body, on_delivered=...) -> None
+Defer = Callable[[Callable[[], None]], None]  # run a write in the gateway's next batch
 
 
 class Requests:
-    def __init__(self, store: Store, router: Router, send: Send, metrics: dict[str, int],
-                 log: Callable[[str], None], owner: str) -> None:
+    def __init__(self, store: Store, router: Router, send: Send, metrics: dict[str, int], defer: Defer,
+                 owner: str) -> None:
         self.store = store
-        self.owner = owner  # this gateway's name (peers.py)
         self.router = router
         self.send = send
         self.metrics = metrics
-        self.log = log
+        self.defer = defer
+        self.owner = owner  # this gateway's name (peers.py)
 
     def accept(self, device: str, agent: str, body: dict[str, Any]) -> None:
         """An agent's request {id, kind, body} (shapes.py checked it): stored, audited, and
@@ -74,20 +74,11 @@ class Requests:
             detail["tokens"] = body["tokens"]
         if not ok:
             detail["error"] = str(body)[:200]
-        self._answer(request, reply, detail, RETRY_S[0])
+        self.defer(partial(self._write, request, reply, detail))
 
-    def _answer(self, request: Request, reply: dict[str, Any], detail: dict[str, Any], wait: float) -> None:
-        """Audit and send a reply in one transaction. Inside a message's transaction a store
-        failure fails the message (it is handled again); outside, the reply is retried."""
-        nested = self.store.db.in_transaction
-        try:
-            with self.store.transaction():  # the device's row first, then the audit chain: as for a message
-                self.send(request.device, request.agent, protocol.K_REPLY, reply,
-                          on_delivered=partial(self.store.finish_request, request.device, request.agent, request.id))
-                self.store.audit(request.device, request.agent, "reply", detail)
-        except StoreFailure as e:
-            if nested:
-                raise
-            self.log(f"reply to {request.device}/{request.agent} #{request.id} waits for the store: {e}")
-            asyncio.get_running_loop().call_later(wait, self._answer, request, reply, detail,
-                                                  min(wait * 2, RETRY_S[1]))
+    def _write(self, request: Request, reply: dict[str, Any], detail: dict[str, Any]) -> None:
+        # The device's row first (its sequence), then the audit chain: the order a message takes.
+        # Once the broker has the reply the request is done (the gateway writes that in a batch too).
+        self.send(request.device, request.agent, protocol.K_REPLY, reply,
+                  on_delivered=partial(self.store.finish_request, request.device, request.agent, request.id))
+        self.store.audit(request.device, request.agent, "reply", detail)

@@ -170,8 +170,8 @@ class Store:
         self.db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self.db.transaction():
+    def transaction(self, savepoint: bool = False) -> Iterator[None]:
+        with self.db.transaction(savepoint):
             yield
 
     def after_commit(self, action: Callable[[], None]) -> None:
