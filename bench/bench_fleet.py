@@ -7,6 +7,9 @@
    >= 50% of the bare echo.
 2. Fleet scale: N boards each asking once a second; the largest N with zero loss and
    p99 <= 50 ms (goal 10,000 boards), trying growing N until one fails or time runs out.
+3. The same with boards on the wire (fleet_wire.py, loadgen.py), which measure the gateway
+   rather than the simulator: round trips vs the bare echo, 10,000 boards at 0.2 request/s,
+   one vs two gateway processes on PostgreSQL and a kill -9 of one of them.
 
 The gateway runs in its own process (as in production); boards run in this one.
 Usage: python bench/bench_fleet.py [--quick]; results go to bench/results/fleet.json.
@@ -28,9 +31,9 @@ import paho.mqtt.client as mqtt
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from results_file import save  # noqa: E402
 from brokers import Mosquitto  # noqa: E402
 from helpers import agent_wat, build_bundle  # noqa: E402
+from results_file import save  # noqa: E402
 
 from microfang.firmware.blockdev import RAMBlockDevice  # noqa: E402
 from microfang.firmware.board import Board  # noqa: E402
@@ -120,8 +123,8 @@ def pump(total: int, window: int, kind: str = "echo", body: bytes = b"\xf6", **m
 def run_gateway(port: int, db: str, ready: multiprocessing.Event, stop: multiprocessing.Event,
                 settings: dict | None = None) -> None:
     """The gateway process; `settings` opens its services (microfang.gateway.services) too."""
-    from microfang.gateway import Gateway, RateLimiter, Router
     from microfang.config import GatewaySettings
+    from microfang.gateway import Gateway, RateLimiter, Router
     from microfang.gateway.services import Services
 
     async def serve() -> None:
@@ -235,8 +238,12 @@ def fleet_scale(port: int, db: str, sizes: list[int], seconds: float, deadline: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer round trips, small fleets only")
+    parser.add_argument("--wire-only", action="store_true", help="only the phases with boards on the wire")
     args = parser.parse_args()
     total = 4000 if args.quick else 20000
+    if args.wire_only:
+        wire_phases(total, args.quick)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         broker = Mosquitto(Path(tmp)).start()
         try:
@@ -262,6 +269,51 @@ def main() -> None:
         finally:
             broker.stop()
     save("fleet", bare_echo=bare, microfang=ours, ratio=ratio, scale=scale, largest_fleet=reached)
+    wire_phases(total, args.quick)
+
+
+def wire_phases(total: int, quick: bool) -> dict:
+    import fleet_wire
+
+    limit = fleet_wire.raise_fd_limit()
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Mosquitto(Path(tmp)).start()
+        cluster = None
+        try:
+            bare = bare_echo(broker.port, total, WINDOW * 4)
+            db = str(Path(tmp) / "wire.db")
+            keys = fleet_wire.register(db, "rt", 4)
+            gateway = fleet_wire.start_gateway(broker.port, db, "bench")
+            try:
+                trips = fleet_wire.round_trips(broker.port, keys, total, WINDOW)
+                peak, half = trips["peak"], trips["half_rate"]
+                ratio = peak["per_s"] / bare["per_s"]
+                print(f"bare paho echo {bare['per_s']:,.0f}/s; boards on the wire -> gateway -> boards "
+                      f"{peak['per_s']:,.0f}/s ({ratio:.2f}x the bare echo, goal >= 1.0x), p99 {peak['p99_ms']:.1f} ms; "
+                      f"at half that rate p99 {half['p99_ms']:.1f} ms (goal <= 20 ms), lost {half['lost']}")
+                sizes = [100, 1000] if quick else [1000, 2000, 5000, 10000]
+                sizes = [n for n in sizes if 2 * n + 100 < limit]
+                print(f"connected boards at {fleet_wire.RATE} request/s (zero loss, p99 <= 50 ms):")
+                scale = fleet_wire.fleet_scale(broker.port, db, sizes, 5 if quick else 10, time.monotonic() + 900)
+                reached = max([r["boards"] for r in scale if r["ok"]], default=0)
+                print(f"largest fleet that held: {reached} boards, one TCP connection each (goal 10,000)")
+            finally:
+                fleet_wire.stop([gateway])
+            cluster, dsn = fleet_wire.postgres(Path(tmp) / "pg")
+            side = fleet_wire.gateways_side_by_side(broker.port, dsn, total // 2, WINDOW)
+            fo = side["failover"]
+            print(f"PostgreSQL store: one gateway {side['gateways_1']['per_s']:,.0f}/s, two "
+                  f"{side['gateways_2']['per_s']:,.0f}/s ({side['two_vs_one']:.2f}x); one of two killed -9 under "
+                  f"200 boards at 1/s: {fo['answered']}/{fo['asked']} answered, {fo['duplicates']} duplicates, "
+                  f"longest reply {fo['max_ms']:.0f} ms (restart took {fo['gateway_restart_s']:.1f} s)")
+        finally:
+            if cluster is not None:
+                cluster.stop()
+            broker.stop()
+    figures = {"bare_echo": bare, "wire_round_trips": trips, "wire_ratio": ratio, "wire_scale": scale,
+               "wire_largest_fleet": reached, "postgresql": side}
+    save("fleet_wire", **figures)
+    return figures
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import struct
 import time
 from typing import Any
 
-from microfang.firmware import cbor, envelope, protocol
+from microfang.firmware import envelope, protocol
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 8, 9
 

@@ -298,6 +298,7 @@ class Gateway:
         while True:
             try:
                 with self.store.transaction():
+                    self.store.serialize()
                     for action in actions:
                         action()
                     for topic, payload, _, _ in messages:

@@ -177,6 +177,14 @@ class Store:
     def after_commit(self, action: Callable[[], None]) -> None:
         self.db.after_commit(action)
 
+    def serialize(self) -> None:
+        """Inside a transaction on a shared store: wait for the other gateways' transactions
+        that write the audit chain or device rows to end. Taken first, before any row lock, so
+        gateways never deadlock on the rows one batch touches in one order and another in
+        another (SQLite has one writer anyway)."""
+        if self.db.shared:
+            self.db.execute("SELECT pg_advisory_xact_lock(?)", (AUDIT_LOCK,))
+
     # ---- registry ------------------------------------------------------------------------
 
     def add_device(self, device: str, fleet: str = "default", key: bytes | None = None) -> bytes:
@@ -249,8 +257,7 @@ class Store:
         ts = time.time()
         text = detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"), default=str)
         with self.transaction():
-            if self.db.shared:
-                self.db.execute("SELECT pg_advisory_xact_lock(?)", (AUDIT_LOCK,))
+            self.serialize()
             row = self.db.execute("SELECT hash FROM audit ORDER BY n DESC LIMIT 1").fetchone()
             head = bytes(row[0]) if row else GENESIS
             self.db.execute("INSERT INTO audit (ts, device, agent, action, detail, prev, hash) "
