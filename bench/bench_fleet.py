@@ -292,7 +292,7 @@ def wire_phases(total: int, quick: bool) -> dict:
                       f"{peak['per_s']:,.0f}/s ({ratio:.2f}x the bare echo, goal >= 1.0x), p99 {peak['p99_ms']:.1f} ms; "
                       f"at half that rate p99 {half['p99_ms']:.1f} ms (goal <= 20 ms), lost {half['lost']}")
                 sizes = [100, 1000] if quick else [1000, 2000, 5000, 10000]
-                sizes = [n for n in sizes if 2 * n + 100 < limit]
+                sizes = [n for n in sizes if n + 100 < limit]  # this process holds one socket per board
                 print(f"connected boards at {fleet_wire.RATE} request/s (zero loss, p99 <= 50 ms):")
                 scale = fleet_wire.fleet_scale(broker.port, db, sizes, 5 if quick else 10, time.monotonic() + 900)
                 reached = max([r["boards"] for r in scale if r["ok"]], default=0)

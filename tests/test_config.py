@@ -29,6 +29,13 @@ def test_a_flag_beats_the_file_and_the_file_beats_the_environment(tmp_path):
     assert gateway_settings(None, {}, env=env).llm_url == "http://env:1/v1"
 
 
+def test_the_gateway_store_is_a_postgresql_url_from_the_file_or_else_the_sqlite_db(tmp_path):
+    path = config(tmp_path, '[gateway]\nstore = "postgresql://gw@db:5432/microfang"\nname = "gw-a"\n')
+    s = gateway_settings(path, {}, env={})
+    assert (s.where, s.name) == ("postgresql://gw@db:5432/microfang", "gw-a")
+    assert gateway_settings(None, {"db": "x.db"}, env={}).where == "x.db"
+
+
 def test_secrets_come_from_the_environment_variables_the_file_names(tmp_path):
     path = config(tmp_path, '[broker]\npassword_env = "GW_PASS"\n[llm]\nkey_env = "GW_KEY"\n')
     s = gateway_settings(path, {}, env={"GW_PASS": "hunter22", "GW_KEY": "sk-1", "MICROFANG_LLM_KEY": "sk-2"})
