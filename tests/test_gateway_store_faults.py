@@ -54,7 +54,7 @@ async def through_a_failure(broker_port, db, fail, recover):
         await until(lambda: len(board.replies) >= third, 10)
         await asyncio.get_running_loop().run_in_executor(None, fail)
         board.send(third + 1, REQUESTS - third)
-        await until(lambda: gw.store_problem is not None, 15)
+        await until(lambda: gw.batches.problem is not None, 15)
         failing = await asyncio.get_running_loop().run_in_executor(None, healthz, http_port)
         await asyncio.get_running_loop().run_in_executor(None, recover)
         await until(lambda: len(board.replies) >= REQUESTS, 30)

@@ -40,8 +40,9 @@ from microfang import console
 from microfang.config import parse_broker
 from microfang.firmware import envelope, protocol
 from microfang.gateway import commands, http, peers, shapes, transfers
+from microfang.gateway.batches import Batches
 from microfang.gateway.commands import Commands
-from microfang.gateway.db import RETRY_S, StoreFailure
+from microfang.gateway.db import StoreFailure
 from microfang.gateway.jobs import watch_jobs
 from microfang.gateway.peers import Peers
 from microfang.gateway.registry import Registry
@@ -50,7 +51,6 @@ from microfang.gateway.router import Router
 from microfang.gateway.store import QuotaExceeded, Store
 from microfang.gateway.transfers import Transfers
 
-BATCH = 256  # messages committed in one transaction, at most
 DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", "unknown-agent", "over-quota",
                 "error")
 LogListener = Callable[[str, str, list[tuple[int, bytes]]], None]  # (device, agent, [(seq, payload)])
@@ -84,17 +84,14 @@ class Gateway:
             self.metrics[f"dropped_{reason}"] = 0
         self.metrics["store_failures"] = 0
         self.connected = False
-        self.store_problem: str | None = None  # why the store fails right now (None: it works)
         self.started = time.time()
-        self._queue: asyncio.Queue | None = None
+        self.batches: Batches | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._tasks: list[asyncio.Task] = []
         self._http: asyncio.base_events.Server | None = None
         self._answers: dict[tuple[str, str], list[asyncio.Future]] = {}  # ask(): waiting for an agent's publish
         self._delivery: dict[int, Callable[[], None]] = {}  # MQTT message id -> what to do once the broker has it
-        self._deferred: list[Callable[[], None]] = []  # writes for the next batch (defer)
-        self._woken = False  # a None in the queue already asks for a batch
         self._log_listeners: list[LogListener] = []
         self._health_parts: dict[str, Callable[[], Any]] = {}
         self.transfers = Transfers(self)
@@ -125,7 +122,6 @@ class Gateway:
 
     async def __aenter__(self) -> Gateway:
         self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue()
         self.store = Store(self.db_path, exclusive=True)
         try:
             self.peers = Peers(self.store, self.name)
@@ -151,7 +147,8 @@ class Gateway:
         self._client = client
         client.connect_async(self.host, self.port, keepalive=30)
         client.loop_start()
-        self._tasks.append(asyncio.create_task(self._process(), name="microfang[gateway].process"))
+        self.batches = Batches(self.store, self._handle_one, client.ack, self.log, self.metrics)
+        self._tasks.append(asyncio.create_task(self.batches.run(), name="microfang[gateway].process"))
         if self.http_port is not None:
             self._http = await http.serve(self.health, lambda: (self.metrics, self.router.counts), self.http_port)
         deadline = time.monotonic() + 10
@@ -259,62 +256,16 @@ class Gateway:
             self.defer(action)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        assert self._loop is not None and self._queue is not None
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, (message.topic, message.payload, message.mid,
+        assert self._loop is not None and self.batches is not None
+        self._loop.call_soon_threadsafe(self.batches.queue.put_nowait, (message.topic, message.payload, message.mid,
                                                                   message.qos))
 
     # ---- processing ----------------------------------------------------------------------
 
     def defer(self, action: Callable[[], None]) -> None:
         """Run `action` (a write: a reply, a delivered reply's end) in the next batch's transaction."""
-        assert self._queue is not None
-        self._deferred.append(action)
-        if not self._woken:
-            self._woken = True
-            self._queue.put_nowait(None)
-
-    async def _process(self) -> None:
-        """Take what has arrived (up to BATCH messages) and the deferred writes, commit them in
-        one transaction, then acknowledge the messages."""
-        assert self._queue is not None and self._client is not None
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            self._woken = False
-            actions, self._deferred = self._deferred, []
-            messages = [item for item in batch if item is not None]
-            await self._commit_until_done(messages, actions)
-            for _, _, mid, qos in messages:
-                if qos:
-                    self._client.ack(mid, qos)  # only now: its effects are committed
-
-    async def _commit_until_done(self, messages: list[tuple[str, bytes, int, int]],
-                                 actions: list[Callable[[], None]]) -> None:
-        """While the store fails, try again with back-off (the messages are not acknowledged
-        meanwhile, so a gateway stopped now gets them again from the broker)."""
-        assert self.store is not None
-        wait = RETRY_S[0]
-        while True:
-            try:
-                with self.store.transaction():
-                    self.store.serialize()
-                    for action in actions:
-                        action()
-                    for topic, payload, _, _ in messages:
-                        self._handle_one(topic, payload)
-            except StoreFailure as e:
-                self.metrics["store_failures"] += 1
-                if self.store_problem != str(e):
-                    self.log(f"store failing, not acknowledging, retrying: {e}")
-                self.store_problem = str(e)
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, RETRY_S[1])
-                continue
-            if self.store_problem is not None:
-                self.log("store works again")
-                self.store_problem = None
-            return
+        assert self.batches is not None
+        self.batches.defer(action)
 
     def _handle_one(self, topic: str, payload: bytes) -> None:
         try:
@@ -505,8 +456,9 @@ class Gateway:
 
     def health(self) -> dict[str, Any]:
         online = sum(1 for d in self.devices.values() if d.get("online"))
-        status = "ok" if self.connected and self.store_problem is None else "degraded"
-        return {"status": status, "broker_connected": self.connected, "store": self.store_problem or "ok",
+        problem = None if self.batches is None else self.batches.problem
+        status = "ok" if self.connected and problem is None else "degraded"
+        return {"status": status, "broker_connected": self.connected, "store": problem or "ok",
                 "devices": len(self.devices), "online": online, "uptime_s": round(time.time() - self.started, 1),
                 "pending_requests": len(self.router.pending), "active_jobs": len(self.transfers.active),
                 "request_kinds": sorted(self.router.handlers),
