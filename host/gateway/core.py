@@ -257,8 +257,8 @@ class Gateway:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         assert self._loop is not None and self.batches is not None
-        self._loop.call_soon_threadsafe(self.batches.queue.put_nowait, (message.topic, message.payload, message.mid,
-                                                                  message.qos))
+        item = (message.topic, bytes(message.payload), message.mid, message.qos)
+        self._loop.call_soon_threadsafe(self.batches.queue.put_nowait, item)
 
     # ---- processing ----------------------------------------------------------------------
 
