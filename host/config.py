@@ -188,6 +188,27 @@ def secret_from(table: Mapping[str, Any], section: str, name: str) -> str | None
     return None
 
 
+def private_file(path: Path) -> Path:
+    """Make sure a file that holds secrets (the gateway's database with every device key, flash
+    images, key files) is readable by its owner only: created 0600, an existing one tightened."""
+    if str(path) in (":memory:", ""):
+        return path
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return path
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read (private_file), replacing what it held."""
+    private_file(path)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
 def read_secret_file(path: Path, what: str) -> str:
     """The first line of a secret's file (a password, a token), or a one-line error naming `what`."""
     try:

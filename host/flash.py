@@ -8,14 +8,13 @@ table, app) and written in one go, or saved as one merged image with --out.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from microfang.boards import BOARD_DEFS, TABLE_BYTES, TABLE_OFFSET, Board, parse_partition_table
-from microfang.config import DEFAULT_DB, parse_broker
+from microfang.config import DEFAULT_DB, parse_broker, write_private
 from microfang.firmware.bundle import decode
 from microfang.firmware.errors import BundleError, MicrofangError
 from microfang.ops import create_store
@@ -23,15 +22,6 @@ from microfang.provision import BLOCK, write_image
 from microfang.tools.portbuild import esp32_firmware_path
 
 _IMAGE_MAGIC = 0xE9  # first byte of every ESP app and bootloader image
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a file only its owner can read (0600, also when it existed): flash images hold the
-    board's keys and Wi-Fi password in clear."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
 
 
 def board_def(name: str) -> type[Board]:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from microfang.config import private_file
 from microfang.firmware.errors import MicrofangError
 
 BUSY_TIMEOUT_S = 0.5  # a locked SQLite file: wait this long (blocking the loop), then report it and retry later
@@ -174,6 +175,8 @@ class SqliteDatabase(Database):
         if exclusive:
             self._take_lock()
         try:
+            if not self.path.is_dir():
+                private_file(self.path)  # every device key is in it: 0600 (SQLite gives -wal/-shm the same mode)
             self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
                                       timeout=BUSY_TIMEOUT_S)
             self.execute("PRAGMA journal_mode=WAL")

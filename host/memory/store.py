@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from microfang.config import private_file
 from microfang.firmware.errors import MicrofangError
 
 KINDS = ("episodic", "semantic", "procedural")
@@ -50,6 +51,7 @@ def _connect(path: str) -> Any:
     (pyenv's, say) get pysqlite3's bundled SQLite instead."""
     import sqlite_vec
 
+    private_file(Path(path))  # agents' memories: readable by the gateway's user only
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     if not hasattr(db, "enable_load_extension"):
         db.close()
