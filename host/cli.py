@@ -141,7 +141,7 @@ def do_run(args: argparse.Namespace) -> None:
     def report(elapsed: float, agent_id: str, kind: str, text: str) -> None:
         style = _RUN_STYLES.get(kind, "white")
         console.out.print(f"[dim]{elapsed:7.3f}[/dim] [bold]{agent_id:<10}[/bold] [{style}]{kind:<7}[/{style}] ", end="")
-        console.out.print(text, markup=False, highlight=False)
+        console.out.print(console.printable(text), markup=False, highlight=False)
 
     def built(out: Path, summary: dict) -> None:
         console.info(f"[dim]built {out} ({summary['bundle_bytes']} bytes)[/dim]")
@@ -548,9 +548,9 @@ def do_sniff(args: argparse.Namespace) -> None:
 
     def show(view: dict) -> None:
         if args.json:
-            print(json.dumps(view, ensure_ascii=False, default=str), flush=True)
+            print(json.dumps(view, ensure_ascii=False, default=str, allow_nan=False), flush=True)
         else:
-            console.out.print(line(view), markup=False, highlight=False, soft_wrap=True)
+            console.out.print(console.printable(line(view)), markup=False, highlight=False, soft_wrap=True)
 
     seen = sniff(args.broker, args.topics, show, key_for=keys_from(args.db), seconds=args.seconds, count=args.count,
                  user=args.user, password=secret(args, "password"), cafile=args.cafile)

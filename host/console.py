@@ -15,6 +15,13 @@ if not out.is_terminal:
     out = Console(highlight=False, width=120)
 
 
+def printable(text: str) -> str:
+    """Text from an agent or the wire, safe for a terminal: control characters (ESC sequences
+    that would retitle, recolour or clear the user's terminal) shown as \\xNN instead."""
+    return "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" if ord(c) < 0x100 else "\ufffd"
+                   for c in text)
+
+
 def info(message: str) -> None:
     out.print(message, soft_wrap=True)  # one message, one line: paths must not break mid-way
 

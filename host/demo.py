@@ -58,11 +58,11 @@ def _view(boards: list[_Board], gateway: Gateway, answers: list[tuple[float, str
     for b in boards:
         for agent_id, s in b.board.supervisor.stats().items():
             table.add_row(b.board.device, agent_id, s["state"], str(s["events"]), f"{s['fuel_used']:,}",
-                          f"{s['memory']:,} B", escape(b.per_agent.get(agent_id, "")))
+                          f"{s['memory']:,} B", escape(console.printable(b.per_agent.get(agent_id, ""))))
     m = gateway.metrics
     gateway_line = (f"gateway: {m['requests']} requests, {m['replies']} replies, {m['telemetry']} telemetry, "
                     f"LLM {getattr(provider, 'calls', 0)} calls / {getattr(provider, 'tokens', 0)} tokens")
-    recent = "\n".join(f"[dim]{t - started:5.1f} s[/dim] [bold]{escape(dev)}[/bold] {escape(text)}"
+    recent = "\n".join(f"[dim]{t - started:5.1f} s[/dim] [bold]{escape(dev)}[/bold] {escape(console.printable(text))}"
                        for t, dev, text in answers[-4:]) or "[dim]waiting for a sensor to cross 30 C ...[/dim]"
     return Group(table, Panel(recent, title="LLM answers to agents", subtitle=gateway_line))
 

@@ -280,7 +280,7 @@ def view(boards: list[SimBoard], gateway: Gateway, fleet: str, started: float, d
         online = gateway.devices.get(b.name, {}).get("online")
         link = "online" if online else ("offline" if b.running else "stopped")
         table.add_row(b.name, "mpy" if b.runtime == "micropython" else "py", link, str(len(stats)), f"{events:,}",
-                      escape(b.last))
+                      escape(console.printable(b.last)))
     if len(boards) > rows:
         table.add_row(f"+{len(boards) - rows} more", "", "", "", "", "")
     return table

@@ -9,6 +9,7 @@ envelope's HMAC is checked too, so a forged or unknown sender stands out.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ def readable(value: Any) -> Any:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError:
             return "0x" + bytes(value).hex()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # NaN and infinities are not JSON
     if isinstance(value, dict):
         return {str(k): readable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -48,3 +48,13 @@ def test_sniff_follows_a_broker_and_checks_envelopes_against_the_registry(mosqui
     views = [json.loads(row) for row in out.splitlines()]
     assert proc.returncode == 0, err
     assert [(v["kind"], v["check"]) for v in views] == [("tele", "verified"), ("request", "forged")]
+
+
+def test_values_json_cannot_hold_and_terminal_escapes_are_made_harmless():
+    from microfang.console import printable
+
+    view = describe("t", cbor.dumps({"v": 1, "dev": "d", "agent": "a", "kind": "k", "seq": float("nan"),
+                                     "ts": float("inf"), "body": {}}))
+    assert json.loads(json.dumps(view, allow_nan=False))["seq"] == "nan"
+    shown = printable(line(describe("mf/x/y/status", b"\x1b]0;PWNED\x07\x1b[41m")))
+    assert "\x1b" not in shown and "\\x1b]0;PWNED" in shown
