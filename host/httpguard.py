@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import socket
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 from microfang.firmware.errors import MicrofangError
 
@@ -42,7 +42,7 @@ def bind(host: str, port: int, what: str) -> socket.socket:
     return sock
 
 
-def server(app: Any, lifespan: str = "off") -> Any:
+def server(app: Any, lifespan: Literal["on", "off"] = "off") -> Any:
     """A uvicorn server for a guarded app, bounded in connections, quiet but for warnings."""
     import uvicorn
 
@@ -73,6 +73,8 @@ class HttpGuard:
         headers = dict(scope.get("headers") or [])
         refusal = self._refusal(scope, headers)
         if refusal is not None:
+            if refusal[0] != 413:
+                await _drain(receive, self.max_body)  # answered before the body was read: the client gets a reset
             await _respond(send, *refusal)
             return
         received, started = 0, False
@@ -134,6 +136,17 @@ class HttpGuard:
         if self.json_only and has_body and kind != b"application/json":
             return 415, "only application/json bodies are accepted"
         return None
+
+
+async def _drain(receive: Receive, limit: int) -> None:
+    """Read and drop a refused request's body (at most `limit` bytes)."""
+    taken, more = 0, True
+    while more and taken <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        taken += len(message.get("body", b""))
+        more = message.get("more_body", False)
 
 
 async def _respond(send: Send, status: int, text: str) -> None:
