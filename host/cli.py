@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import os
 import signal
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from typing import NoReturn
 from typing import Any
 
 from microfang import console
@@ -135,8 +138,8 @@ def do_run(args: argparse.Namespace) -> None:
 
     from microfang.runner import run
 
-    if args.seconds <= 0:
-        raise MicrofangError("--seconds must be positive")
+    if not math.isfinite(args.seconds) or args.seconds <= 0:
+        raise MicrofangError("--seconds must be a positive number")
 
     def report(elapsed: float, agent_id: str, kind: str, text: str) -> None:
         style = _RUN_STYLES.get(kind, "white")
@@ -441,6 +444,7 @@ def do_migrate(args: argparse.Namespace) -> None:
 
 
 DEFAULT_SIM_AGENTS = ("echo", "hello", "threshold")
+SIM_DB = Path("sim.db")
 
 
 def argparse_sim(sub: argparse._SubParsersAction) -> None:
@@ -457,7 +461,7 @@ def argparse_sim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fleet", default="sim", help="without a fleet file: the fleet's name (default sim)")
     p.add_argument("-t", "--seconds", type=float, default=10.0, help="how long to run (default 10; 0: forever)")
     p.add_argument("--broker", help="MQTT broker URL (default: start a private one)")
-    add_db(p)  # where the boards are registered
+    add_db(p, default=SIM_DB)  # where the boards are registered: never the production gateway.db by default
     p.add_argument("--runtime", choices=["cpython", "micropython"], default="cpython",
                    help="without a fleet file: cpython (boards in this process) or micropython (each board a "
                         "MicroPython process booting from its own flash image)")
@@ -468,8 +472,8 @@ def argparse_sim(sub: argparse._SubParsersAction) -> None:
 def do_sim(args: argparse.Namespace) -> None:
     from microfang.sim import plan_from_flags, read_fleet_file, run_sim
 
-    if args.seconds < 0:
-        raise MicrofangError("--seconds must be 0 (forever) or positive")
+    if not math.isfinite(args.seconds) or args.seconds < 0:
+        raise MicrofangError("--seconds must be 0 (forever) or a positive number")
     if args.fleet_file is not None:
         plan = read_fleet_file(args.fleet_file)
     else:
@@ -490,6 +494,8 @@ def argparse_demo(sub: argparse._SubParsersAction) -> None:
 def do_demo(args: argparse.Namespace) -> None:
     from microfang.demo import run_demo
 
+    if not args.forever and (not math.isfinite(args.seconds) or args.seconds <= 0):
+        raise MicrofangError("--seconds must be a positive number (or --forever)")
     s = run_demo(None if args.forever else args.seconds)
     first = "no answer yet" if s["first_answer_s"] is None else f"first LLM answer after {s['first_answer_s']:.1f} s"
     console.info(f"demo: {s['boards']} boards, {s['agents']} agents, {s['events']:,} events, "
@@ -578,9 +584,17 @@ _COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that never repeats a secret typed on the command line (`--password s3cret`, an
+    option that does not exist) in its error message, which may end up in logs."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(re.sub(r"(--(?:password|token|wifi-password)(?:=|\s+))\S+", r"\1***", message))
+
+
 def parser() -> argparse.ArgumentParser:
     summary, _, usage = __doc__.partition("\n\n")
-    p = argparse.ArgumentParser(prog="microfang", description=summary, epilog=usage.split("\n\nEach")[0],
+    p = _Parser(prog="microfang", description=summary, epilog=usage.split("\n\nEach")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"microfang {version('microfang')}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")

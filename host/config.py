@@ -71,6 +71,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise MicrofangError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise MicrofangError(f"{path}: not valid TOML: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise MicrofangError(f"{path}: not valid TOML: {e}") from None
 
@@ -209,12 +211,29 @@ def write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+SECRET_FILE_MAX = 4096
+
+
 def read_secret_file(path: Path, what: str) -> str:
-    """The first line of a secret's file (a password, a token), or a one-line error naming `what`."""
+    """The first line of a secret's file (a password, a token), or a one-line error naming `what`.
+    The file must be a regular file readable by its owner only (as ssh insists for its keys)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        info = path.stat()
+        if not path.is_file():
+            raise MicrofangError(f"{what}: {path} is not a regular file")
+        if info.st_mode & 0o077:
+            raise MicrofangError(f"{what}: {path} is readable by others (mode {info.st_mode & 0o777:o}): "
+                                 f"chmod 600 {path}")
+        with path.open("rb") as f:
+            raw = f.read(SECRET_FILE_MAX + 1)
     except OSError as e:
         raise MicrofangError(f"{what}: {path}: {e.strerror}") from None
+    if len(raw) > SECRET_FILE_MAX:
+        raise MicrofangError(f"{what}: {path} is over {SECRET_FILE_MAX} bytes: not a secret's file")
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise MicrofangError(f"{what}: {path} is not UTF-8 text") from None
     if not lines or not lines[0].strip():
         raise MicrofangError(f"{what}: {path} is empty")
     return lines[0].strip()

@@ -43,10 +43,12 @@ def die(message: str, code: int = 1) -> int:
 def live(renderable: RenderableType, refresh_per_second: float = 2) -> Iterator[Live]:
     """A view redrawn in place (the sim and demo tables); `.update(renderable)` redraws it.
     Piped, rich leaves the last frame without its newline: add it so later lines start clean."""
-    with Live(renderable, console=out, refresh_per_second=refresh_per_second) as view:
-        yield view
-    if not out.is_terminal:
-        out.line()
+    try:
+        with Live(renderable, console=out, refresh_per_second=refresh_per_second) as view:
+            yield view
+    finally:
+        if not out.is_terminal:
+            out.line()
 
 
 @contextmanager

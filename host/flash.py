@@ -15,7 +15,7 @@ from typing import Any
 
 from microfang.boards import BOARD_DEFS, TABLE_BYTES, TABLE_OFFSET, Board, parse_partition_table
 from microfang.config import DEFAULT_DB, parse_broker, write_private
-from microfang.firmware.bundle import decode
+from microfang.firmware.bundle import MAX_BUNDLE, decode
 from microfang.firmware.errors import BundleError, MicrofangError
 from microfang.ops import create_store
 from microfang.provision import BLOCK, write_image
@@ -66,6 +66,10 @@ def read_agents(paths: list[Path]) -> list[bytes]:
     bundles = []
     for path in paths:
         try:
+            if not path.is_file():
+                raise MicrofangError(f"{path}: not a bundle file")
+            if path.stat().st_size > MAX_BUNDLE:
+                raise MicrofangError(f"{path}: {path.stat().st_size:,} bytes is over the {MAX_BUNDLE:,} byte bundle limit")
             data = path.read_bytes()
             decode(data)
         except OSError as e:

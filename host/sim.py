@@ -1,7 +1,8 @@
 """`microfang sim`: a fleet of simulated boards against a real gateway and broker.
 
 Boards are provisioned exactly as `microfang flash` provisions real ones: a fresh identity in
-the gateway's registry (`--db`, default gateway.db), the fleet's signing key, /config.cbor and
+the gateway's registry (`--db`, default sim.db: a sim never touches the production gateway.db
+unless told to), the fleet's signing key, /config.cbor and
 /agents on their flash, their agents' manifests registered. So `microfang deploy --fleet`,
 `migrate`, `status` and `jobs` work against a running sim from another terminal, with the
 same `--db`. Each board boots the real firmware the way firmware/main.py boots a board: in this
@@ -45,6 +46,7 @@ from microfang.firmware import main as firmware_main
 from microfang.firmware import protocol
 from microfang.firmware.blockdev import RAMBlockDevice
 from microfang.firmware.board import Board
+from microfang.firmware.bundle import decode
 from microfang.firmware.errors import MicrofangError
 from microfang.firmware.port import Flash
 from microfang.flash import board_config, read_agents, register_agents
@@ -57,6 +59,7 @@ EXAMPLES = SDK_DIR / "examples"
 RUNTIMES = ("cpython", "micropython")
 FLASH_BLOCKS = 64  # 256 KiB of LittleFS per board, as provision.write_image lays out
 TELEMETRY_MS = 5000
+MAX_BOARDS = 1000  # per sim process; bench/loadgen.py emulates more boards on the wire
 
 
 def example_names() -> list[str]:
@@ -101,6 +104,16 @@ class FleetPlan:
     boards: list[BoardPlan]
 
 
+def once(bundles: list[bytes], where: str) -> None:
+    """Refuse an agent listed twice for one board (a board runs one of each agent id)."""
+    seen: set[str] = set()
+    for data in bundles:
+        agent_id = decode(data)[0]["agent_id"]
+        if agent_id in seen:
+            raise MicrofangError(f"{where}: agent {agent_id!r} listed twice (a board runs one of each)")
+        seen.add(agent_id)
+
+
 def _check_choice(where: str, value: Any, choices: tuple[str, ...] | list[str]) -> str:
     if value not in choices:
         raise MicrofangError(f"{where}: {value!r} is not one of {', '.join(choices)}")
@@ -109,13 +122,14 @@ def _check_choice(where: str, value: Any, choices: tuple[str, ...] | list[str]) 
 
 def plan_from_flags(boards: int, agents: list[str], runtime: str, profile: str, fleet: str) -> FleetPlan:
     """N identical boards sim1..simN, each running every agent in `agents`."""
-    if boards < 1:
-        raise MicrofangError("--boards must be at least 1")
+    if not 1 <= boards <= MAX_BOARDS:
+        raise MicrofangError(f"--boards must be 1 to {MAX_BOARDS} (a sim's boards share one process)")
     if not protocol.name_ok(fleet):
         raise MicrofangError(f"--fleet: {fleet!r} is not a valid name ({protocol.NAME_RULE})")
     _check_choice("--profile", profile, sorted(PROFILES))
     with tempfile.TemporaryDirectory() as tmp:
         bundles = [load_agent(spec, Path.cwd(), Path(tmp)) for spec in agents]
+    once(bundles, "--agents")
     width = len(str(boards))
     return FleetPlan(fleet, [BoardPlan(f"sim{n + 1:0{width}d}", bundles, runtime, profile) for n in range(boards)])
 
@@ -134,6 +148,8 @@ def read_fleet_file(path: Path) -> FleetPlan:
     tables = doc.get("boards")
     if not isinstance(tables, dict) or not tables:
         raise MicrofangError(f"{path}: boards: list at least one board as a [boards.NAME] table")
+    if len(tables) > MAX_BOARDS:
+        raise MicrofangError(f"{path}: boards: {len(tables)} boards, at most {MAX_BOARDS} per sim")
     plans = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, table in tables.items():
@@ -154,6 +170,7 @@ def read_fleet_file(path: Path) -> FleetPlan:
                     bundles.append(load_agent(spec, path.parent, Path(tmp)))
                 except MicrofangError as e:
                     raise MicrofangError(f"{where}.agents: {e}") from None
+            once(bundles, f"{where}.agents")
             plans.append(BoardPlan(name, bundles,
                                    _check_choice(f"{where}.runtime", table.get("runtime", runtime), RUNTIMES),
                                    _check_choice(f"{where}.profile", table.get("profile", profile), sorted(PROFILES))))

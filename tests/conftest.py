@@ -17,7 +17,7 @@ def mosquitto(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def pg_dsn(tmp_path_factory):
+def pg_dsn():
     """A PostgreSQL database with pgvector: MICROFANG_PG_DSN if set, else a private cluster on
     127.0.0.1 for this session (tests/postgres.py). No PostgreSQL is a failure, not a skip:
     tests/run installs it."""
@@ -27,7 +27,7 @@ def pg_dsn(tmp_path_factory):
         yield os.environ["MICROFANG_PG_DSN"]
         return
     try:
-        cluster = PostgresCluster(tmp_path_factory.mktemp("postgres")).start()
+        cluster = PostgresCluster().start()
     except PostgresMissing as e:
         pytest.fail(str(e), pytrace=False)
     yield cluster.dsn

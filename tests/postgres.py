@@ -14,6 +14,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,13 +48,15 @@ class PostgresCluster:
     """initdb + postgres on a free 127.0.0.1 port in `folder`, with the vector extension created
     in database `microfang`; `dsn` is what MICROFANG_PG_DSN would hold."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path | None = None) -> None:
         self.bin = bindir()
         if not has_pgvector(self.bin):
             raise PostgresMissing(f"PostgreSQL {self.bin.parent.name} has no pgvector extension: run "
                                   f"`python tests/postgres.py install` (tests/run does)")
-        self.folder = folder
-        self.data = folder / "pgdata"
+        # Under /tmp (world-traversable) in a folder of its own: the postgres user must reach it,
+        # and no parent folder of the caller's needs its mode changed for that.
+        self.folder = folder or Path(tempfile.mkdtemp(prefix="microfang-pg-"))
+        self.data = self.folder / "pgdata"
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/microfang"
@@ -67,10 +70,6 @@ class PostgresCluster:
         self.folder.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             pw = pwd.getpwnam("postgres")
-            for path in (self.folder, *self.folder.parents):
-                if path == Path("/") or path.stat().st_mode & 0o001:
-                    break
-                os.chmod(path, path.stat().st_mode | 0o711)  # let the postgres user reach its folder
             os.chown(self.folder, pw.pw_uid, pw.pw_gid)
         init = self._as_postgres([str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
                                   "--no-sync", "-E", "UTF8"])
@@ -109,6 +108,7 @@ class PostgresCluster:
             self.proc.terminate()
             self.proc.wait(timeout=20)
         self.proc = None
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def install_pgvector() -> str:
@@ -131,7 +131,8 @@ def install_pgvector() -> str:
     debsource.extract(downloads / "pgvector_0.8.0.orig.tar.gz", tree)
     src = next(p for p in tree.iterdir() if p.is_dir())
     debsource.run(["make", "-C", str(src), f"PG_CONFIG={pg_config}", "-j2"], what="pgvector build")
-    debsource.run(["make", "-C", str(src), f"PG_CONFIG={pg_config}", "install"], what="pgvector install")
+    as_root = [] if os.geteuid() == 0 else ["sudo"]  # the build stays the user's; installing needs root
+    debsource.run([*as_root, "make", "-C", str(src), f"PG_CONFIG={pg_config}", "install"], what="pgvector install")
     return f"pgvector {PGVECTOR_VERSION} installed for PostgreSQL {bin_dir.parent.name}"
 
 

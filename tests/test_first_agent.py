@@ -75,7 +75,7 @@ def test_first_agent_walkthrough_runs_as_written(tmp_path):
     fleet = subprocess.Popen([sys.executable, "-m", "microfang", *sim[1:]], cwd=tmp_path, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        wait_online(tmp_path / "gateway.db", {"greenhouse", "porch"})
+        wait_online(tmp_path / "sim.db", {"greenhouse", "porch"})
         done = microfang(status, tmp_path)
         assert done.returncode == 0, done.stderr
         assert "greenhouse" in done.stdout and "porch" in done.stdout
@@ -113,6 +113,7 @@ def test_first_agent_walkthrough_runs_as_written(tmp_path):
     ('fleet = "a/b"\n[boards.x]\n', "fleet: 'a/b' is not a valid name"),
     ('[boards.x]\nagents = ["nope"]\n', "boards.x.agents: unknown agent 'nope'"),
     ('[boards.Kitchen]\n', "boards.Kitchen: not a valid board name (1-32 of a-z 0-9 _ - starting with"),
+    ('[boards.x]\nagents = ["echo", "echo"]\n', "boards.x.agents: agent 'echo' listed twice"),
     ('[boards.x]\nruntime = "java"\n', "boards.x.runtime: 'java' is not one of cpython, micropython"),
     ('[boards.x]\nagent = ["echo"]\n', "boards.x: unknown key 'agent'"),
     ('[board.x]\n', "unknown key 'board'"),

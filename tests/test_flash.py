@@ -30,6 +30,7 @@ def test_merged_image_holds_firmware_table_and_provisioned_files(board, tmp_path
     agent = tmp_path / "a1.mfa"
     agent.write_bytes(build_bundle(HELLO_WAT))
     (tmp_path / "wifi.secret").write_text("s3cret\n", encoding="utf-8")
+    (tmp_path / "wifi.secret").chmod(0o600)
     code, out = flash_out(tmp_path, board, firmware_bin(board), "--agents", str(agent), "--wifi", "attic",
                           "--wifi-password-file", str(tmp_path / "wifi.secret"))
     assert code == 0, capsys.readouterr().err

@@ -122,6 +122,7 @@ def test_microfang_mcp_serves_streamable_http_behind_a_token(tmp_path):
     db = fleet_db(tmp_path)
     port = free_port()
     (tmp_path / "token").write_text("s3cret\n", encoding="utf-8")
+    (tmp_path / "token").chmod(0o600)
     proc = subprocess.Popen([sys.executable, "-m", "microfang", "mcp", "--db", str(db), "--http", str(port),
                              "--token-file", str(tmp_path / "token")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
