@@ -29,14 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import os
+import re
 import signal
 import sys
 from importlib.metadata import version
 from pathlib import Path
-from typing import NoReturn
-from typing import Any
+from typing import Any, NoReturn
 
 from microfang import console
 from microfang.boards import BOARD_DEFS
