@@ -26,6 +26,11 @@ _REPLICATE_BATCH = 16
 _ANSWERED_KEEP = 1024  # request ids remembered per agent to drop a re-sent reply
 _RTT_KEEP = 256  # request round trips kept for telemetry
 _DOWN = protocol.DOWN + "/"
+_MAX_PACKET = envelope.MAX_ENVELOPE + 256  # one envelope with its topic and packet id; more is dropped unread
+_READ_TIMEOUT_MS = 10000  # a packet begun (or a write) must complete within this
+# What a gateway message with a field of the wrong type raises while it is carried out: the
+# message is dropped and counted (it is signed, so the gateway sent it: a bug there, not here).
+_BAD_FIELD = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
 def _jitter(ms):
@@ -64,11 +69,13 @@ class Link:
         self.answered = {}  # agent -> ReplayWindow of request ids answered (a crashed gateway may answer again)
         self.asked = {}  # (agent, request id) -> when it was asked, for the round-trip figures
         self.rtt_ms = []  # the latest request round trips, agent to agent (telemetry reports them)
-        self.stats = {"sent": 0, "received": 0, "duplicates": 0, "rejected": 0, "reconnects": 0, "outbox_full": 0}
+        self.stats = {"sent": 0, "received": 0, "duplicates": 0, "rejected": 0, "reconnects": 0, "outbox_full": 0,
+                      "dropped_oversized": 0, "dropped_malformed": 0}
         self.connected = False
         self.sent_upto = 0  # highest outbox seq published on the current connection
         self._pending_cursor = 0
         self._stop = False
+        self._ended = None  # why the current connection's reader stopped
         self._kick = port.asyncio.Event()
         # ctl kinds -> handler(agent_id, body); deploy and migration commands go to the installer.
         self._controls = {protocol.C_LOG_ACK: self._log_ack, protocol.C_SUSPEND: _no_body(supervisor.suspend),
@@ -183,11 +190,19 @@ class Link:
             if rest == protocol.CTL:
                 self._control(doc)
         except MicrofangError as e:
-            self.supervisor.report(doc.get("agent", ""), "fault", "gateway message: %s" % e)
+            self.supervisor.report(doc["agent"], "fault", "gateway message: %s" % e)
+        except _BAD_FIELD as e:
+            self._on_drop("malformed", "%s %s: %s %s" % (rest, doc["kind"], type(e).__name__, e))
         self.down_window.accept(doc["seq"])
         self._write_down_window()
         self.stats["received"] += 1
         return True
+
+    def _on_drop(self, reason, text):
+        """A message from the broker acknowledged but not carried out (mqtt.py, _on_message)."""
+        key = "dropped_" + reason
+        self.stats[key] = self.stats.get(key, 0) + 1
+        self.supervisor.report("", "link", "dropped %s: %s" % (reason, text))
 
     def _deliver(self, agent_id, doc):
         """Queue a message or reply for an agent; False if its queue is full (try again)."""
@@ -274,6 +289,8 @@ class Link:
                 backoff = _BACKOFF_MIN_MS
             except (OSError, MQTTError, EOFError) as e:
                 self.supervisor.report("", "link", "disconnected: %s" % e)
+            except Exception as e:  # a bug must cost a reconnect, never the board's link for good
+                self.supervisor.report("", "link", "disconnected: %s: %s" % (type(e).__name__, e))
             self.connected = False
             if self.client is not None:
                 self.client.close()
@@ -288,10 +305,10 @@ class Link:
         cfg = self.config
         client = MQTTClient(self.device, cfg["host"], cfg.get("port", 1883), keepalive=cfg.get("keepalive", 30),
                             will=(self.prefix + protocol.STATUS, protocol.OFFLINE, True), user=cfg.get("user"),
-                            password=cfg.get("password"), tls=cfg.get("tls", False), cafile=cfg.get("cafile"))
-        client.on_message = self._on_message
-        client.on_puback = self._on_puback
-        client.on_busy = self.supervisor.wait_room
+                            password=cfg.get("password"), tls=cfg.get("tls", False), cafile=cfg.get("cafile"),
+                            on_message=self._on_message, on_puback=self._on_puback,
+                            on_busy=self.supervisor.wait_room, on_drop=self._on_drop, max_packet=_MAX_PACKET,
+                            read_timeout_ms=cfg.get("read_timeout_ms", _READ_TIMEOUT_MS), clock=self.clock)
         await client.connect(clean_session=False)
         self.client = client
         self.connected = True
@@ -301,16 +318,17 @@ class Link:
         await client.subscribe(protocol.subscriptions(self.fleet, self.device))
         await client.publish(self.prefix + protocol.STATUS, protocol.ONLINE, qos=1, retain=True)
         self.supervisor.report("", "link", "connected to %s:%d" % (cfg["host"], cfg.get("port", 1883)))
+        self._ended = None
         reader = port.asyncio.create_task(self._read(client))
         keepalive_ms = cfg.get("keepalive", 30) * 1000 // 2
         telemetry_ms = cfg.get("telemetry_ms", 5000)
         last_ping = last_tele = self.clock()
         try:
             while not self._stop and (duration_ms is None or port.ticks_diff(self.clock(), start) < duration_ms):
-                if reader.done():
-                    reader.result()  # raises the reason the connection ended
-                    raise MQTTError("connection closed")
                 now = self.clock()
+                ended = self._ended or client.overdue(now)
+                if ended is not None:
+                    raise MQTTError(ended)
                 if port.ticks_diff(now, last_tele) >= telemetry_ms:
                     last_tele = now
                     self.replicate()
@@ -330,6 +348,9 @@ class Link:
                           keepalive_ms - port.ticks_diff(self.clock(), last_ping))
                 if self._pending_cursor > self.outbox.acked:
                     due = min(due, _CURSOR_EVERY_MS - port.ticks_diff(self.clock(), self.cursor_written))
+                deadline = client.next_deadline(self.clock())
+                if deadline is not None:
+                    due = min(due, deadline)
                 if duration_ms is not None:
                     due = min(due, duration_ms - port.ticks_diff(self.clock(), start))
                 try:
@@ -347,9 +368,18 @@ class Link:
                 await client.disconnect()
 
     async def _read(self, client):
+        # MicroPython's Task has no result(): how the reader ended is kept here for the session
+        # loop, which it wakes. Whatever ended it (a bug included) costs a reconnect only.
         try:
             await client.run()
+        except port.asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if self.client is client:
+                self._ended = "%s" % e if isinstance(e, (MQTTError, OSError)) else "%s: %s" % (type(e).__name__, e)
         finally:
+            if self.client is client and self._ended is None:
+                self._ended = "connection closed"
             self._kick.set()  # wake the session loop: the connection is gone
 
     def stop(self):
