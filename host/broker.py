@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from microfang.firmware.envelope import MAX_ENVELOPE
 from microfang.firmware.errors import MicrofangError
 
 
@@ -37,14 +38,20 @@ def _wait_listening(port: int, alive: Callable[[], bool], what: str) -> None:
             time.sleep(0.05)
 
 
+def mosquitto_conf(port: int) -> str:
+    """The local broker's configuration. set_tcp_nodelay: request/response stalls 40+ ms per
+    exchange without it (FACTS.md); message_size_limit: a board takes no message over one
+    envelope, so the broker refuses them rather than deliver what a board must drop."""
+    return (f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+            f"max_queued_messages 100000\nmessage_size_limit {MAX_ENVELOPE}\nlog_dest none\n")
+
+
 @contextmanager
 def mosquitto(exe: str) -> Iterator[int]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="microfang-broker-") as tmp:
         conf = Path(tmp) / "mosquitto.conf"
-        # set_tcp_nodelay: request/response stalls 40+ ms per exchange without it (FACTS.md).
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-                        "max_queued_messages 100000\nlog_dest none\n", encoding="utf-8")
+        conf.write_text(mosquitto_conf(port), encoding="utf-8")
         proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait_listening(port, lambda: proc.poll() is None, "mosquitto")

@@ -111,3 +111,12 @@ def test_a_bad_message_is_acknowledged_dropped_and_counted(runtime, name, bad, r
     assert met and alive, (name, lines)
     assert not any("disconnected" in line for line in lines), (name, lines)
     assert any(report in line for line in lines), (name, lines)
+
+
+def test_the_shipped_broker_configs_refuse_messages_over_the_board_limit():
+    from microfang.broker import mosquitto_conf
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "mosquitto" / "mosquitto.conf").read_text()
+    for conf in (docs, mosquitto_conf(1883)):
+        limits = [line.split()[1] for line in conf.splitlines() if line.startswith("message_size_limit")]
+        assert limits == [str(envelope.MAX_ENVELOPE)], conf
