@@ -5,17 +5,25 @@
 # code (tools/build.py, `microfang deploy`), so both sides agree byte for byte. A board installs
 # only signed bundles at run time (over the air or USB); the bundles laid on flash at
 # provisioning are trusted like the firmware itself.
+#
+# A staged bundle is checked where it lies on flash (open_signed_file, decode_file): the CBOR
+# map's heads are read to find each field's span, the signature is computed over the span in
+# pieces, and only the wasm is read into RAM, once. On a 110 KB heap that runs other agents
+# the whole signed bundle, its inner bundle and the wasm, each a separate block, do not fit.
 
 import hashlib
+import io
 
 from . import abi, cbor
-from .envelope import hmac_sha256, macs_equal
+from .envelope import Mac, hmac_sha256, macs_equal
 from .errors import BundleError
 
 FORMAT = "mfa/1"
 SIGNED_FORMAT = "mfs/1"
 # A bundle larger than this is refused before decoding: it would not fit a board anyway.
 MAX_BUNDLE = 512 * 1024
+_PIECE = 512  # bytes read from flash at a time when a span is hashed or copied
+_SPAN_ITEMS = 2000  # CBOR items walked to find a map's fields (a manifest has ~60)
 
 
 def encode(manifest, wasm):
@@ -50,14 +58,15 @@ def decode(data):
     if not data or data[0] >> 5 != 5:  # not even a CBOR map: a manifest, a source file, a module
         raise BundleError("not a bundle: build one with `microfang build`")
     doc = load_doc(data, FORMAT, "bundle", MAX_BUNDLE)
-    manifest = doc.get("manifest")
-    wasm = doc.get("wasm")
-    digest = doc.get("sha256")
+    return _checked(doc.get("manifest"), doc.get("wasm"), doc.get("sha256"), doc.get("version"))
+
+
+def _checked(manifest, wasm, digest, version):
     if not isinstance(manifest, dict) or not isinstance(wasm, bytes) or not isinstance(digest, bytes):
         raise BundleError("bundle lacks manifest, wasm or sha256")
     if hashlib.sha256(wasm).digest() != digest:
         raise BundleError("bundle wasm does not match its sha256")
-    if doc.get("version") != manifest.get("version"):
+    if version != manifest.get("version"):
         raise BundleError("bundle version does not match its manifest")
     check_manifest(manifest)
     return manifest, wasm
@@ -70,17 +79,165 @@ def sign(data, key):
 
 def open_signed(data, key):
     """Return the bundle bytes inside a signed bundle, or raise BundleError (forged, malformed)."""
-    if len(data) > MAX_BUNDLE + 128:
-        raise BundleError("signed bundle of %d bytes is over the %d byte limit" % (len(data), MAX_BUNDLE))
-    doc = load_doc(data, SIGNED_FORMAT, "signed bundle", MAX_BUNDLE + 128, "sign it with `microfang deploy`")
-    inner, sig = doc.get("bundle"), doc.get("sig")
-    if not isinstance(inner, bytes) or not isinstance(sig, bytes):
+    span = open_signed_file(io.BytesIO(data), len(data), key)
+    return bytes(data[span[0] : span[0] + span[1]])
+
+
+# ---- bundles on flash -----------------------------------------------------------------------
+
+class _Heads:
+    """Reads CBOR heads from f[start:end] (a file open for reading), never past `end`."""
+
+    def __init__(self, f, start, end):
+        self.f = f
+        self.pos = start
+        self.end = end
+        self.items = _SPAN_ITEMS
+
+    def take(self, n):
+        if n < 0 or self.pos + n > self.end:
+            raise BundleError("truncated CBOR at byte %d" % self.pos)
+        self.f.seek(self.pos)
+        data = self.f.read(n)
+        if len(data) != n:
+            raise BundleError("truncated file at byte %d" % self.pos)
+        self.pos += n
+        return data
+
+    def head(self):
+        """(major type, argument) of the next item; 7's argument is its simple value or bits."""
+        self.items -= 1
+        if self.items < 0:
+            raise BundleError("too many CBOR items")
+        initial = self.take(1)[0]
+        major, info = initial >> 5, initial & 0x1F
+        if info < 24:
+            return major, info
+        if info > 27:
+            raise BundleError("indefinite or reserved CBOR length")
+        n = 0
+        for b in self.take(1 << (info - 24)):
+            n = (n << 8) | b
+        return major, n
+
+    def skip(self, depth=0):
+        """Step over one item, nested ones included."""
+        if depth > 16:
+            raise BundleError("CBOR nesting too deep")
+        major, n = self.head()
+        if major in (2, 3):
+            self.take_span(n)
+        elif major in (4, 5):
+            for _ in range(n if major == 4 else 2 * n):
+                self.skip(depth + 1)
+        elif major == 6:
+            raise BundleError("CBOR tags are not supported")
+
+    def take_span(self, n):
+        if n > self.end - self.pos:
+            raise BundleError("truncated CBOR at byte %d" % self.pos)
+        self.pos += n
+
+
+def map_spans(f, start, end, what):
+    """{key: (offset, length, major)} of the CBOR map filling f[start:end]: for a byte or text
+    string the span of its contents, for anything else the span of its whole encoding."""
+    heads = _Heads(f, start, end)
+    major, n = heads.head()
+    if major != 5:
+        raise BundleError("not a %s: not a CBOR map" % what)
+    out = {}
+    for _ in range(n):
+        kmajor, klen = heads.head()
+        if kmajor != 3 or klen > 32:
+            raise BundleError("not a %s: a map key is not a short text" % what)
+        key = str(heads.take(klen), "utf-8")
+        at = heads.pos
+        vmajor, vlen = heads.head()
+        if vmajor in (2, 3):
+            out[key] = (heads.pos, vlen, vmajor)
+            heads.take_span(vlen)
+        else:
+            heads.pos = at
+            heads.skip()
+            out[key] = (at, heads.pos - at, vmajor)
+    if heads.pos != end:
+        raise BundleError("not a %s: trailing bytes after its map" % what)
+    return out
+
+
+def read_span(f, span):
+    f.seek(span[0])
+    return f.read(span[1])
+
+
+def value(f, spans, key):
+    span = spans.get(key)
+    if span is None:
+        return None
+    data = read_span(f, span)
+    if span[2] == 2:
+        return data
+    if span[2] == 3:
+        return str(data, "utf-8")
+    return cbor.loads(data)
+
+
+def pieces(f, span):
+    """The bytes of `span` of file `f`, _PIECE at a time (to hash or copy a span)."""
+    offset, left = span[0], span[1]
+    while left > 0:
+        f.seek(offset)
+        data = f.read(min(left, _PIECE))
+        if not data:
+            raise BundleError("truncated file at byte %d" % offset)
+        offset += len(data)
+        left -= len(data)
+        yield data
+
+
+def open_signed_file(f, size, key):
+    """Check the signed bundle filling the first `size` bytes of file `f`; return the span
+    (offset, length, 2) of the bundle inside, or raise BundleError as open_signed does."""
+    if size > MAX_BUNDLE + 128:
+        raise BundleError("signed bundle of %d bytes is over the %d byte limit" % (size, MAX_BUNDLE))
+    spans = map_spans(f, 0, size, "signed bundle")
+    if value(f, spans, "format") != SIGNED_FORMAT:
+        raise BundleError("not a signed bundle: sign it with `microfang deploy`")
+    inner, sig = spans.get("bundle"), spans.get("sig")
+    if inner is None or inner[2] != 2 or sig is None or sig[2] != 2:
         raise BundleError("signed bundle lacks its bundle or signature")
     if not key:
         raise BundleError("this board has no signing key: provision it with `microfang flash`")
-    if not macs_equal(hmac_sha256(key, inner), sig):
+    mac = Mac(key)
+    for data in pieces(f, inner):
+        mac.update(data)
+    if not macs_equal(mac.digest(), read_span(f, sig)):
         raise BundleError("bundle signature does not match this fleet's signing key (forged or another fleet's)")
     return inner
+
+
+def decode_file(f, span, with_wasm=True):
+    """(manifest, wasm) of the bundle at `span` of file `f`, checked as decode() checks; the
+    wasm is the only large read. Without `with_wasm`: (manifest, None), only the manifest read
+    (the version of a bundle already installed)."""
+    start, length = span[0], span[1]
+    if length > MAX_BUNDLE:
+        raise BundleError("bundle of %d bytes is over the %d byte limit" % (length, MAX_BUNDLE))
+    spans = map_spans(f, start, start + length, "bundle")
+    if value(f, spans, "format") != FORMAT:
+        raise BundleError("not a bundle: build one with `microfang build`")
+    try:
+        manifest, version = value(f, spans, "manifest"), value(f, spans, "version")
+    except cbor.CBORError as e:
+        raise BundleError("not a bundle: %s" % e)
+    if not with_wasm:
+        if not isinstance(manifest, dict):
+            raise BundleError("bundle lacks manifest, wasm or sha256")
+        return manifest, None
+    wasm = spans.get("wasm")
+    return _checked(manifest, read_span(f, wasm) if wasm is not None and wasm[2] == 2 else None,
+                    value(f, spans, "sha256"), version)
 
 
 # The normalized manifest's shape (docs/protocol.md): field -> (type, low, high) or a sub-table.

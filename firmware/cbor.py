@@ -92,6 +92,12 @@ def dumps(value, canonical=False):
     return bytes(out)
 
 
+def encode_into(value, out, canonical=False):
+    """Encode a value into `out`, anything with append(byte) and extend(bytes): a bytearray, or
+    a hash fed piece by piece (envelope.Mac), so that a large value is never copied whole."""
+    _encode(value, out, 0, canonical)
+
+
 def _half(bits):
     # IEEE 754 half precision, decoded by hand: MicroPython's struct has no 'e'.
     exp = (bits >> 10) & 0x1F
@@ -106,10 +112,11 @@ def _half(bits):
 
 
 class _Decoder:
-    def __init__(self, data, max_items):
+    def __init__(self, data, max_items, views):
         self.data = data
         self.pos = 0
         self.items = max_items
+        self.views = views
 
     def take(self, n):
         end = self.pos + n
@@ -149,7 +156,7 @@ class _Decoder:
         if major == 1:
             return -1 - n
         if major == 2:
-            return bytes(self.take(n))
+            return self.take(n) if self.views else bytes(self.take(n))
         if major == 3:
             try:
                 return str(self.take(n), "utf-8")
@@ -187,11 +194,13 @@ class _Decoder:
         raise CBORError("unsupported simple value %d" % info)
 
 
-def loads(data, max_bytes=1 << 20, max_items=10000):
-    """Decode one CBOR value that must fill `data` exactly."""
+def loads(data, max_bytes=1 << 20, max_items=10000, views=False):
+    """Decode one CBOR value that must fill `data` exactly. With `views`, byte strings come back
+    as memoryviews into `data` (which must not change while they live), not copies: a board
+    receiving a 4 KB chunk has no room for a second 4 KB block."""
     if len(data) > max_bytes:
         raise CBORError("CBOR payload of %d bytes is over the %d byte limit" % (len(data), max_bytes))
-    d = _Decoder(memoryview(data), max_items)
+    d = _Decoder(memoryview(data), max_items, views)
     value = d.value(0)
     if d.pos != len(data):
         raise CBORError("trailing bytes after CBOR value")

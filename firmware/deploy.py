@@ -12,6 +12,12 @@
 # Migration: snapshot() suspends an agent and writes all it is (bundle, linear memory, memory-log
 # records and cursor) to /snap/<agent>.cbor, which the gateway reads back in chunks; restore() on
 # the other board spawns it from that without a start event, so it continues where it was.
+#
+# In pieces: a finished transfer is checked where it lies on flash (sha256, then the signature
+# over the bundle's span, bundle.open_signed_file) and copied to /agents in _PIECE-sized reads;
+# only the wasm (and a snapshot's memory and log) is read into RAM, once, for the spawn. A
+# snapshot is encoded straight into its file. A board at the ESP32 heap running other agents
+# has no room for the whole bundle two or three times over.
 
 import hashlib
 
@@ -29,6 +35,10 @@ class DeployError(MicrofangError):
     """A bundle or snapshot was refused; the message is the reason the gateway is told."""
 
 
+# What a command may fail with: each becomes a refusal the gateway is told (_reason).
+_REFUSALS = (MicrofangError, OSError, KeyError, TypeError, ValueError, MemoryError)
+
+
 def _read(flash, path):
     with flash.open(path, "rb") as f:
         return f.read()
@@ -39,6 +49,46 @@ def _write(flash, path, data):
         f.write(data)
 
 
+def _copy(src, span, flash, path):
+    # A span of an open file into a new file, a piece at a time.
+    with flash.open(path, "wb") as out:
+        for data in bundle.pieces(src, span):
+            out.write(data)
+
+
+class _FileSink:
+    """A sink for cbor.encode_into: writes to an open file and hashes what it writes; small
+    pieces are buffered, large ones (a bundle, a memory image) go through uncopied."""
+
+    def __init__(self, f):
+        self.f = f
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self._buf = bytearray()
+
+    def append(self, byte):
+        self._buf.append(byte)
+        if len(self._buf) >= 256:
+            self.flush()
+
+    def extend(self, data):
+        if len(data) < 64:
+            self._buf.extend(data)
+            return
+        self.flush()
+        self._out(data)
+
+    def flush(self):
+        if self._buf:
+            self._out(self._buf)
+            self._buf = bytearray()
+
+    def _out(self, data):
+        self.f.write(data)
+        self.sha.update(data)
+        self.size += len(data)
+
+
 class Installer:
     """Installs signed bundles and moves agents for one board. `sign_key` is the fleet's
     signing key from the board's config (None: the board refuses every run-time install)."""
@@ -47,6 +97,9 @@ class Installer:
         self.flash = flash
         self.supervisor = supervisor
         self.sign_key = sign_key
+        # Complete transfers (xfer, what, agent_id, send) to install or restore once the
+        # message that completed them is gone: complete_ready(), called by the link's loop.
+        self.ready = []
 
     def recover(self):
         """At boot: finish or undo a swap a power cut interrupted. A new version that was never
@@ -57,65 +110,83 @@ class Installer:
                 self.flash.remove(path)
             elif name.endswith(".prev"):
                 self.flash.rename(path, path[:-5])  # a1.mfa.prev -> a1.mfa
+        for name in self.flash.listdir(STAGE):
+            if name.endswith(".done") or name.endswith(".mfs"):  # checked, never installed: sent again
+                self.flash.remove(STAGE + "/" + name)
 
     # ---- install ---------------------------------------------------------------------------
 
+    def _bundle_file(self, path, with_wasm=True):
+        # (manifest, wasm) of a bundle file on flash (installed: trusted as provisioned).
+        with self.flash.open(path, "rb") as f:
+            return bundle.decode_file(f, (0, self.flash.size(path), 2), with_wasm)
+
     def installed_version(self, agent_id):
         try:
-            manifest, _ = bundle.decode(_read(self.flash, AGENTS + "/" + agent_id + ".mfa"))
+            manifest, _ = self._bundle_file(AGENTS + "/" + agent_id + ".mfa", with_wasm=False)
         except (OSError, MicrofangError):
             return 0
         return manifest["version"]
 
     def install(self, signed):
-        """Verify a signed bundle and run it in place of the installed version.
-        Returns (agent_id, version); raises DeployError or BundleError with the reason."""
-        inner = bundle.open_signed(signed, self.sign_key)
-        manifest, _ = bundle.decode(inner)
-        agent_id, version = manifest["agent_id"], manifest["version"]
-        if not protocol.name_ok(agent_id):
-            raise DeployError("agent id %r is not a valid name" % agent_id)
-        installed = self.installed_version(agent_id)
-        if version <= installed:
-            raise DeployError("agent %s version %d is not newer than the installed version %d (rollback refused)"
-                              % (agent_id, version, installed))
-        path = AGENTS + "/" + agent_id + ".mfa"
-        self.flash.makedirs(AGENTS)
-        _write(self.flash, path + ".new", inner)
+        """Verify a signed bundle (bytes) and run it in place of the installed version: staged
+        on flash, then install_file. Returns (agent_id, version); raises DeployError or
+        BundleError with the reason."""
+        self.flash.makedirs(STAGE)
+        _write(self.flash, STAGE + "/install.mfs", signed)
+        return self.install_file(STAGE + "/install.mfs")
+
+    def install_file(self, path):
+        """Install a signed bundle lying on this board's flash (a finished transfer, a USB
+        copy), checked in place; the file is deleted after."""
+        try:
+            size = self.flash.size(path)
+        except OSError:
+            raise DeployError("no file %s on the board" % path)
+        try:
+            return self._install(path, size)
+        finally:
+            self.flash.remove(path)
+
+    def _install(self, staged, size):
+        with self.flash.open(staged, "rb") as f:
+            span = bundle.open_signed_file(f, size, self.sign_key)
+            manifest, _ = bundle.decode_file(f, span, with_wasm=False)
+            agent_id, version = manifest["agent_id"], manifest["version"]
+            if not protocol.name_ok(agent_id):
+                raise DeployError("agent id %r is not a valid name" % agent_id)
+            installed = self.installed_version(agent_id)
+            if version <= installed:
+                raise DeployError("agent %s version %d is not newer than the installed version %d (rollback "
+                                  "refused)" % (agent_id, version, installed))
+            manifest, wasm = bundle.decode_file(f, span)
+            path = AGENTS + "/" + agent_id + ".mfa"
+            self.flash.makedirs(AGENTS)
+            _copy(f, span, self.flash, path + ".new")
         if installed:
             self.flash.rename(path, path + ".prev")
         self.flash.rename(path + ".new", path)
         try:
-            self._restart(agent_id, inner)
-        except MicrofangError as e:
+            self._restart(agent_id, manifest, wasm)
+        except (MicrofangError, MemoryError) as e:
+            manifest = wasm = None  # the new version's RAM back before the old one starts again
             if installed:
                 self.flash.rename(path + ".prev", path)
-                self._restart(agent_id, _read(self.flash, path))
+                self._restart(agent_id, *self._bundle_file(path))
                 back = "version %d runs again" % installed
             else:
                 self.flash.remove(path)
                 back = "nothing installed"
-            raise DeployError("agent %s version %d did not start (%s); %s" % (agent_id, version, e, back))
+            raise DeployError("agent %s version %d did not start (%s); %s" % (agent_id, version, _reason(e), back))
         if installed:
             self.flash.remove(path + ".prev")
         return agent_id, version
 
-    def install_file(self, path):
-        """Install a signed bundle copied to this board's flash (USB deploy), then delete it."""
-        try:
-            data = _read(self.flash, path)
-        except OSError:
-            raise DeployError("no file %s on the board" % path)
-        try:
-            return self.install(data)
-        finally:
-            self.flash.remove(path)
-
-    def _restart(self, agent_id, data):
+    def _restart(self, agent_id, manifest, wasm):
         sup = self.supervisor
         if agent_id in sup.agents:
             sup.reclaim(agent_id)
-        sup.spawn(data)
+        sup.spawn(manifest=manifest, wasm=wasm)
         state = sup.start_now(agent_id)
         if state not in ("running", "exhausted"):
             sup.reclaim(agent_id)
@@ -171,15 +242,22 @@ class Installer:
         return have + len(data)
 
     def finish(self, xfer):
-        """The complete, checked bytes of a transfer (its staging files are removed)."""
+        """The path of a complete transfer, its sha256 checked a piece at a time: /stage/<xfer>.done
+        (the caller installs or restores it, which deletes it). Its staging files are removed."""
+        part, done = STAGE + "/" + xfer + ".part", STAGE + "/" + xfer + ".done"
         try:
             meta = cbor.loads(_read(self.flash, STAGE + "/" + xfer + ".meta"))
-            data = _read(self.flash, STAGE + "/" + xfer + ".part")
+            size = self.flash.size(part)
+            sha = hashlib.sha256()
+            with self.flash.open(part, "rb") as f:
+                for data in bundle.pieces(f, (0, size, 2)):
+                    sha.update(data)
+            if size != meta["size"] or sha.digest() != meta["sha256"]:
+                raise DeployError("transfer %s: sha256 does not match (damaged in transit)" % xfer)
+            self.flash.rename(part, done)
         finally:
             self.discard(xfer)
-        if len(data) != meta["size"] or hashlib.sha256(data).digest() != meta["sha256"]:
-            raise DeployError("transfer %s: sha256 does not match (damaged in transit)" % xfer)
-        return data
+        return done
 
     def discard(self, xfer):
         for suffix in (".part", ".meta"):
@@ -191,7 +269,8 @@ class Installer:
     # ---- migration -------------------------------------------------------------------------
 
     def snapshot(self, agent_id):
-        """Suspend an agent and write its snapshot; return (size, sha256)."""
+        """Suspend an agent and write its snapshot, encoded straight into the file; return
+        (size, sha256)."""
         sup = self.supervisor
         sup.suspend(agent_id)
         agent = sup.agents[agent_id]
@@ -199,13 +278,15 @@ class Installer:
             raise DeployError("agent %s is not running (state %s): nothing to snapshot" % (agent_id, agent.state))
         log = sup.log(agent_id)
         records = [[seq, payload] for seq, payload in log.records(log.first_seq)] if log is not None else []
-        raw = cbor.dumps({"format": SNAPSHOT_FORMAT, "agent_id": agent_id,
-                          "bundle": bundle.encode(agent.manifest, agent.wasm),
-                          "memory": agent.sandbox.memory_snapshot(), "log": records,
-                          "log_acked": log.acked if log is not None else 0})
+        doc = {"format": SNAPSHOT_FORMAT, "agent_id": agent_id, "bundle": bundle.encode(agent.manifest, agent.wasm),
+               "memory": agent.sandbox.memory_snapshot(), "log": records,
+               "log_acked": log.acked if log is not None else 0}
         self.flash.makedirs(SNAP)
-        _write(self.flash, SNAP + "/" + agent_id + ".cbor", raw)
-        return len(raw), hashlib.sha256(raw).digest()
+        with self.flash.open(SNAP + "/" + agent_id + ".cbor", "wb") as f:
+            sink = _FileSink(f)
+            cbor.encode_into(doc, sink)
+            sink.flush()
+        return sink.size, sink.sha.digest()
 
     def read_snapshot(self, agent_id, offset, length):
         with self.flash.open(SNAP + "/" + agent_id + ".cbor", "rb") as f:
@@ -213,21 +294,44 @@ class Installer:
             return f.read(min(length, protocol.READ_MAX))
 
     def restore(self, raw):
-        """Spawn an agent from another board's snapshot; return (agent_id, version)."""
-        doc = bundle.load_doc(raw, SNAPSHOT_FORMAT, "snapshot", protocol.MAX_TRANSFER, error=DeployError)
-        manifest, _ = bundle.decode(doc["bundle"])
+        """Spawn an agent from another board's snapshot (bytes): staged, then restore_file."""
+        self.flash.makedirs(STAGE)
+        _write(self.flash, STAGE + "/restore.done", raw)
+        return self.restore_file(STAGE + "/restore.done")
+
+    def restore_file(self, path):
+        """Spawn an agent from the snapshot lying at `path` (deleted after); return (agent_id,
+        version)."""
+        try:
+            with self.flash.open(path, "rb") as f:
+                return self._restore(f, self.flash.size(path))
+        finally:
+            self.flash.remove(path)
+
+    def _restore(self, f, size):
+        if size > protocol.MAX_TRANSFER:
+            raise DeployError("not a snapshot: %d bytes is over the %d byte limit" % (size, protocol.MAX_TRANSFER))
+        spans = bundle.map_spans(f, 0, size, "snapshot")
+        if bundle.value(f, spans, "format") != SNAPSHOT_FORMAT:
+            raise DeployError("not a snapshot: missing format %r" % SNAPSHOT_FORMAT)
+        span = spans.get("bundle")
+        if span is None or span[2] != 2:
+            raise DeployError("not a snapshot: it holds no bundle")
+        manifest, wasm = bundle.decode_file(f, span)
         agent_id = manifest["agent_id"]
         if not protocol.name_ok(agent_id):
             raise DeployError("agent id %r is not a valid name" % agent_id)
         if agent_id in self.supervisor.agents:
             raise DeployError("agent %s already runs on this board" % agent_id)
+        records, acked = bundle.value(f, spans, "log"), bundle.value(f, spans, "log_acked")
         log = MemoryLog(self.flash, agent_id, manifest["memory_log"]["max_kb"] * 1024)
         log.destroy()
-        log.adopt([(int(s), bytes(p)) for s, p in doc["log"]], int(doc["log_acked"]))
+        log.adopt([(int(s), bytes(p)) for s, p in records], int(acked))
+        records = None
         self.supervisor.forget_log(agent_id)
-        self.supervisor.spawn(doc["bundle"], memory=doc["memory"])
+        self.supervisor.spawn(manifest=manifest, wasm=wasm, memory=bundle.value(f, spans, "memory"))
         self.flash.makedirs(AGENTS)
-        _write(self.flash, AGENTS + "/" + agent_id + ".mfa", doc["bundle"])
+        _copy(f, span, self.flash, AGENTS + "/" + agent_id + ".mfa")
         return agent_id, manifest["version"]
 
     def remove(self, agent_id):
@@ -254,7 +358,10 @@ class Installer:
             self._complete(xfer, body.get("what"), agent_id, send)
 
     def _chunk(self, xfer, agent_id, body, send):
-        have = self.chunk(xfer, int(body["offset"]), bytes(body["data"]))
+        data = body["data"]
+        if not isinstance(data, (bytes, memoryview)):
+            raise DeployError("transfer %s: chunk data is not bytes" % xfer)
+        have = self.chunk(xfer, int(body["offset"]), data)
         send(agent_id, protocol.K_PUT_ACK, {"xfer": xfer, "offset": have})
         if have == body["size"]:
             self._complete(xfer, body.get("what"), agent_id, send)
@@ -286,21 +393,35 @@ class Installer:
         xfer = body.get("xfer", "") if isinstance(body, dict) else ""
         try:
             command[0](self, xfer, agent_id, body, send)
-        except (MicrofangError, OSError, KeyError, TypeError, ValueError) as e:
+        except _REFUSALS as e:
             send(agent_id, command[1], {"xfer": xfer, "ok": False, "reason": _reason(e)})
 
     def _complete(self, xfer, what, agent_id, send):
-        data = self.finish(xfer)
-        if what == protocol.WHAT_SNAPSHOT:
-            got, version = self.restore(data)
-        else:
-            got, version = self.install(data)
-        send(got, protocol.K_DEPLOYED, {"xfer": xfer, "ok": True, "version": version})
+        # Not now: the last chunk's message (4 KB) is still held by the reader, and the wasm
+        # needs a block of its own size on a fragmented heap.
+        self.ready.append((xfer, what, agent_id, send))
+
+    def complete_ready(self):
+        """Install or restore each transfer completed since the last call; answer each."""
+        while self.ready:
+            xfer, what, agent_id, send = self.ready.pop(0)
+            try:
+                done = self.finish(xfer)
+                if what == protocol.WHAT_SNAPSHOT:
+                    got, version = self.restore_file(done)
+                else:
+                    got, version = self.install_file(done)
+            except _REFUSALS as e:
+                send(agent_id, protocol.K_DEPLOYED, {"xfer": xfer, "ok": False, "reason": _reason(e)})
+            else:
+                send(got, protocol.K_DEPLOYED, {"xfer": xfer, "ok": True, "version": version})
 
 
 def _reason(e):
     if isinstance(e, OSError) and e.args and e.args[0] == 28:
         return "flash is full"
+    if isinstance(e, MemoryError):
+        return "not enough free RAM on the board (%s)" % (e or "memory allocation failed")
     if isinstance(e, (KeyError, TypeError, ValueError)):
         return "malformed command: %r" % (e,)
     return str(e)

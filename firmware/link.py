@@ -176,7 +176,8 @@ class Link:
         if not topic.startswith(self.prefix):
             return True
         try:
-            doc = envelope.open_envelope(payload, lambda dev: self.key if dev == self.device else None)
+            # Views: a deploy chunk's 4 KB stay in the packet, not copied (deploy.Installer.chunk).
+            doc = envelope.open_envelope(payload, lambda dev: self.key if dev == self.device else None, views=True)
         except envelope.EnvelopeError:
             self.stats["rejected"] += 1
             return True
@@ -329,6 +330,8 @@ class Link:
                 ended = self._ended or client.overdue(now)
                 if ended is not None:
                     raise MQTTError(ended)
+                if self.installer.ready:
+                    self.installer.complete_ready()
                 if port.ticks_diff(now, last_tele) >= telemetry_ms:
                     last_tele = now
                     self.replicate()

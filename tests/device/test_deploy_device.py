@@ -126,7 +126,10 @@ def test_chunked_transfer_resumes_where_the_board_stopped(bundle):
     assert b.installer.chunk("x1", 900, data[900:1000]) == 300  # a gap is not written
     assert b.installer.begin("x1", len(data), digest) == 300  # after a reconnect: go on from 300
     assert b.installer.chunk("x1", 300, data[300:]) == len(data)
-    assert b.installer.finish("x1") == data
+    done = b.installer.finish("x1")
+    with b.flash.open(done, "rb") as f:
+        assert f.read() == data
+    b.flash.remove(done)
     assert b.flash.listdir("/stage") == []
     b.close()
 

@@ -1,0 +1,109 @@
+"""Over-the-air deploys to MicroPython boards at the ESP32 heap (microfang's unix port, 110 KB)
+already running agents: a 6 KB agent arrives in chunks, each written to flash, and is verified
+and started from flash with only its wasm read into RAM; what cannot fit is refused by the
+board with its reason, which the deploy job shows at once."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from boards_runtime import RunningBoard
+from fleet import wait_until
+from helpers import agent_wat, build_bundle
+
+from microfang.deploy import queue_deploy, wait
+from microfang.gateway import Gateway
+from microfang.gateway.jobs import JobsFailed
+from microfang.tools import portbuild
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "sdk" / "examples"
+RUNNING = ("hello", "echo")
+
+
+def code_heavy(functions):
+    """An agent whose module is mostly code: `functions` small arithmetic functions called in
+    a chain on each event, then a log line "big ok"."""
+    body = "\n".join(f"""(func $f{i} (param i32) (result i32) (local i32)
+      (local.set 1 (i32.mul (local.get 0) (i32.const {i * 7 + 3})))
+      (local.set 1 (i32.xor (local.get 1) (i32.const {i * 13 + 11})))
+      (local.set 1 (i32.add (local.get 1) (i32.shl (local.get 0) (i32.const {i % 31}))))
+      (local.set 1 (i32.sub (local.get 1) (i32.rotl (local.get 0) (i32.const {i * 3 % 31}))))
+      (i32.add (local.get 1) (i32.const {i})))""" for i in range(functions))
+    chain = "(i32.const 1)"
+    for i in range(functions):
+        chain = f"(call $f{i} {chain})"
+    wat = agent_wat(body + f"""
+      (data (i32.const 0) "big ok")
+      (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+        (drop {chain}) (call $log (i32.const 0) (i32.const 6)) (i32.const 0))""",
+                    abi='(memory (export "memory") 1 1) (func (export "mf_alloc") (param i32) (result i32) '
+                        "(i32.const 1024))")
+    return build_bundle(wat, **{"sandbox.agent_id": "big", "sandbox.memory.max_heap_kb": 2,
+                                "sandbox.memory.stack_size_kb": 2, "sandbox.memory.grow_limit_pages": 0})
+
+
+@pytest.fixture(scope="module")
+def micropython():
+    return portbuild.build_unix(lambda line: None)
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    from microfang.tools.build import build
+
+    folder = tmp_path_factory.mktemp("examples")
+    return [build(EXAMPLES / name / "agent.toml", folder / f"{name}.mfa")[0].read_bytes() for name in RUNNING]
+
+
+def deploy_to_micropython_boards(mosquitto, tmp_path, micropython, running, data, boards=("mp1", "mp2")):
+    """Boot `boards` with the `running` bundles, deploy bundle `data` to them; (jobs, board lines)."""
+    db = tmp_path / "gw.db"
+    (tmp_path / "agent.mfa").write_bytes(data)
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=db, quiet=True) as gw:
+            started = []
+            for name in boards:
+                config = {"device": name, "fleet": "test", "key": gw.add_device(name, fleet="test"),
+                          "host": "127.0.0.1", "port": mosquitto.port, "sign_key": gw.store.sign_key("test"),
+                          "telemetry_ms": 1000}
+                started.append(await RunningBoard("micropython", config, tmp_path, running, micropython).start())
+            try:
+                assert await wait_until(lambda: all(gw.devices[b].get("online") for b in boards), 30), \
+                    [b.lines() for b in started]
+                try:
+                    jobs = await asyncio.to_thread(wait, db, queue_deploy(db, tmp_path / "agent.mfa", list(boards)),
+                                                   60)
+                except JobsFailed as e:
+                    jobs = e.jobs
+                await asyncio.sleep(1.5)  # the boards go on: a round of echo after the deploy
+            finally:
+                lines = [await b.stop() for b in started]
+            return jobs, lines
+
+    return asyncio.run(scenario())
+
+
+def test_a_6_kb_agent_deploys_over_the_air_to_micropython_boards_running_an_agent(mosquitto, tmp_path,
+                                                                                  micropython, running):
+    data = code_heavy(95)
+    assert 5_800 < len(data) < 6_800, len(data)
+    jobs, lines = deploy_to_micropython_boards(mosquitto, tmp_path, micropython, running[:1], data)
+    assert [(j["state"], j["detail"]) for j in jobs] == [("done", "version 1 running")] * 2, lines
+    for seen in lines:
+        assert "[big] state running" in seen and "[big] log big ok" in seen, seen
+        assert "[hello] state running" in seen, seen
+
+
+def test_an_agent_that_does_not_fit_is_refused_at_once_with_the_boards_reason(mosquitto, tmp_path, micropython,
+                                                                              running):
+    # Beside hello and echo (a request a second) a 6 KB agent finds no block for its wasm on
+    # the 110 KB heap: the board says so; the job fails with that reason without waiting out
+    # its timeout; the board stays online and its agents run on.
+    jobs, lines = deploy_to_micropython_boards(mosquitto, tmp_path, micropython, running[:2], code_heavy(95))
+    assert [j["state"] for j in jobs] == ["failed", "failed"], jobs
+    for job, seen in zip(jobs, lines):
+        assert job["detail"].startswith("not enough free RAM on the board (memory allocation failed, allocating"), job
+        assert "[big] state running" not in seen
+        after = seen[max(i for i, ln in enumerate(seen) if "link connected" in ln):]
+        assert any("[echo] log echoed" in ln for ln in after), seen
