@@ -17,6 +17,7 @@ from .deploy import Installer
 from .errors import MicrofangError
 from .memlog import LogError, MemoryLog
 from .mqtt import MQTTClient, MQTTError
+from .supervisor import RUNNING
 
 _OUTBOX_BYTES = 16 * 1024
 _CURSOR_EVERY_MS = 1000  # how often acknowledgements are written to flash (wear vs resends)
@@ -28,6 +29,11 @@ _RTT_KEEP = 256  # request round trips kept for telemetry
 _DOWN = protocol.DOWN + "/"
 _MAX_PACKET = envelope.MAX_ENVELOPE + 256  # one envelope with its topic and packet id; more is dropped unread
 _READ_TIMEOUT_MS = 10000  # a packet begun (or a write) must complete within this
+# How long a message for a running agent whose queue is full is held (the reader waits: TCP
+# backpressure) before it is reported undelivered. A running agent takes an event per
+# supervisor round, so a burst of replies waits milliseconds; any other agent (suspended,
+# failed, out of fuel, absent) never holds up the downlink: what it cannot queue is reported.
+_HOLD_MS = 2000
 # What a gateway message with a field of the wrong type raises while it is carried out: the
 # message is dropped and counted (it is signed, so the gateway sent it: a bug there, not here).
 _BAD_FIELD = (KeyError, TypeError, ValueError, AttributeError, IndexError)
@@ -70,7 +76,8 @@ class Link:
         self.asked = {}  # (agent, request id) -> when it was asked, for the round-trip figures
         self.rtt_ms = []  # the latest request round trips, agent to agent (telemetry reports them)
         self.stats = {"sent": 0, "received": 0, "duplicates": 0, "rejected": 0, "reconnects": 0, "outbox_full": 0,
-                      "dropped_oversized": 0, "dropped_malformed": 0}
+                      "dropped_oversized": 0, "dropped_malformed": 0, "undelivered": 0}
+        self._held = None  # (seq, since): the down/ message waiting for room in a running agent's queue
         self.connected = False
         self.sent_upto = 0  # highest outbox seq published on the current connection
         self._pending_cursor = 0
@@ -206,9 +213,16 @@ class Link:
         self.supervisor.report("", "link", "dropped %s: %s" % (reason, text))
 
     def _deliver(self, agent_id, doc):
-        """Queue a message or reply for an agent; False if its queue is full (try again)."""
+        """Queue a message or reply for an agent. False: its queue is full and it is running
+        (try again: it is held up to _HOLD_MS); what cannot be queued is reported undelivered."""
+        if agent_id not in self.supervisor.agents:
+            if not protocol.name_ok(agent_id):
+                raise ValueError("topic names no agent: %r" % agent_id)
+            return self._undelivered(agent_id, doc, "no agent %s on this board" % agent_id)
         if doc["kind"] != protocol.K_REPLY:
-            return self.supervisor.post(agent_id, abi.EV_MESSAGE, cbor.dumps(doc["body"]))
+            if self.supervisor.post(agent_id, abi.EV_MESSAGE, cbor.dumps(doc["body"]), count_drop=False):
+                return True
+            return self._full(agent_id, doc)
         request_id = doc["body"].get("id") if isinstance(doc["body"], dict) else 0
         answered = self.answered.get(agent_id)
         if answered is None:
@@ -217,7 +231,7 @@ class Link:
             self.stats["duplicates"] += 1
             return True
         if not self.supervisor.post(agent_id, abi.EV_REPLY, cbor.dumps(doc["body"]), count_drop=False):
-            return False
+            return self._full(agent_id, doc)
         if isinstance(request_id, int) and request_id > 0:
             answered.accept(request_id)
         asked = self.asked.pop((agent_id, request_id), None)
@@ -225,6 +239,26 @@ class Link:
             self.rtt_ms.append(port.ticks_diff(self.clock(), asked))
             if len(self.rtt_ms) > _RTT_KEEP:
                 self.rtt_ms.pop(0)
+        return True
+
+    def _full(self, agent_id, doc):
+        # The agent's queue is full: hold the message for a running agent, report it otherwise.
+        state = self.supervisor.agents[agent_id].state
+        if state == RUNNING:
+            now = self.clock()
+            if self._held is None or self._held[0] != doc["seq"]:
+                self._held = (doc["seq"], now)
+            if port.ticks_diff(now, self._held[1]) < _HOLD_MS:
+                return False
+        return self._undelivered(agent_id, doc, "queue of agent %s is full (%s)" % (agent_id, state))
+
+    def _undelivered(self, agent_id, doc, reason):
+        """Tell the gateway a down/ message was taken (acknowledged) but not queued: nothing
+        acknowledged to the broker is lost without a word. True: the message is handled."""
+        body = doc["body"]
+        request_id = body.get("id") if doc["kind"] == protocol.K_REPLY and isinstance(body, dict) else None
+        self.stats["undelivered"] += 1
+        self._send_up(agent_id, protocol.K_UNDELIVERED, {"kind": doc["kind"], "id": request_id, "reason": reason})
         return True
 
     def _control(self, doc):

@@ -27,6 +27,7 @@ from .errors import MicrofangError
 _HEADER = struct.calcsize(">IIH")  # crc, seq, length
 _SEGMENT_MAX = 4096  # one flash erase block
 _NAME_DIGITS = 8
+_BATCH_BYTES = 512  # records read from a segment at a time
 
 
 class LogError(MicrofangError):
@@ -211,7 +212,39 @@ class MemoryLog:
         return None
 
     def _segment_records(self, first):
-        with self.flash.open(self._seg_path(first), "rb") as f:
+        # A few records at a time (the file closed between batches, as appends may come): a
+        # 4 KB segment read whole is a 4 KB block that a 110 KB heap running agents may lack.
+        # At the first record that fails its check, the rest is walked whole, as _scan does.
+        path = self._seg_path(first)
+        pos = 0
+        while True:
+            batch = []
+            with self.flash.open(path, "rb") as f:
+                f.seek(pos)
+                size = 0
+                while size < _BATCH_BYTES:
+                    head = f.read(_HEADER)
+                    if len(head) < _HEADER:
+                        break
+                    crc, seq, length = struct.unpack(">IIH", head)
+                    body = f.read(length) if length <= abi.MAX_HOST_PAYLOAD else b""
+                    if len(body) != length or crc32(body, crc32(head[4:])) & 0xFFFFFFFF != crc:
+                        batch.append(None)
+                        break
+                    batch.append((seq, body))
+                    size += _HEADER + length
+            for record in batch:
+                if record is None:
+                    yield from self._walk_damaged(path, pos)
+                    return
+                yield record
+                pos += _HEADER + len(record[1])
+            if not batch:
+                return
+
+    def _walk_damaged(self, path, pos):
+        with self.flash.open(path, "rb") as f:
+            f.seek(pos)
             data = f.read()
         records, _, _ = _scan(data, 0)
         for seq, offset, length in records:

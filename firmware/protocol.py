@@ -35,6 +35,7 @@ K_LOG = "log"  # [[seq, payload], ...]: memory-log records to replicate
 K_REQUEST = "request"  # {id, kind, body}: an agent's request (body: the agent's own CBOR)
 K_PUBLISH = "publish"  # {topic, data}: an agent's publish
 K_AGENT = "agent"  # {version, budgets}: an agent was spawned; the gateway enforces its budgets
+K_UNDELIVERED = "undelivered"  # {kind, id, reason}: a down/ message the board took but could not queue
 
 # The board's answers to deploy and migration commands (firmware/deploy.py), on up/{agent}.
 K_PUT_ACK = "put_ack"  # {xfer, offset, probe?}: what the board holds of a transfer

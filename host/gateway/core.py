@@ -79,7 +79,8 @@ class Gateway:
         self._leads = True  # this gateway runs the jobs (peers.py)
         self.requests: Requests | None = None
         self.metrics: dict[str, int] = {"messages": 0, "requests": 0, "replies": 0, "telemetry": 0,
-                                        "log_records": 0, "publishes": 0, "presence": 0, "denied": 0}
+                                        "log_records": 0, "publishes": 0, "presence": 0, "denied": 0,
+                                        "undelivered": 0}
         for reason in DROP_REASONS:
             self.metrics[f"dropped_{reason}"] = 0
         self.metrics["store_failures"] = 0
@@ -103,6 +104,7 @@ class Gateway:
             (protocol.UP, protocol.K_REQUEST): self._on_agent_request,
             (protocol.UP, protocol.K_PUBLISH): self._on_agent_publish,
             (protocol.UP, protocol.K_AGENT): self._on_agent_spawned,
+            (protocol.UP, protocol.K_UNDELIVERED): self._on_undelivered,
         }
         for kind in protocol.BOARD_ANSWERS:
             self._handlers[(protocol.UP, kind)] = partial(self._on_board_answer, kind)
@@ -394,6 +396,16 @@ class Gateway:
         self.store.set_agent(device, agent, body["version"], budgets)
         self.store.after_commit(partial(self.router.set_limits, device, agent, budgets))
         self.store.audit(device, agent, "spawned", detail)
+
+    def _on_undelivered(self, device: str, agent: str, body: Any) -> None:
+        """The board took a down/ message but could not queue it for its agent (full and not
+        running, or absent): counted, audited and logged, so what was sent is accounted for."""
+        assert self.store is not None
+        body = body if isinstance(body, dict) else {}
+        self.metrics["undelivered"] += 1
+        detail = {"kind": body.get("kind"), "id": body.get("id"), "reason": body.get("reason")}
+        self.store.audit(device, agent, "undelivered", detail)
+        self.log(f"undelivered to {device}/{agent}: {detail['kind']} {detail['id']}: {detail['reason']}")
 
     def _on_board_answer(self, kind: str, device: str, agent: str, body: Any) -> None:
         self.transfers.on_board(device, agent, kind, body)
