@@ -45,3 +45,28 @@ def pg_store(pg_dsn):
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
     yield pg_dsn.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def micropython():
+    """microfang's unix-port MicroPython (wasm3 + frozen firmware), built or taken from the cache."""
+    from microfang.tools import portbuild
+
+    return portbuild.build_unix(lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def example_bundle(tmp_path_factory):
+    """example_bundle(name): the bytes of tools/sdk/examples/<name> built (each once a session)."""
+    from microfang.tools.build import build
+
+    examples = Path(__file__).resolve().parent.parent / "tools" / "sdk" / "examples"
+    folder = tmp_path_factory.mktemp("examples")
+    built: dict[str, bytes] = {}
+
+    def get(name: str) -> bytes:
+        if name not in built:
+            built[name] = build(examples / name / "agent.toml", folder / f"{name}.mfa")[0].read_bytes()
+        return built[name]
+
+    return get

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from microfang.tools import portbuild
-
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 PROBE = Path(__file__).parent / "device" / "probe_names.py"
@@ -30,11 +28,6 @@ async def _cpython_objects():
             "Lock": asyncio.Lock(), "StreamReader": asyncio.StreamReader, "StreamWriter": asyncio.StreamWriter,
             "str": "", "bytes": b"", "bytearray": bytearray(), "dict": {}, "list": [], "set": set(), "int": 0,
             "memoryview": memoryview(b"")}
-
-
-@pytest.fixture(scope="module")
-def micropython():
-    return portbuild.build_unix(lambda line: None)
 
 
 @pytest.fixture(scope="module")

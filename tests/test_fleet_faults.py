@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import time
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -18,23 +17,8 @@ from fleet import wait_until
 
 from microfang.firmware import envelope
 from microfang.gateway.store import Store
-from microfang.tools import portbuild
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "sdk" / "examples"
 BOARDS = (("mp1", "micropython"), ("mp2", "micropython"), ("c1", "cpython"))
-
-
-@pytest.fixture(scope="module")
-def micropython():
-    return portbuild.build_unix(lambda line: None)
-
-
-@pytest.fixture(scope="module")
-def echo(tmp_path_factory):
-    from microfang.tools.build import build
-
-    out, _ = build(EXAMPLES / "echo" / "agent.toml", tmp_path_factory.mktemp("echo") / "echo.mfa")
-    return out.read_bytes()
 
 
 @pytest.fixture
@@ -74,6 +58,19 @@ def provision(db):
     return keys
 
 
+async def answered_more(boards, more=3, seconds=20):
+    """Until every board's echo has had `more` pings answered beyond those answered now."""
+    before = [max(echoed(b.lines())) for b in boards]
+    return await wait_until(lambda: all(max(echoed(b.lines())) >= n + more for b, n in zip(boards, before)), seconds)
+
+
+async def stop_all(boards, gateway):
+    lines = [await b.stop() for b in boards]
+    gateway.send_signal(signal.SIGTERM)
+    gateway.wait(timeout=10)
+    return lines
+
+
 def start_gateway(port, db):
     from test_fleet_durability import start_gateway as start
 
@@ -81,10 +78,11 @@ def start_gateway(port, db):
 
 
 def test_broker_restart_brings_every_board_back_within_10_s_with_its_requests_answered(broker, tmp_path,
-                                                                                       micropython, echo):
+                                                                                       micropython, example_bundle):
     async def scenario():
         gateway = start_gateway(broker.port, tmp_path / "gw.db")
-        boards = await start_boards(broker.port, provision(tmp_path / "gw.db"), tmp_path, micropython, echo)
+        boards = await start_boards(broker.port, provision(tmp_path / "gw.db"), tmp_path, micropython,
+                                     example_bundle("echo"))
         try:
             assert await wait_until(lambda: all(len(echoed(b.lines())) >= 2 for b in boards), 30), \
                 [b.lines() for b in boards]
@@ -98,9 +96,7 @@ def test_broker_restart_brings_every_board_back_within_10_s_with_its_requests_an
             took = time.monotonic() - restarted
             await asyncio.sleep(2)  # a few more rounds after the restart
         finally:
-            lines = [await b.stop() for b in boards]
-            gateway.send_signal(signal.SIGTERM)
-            gateway.wait(timeout=10)
+            lines = await stop_all(boards, gateway)
         return back, took, lines
 
     back, took, lines = asyncio.run(scenario())
@@ -111,24 +107,20 @@ def test_broker_restart_brings_every_board_back_within_10_s_with_its_requests_an
         assert not any("Traceback" in ln for ln in seen), (name, seen)
 
 
-def test_gateway_kill_9_loses_and_duplicates_no_answer(broker, tmp_path, micropython, echo):
+def test_gateway_kill_9_loses_and_duplicates_no_answer(broker, tmp_path, micropython, example_bundle):
     async def scenario():
         db = tmp_path / "gw.db"
         gateway = start_gateway(broker.port, db)
-        boards = await start_boards(broker.port, provision(db), tmp_path, micropython, echo)
+        boards = await start_boards(broker.port, provision(db), tmp_path, micropython, example_bundle("echo"))
         try:
             assert await wait_until(lambda: all(len(echoed(b.lines())) >= 2 for b in boards), 30)
             os.kill(gateway.pid, signal.SIGKILL)
             gateway.wait(timeout=10)
             await asyncio.sleep(1.5)  # requests pile up at the broker for the gateway's session
             gateway = start_gateway(broker.port, db)
-            before = [max(echoed(b.lines())) for b in boards]
-            assert await wait_until(lambda: all(max(echoed(b.lines())) >= n + 3 for b, n in zip(boards, before)),
-                                    20), [b.lines()[-5:] for b in boards]
+            assert await answered_more(boards), [b.lines()[-5:] for b in boards]
         finally:
-            lines = [await b.stop() for b in boards]
-            gateway.send_signal(signal.SIGTERM)
-            gateway.wait(timeout=10)
+            lines = await stop_all(boards, gateway)
         return lines
 
     lines = asyncio.run(scenario())
@@ -153,12 +145,12 @@ def poisons(keys):
 
 
 def test_poison_messages_on_down_and_ctl_are_dropped_once_and_the_boards_stay_online(broker, tmp_path,
-                                                                                   micropython, echo):
+                                                                                   micropython, example_bundle):
     async def scenario():
         db = tmp_path / "gw.db"
         keys = provision(db)
         gateway = start_gateway(broker.port, db)
-        boards = await start_boards(broker.port, keys, tmp_path, micropython, echo)
+        boards = await start_boards(broker.port, keys, tmp_path, micropython, example_bundle("echo"))
         attacker = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="attacker")
         try:
             assert await wait_until(lambda: all(len(echoed(b.lines())) >= 2 for b in boards), 30)
@@ -166,15 +158,11 @@ def test_poison_messages_on_down_and_ctl_are_dropped_once_and_the_boards_stay_on
             attacker.loop_start()
             for _, topic, payload in poisons(keys):
                 attacker.publish(topic, payload, qos=1).wait_for_publish(5)
-            before = [max(echoed(b.lines())) for b in boards]
-            assert await wait_until(lambda: all(max(echoed(b.lines())) >= n + 3 for b, n in zip(boards, before)),
-                                    20), "\n".join(ln for b in boards for ln in b.lines() if "refused" not in ln)
+            assert await answered_more(boards), "\n".join(ln for b in boards for ln in b.lines() if "refused" not in ln)
         finally:
             attacker.loop_stop()
             attacker.disconnect()
-            lines = [await b.stop() for b in boards]
-            gateway.send_signal(signal.SIGTERM)
-            gateway.wait(timeout=10)
+            lines = await stop_all(boards, gateway)
         return lines
 
     lines = asyncio.run(scenario())
@@ -186,15 +174,7 @@ def test_poison_messages_on_down_and_ctl_are_dropped_once_and_the_boards_stay_on
         assert any("dropped oversized: a message of 40" in ln for ln in drops), (name, drops)
 
 
-@pytest.fixture(scope="module")
-def hello(tmp_path_factory):
-    from microfang.tools.build import build
-
-    out, _ = build(EXAMPLES / "hello" / "agent.toml", tmp_path_factory.mktemp("hello") / "hello.mfa")
-    return out.read_bytes()
-
-
-def test_a_stuck_agent_never_blocks_the_others_or_ctl(mosquitto, tmp_path, micropython, echo, hello):
+def test_a_stuck_agent_never_blocks_the_others_or_ctl(mosquitto, tmp_path, micropython, example_bundle):
     """hello is suspended, then sent 40 messages (its queue holds 32) and a reclaim: the excess is
     reported undelivered to the gateway, echo's requests are answered all along, the reclaim
     arrives. A MicroPython board (110 KB) and a CPython one."""
@@ -207,20 +187,19 @@ def test_a_stuck_agent_never_blocks_the_others_or_ctl(mosquitto, tmp_path, micro
             for name, runtime in (("mp1", "micropython"), ("c1", "cpython")):
                 config = {"device": name, "fleet": "test", "key": gw.add_device(name, fleet="test"),
                           "host": "127.0.0.1", "port": mosquitto.port, "telemetry_ms": 500}
-                boards.append((name, await RunningBoard(runtime, config, tmp_path, [hello, echo], micropython).start()))
+                boards.append((name, await RunningBoard(runtime, config, tmp_path, [example_bundle("hello"), example_bundle("echo")],
+                                                         micropython).start()))
             try:
                 assert await wait_until(lambda: all(len(echoed(b.lines())) >= 2 for _, b in boards), 30)
                 for name, _ in boards:
                     gw.send(name, "hello", protocol.C_SUSPEND, 0, control=True)
                 assert await wait_until(lambda: all("[hello] state suspended" in b.lines() for _, b in boards))
-                before = [max(echoed(b.lines())) for _, b in boards]
                 for name, _ in boards:
                     for n in range(40):
                         gw.send(name, "hello", protocol.K_MESSAGE, {"n": n})
                     gw.send(name, "hello", protocol.C_RECLAIM, 0, control=True)
                 reclaimed = await wait_until(lambda: all("[hello] state reclaimed" in b.lines() for _, b in boards))
-                answered = await wait_until(lambda: all(max(echoed(b.lines())) >= n + 3
-                                                        for (_, b), n in zip(boards, before)), 20)
+                answered = await answered_more([b for _, b in boards])
                 undelivered = [r for r in gw.store.db.execute("SELECT device, detail FROM audit WHERE action = ?",
                                                               ("undelivered",))]
             finally:

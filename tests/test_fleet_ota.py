@@ -4,7 +4,6 @@ and started from flash with only its wasm read into RAM; what cannot fit is refu
 board with its reason, which the deploy job shows at once."""
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from boards_runtime import RunningBoard
@@ -14,9 +13,7 @@ from helpers import agent_wat, build_bundle
 from microfang.deploy import queue_deploy, wait
 from microfang.gateway import Gateway
 from microfang.gateway.jobs import JobsFailed
-from microfang.tools import portbuild
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "sdk" / "examples"
 RUNNING = ("hello", "echo")
 
 
@@ -43,16 +40,8 @@ def code_heavy(functions):
 
 
 @pytest.fixture(scope="module")
-def micropython():
-    return portbuild.build_unix(lambda line: None)
-
-
-@pytest.fixture(scope="module")
-def running(tmp_path_factory):
-    from microfang.tools.build import build
-
-    folder = tmp_path_factory.mktemp("examples")
-    return [build(EXAMPLES / name / "agent.toml", folder / f"{name}.mfa")[0].read_bytes() for name in RUNNING]
+def running(example_bundle):
+    return [example_bundle(name) for name in RUNNING]
 
 
 def deploy_to_micropython_boards(mosquitto, tmp_path, micropython, running, data, boards=("mp1", "mp2")):

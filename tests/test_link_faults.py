@@ -10,24 +10,9 @@ from boards_runtime import RUNTIMES, RunningBoard
 from evil_broker import EvilBroker, publish, varint
 
 from microfang.firmware import envelope
-from microfang.tools import portbuild
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "sdk" / "examples"
 KEY = b"k" * 32
 CTL = "mf/test/b1/ctl"
-
-
-@pytest.fixture(scope="module")
-def micropython():
-    return portbuild.build_unix(lambda line: None)
-
-
-@pytest.fixture(scope="module")
-def hello(tmp_path_factory):
-    from microfang.tools.build import build
-
-    out, _ = build(EXAMPLES / "hello" / "agent.toml", tmp_path_factory.mktemp("hello") / "hello.mfa")
-    return out.read_bytes()
 
 
 def signed_ctl(kind, body, seq=1):
@@ -102,12 +87,13 @@ DROPS = [
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize(("name", "bad", "report"), DROPS, ids=[d[0] for d in DROPS])
-def test_a_bad_message_is_acknowledged_dropped_and_counted(runtime, name, bad, report, micropython, hello, tmp_path):
+def test_a_bad_message_is_acknowledged_dropped_and_counted(runtime, name, bad, report, micropython, example_bundle,
+                                                            tmp_path):
     def acked_and_pinging(evil):
         return 7 in evil.pubacks(0) and evil.count(0, 0xC0) >= 2
 
     met, alive, lines = asyncio.run(against(EvilBroker(bad), runtime, micropython, tmp_path, acked_and_pinging,
-                                            bundles=[hello]))
+                                            bundles=[example_bundle("hello")]))
     assert met and alive, (name, lines)
     assert not any("disconnected" in line for line in lines), (name, lines)
     assert any(report in line for line in lines), (name, lines)
