@@ -321,11 +321,12 @@ class Link:
         while not self._stop and (duration_ms is None or port.ticks_diff(self.clock(), start) < duration_ms):
             try:
                 await self._session(start, duration_ms)
-                backoff = _BACKOFF_MIN_MS
             except (OSError, MQTTError, EOFError) as e:
                 self.supervisor.report("", "link", "disconnected: %s" % e)
             except Exception as e:  # a bug must cost a reconnect, never the board's link for good
                 self.supervisor.report("", "link", "disconnected: %s: %s" % (type(e).__name__, e))
+            if self.connected:  # that session got through: the next outage starts from the shortest wait
+                backoff = _BACKOFF_MIN_MS
             self.connected = False
             if self.client is not None:
                 self.client.close()

@@ -216,3 +216,29 @@ def test_a_stuck_agent_never_blocks_the_others_or_ctl(mosquitto, tmp_path, micro
     for seen in lines:
         assert connects(seen) == 1, [ln for ln in seen if "link" in ln]
         assert answered_once(echoed(seen)), echoed(seen)
+
+
+@pytest.mark.parametrize("runtime", ["micropython", "cpython"])
+def test_each_of_several_broker_restarts_is_followed_by_a_reconnect_within_10_s(broker, tmp_path, micropython,
+                                                                               runtime):
+    """The backoff starts again from its shortest wait once a connection got through: the fifth
+    outage is not waited out for 17 s because the four before it doubled the backoff."""
+    async def scenario():
+        config = {"device": "b1", "fleet": "test", "key": b"k" * 32, "host": "127.0.0.1", "port": broker.port}
+        board = await RunningBoard(runtime, config, tmp_path, [], micropython).start()
+        took = []
+        try:
+            assert await wait_until(lambda: connects(board.lines()) == 1, 30)
+            for n in range(2, 7):
+                await asyncio.to_thread(broker.stop)
+                await asyncio.sleep(1)
+                await asyncio.to_thread(broker.start)
+                back = time.monotonic()
+                assert await wait_until(lambda: connects(board.lines()) == n, 30), board.lines()
+                took.append(round(time.monotonic() - back, 2))
+        finally:
+            await board.stop()
+        return took
+
+    took = asyncio.run(scenario())
+    assert max(took) < 10, took
