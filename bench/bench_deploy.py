@@ -6,6 +6,8 @@
    the board's report, and MQTT payload bytes on the wire both ways (topics + payloads, seen by
    a subscriber on mf/#). Baseline: a plain retained QoS 1 publish of the same signed bytes from
    one paho client to another (no verification, no flash, no acknowledgements per chunk).
+   The same deploys to a MicroPython board at the ESP32 heap (microfang's unix port, 110 KB):
+   the time, or the reason the board refused (a 64 KB agent's memory does not fit 110 KB).
 2. Migration: the hello example moves between two boards; downtime is the time its events
    stop (from the snapshot command to the target's confirmation), as the gateway measures it.
 
@@ -42,14 +44,14 @@ from microfang.gateway import Gateway  # noqa: E402
 from microfang.tools.build import build  # noqa: E402
 
 
-def padded_bundle(size: int, version: int) -> bytes:
+def padded_bundle(size: int, version: int, heap_kb: int = 64) -> bytes:
     """A bundle of about `size` bytes: a log-once agent whose data segment fills the rest."""
     filler = max(0, size - 700)  # the rest of the bundle: manifest, code, CBOR framing
     wat = agent_wat(f"""
       (data (i32.const 64) "{'x' * filler}")
       (func (export "mf_on_event") (param i32 i32 i32) (result i32) (i32.const 0))""")
     return build_bundle(wat, **{"agent.version": version, "sandbox.agent_id": "payload",
-                                "sandbox.memory.max_heap_kb": 64})
+                                "sandbox.memory.max_heap_kb": heap_kb})
 
 
 class Sniffer:
@@ -140,6 +142,46 @@ async def deploy_runs(port: int, db: Path, tmp: Path, sizes: list[int], reps: in
     return results
 
 
+async def micropython_runs(port: int, db: Path, tmp: Path, sizes: list[int], reps: int) -> dict:
+    """The same deploys to a MicroPython board at the ESP32 heap (microfang's unix port, 110 KB),
+    each agent's linear memory just above its data: the time, or the board's refusal."""
+    from boards_runtime import RunningBoard
+
+    from microfang.boards import PROFILES
+    from microfang.gateway.jobs import JobsFailed
+    from microfang.tools import portbuild
+
+    micropython = portbuild.build_unix(lambda line: None)
+    results = {}
+    async with Gateway(broker=f"mqtt://127.0.0.1:{port}", db=db, quiet=True) as gw:
+        config = {"device": "mpota", "fleet": "bench", "key": gw.add_device("mpota", fleet="bench"),
+                  "host": "127.0.0.1", "port": port, "sign_key": gw.store.sign_key("bench")}
+        board = await RunningBoard("micropython", config, tmp, [], micropython).start()
+        try:
+            while not gw.devices["mpota"].get("online"):
+                await asyncio.sleep(0.02)
+            version = 0
+            for size in sizes:
+                times, refused = [], None
+                for _ in range(reps):
+                    version += 1
+                    path = tmp / f"mp-payload-{version}.mfa"
+                    path.write_bytes(padded_bundle(size, version, heap_kb=size // 1024 + 1))
+                    start = time.perf_counter()
+                    try:
+                        await asyncio.to_thread(wait, db, queue_deploy(db, path, ["mpota"]), 120)
+                    except JobsFailed as e:
+                        refused = e.jobs[0]["detail"]
+                        break
+                    times.append((time.perf_counter() - start) * 1000)
+                results[f"{size // 1024}KB"] = {"heap": PROFILES["esp32"].heapsize_arg(),
+                                                "ms": statistics.median(times) if times else None,
+                                                "refused": refused}
+        finally:
+            await board.stop()
+    return results
+
+
 async def migration_runs(port: int, db: Path, tmp: Path, reps: int) -> list[float]:
     hello, _ = build(ROOT / "tools" / "sdk" / "examples" / "hello" / "agent.toml", tmp / "hello.mfa")
     downtimes = []
@@ -184,12 +226,16 @@ def main() -> None:
                 print(f"OTA {size // 1024} KB ({o['bundle_bytes']:,} B signed): {o['ms']:.0f} ms, "
                       f"{o['wire_bytes']:,.0f} B on the wire | plain retained publish: {plain['ms']:.1f} ms, "
                       f"{plain['bytes']:,} B -> {row['time_ratio']:.1f}x the time, {row['bytes_ratio']:.2f}x the bytes")
+            on_micropython = asyncio.run(micropython_runs(broker.port, tmp / "gw-mp.db", tmp, sizes, reps))
+            for name, row in on_micropython.items():
+                print(f"OTA {name} to MicroPython at -X {row['heap']}: " +
+                      (f"{row['ms']:.0f} ms" if row["ms"] is not None else f"refused: {row['refused']}"))
             downtimes = asyncio.run(migration_runs(broker.port, tmp / "gw-mig.db", tmp, 2 if args.quick else 6))
             print(f"migration downtime (hello, CPython boards): median {statistics.median(downtimes):.0f} ms, "
                   f"max {max(downtimes):.0f} ms over {len(downtimes)} moves")
         finally:
             broker.stop()
-    save("deploy", ota=rows, migration_downtime_ms=downtimes)
+    save("deploy", ota=rows, ota_micropython_esp32=on_micropython, migration_downtime_ms=downtimes)
 
 
 if __name__ == "__main__":
