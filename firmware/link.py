@@ -135,8 +135,11 @@ class Link:
             if not self.connected:
                 return
             topic, sealed = cbor.loads(record)
-            packet_id = await self.client.publish(self.prefix + topic, sealed, qos=1)
+            # In flight before the write: the PUBACK can come back while publish() awaits the
+            # socket, and one that finds no entry is lost for good (the outbox then fills up).
+            packet_id = self.client.next_packet_id()
             self.inflight[packet_id] = seq
+            await self.client.publish(self.prefix + topic, sealed, qos=1, packet_id=packet_id)
             self.sent_upto = seq
             self.stats["sent"] += 1
 

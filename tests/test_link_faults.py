@@ -106,3 +106,36 @@ def test_the_shipped_broker_configs_refuse_messages_over_the_board_limit():
     for conf in (docs, mosquitto_conf(1883)):
         limits = [line.split()[1] for line in conf.splitlines() if line.startswith("message_size_limit")]
         assert limits == [str(envelope.MAX_ENVELOPE)], conf
+
+
+def test_a_puback_that_comes_back_while_the_publish_is_still_being_written_is_not_lost():
+    """The broker's PUBACK can be read while publish() awaits the socket: the message must be in
+    flight before the write, or its acknowledgement finds nothing and the outbox never drains."""
+    import asyncio
+
+    from fleet import make_board
+    from microfang.firmware import mqtt
+
+    board, _ = make_board("b1", b"k" * 32, 1)
+    link = board.link
+
+    class AcksAtOnce(mqtt.MQTTClient):  # the real client, its socket write replaced by an instant PUBACK
+        async def _send(self, data):
+            if data[0] >> 4 == 3 and data[0] & 0x06:  # a QoS 1 PUBLISH: the broker answers before we return
+                await asyncio.sleep(0)
+                link._on_puback(self._last_id)
+
+        def next_packet_id(self):
+            self._last_id = super().next_packet_id()
+            return self._last_id
+
+    async def scenario():
+        link.client = AcksAtOnce("b1", "127.0.0.1", 1, on_puback=link._on_puback)
+        link.connected = True
+        for n in range(5):
+            assert link.send("up/a", "a", "publish", {"n": n}) > 0
+        await link._flush()
+        return dict(link.inflight), link.sent_upto
+
+    inflight, sent = asyncio.run(scenario())
+    assert sent == 5 and inflight == {}
