@@ -27,6 +27,12 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "tools" / "sdk" / "examples"
 TOKEN = "a2a-test-token"
 
 
+def served(tmp_path: Path, port: int, expose: list[str]) -> GatewaySettings:
+    """Gateway settings serving `expose` over A2A on `port`, behind the test token."""
+    return GatewaySettings(db=tmp_path / "gw.db", a2a={"port": port, "expose": expose,
+                                                       "token_file": str(token_file(tmp_path))})
+
+
 def token_file(folder: Path) -> Path:
     path = folder / "a2a.token"
     path.write_text(TOKEN + "\n", encoding="utf-8")
@@ -58,8 +64,7 @@ def test_an_a2a_client_makes_a_board_agent_answer(mosquitto, tmp_path):
 
     reporter, _ = build(EXAMPLES / "reporter" / "agent.toml", tmp_path / "reporter.mfa")
     port = free_port()
-    settings = {"db": tmp_path / "gw.db", "a2a": {"port": port, "expose": ["kitchen/reporter"],
-                                                  "token_file": str(token_file(tmp_path))}}
+    settings = served(tmp_path, port, ["kitchen/reporter"])
 
     async def scenario():
         async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
@@ -70,7 +75,7 @@ def test_an_a2a_client_makes_a_board_agent_answer(mosquitto, tmp_path):
             board.spawn(reporter.read_bytes())
             run = asyncio.create_task(board.run(20_000))
             await wait_until(lambda: gw.devices["kitchen"].get("online"))
-            async with Services(gw, GatewaySettings(**settings)) as services:
+            async with Services(gw, settings) as services:
                 http = httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"})
                 client = await create_client(f"http://127.0.0.1:{port}", ClientConfig(httpx_client=http))
                 answers, task_id = [], None
@@ -95,13 +100,12 @@ def test_an_a2a_client_makes_a_board_agent_answer(mosquitto, tmp_path):
 
 def test_the_fleets_agent_card_lists_exposed_agents_as_skills(mosquitto, tmp_path):
     port = free_port()
-    settings = {"db": tmp_path / "gw.db", "a2a": {"port": port, "expose": ["kitchen/reporter", "attic/reporter"],
-                                                  "token_file": str(token_file(tmp_path))}}
+    settings = served(tmp_path, port, ["kitchen/reporter", "attic/reporter"])
 
     async def scenario():
         async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
                            quiet=True) as gw:
-            async with Services(gw, GatewaySettings(**settings)):
+            async with Services(gw, settings):
                 raw = await asyncio.to_thread(lambda: urllib.request.urlopen(
                     f"http://127.0.0.1:{port}/.well-known/agent-card.json").read())
         return json.loads(raw)
@@ -149,13 +153,12 @@ BEARER = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"
 ])
 def test_the_a2a_server_refuses_what_a_local_service_must_not_take(mosquitto, tmp_path, headers, body, status):
     port = free_port()
-    settings = {"db": tmp_path / "gw.db", "a2a": {"port": port, "expose": ["kitchen/reporter"],
-                                                  "token_file": str(token_file(tmp_path))}}
+    settings = served(tmp_path, port, ["kitchen/reporter"])
 
     async def scenario():
         async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
                            quiet=True) as gw:
-            async with Services(gw, GatewaySettings(**settings)):
+            async with Services(gw, settings):
                 return await asyncio.to_thread(post, port, body, headers)
 
     got, text = asyncio.run(scenario())
@@ -163,12 +166,12 @@ def test_the_a2a_server_refuses_what_a_local_service_must_not_take(mosquitto, tm
 
 
 def test_an_a2a_port_without_a_token_is_refused(mosquitto, tmp_path):
-    settings = {"db": tmp_path / "gw.db", "a2a": {"port": free_port(), "expose": ["kitchen/reporter"]}}
+    settings = GatewaySettings(db=tmp_path / "gw.db", a2a={"port": free_port(), "expose": ["kitchen/reporter"]})
 
     async def scenario():
         async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=Router(),
                            quiet=True) as gw:
-            async with Services(gw, GatewaySettings(**settings)):
+            async with Services(gw, settings):
                 pass
 
     with pytest.raises(MicrofangError, match=r"\[a2a\]: set token_env or token_file"):
