@@ -4,9 +4,11 @@ within a run).
 1. Spawn of a ~1 KB agent (the hello example: validate imports and memory, new runtime with a
    byte cap, parse, load, link, find exports, mf_init) vs bare pywasm3 parse+load of the same
    module. Goal: ratio <= 1.3.
-2. Fuel-metering overhead: a compute loop metered vs unmetered on the same engine
-   (microfang._wasm3). Goal: <= 15%. Context: the same metered loop on upstream pywasm3,
-   whose metering is a host call per basic block. (MicroPython: bench/bench_micropython.py.)
+2. Fuel-metering overhead: a compute loop metered vs unmetered on the same engine, on CPython
+   (microfang._wasm3) and on microfang's MicroPython (esp32 heap): the fastest of alternated
+   runs, and with valgrind the machine instructions per iteration (a busy machine cannot
+   disturb that count). Goal: <= 15%. Context: the same metered loop on upstream pywasm3,
+   whose metering is a host call per basic block.
 3. Fair time: a 20 ms ticker agent next to a runaway loop or a flood of 4 KB publishes (each
    with max_fuel 1e8), worst gap between the ticker's events / its period, on CPython and on
    microfang's MicroPython (esp32 heap), with the time slice and without it (a whole tank per
@@ -105,25 +107,68 @@ def pywasm3_work(wasm, iterations):
     return lambda: (module, work(iterations))[1]
 
 
+def _runtimes():
+    """The two runtimes the firmware runs on: CPython and microfang's MicroPython (esp32 heap)."""
+    import sys
+
+    from microfang.boards import PROFILES
+    from microfang.tools import portbuild
+
+    return {"cpython": [sys.executable],
+            "micropython": [str(portbuild.build_unix(lambda line: None)), "-X", PROFILES["esp32"].heapsize_arg()]}
+
+
+def _loop_bench(command, iterations, rounds, *wasm_files, valgrind=()):
+    import subprocess
+
+    proc = subprocess.run([*valgrind, *command, str(ROOT / "bench" / "device" / "loop_bench.py"), str(iterations),
+                           str(rounds), *map(str, wasm_files)], capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def _instructions(command, wasm_file, iterations):
+    """Machine instructions per loop iteration (valgrind's count: the same on a busy machine)."""
+    import re
+
+    def count(n):
+        _, log = _loop_bench(command, n, 1, wasm_file,
+                             valgrind=("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"))
+        return int(re.search(r"Collected : (\d+)", log).group(1))
+
+    return (count(iterations) - count(1)) / (iterations - 1)
+
+
 def bench_metering(rounds, iterations):
+    """Metered vs unmetered LOOP on both runtimes: the fastest of alternated runs, and (with
+    valgrind) the instructions per iteration, which a noisy machine cannot disturb."""
+    import shutil
+    import tempfile
+
     plain = parse_wat(LOOP)
     metered = meter(plain)
-
-    def runner(wasm):
-        env = _wasm3.Environment()
-        runtime = env.new_runtime(65536)
-        module = env.parse_module(wasm)
-        runtime.load(module)
-        module.fuel = 1 << 62
-        work = runtime.find_function("work")
-        return lambda: work(iterations)
-
-    run_metered, run_plain, run_py = runner(metered), runner(plain), pywasm3_work(metered, iterations)
-    assert run_metered() == run_plain() == run_py()
-    m, p = _side_by_side(run_metered, run_plain, rounds, 1)
-    py, p2 = _side_by_side(run_py, run_plain, rounds, 1)
-    return {"iterations": iterations, "metered_ms": m * 1e3, "unmetered_ms": p * 1e3, "overhead": m / p - 1,
-            "goal": 0.15, "pywasm3_usegas_call_ms": py * 1e3, "pywasm3_overhead_vs_unmetered": py / p2 - 1}
+    out = {"iterations": iterations, "goal": 0.15}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"metered": Path(tmp) / "metered.wasm", "plain": Path(tmp) / "plain.wasm"}
+        files["metered"].write_bytes(metered)
+        files["plain"].write_bytes(plain)
+        for runtime, command in _runtimes().items():
+            m, p = _loop_bench(command, iterations, rounds, files["metered"], files["plain"])[0]
+            row = {"metered_ms": m / 1e3, "unmetered_ms": p / 1e3, "overhead": m / p - 1}
+            if shutil.which("valgrind"):
+                counted = min(iterations, 1_000_000)
+                im, ip = (_instructions(command, files[k], counted) for k in ("metered", "plain"))
+                row.update(instructions_metered=im, instructions_unmetered=ip, instructions_overhead=im / ip - 1)
+            out[runtime] = row
+    run_py = pywasm3_work(metered, iterations)
+    engine = _wasm3.Environment()
+    runtime = engine.new_runtime(65536)
+    module = engine.parse_module(plain)
+    runtime.load(module)
+    work = runtime.find_function("work")
+    assert run_py() == work(iterations)
+    py, p2 = _side_by_side(run_py, lambda: work(iterations), rounds, 1)
+    out.update(pywasm3_usegas_call_ms=py * 1e3, pywasm3_overhead_vs_unmetered=py / p2 - 1)
+    return out
 
 
 TICKER = """(module (import "mf" "log" (func $log (param i32 i32))) (memory (export "memory") 1)
@@ -152,15 +197,11 @@ def _agent(wat, agent_id, allowed, every_ms, max_fuel):
 
 def bench_fair_time(window_ms):
     import subprocess
-    import sys
     import tempfile
 
-    from microfang.boards import PROFILES
     from microfang.firmware.sandbox import SLICE_FUEL
-    from microfang.tools import portbuild
 
-    runtimes = {"cpython": [sys.executable],
-                "micropython": [str(portbuild.build_unix(lambda line: None)), "-X", PROFILES["esp32"].heapsize_arg()]}
+    runtimes = _runtimes()
     out = {"period_ms": PERIOD_MS, "window_ms": window_ms, "slice_fuel": SLICE_FUEL, "hog_max_fuel": 10**8, "goal": 2.0}
     with tempfile.TemporaryDirectory() as tmp:
         files = {"ticker": Path(tmp) / "ticker.mfa", "runaway": Path(tmp) / "runaway.mfa", "flood": Path(tmp) / "flood.mfa"}
@@ -192,9 +233,13 @@ def main() -> None:
           f"pywasm3 parse+load {spawn['pywasm3_parse_load_us']:.1f} us -> ratio {spawn['ratio']:.2f}x "
           f"(goal <= {spawn['goal']}x); context: our engine's bare parse+load {spawn['microfang_wasm3_parse_load_us']:.1f} us; "
           f"pywasm3 allocates a whole 64 KiB page per spawn and never frees a runtime, so it slows as a run goes on")
-    print(f"fuel metering on a {metering['iterations']:,}-iteration loop: metered {metering['metered_ms']:.1f} ms vs "
-          f"unmetered {metering['unmetered_ms']:.1f} ms -> overhead {metering['overhead']:+.1%} (goal <= 15%); "
-          f"context: upstream pywasm3's host-call metering {metering['pywasm3_overhead_vs_unmetered']:+.1%}")
+    for runtime in ("cpython", "micropython"):
+        row = metering[runtime]
+        counted = (f"; instructions per iteration {row['instructions_metered']:.1f} vs {row['instructions_unmetered']:.1f} "
+                   f"-> {row['instructions_overhead']:+.1%}") if "instructions_overhead" in row else ""
+        print(f"fuel metering on {runtime}, a {metering['iterations']:,}-iteration loop: metered {row['metered_ms']:.1f} ms "
+              f"vs unmetered {row['unmetered_ms']:.1f} ms -> overhead {row['overhead']:+.1%} (goal <= 15%){counted}")
+    print(f"context: upstream pywasm3's host-call metering {metering['pywasm3_overhead_vs_unmetered']:+.1%} on CPython")
     for runtime in ("cpython", "micropython"):
         cells = ", ".join(f"{hog} {fair[f'{runtime}_{hog}_sliced']['worst_gap_over_period']:.2f}x "
                           f"(no slice {fair[f'{runtime}_{hog}_no_slice']['worst_gap_over_period']:.1f}x)"

@@ -234,6 +234,17 @@ def test_loop_is_charged_per_iteration():
     assert hundred - one == 99 * 8
 
 
+def test_a_loop_pays_before_each_iteration_and_stops_at_the_first_it_cannot_pay_for():
+    wat = """(module (memory (export "memory") 1) (func (export "spin")
+        (loop $l (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1))) (br $l))))"""
+    # entry block 1 (at least 1), then per iteration: 3 x i32.const, load 2, add 1, store 2, br 1 = 9
+    engine = Wasm3(meter(parse_wat(wat)))
+    engine.module.fuel = 1 + 9 * 7 + 5
+    with pytest.raises(_wasm3.OutOfFuel):
+        engine.runtime.find_function("spin")()
+    assert engine.runtime.get_memory(0)[0] == 7 and engine.module.fuel == 0
+
+
 def test_names_exports_elements_and_start_are_renumbered():
     metered = wb.Module.parse(meter(parse_wat(CONTROL)))
     imports = [(i.module, i.field) for i in metered.imports()]

@@ -1655,6 +1655,26 @@ _           (EmitOp (o, op_UseFuel));
 }
 
 
+// microfang (patches/0018): a loop body that starts with `i32.const n` (n >= 0), `call
+// metering.usegas` in a module with a fuel counter: those two instructions are consumed here and
+// the charge is compiled into op_LoopFuel. Anything else is left for the ordinary compile.
+static bool  TakeLoopFuelCharge  (IM3Compilation o, i32 * o_cost)
+{
+    bytes_t wasm = o->wasm;
+    u32 index = 0;
+
+    if (not o->page or not o->module->fuelCounter or wasm >= o->wasmEnd or * wasm++ != c_waOp_i32_const)
+        return false;
+    if (ReadLEB_i32 (o_cost, & wasm, o->wasmEnd) or * o_cost < 0 or wasm >= o->wasmEnd or * wasm++ != c_waOp_call)
+        return false;
+    if (ReadLEB_u32 (& index, & wasm, o->wasmEnd) or not IsUseGas (Module_GetFunction (o->module, index)))
+        return false;
+
+    o->wasm = wasm;
+    return true;
+}
+
+
 M3Result  Compile_Call  (IM3Compilation o, m3opcode_t i_opcode)
 {
     M3Result result;
@@ -1896,7 +1916,17 @@ _                       (CopyStackIndexToSlot (o, newSlot, i));
             }
         }
 
-_       (EmitOp (o, op_Loop));
+        i32 cost;
+        if (TakeLoopFuelCharge (o, & cost))
+        {
+_           (EmitOp (o, op_LoopFuel));
+            EmitPointer (o, o->module->fuelCounter);
+            EmitConstant32 (o, (u32) cost);
+        }
+        else
+        {
+_           (EmitOp (o, op_Loop));
+        }
     }
     else
     {

@@ -871,6 +871,38 @@ d_m3Op  (Loop)
 }
 
 
+// microfang (patches/0018): a loop whose body starts with its fuel charge (`i32.const n`, `call
+// metering.usegas`: what microfang build injects and 0009 requires) pays it here, before each
+// iteration, instead of in an op_UseFuel of its own: the same charge and trap, one op dispatch
+// less per iteration.
+d_m3Op  (LoopFuel)
+{
+    d_m3TracePrepare
+    d_m3ClearRegisters
+
+    int64_t * fuel = immediate (int64_t *);
+    i32 cost = immediate (i32);
+
+    m3ret_t r;
+
+    IM3Memory memory = m3MemInfo (_mem);
+
+    do
+    {
+        if (M3_UNLIKELY ((* fuel -= cost) < 0))
+        {
+            * fuel = 0;
+            newTrap (m3Err_trapOutOfFuel);
+        }
+        r = nextOpImpl ();
+        _mem = memory->mallocated;
+    }
+    while (r == _pc);
+
+    forwardTrap (r);
+}
+
+
 d_m3Op  (Branch)
 {
     jumpOp (* _pc);
