@@ -5,7 +5,7 @@
 
 It subscribes to every device's status, tele, up/+ and log/+ topics (firmware/protocol.py),
 verifies each envelope (a device of the registry, registry.py; HMAC; a sequence newer than
-the last one accepted), hands each message to the handler of its kind (`_handlers`): requests
+the last one accepted), hands each message to the handler of its kind (board_messages.py): requests
 to requests.py and the router, telemetry and memory-log replicas to the store, the boards'
 deploy answers to transfers.py; it audits what agents do and answers on down/{agent} and ctl
 with envelopes sealed with the device's key. Jobs queued in the store run as transfers
@@ -41,6 +41,7 @@ from microfang.config import parse_broker
 from microfang.firmware import envelope, protocol
 from microfang.gateway import commands, http, peers, shapes, transfers
 from microfang.gateway.batches import Batches
+from microfang.gateway.board_messages import BoardMessages, LogListener
 from microfang.gateway.commands import Commands
 from microfang.gateway.db import StoreFailure
 from microfang.gateway.jobs import watch_jobs
@@ -53,7 +54,6 @@ from microfang.gateway.transfers import Transfers
 
 DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", "unknown-agent", "over-quota",
                 "error")
-LogListener = Callable[[str, str, list[tuple[int, bytes]]], None]  # (device, agent, [(seq, payload)])
 
 
 class Gateway:
@@ -93,28 +93,17 @@ class Gateway:
         self._http: asyncio.base_events.Server | None = None
         self._answers: dict[tuple[str, str], list[asyncio.Future]] = {}  # ask(): waiting for an agent's publish
         self._delivery: dict[int, Callable[[], None]] = {}  # MQTT message id -> what to do once the broker has it
-        self._log_listeners: list[LogListener] = []
         self._health_parts: dict[str, Callable[[], Any]] = {}
         self.transfers = Transfers(self)
         self.commands = Commands(self)
-        # (channel, message kind) -> handler(device, agent, body), called inside the message's transaction.
-        self._handlers: dict[tuple[str, str], Callable[[str, str, Any], None]] = {
-            (protocol.TELE, protocol.K_TELE): self._on_telemetry,
-            (protocol.LOG, protocol.K_LOG): self._on_log_records,
-            (protocol.UP, protocol.K_REQUEST): self._on_agent_request,
-            (protocol.UP, protocol.K_PUBLISH): self._on_agent_publish,
-            (protocol.UP, protocol.K_AGENT): self._on_agent_spawned,
-            (protocol.UP, protocol.K_UNDELIVERED): self._on_undelivered,
-        }
-        for kind in protocol.BOARD_ANSWERS:
-            self._handlers[(protocol.UP, kind)] = partial(self._on_board_answer, kind)
+        self.board_messages = BoardMessages(self)  # a handler per kind of message a board sends
 
     # ---- hooks ---------------------------------------------------------------------------
 
     def add_log_listener(self, listener: LogListener) -> None:
         """Call `listener(device, agent, records)` with the memory-log records of every
         replication, once they are stored (episodic memory indexes them)."""
-        self._log_listeners.append(listener)
+        self.board_messages.log_listeners.append(listener)
 
     def add_health_part(self, name: str, part: Callable[[], Any]) -> None:
         """Report `part()` as `name` in health() (and /healthz)."""
@@ -324,7 +313,7 @@ class Gateway:
             if not window.accept(doc["seq"]):
                 self._drop("replay", topic, f"sequence {doc['seq']} was already accepted (latest {window.highest})")
                 return
-            handler = self._handlers.get((channel, doc["kind"]))
+            handler = self.board_messages.handlers.get((channel, doc["kind"]))
             try:
                 if handler is not None:
                     handler(device, doc["agent"], doc["body"])
@@ -333,82 +322,14 @@ class Gateway:
             self.store.save_window(device, window)
         record["window"] = window
 
-    # ---- one handler per message kind (inside the message's transaction) ------------------
-
-    def _on_telemetry(self, device: str, agent: str, body: Any) -> None:
-        assert self.store is not None
-        self.store.add_telemetry(device, body)
-        self.metrics["telemetry"] += 1
-
-    def _on_log_records(self, device: str, agent: str, body: Any) -> None:
-        assert self.store is not None
-        records = [(seq, payload) for seq, payload in body]  # shapes.py: [u32, bytes] pairs
-        held = self.store.replicate(device, agent, records)
-        self.metrics["log_records"] += len(records)
-        self.send(device, agent, protocol.C_LOG_ACK, held, control=True)
-        for listener in self._log_listeners:
-            self.store.after_commit(partial(listener, device, agent, records))
-
-    def _denied(self, device: str, agent: str, kind: str) -> bool:
-        """Refuse and audit a request or publish the registered manifest does not allow: the
-        board's sandbox should have stopped it (a tampered board, or a bundle that is not the
-        one the host installed), whatever the board says."""
-        assert self.store is not None and self.registry is not None
-        if self.registry.permitted(device, agent, kind):
-            return False
-        self.metrics["denied"] += 1
-        self.store.audit(device, agent, f"{kind} denied", {"reason": "not allowed by the registered manifest"})
-        return True
-
-    def _on_agent_request(self, device: str, agent: str, body: Any) -> None:
-        assert self.requests is not None
-        if self._denied(device, agent, protocol.K_REQUEST):
-            self.requests.refuse(device, agent, body, "request is not allowed by the agent's registered manifest")
-        else:
-            self.requests.accept(device, agent, body)
-
-    def _on_agent_publish(self, device: str, agent: str, body: Any) -> None:
-        assert self.store is not None
-        if self._denied(device, agent, protocol.K_PUBLISH):
-            return
-        self.metrics["publishes"] += 1
-        self.store.audit(device, agent, "publish", {"topic": body.get("topic")})
-        self.store.after_commit(partial(self._answer, device, agent, body))
-
-    def _answer(self, device: str, agent: str, body: Any) -> None:
+    def answered(self, device: str, agent: str, body: Any) -> None:
+        """An agent published `body`: the answer the oldest ask() waiting on it gets."""
         waiting = self._answers.get((device, agent))
         while waiting:
             future = waiting.pop(0)
             if not future.done():
                 future.set_result(body)
                 break
-
-    def _on_agent_spawned(self, device: str, agent: str, body: Any) -> None:
-        assert self.store is not None
-        budgets = body.get("budgets", {})
-        detail: dict[str, Any] = {"version": body.get("version"), "budgets": budgets}
-        registered = self.manifest_of(device, agent)
-        if registered is not None:
-            # The installed manifest's budgets apply, not what the board says about itself.
-            if registered.get("budgets", {}) != budgets or registered["version"] != body.get("version"):
-                detail["registered"] = {"version": registered["version"], "budgets": registered.get("budgets")}
-            budgets = registered.get("budgets", {})
-        self.store.set_agent(device, agent, body["version"], budgets)
-        self.store.after_commit(partial(self.router.set_limits, device, agent, budgets))
-        self.store.audit(device, agent, "spawned", detail)
-
-    def _on_undelivered(self, device: str, agent: str, body: Any) -> None:
-        """The board took a down/ message but could not queue it for its agent (full and not
-        running, or absent): counted, audited and logged, so what was sent is accounted for."""
-        assert self.store is not None
-        body = body if isinstance(body, dict) else {}
-        self.metrics["undelivered"] += 1
-        detail = {"kind": body.get("kind"), "id": body.get("id"), "reason": body.get("reason")}
-        self.store.audit(device, agent, "undelivered", detail)
-        self.log(f"undelivered to {device}/{agent}: {detail['kind']} {detail['id']}: {detail['reason']}")
-
-    def _on_board_answer(self, kind: str, device: str, agent: str, body: Any) -> None:
-        self.transfers.on_board(device, agent, kind, body)
 
     def send(self, device: str, agent: str, kind: str, body: Any, control: bool = False,
              on_delivered: Callable[[], None] | None = None) -> None:

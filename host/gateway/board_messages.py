@@ -1,0 +1,126 @@
+"""What the gateway does with each kind of message a board sends, once core.py has verified it
+(device, HMAC, replay window) and shapes.py has checked its body: one handler per (channel,
+kind) in `BoardMessages.handlers`, each called inside the message's store transaction, so what
+it writes commits (or rolls back) with the message; what it makes the gateway do after that
+(publish, start a request, tell a listener) waits for the commit (`Store.after_commit`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Protocol
+
+from microfang.firmware import protocol
+from microfang.gateway.registry import Registry
+from microfang.gateway.requests import Requests
+from microfang.gateway.router import Router
+from microfang.gateway.store import Store
+from microfang.gateway.transfers import Transfers
+
+Handler = Callable[[str, str, Any], None]  # (device, agent, body)
+LogListener = Callable[[str, str, list[tuple[int, bytes]]], None]  # (device, agent, [(seq, payload)])
+
+
+class Host(Protocol):
+    """What handling board messages takes of the gateway (core.Gateway)."""
+
+    store: Store | None
+    registry: Registry | None
+    requests: Requests | None
+    router: Router
+    transfers: Transfers
+    metrics: dict[str, int]
+
+    def send(self, device: str, agent: str, kind: str, body: Any, control: bool = False,
+             on_delivered: Callable[[], None] | None = None) -> None: ...
+
+    def answered(self, device: str, agent: str, body: Any) -> None: ...
+
+    def manifest_of(self, device: str, agent: str) -> dict[str, Any] | None: ...
+
+    def log(self, line: str) -> None: ...
+
+
+class BoardMessages:
+    def __init__(self, gateway: Host) -> None:
+        self.gw = gateway
+        self.log_listeners: list[LogListener] = []
+        # (channel, message kind) -> handler(device, agent, body), called inside the message's transaction.
+        self.handlers: dict[tuple[str, str], Handler] = {
+            (protocol.TELE, protocol.K_TELE): self._on_telemetry,
+            (protocol.LOG, protocol.K_LOG): self._on_log_records,
+            (protocol.UP, protocol.K_REQUEST): self._on_agent_request,
+            (protocol.UP, protocol.K_PUBLISH): self._on_agent_publish,
+            (protocol.UP, protocol.K_AGENT): self._on_agent_spawned,
+            (protocol.UP, protocol.K_UNDELIVERED): self._on_undelivered,
+        }
+        for kind in protocol.BOARD_ANSWERS:
+            self.handlers[(protocol.UP, kind)] = partial(self._on_board_answer, kind)
+
+    @property
+    def _store(self) -> Store:
+        assert self.gw.store is not None  # handlers run only once the gateway has started
+        return self.gw.store
+
+    def _on_telemetry(self, device: str, agent: str, body: Any) -> None:
+        self._store.add_telemetry(device, body)
+        self.gw.metrics["telemetry"] += 1
+
+    def _on_log_records(self, device: str, agent: str, body: Any) -> None:
+        records = [(seq, payload) for seq, payload in body]  # shapes.py: [u32, bytes] pairs
+        held = self._store.replicate(device, agent, records)
+        self.gw.metrics["log_records"] += len(records)
+        self.gw.send(device, agent, protocol.C_LOG_ACK, held, control=True)
+        for listener in self.log_listeners:
+            self._store.after_commit(partial(listener, device, agent, records))
+
+    def _denied(self, device: str, agent: str, kind: str) -> bool:
+        """Refuse and audit a request or publish the registered manifest does not allow: the
+        board's sandbox should have stopped it (a tampered board, or a bundle that is not the
+        one the host installed), whatever the board says."""
+        assert self.gw.registry is not None
+        if self.gw.registry.permitted(device, agent, kind):
+            return False
+        self.gw.metrics["denied"] += 1
+        self._store.audit(device, agent, f"{kind} denied", {"reason": "not allowed by the registered manifest"})
+        return True
+
+    def _on_agent_request(self, device: str, agent: str, body: Any) -> None:
+        assert self.gw.requests is not None
+        if self._denied(device, agent, protocol.K_REQUEST):
+            self.gw.requests.refuse(device, agent, body, "request is not allowed by the agent's registered manifest")
+        else:
+            self.gw.requests.accept(device, agent, body)
+
+    def _on_agent_publish(self, device: str, agent: str, body: Any) -> None:
+        if self._denied(device, agent, protocol.K_PUBLISH):
+            return
+        self.gw.metrics["publishes"] += 1
+        self._store.audit(device, agent, "publish", {"topic": body.get("topic")})
+        self._store.after_commit(partial(self.gw.answered, device, agent, body))
+
+    def _on_agent_spawned(self, device: str, agent: str, body: Any) -> None:
+        budgets = body.get("budgets", {})
+        detail: dict[str, Any] = {"version": body.get("version"), "budgets": budgets}
+        registered = self.gw.manifest_of(device, agent)
+        if registered is not None:
+            # The installed manifest's budgets apply, not what the board says about itself.
+            if registered.get("budgets", {}) != budgets or registered["version"] != body.get("version"):
+                detail["registered"] = {"version": registered["version"], "budgets": registered.get("budgets")}
+            budgets = registered.get("budgets", {})
+        self._store.set_agent(device, agent, body["version"], budgets)
+        self._store.after_commit(partial(self.gw.router.set_limits, device, agent, budgets))
+        self._store.audit(device, agent, "spawned", detail)
+
+    def _on_undelivered(self, device: str, agent: str, body: Any) -> None:
+        """The board took a down/ message but could not queue it for its agent (full and not
+        running, or absent): counted, audited and logged, so what was sent is accounted for."""
+        body = body if isinstance(body, dict) else {}
+        self.gw.metrics["undelivered"] += 1
+        detail = {"kind": body.get("kind"), "id": body.get("id"), "reason": body.get("reason")}
+        self._store.audit(device, agent, "undelivered", detail)
+        self.gw.log(f"undelivered to {device}/{agent}: {detail['kind']} {detail['id']}: {detail['reason']}")
+
+    def _on_board_answer(self, kind: str, device: str, agent: str, body: Any) -> None:
+        self.gw.transfers.on_board(device, agent, kind, body)
