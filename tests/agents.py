@@ -62,6 +62,31 @@ DEAD_BLOCK_PARAM = agent_wat("""
     (call $log (i32.const 0) (i32.const 2)) (i32.const 0))
   (data (i32.const 0) "ok")""")
 
+# Counts 0..5 in a loop whose parameter each `br` back replaces (wasm3 issue #582: wasm3 kept
+# the first parameter, so the loop never ended); stores the count at address 0.
+LOOP_PARAMS = agent_wat("""
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (local $i i32)
+    i32.const 0
+    block $exit (result i32)
+      i32.const 0
+      loop $again (param i32)
+        local.tee $i
+        i32.const 5
+        i32.ge_s
+        if
+          local.get $i
+          br $exit
+        end
+        local.get $i
+        i32.const 1
+        i32.add
+        br $again
+      end
+      unreachable
+    end
+    i32.store8
+    i32.const 0)""")
+
 # Records its depth at address 0 on the way down, so a test reads how deep it got.
 DEPTH_PROBE = agent_wat("""
   (func $down (param i32) (result i32)
@@ -173,6 +198,7 @@ def device_bundles() -> dict[str, bytes]:
         "malformed": raw(b"\x00asm\x01\x00\x00\x00\x01\xff\xff"),
         "small": build(HELLO, **{"sandbox.memory.max_heap_kb": 2, "sandbox.memory.stack_size_kb": 1}),
         "dead_block_param": build(DEAD_BLOCK_PARAM, **{"sandbox.agent_id": "dead", **NEVER_RESTART}),
+        "loop_params": build(LOOP_PARAMS, **NEVER_RESTART),
         "depth_probe": build(DEPTH_PROBE, **{"sandbox.fuel.max_fuel": 10**9, "sandbox.memory.stack_size_kb": 24,
                                              **NEVER_RESTART}),
         "stack_probe": build(STACK_PROBE, **SENSORS),

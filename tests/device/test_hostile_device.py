@@ -42,6 +42,14 @@ def test_block_parameters_in_dead_code_trap_only_their_agent(bundle):
     assert rec.texts("a1", "log") == ["hi", "hi"] and sup.stats("a1")["state"] == RUNNING
 
 
+def test_a_branch_back_to_a_loop_carries_its_values_into_the_loop_parameters(bundle):
+    sup, rec = board(bundle("loop_params"))
+    sup.post("a1", abi.EV_MESSAGE, b"")
+    steps(sup, 1)
+    assert rec.texts("a1", "fault") == [], rec.seen
+    assert sup.agents["a1"].sandbox.read(0, 1, "test")[0] == 5
+
+
 def test_call_depth_stops_at_the_engine_bound_whatever_the_wasm_stack(bundle):
     sup, rec = board(bundle("depth_probe"))  # a 24 KiB wasm stack: ~500 frames (75 KB of C stack) unbounded
     steps(sup, 1)

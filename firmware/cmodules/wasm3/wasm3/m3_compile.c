@@ -1400,6 +1400,11 @@ _               (EmitOp (o, op_ContinueLoopIf));
         }
         else // is c_waOp_branch
         {
+            // microfang (patches/0019): the branch's values become the loop's parameters (br_if and
+            // br_table did this; br did not, so each iteration saw the loop's first parameters)
+            if (GetFuncTypeNumParams (scope->type) and not IsStackPolymorphic (o))
+_               (ResolveBlockResults (o, scope, /* isBranch: */ true));
+
     _       (EmitOp (o, op_ContinueLoop));
             EmitPointer (o, scope->pc);
             o->block.isPolymorphic = true;
