@@ -93,6 +93,11 @@ class Board:
     # board folder's mpconfigboard.h. wasm3's call-depth and nesting bounds keep its use under
     # half of it (docs/fuel.md "Engine limits").
     TASK_STACK_BYTES = 0
+    # Sensors (firmware/sensors.py: channel meanings, spec format): the GPIOs of ADC1, the unit
+    # MicroPython's machine.ADC reads while Wi-Fi runs (ADC2 is the radio's), and the default
+    # wiring `microfang flash` writes to /config.cbor, {channel: spec}, calibrated by two points.
+    ADC_PINS: tuple[int, ...] = ()
+    SENSORS: dict[int, dict] = {}
 
     @classmethod
     def partitions(cls) -> list[Partition]:
@@ -120,6 +125,13 @@ class ESP32(Board):
     HEAP_BYTES = 110 * 1024  # public reports for a plain ESP32 after boot (FACTS.md)
     FLASH_BYTES = 4 * 1024 * 1024
     TASK_STACK_BYTES = 16 * 1024  # MicroPython 1.25's esp32 default, stated in mpconfigboard.h
+    ADC_PINS = (32, 33, 34, 35, 36, 37, 38, 39)
+    SENSORS = {
+        0: {"pin": 36, "atten": "11db", "uv": [500_000, 1_500_000], "value": [0, 10_000]},  # TMP36 on VP
+        1: {"pin": 39, "atten": "11db", "uv": [2_800_000, 1_200_000], "value": [0, 10_000]},  # capacitive soil, VN
+        2: {"pin": 34, "atten": "11db", "uv": [0, 3_100_000], "value": [0, 10_000]},  # photoresistor divider
+        3: {"pin": 35, "atten": "11db", "uv": [0, 1_000_000], "value": [0, 2_000]},  # battery through a 1:2 divider
+    }
 
 
 class ESP32S3PSRAM(Board):
@@ -133,6 +145,13 @@ class ESP32S3PSRAM(Board):
     HEAP_BYTES = 2 * 1024 * 1024  # conservative: 8 MB PSRAM gives MicroPython several MB
     FLASH_BYTES = 8 * 1024 * 1024
     TASK_STACK_BYTES = 16 * 1024  # the same default; PSRAM does not enlarge the task stack
+    ADC_PINS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+    SENSORS = {
+        0: {"pin": 1, "atten": "11db", "uv": [500_000, 1_500_000], "value": [0, 10_000]},
+        1: {"pin": 2, "atten": "11db", "uv": [2_800_000, 1_200_000], "value": [0, 10_000]},
+        2: {"pin": 3, "atten": "11db", "uv": [0, 3_100_000], "value": [0, 10_000]},
+        3: {"pin": 4, "atten": "11db", "uv": [0, 1_000_000], "value": [0, 2_000]},
+    }
 
 
 class Unix(Board):

@@ -3,15 +3,19 @@
 
 from . import port
 from .link import Link
+from .sensors import Sensors
 from .supervisor import Supervisor
 
 
 class Board:
-    """`config` as for Link (device, fleet, key, host, port, ...); `flash` a port.Flash."""
+    """`config` as for Link (device, fleet, key, host, port, ...) and its "sensors" (sensors.py;
+    `sensors`, a callable (agent_id, channel) -> reading, replaces them); `flash` a port.Flash."""
 
     def __init__(self, config, flash, report=None, sensors=None, clock=port.ticks_ms):
         self.device = config["device"]
         self.flash = flash
+        if sensors is None:
+            sensors = Sensors(config.get("sensors"), clock, report)
         self.supervisor = Supervisor(report=report, sensors=sensors, clock=clock, flash=flash)
         self.link = Link(config, flash, self.supervisor, clock)
         self.supervisor.connect(self.link.agent_outbox, self.link.announce)

@@ -1,9 +1,11 @@
 # The port layer: everything that differs between a board (MicroPython) and the simulator
-# (CPython) lives here and nowhere else: clock, sleeping, the wasm engine.
+# (CPython) lives here and nowhere else: clock, sleeping, the wasm engine, the ADC behind
+# sensors (sensors.py).
 
 import sys
 
 MICROPYTHON = sys.implementation.name == "micropython"
+ESP32 = MICROPYTHON and sys.platform == "esp32"  # a real board: machine.ADC reads its pins
 
 if MICROPYTHON:
     import time
@@ -97,6 +99,18 @@ def heap_free(need=0):
     if gc.mem_free() < need:
         gc.collect()
     return gc.mem_free()
+
+
+def adc(pin, atten):
+    """An ADC on GPIO `pin` with attenuation `atten` (0-3: machine.ADC.ATTN_0DB, _2_5DB, _6DB,
+    _11DB) whose read_uv() gives calibrated microvolts (MicroPython's esp32 machine.ADC).
+    OSError where this port has no ADC (the unix port, CPython: their sensors are simulated)."""
+    try:
+        from machine import ADC, Pin
+    except ImportError:
+        raise OSError(19, "no ADC on this port (machine.ADC): GPIO%d cannot be read" % pin)
+    levels = (ADC.ATTN_0DB, ADC.ATTN_2_5DB, ADC.ATTN_6DB, ADC.ATTN_11DB)
+    return ADC(Pin(pin), atten=levels[atten])
 
 
 def _load_engine():

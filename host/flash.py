@@ -1,8 +1,8 @@
 """`microfang flash`: provision a board and write it with esptool (used as a library).
 
 The board's data partition ("vfs" in boards/<BOARD>/partitions.csv) gets a LittleFS image
-holding /config.cbor (device id, HMAC key, fleet, fleet signing key, broker, Wi-Fi) and the
-initial agents in /agents; it is laid after MicroPython's firmware.bin (bootloader, partition
+holding /config.cbor (device id, HMAC key, fleet, fleet signing key, broker, Wi-Fi, the board
+profile's sensor channels) and the initial agents in /agents; it is laid after MicroPython's firmware.bin (bootloader, partition
 table, app) and written in one go, or saved as one merged image with --out.
 """
 
@@ -17,6 +17,7 @@ from microfang.boards import BOARD_DEFS, TABLE_BYTES, TABLE_OFFSET, Board, parse
 from microfang.config import DEFAULT_DB, parse_broker, write_private
 from microfang.firmware.bundle import MAX_BUNDLE, decode
 from microfang.firmware.errors import BundleError, MicrofangError
+from microfang.firmware.sensors import check_all
 from microfang.ops import create_store
 from microfang.provision import BLOCK, write_image
 from microfang.tools.portbuild import esp32_firmware_path
@@ -78,6 +79,12 @@ def read_agents(paths: list[Path]) -> list[bytes]:
             raise MicrofangError(f"{path}: {e}") from None
         bundles.append(data)
     return bundles
+
+
+def sensor_config(spec: type[Board]) -> dict[int, dict]:
+    """The board profile's ADC channels as /config.cbor "sensors" (firmware/sensors.py), each
+    checked against the profile's ADC1 pins."""
+    return check_all(spec.SENSORS, spec.ADC_PINS)
 
 
 def data_image(spec: type[Board], config: dict, bundles: list[bytes]) -> bytes:
@@ -197,7 +204,9 @@ def flash(board: str, device: str, *, fleet: str = "default", db: Path = DEFAULT
     bundles = read_agents(agents or [])
     fw, fw_path = read_firmware(spec, firmware)
     check_firmware(spec, fw, fw_path)
-    vfs = data_image(spec, board_config(db, device, fleet, broker, wifi, wifi_password), bundles)
+    config = board_config(db, device, fleet, broker, wifi, wifi_password)
+    config["sensors"] = sensor_config(spec)
+    vfs = data_image(spec, config, bundles)
     if out is not None:
         image = merged_image(spec, fw, vfs)
         write_private(out, image)

@@ -19,10 +19,16 @@ Which boards run which agents: `--boards N --agents a,b` (N identical boards), o
     [boards.kitchen]
     agents = ["plant/agent.toml", "echo"]   # example names, manifests (built) or bundles (.mfa)
 
+    [boards.kitchen.sensors]        # what sensor_read(channel) reads (firmware/sensors.py)
+    temperature = { mean = 3200 }   # channel 0 held at 32.00 C (a constant)
+    moisture = { mean = 2500, amplitude = 1000, period_ms = 8000 }   # channel 1: 15-35 %, a wave
+
     [boards.attic]
     runtime = "micropython"         # no agents: a board to deploy or migrate to
 
-Agent paths are relative to the fleet file.
+Agent paths are relative to the fleet file. A top-level [sensors] table is every board's
+default; without one a board reads the firmware's simulated channels (firmware/sensors.py
+SIMULATED: temperature 15-35 C over 4 s, ...), on either runtime.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,10 +56,10 @@ from microfang.firmware.board import Board
 from microfang.firmware.bundle import decode
 from microfang.firmware.errors import MicrofangError
 from microfang.firmware.port import Flash
+from microfang.firmware.sensors import SensorError, check_all
 from microfang.flash import board_config, read_agents, register_agents
 from microfang.gateway import Gateway
 from microfang.provision import BLOCK, write_flash, write_image
-from microfang.sensors import SimulatedSensors
 from microfang.tools.build import SDK_DIR, build
 
 EXAMPLES = SDK_DIR / "examples"
@@ -96,6 +103,7 @@ class BoardPlan:
     agents: list[bytes] = field(default_factory=list)
     runtime: str = "cpython"
     profile: str = "esp32"
+    sensors: dict[int, dict] | None = None  # /config.cbor "sensors"; None: the firmware's simulated ones
 
 
 @dataclass
@@ -120,6 +128,23 @@ def _check_choice(where: str, value: Any, choices: tuple[str, ...] | list[str]) 
     return value
 
 
+def read_sensors(where: str, table: Any) -> dict[int, dict]:
+    """A fleet file's sensors table ({channel name or number: spec}) as /config.cbor holds it;
+    simulated channels only: a sim board has no ADC to read."""
+    if not isinstance(table, dict):
+        raise MicrofangError(f"{where}: must be a table of channels ([...sensors])")
+    channels = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in table.items()}
+    try:
+        specs = check_all(channels)
+    except SensorError as e:
+        raise MicrofangError(f"{where}: {e}") from None
+    for n, spec in specs.items():
+        if "pin" in spec:
+            raise MicrofangError(f"{where}: sensor {n}: a sim board has no ADC pins; give a simulated channel "
+                                 f"(mean, amplitude, period_ms, phase_ms)")
+    return specs
+
+
 def plan_from_flags(boards: int, agents: list[str], runtime: str, profile: str, fleet: str) -> FleetPlan:
     """N identical boards sim1..simN, each running every agent in `agents`."""
     if not 1 <= boards <= MAX_BOARDS:
@@ -137,14 +162,15 @@ def plan_from_flags(boards: int, agents: list[str], runtime: str, profile: str, 
 def read_fleet_file(path: Path) -> FleetPlan:
     """A FleetPlan from a fleet file (format in this module's docstring)."""
     doc = read_toml(path)
-    unknown = sorted(set(doc) - {"fleet", "runtime", "profile", "boards"})
+    unknown = sorted(set(doc) - {"fleet", "runtime", "profile", "sensors", "boards"})
     if unknown:
-        raise MicrofangError(f"{path}: unknown key {unknown[0]!r} (have: fleet, runtime, profile, boards)")
+        raise MicrofangError(f"{path}: unknown key {unknown[0]!r} (have: fleet, runtime, profile, sensors, boards)")
     fleet = doc.get("fleet", "sim")
     if not isinstance(fleet, str) or not protocol.name_ok(fleet):
         raise MicrofangError(f"{path}: fleet: {fleet!r} is not a valid name ({protocol.NAME_RULE})")
     runtime = _check_choice(f"{path}: runtime", doc.get("runtime", "cpython"), RUNTIMES)
     profile = _check_choice(f"{path}: profile", doc.get("profile", "esp32"), sorted(PROFILES))
+    sensors = read_sensors(f"{path}: sensors", doc["sensors"]) if "sensors" in doc else None
     tables = doc.get("boards")
     if not isinstance(tables, dict) or not tables:
         raise MicrofangError(f"{path}: boards: list at least one board as a [boards.NAME] table")
@@ -158,9 +184,9 @@ def read_fleet_file(path: Path) -> FleetPlan:
                 raise MicrofangError(f"{where}: not a valid board name ({protocol.NAME_RULE})")
             if not isinstance(table, dict):
                 raise MicrofangError(f"{where}: must be a table ([boards.{name}])")
-            extra = sorted(set(table) - {"agents", "runtime", "profile"})
+            extra = sorted(set(table) - {"agents", "runtime", "profile", "sensors"})
             if extra:
-                raise MicrofangError(f"{where}: unknown key {extra[0]!r} (have: agents, runtime, profile)")
+                raise MicrofangError(f"{where}: unknown key {extra[0]!r} (have: agents, runtime, profile, sensors)")
             specs = table.get("agents", [])
             if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
                 raise MicrofangError(f"{where}.agents: must be a list of names or paths")
@@ -173,7 +199,8 @@ def read_fleet_file(path: Path) -> FleetPlan:
             once(bundles, f"{where}.agents")
             plans.append(BoardPlan(name, bundles,
                                    _check_choice(f"{where}.runtime", table.get("runtime", runtime), RUNTIMES),
-                                   _check_choice(f"{where}.profile", table.get("profile", profile), sorted(PROFILES))))
+                                   _check_choice(f"{where}.profile", table.get("profile", profile), sorted(PROFILES)),
+                                   read_sensors(f"{where}.sensors", table["sensors"]) if "sensors" in table else sensors))
     return FleetPlan(fleet, plans)
 
 
@@ -183,6 +210,8 @@ def provision(plan: FleetPlan, db: Path, host: str, port: int) -> list[dict]:
     for board in plan.boards:
         config = board_config(db, board.name, plan.fleet, f"mqtt://{host}:{port}", None, None)
         config["telemetry_ms"] = TELEMETRY_MS
+        if board.sensors is not None:
+            config["sensors"] = board.sensors
         register_agents(db, board.name, board.agents)
         configs.append(config)
     return configs
@@ -193,12 +222,14 @@ class InProcessBoard:
 
     runtime = "cpython"
 
-    def __init__(self, plan: BoardPlan, config: dict, sensors: SimulatedSensors | None = None) -> None:
+    def __init__(self, plan: BoardPlan, config: dict, sensors: Callable[[str, int], int] | None = None) -> None:
         self.name = plan.name
         self.last = ""
         flash = Flash(RAMBlockDevice(BLOCK, FLASH_BLOCKS))
         write_flash(flash, config, plan.agents)
-        self.board: Board = firmware_main.load(flash, report=self._report, sensors=sensors or SimulatedSensors())
+        # `sensors` None: the board reads its config's channels (firmware/sensors.py), as a
+        # MicroPython board does.
+        self.board: Board = firmware_main.load(flash, report=self._report, sensors=sensors)
         self.task: asyncio.Task | None = None
 
     def _report(self, agent_id: str, kind: str, text: str) -> None:

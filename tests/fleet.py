@@ -22,6 +22,10 @@ class Recorder:
 
 def make_board(device: str, key: bytes, port: int, flash: Flash | None = None, clock=None, sensors=None,
                **config: object) -> tuple[Board, Recorder]:
+    """`sensors`: a callable (agent_id, channel) -> reading, or a table of channels that goes to
+    the board's config as /config.cbor "sensors" (firmware/sensors.py) does."""
+    if sensors is not None and not callable(sensors):
+        config["sensors"], sensors = sensors, None
     rec = Recorder()
     flash = flash or Flash(RAMBlockDevice(4096, 32), "/" + device)
     cfg = {"device": device, "fleet": "test", "key": key, "host": "127.0.0.1", "port": port, "keepalive": 10,

@@ -34,7 +34,7 @@ def microfang_micropython():
     return portbuild.build_unix(lambda line: None)
 
 
-SUITE = ["test_supervisor_device", "test_hostile_device", "test_memlog_device", "test_deploy_device",
+SUITE = ["test_supervisor_device", "test_hostile_device", "test_memlog_device", "test_deploy_device", "test_sensors_device",
          "test_protocol_device", "test_ed25519_device"]
 
 

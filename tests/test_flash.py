@@ -9,6 +9,7 @@ from littlefs import LittleFS
 
 from microfang.boards import BOARD_DEFS, TABLE_BYTES, TABLE_OFFSET, parse_partition_table
 from microfang.cli import main
+from microfang.flash import sensor_config
 from microfang.gateway.store import Store
 from microfang.provision import BLOCK
 
@@ -54,7 +55,8 @@ def test_merged_image_holds_firmware_table_and_provisioned_files(board, tmp_path
     store = Store(tmp_path / "gw.db")
     registered = store.devices()["kitchen"]
     assert config == {"device": "kitchen", "fleet": "home", "key": registered["key"], "sign_key": store.sign_key("home"),
-                      "host": "gw.local", "port": 8883, "tls": True, "wifi": {"ssid": "attic", "password": "s3cret"}}
+                      "host": "gw.local", "port": 8883, "tls": True, "wifi": {"ssid": "attic", "password": "s3cret"},
+                      "sensors": sensor_config(spec)}
     store.close()
 
 
