@@ -17,13 +17,13 @@ from .deploy import Installer
 from .errors import MicrofangError
 from .memlog import LogError, MemoryLog
 from .mqtt import MQTTClient, MQTTError
+from .replicator import Replicator
 from .supervisor import RUNNING
 
 _OUTBOX_BYTES = 16 * 1024
 _CURSOR_EVERY_MS = 1000  # how often acknowledgements are written to flash (wear vs resends)
 _BACKOFF_MIN_MS = 250
 _BACKOFF_MAX_MS = 30000
-_REPLICATE_BATCH = 16
 _ANSWERED_KEEP = 1024  # request ids remembered per agent to drop a re-sent reply
 _RTT_KEEP = 256  # request round trips kept for telemetry
 _DOWN = protocol.DOWN + "/"
@@ -71,7 +71,7 @@ class Link:
         self.acked = set()  # seqs acknowledged but not yet contiguous with the cursor
         self.cursor_written = clock()
         self.down_window = self._read_down_window()
-        self.replicated = {}  # agent -> highest seq sent (acknowledged ones come back on ctl)
+        self.replicator = Replicator(supervisor, self._send_log, clock)
         self.answered = {}  # agent -> ReplayWindow of request ids answered (a crashed gateway may answer again)
         self.asked = {}  # (agent, request id) -> when it was asked, for the round-trip figures
         self.rtt_ms = []  # the latest request round trips, agent to agent (telemetry reports them)
@@ -281,25 +281,15 @@ class Link:
     def _send_up(self, agent_id, kind, body):
         return self.send(protocol.UP + "/" + agent_id, agent_id, kind, body)
 
-    # ---- replication and telemetry -------------------------------------------------------
+    def logged(self, agent_id):
+        """The Supervisor's on_log hook: an agent appended to its memory log (replicator.py)."""
+        if self.replicator.logged(agent_id):
+            self._kick.set()
 
-    def replicate(self):
-        """Send each agent's log records the gateway does not have yet, on log/{agent}."""
-        for agent_id in list(self.supervisor.agents):
-            log = self.supervisor.log(agent_id)
-            if log is None:
-                continue
-            start = max(log.acked, self.replicated.get(agent_id, 0)) + 1
-            if start > log.last_seq:
-                continue
-            batch = []
-            for seq, payload in log.records(start):
-                batch.append([seq, payload])
-                if len(batch) >= _REPLICATE_BATCH:
-                    break
-            if batch:
-                self.send(protocol.LOG + "/" + agent_id, agent_id, protocol.K_LOG, batch)
-                self.replicated[agent_id] = batch[-1][0]
+    def _send_log(self, agent_id, records):
+        return self.send(protocol.LOG + "/" + agent_id, agent_id, protocol.K_LOG, records)
+
+    # ---- replication and telemetry -------------------------------------------------------
 
     def telemetry(self):
         try:
@@ -372,8 +362,10 @@ class Link:
                     self.installer.complete_ready()
                 if port.ticks_diff(now, last_tele) >= telemetry_ms:
                     last_tele = now
-                    self.replicate()
+                    self.replicator.replicate()
                     self.telemetry()
+                else:
+                    self.replicator.replicate_due(now)
                 if port.ticks_diff(now, last_ping) >= keepalive_ms:
                     last_ping = now
                     await client.ping()
@@ -389,6 +381,9 @@ class Link:
                           keepalive_ms - port.ticks_diff(self.clock(), last_ping))
                 if self._pending_cursor > self.outbox.acked:
                     due = min(due, _CURSOR_EVERY_MS - port.ticks_diff(self.clock(), self.cursor_written))
+                replicate = self.replicator.due_in(self.clock())
+                if replicate is not None:
+                    due = min(due, replicate)
                 deadline = client.next_deadline(self.clock())
                 if deadline is not None:
                     due = min(due, deadline)

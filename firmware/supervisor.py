@@ -84,6 +84,7 @@ class Supervisor:
         self.agents = {}
         self.outbox = outbox
         self.on_spawn = None  # on_spawn(agent_id, manifest): the link tells the gateway
+        self.on_log = None  # on_log(agent_id): a record was appended to the agent's memory log
         self.flash = flash
         self._logs = {}
         self._env = None
@@ -160,11 +161,13 @@ class Supervisor:
             self._deliver(agent, *agent.queue.pop(0))
         return agent.state
 
-    def connect(self, outbox, on_spawn):
-        """Hook a link in (board.py): agents' publishes and requests go to `outbox`, and
-        `on_spawn(agent_id, manifest)` hears of every agent started."""
+    def connect(self, outbox, on_spawn, on_log=None):
+        """Hook a link in (board.py): agents' publishes and requests go to `outbox`,
+        `on_spawn(agent_id, manifest)` hears of every agent started and `on_log(agent_id)` of
+        every memory-log record appended (the link replicates it soon, not at the next tick)."""
         self.outbox = outbox
         self.on_spawn = on_spawn
+        self.on_log = on_log
 
     def suspend(self, agent_id):
         agent = self._get(agent_id)
@@ -429,13 +432,16 @@ class Supervisor:
         if log is None:
             return abi.E_NOT_FOUND
         try:
-            return log.append(data)
+            seq = log.append(data)
         except LogError as e:
             self.report(sandbox.agent_id, "fault", "mem_append: %s" % e)
             return e.code
         except OSError as e:
             self.report(sandbox.agent_id, "fault", "mem_append: flash error %s" % e)
             return abi.E_FULL
+        if self.on_log is not None:
+            self.on_log(sandbox.agent_id)
+        return seq
 
     def host_mem_read(self, sandbox, seq, ptr, capacity):
         self._agent_of(sandbox)

@@ -274,3 +274,20 @@ def request_chain(steps: list[tuple[str, bytes]], agent_id: str = "chain", **cha
     return build_bundle(wat, **{"sandbox.permissions.allowed_host_functions": ["request", "mem_append"],
                                 "sandbox.agent_id": agent_id, "sandbox.fuel.max_fuel": 1_000_000,
                                 "sandbox.memory.max_heap_kb": 64, **changes})
+
+
+def appender(every_ms: int = 10, log_kb: int = 4) -> bytes:
+    """Agent "appender": on each timer event (every `every_ms`) it counts and appends the count
+    (u32 little-endian) as a 16-byte record to its memory log of `log_kb` KiB."""
+    wat = agent_wat("""
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+    (if (i32.eq (local.get 0) (i32.const 2))
+      (then
+        (i32.store (i32.const 1000) (i32.add (i32.load (i32.const 1000)) (i32.const 1)))
+        (i32.store (i32.const 1500) (i32.load (i32.const 1000)))
+        (drop (call $append (i32.const 1500) (i32.const 16)))))
+    (i32.const 0))""", imports='(import "mf" "mem_append" (func $append (param i32 i32) (result i32)))')
+    return build_bundle(wat, **{"sandbox.agent_id": "appender", "sandbox.permissions.allowed_host_functions": ["mem_append"],
+                                "agent.timers": [{"id": 1, "every_ms": every_ms}], "memory_log.max_kb": log_kb,
+                                "sandbox.memory.max_heap_kb": 2, "sandbox.memory.stack_size_kb": 1,
+                                "sandbox.memory.grow_limit_pages": 0})
