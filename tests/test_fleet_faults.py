@@ -242,3 +242,46 @@ def test_each_of_several_broker_restarts_is_followed_by_a_reconnect_within_10_s(
 
     took = asyncio.run(scenario())
     assert max(took) < 10, took
+
+
+@pytest.mark.parametrize("fault", ["stall", "cut", "partition"])
+def test_a_stalled_cut_or_partitioned_network_brings_every_board_back_with_nothing_lost_or_twice(
+        fault, mosquitto, tmp_path, micropython, example_bundle):
+    """Boards reach the broker through a TCP proxy on 127.0.0.1 (tests/stall_proxy.py) that stalls
+    their connections (open, silent), cuts them, or partitions the network for 4 s (old and new
+    connections silent) and heals: each board (MicroPython at 110 KB, CPython) notices by its
+    PINGRESP deadline or the closed socket, connects again, and every echo request its agent
+    made is answered exactly once."""
+    from stall_proxy import StallProxy
+
+    async def scenario():
+        db = tmp_path / "gw.db"
+        keys = provision(db)
+        gateway = start_gateway(mosquitto.port, db)
+        async with StallProxy(mosquitto.port) as proxy:
+            boards = []
+            for name, runtime in (("mp1", "micropython"), ("c1", "cpython")):
+                config = {"device": name, "fleet": "test", "key": keys[name], "host": "127.0.0.1", "port": proxy.port,
+                          "telemetry_ms": 500, "keepalive": 2}  # a PINGREQ a second, its PINGRESP due within 1 s
+                boards.append(await RunningBoard(runtime, config, tmp_path, [example_bundle("echo")],
+                                                 micropython).start())
+            try:
+                assert await wait_until(lambda: all(len(echoed(b.lines())) >= 2 for b in boards), 30), \
+                    [b.lines() for b in boards]
+                getattr(proxy, fault)()
+                if fault == "partition":
+                    await asyncio.sleep(4)  # the boards give up their connections and retry into the void
+                    proxy.heal()
+                back = await wait_until(lambda: all(connects(b.lines()) >= 2 for b in boards), 20)
+                answered = back and await answered_more(boards)
+            finally:
+                lines = await stop_all(boards, gateway)
+        return back, answered, lines
+
+    back, answered, lines = asyncio.run(scenario())
+    assert back and answered, [seen[-6:] for seen in lines]
+    for seen in lines:
+        assert answered_once(echoed(seen)), echoed(seen)
+        assert not any("Traceback" in ln for ln in seen), seen
+        if fault != "cut":
+            assert any("link disconnected: no PINGRESP within 1000 ms" in ln for ln in seen), seen
