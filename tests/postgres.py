@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -75,22 +76,7 @@ class PostgresCluster:
                                   "--no-sync", "-E", "UTF8"])
         if init.returncode:
             raise RuntimeError(f"initdb failed: {init.stderr.strip() or init.stdout.strip()}")
-        cmd = [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.folder),
-               "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=50"]
-        if os.geteuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            ready = subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                                   capture_output=True, check=False)
-            if ready.returncode == 0:
-                break
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"postgres exited: {self.proc.stderr.read().decode()}")
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("postgres did not start within 20 s")
+        self.start_server()
         for sql in ("CREATE DATABASE microfang", None):
             args = [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-v",
                     "ON_ERROR_STOP=1", "-q"]
@@ -103,11 +89,35 @@ class PostgresCluster:
                 raise RuntimeError(f"psql failed: {done.stderr.strip()}")
         return self
 
-    def stop(self) -> None:
+    def start_server(self) -> None:
+        """Run the server on the cluster (again, after stop_server: same data, same port)."""
+        cmd = [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.folder),
+               "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=50"]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            ready = subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                                   capture_output=True, check=False)
+            if ready.returncode == 0:
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"postgres exited: {self.proc.stderr.read().decode()}")
+            time.sleep(0.1)
+        raise RuntimeError("postgres did not start within 20 s")
+
+    def stop_server(self) -> None:
+        """Stop the server (a fast shutdown: sessions are ended), keeping the cluster's data."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            # SIGINT to the postmaster itself (runuser passes no SIGINT on; SIGTERM would wait
+            # for every client to leave)
+            os.kill(int((self.data / "postmaster.pid").read_text().split()[0]), signal.SIGINT)
             self.proc.wait(timeout=20)
         self.proc = None
+
+    def stop(self) -> None:
+        self.stop_server()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -41,10 +41,11 @@ async def until(check, seconds):
     return check()
 
 
-async def through_a_failure(broker_port, db, fail, recover):
+async def through_a_failure(broker_port, db, fail, recover, stays_failing=True):
     """REQUESTS requests: the first third before `fail()`, the rest while the store fails;
-    /healthz is read while it fails, then `recover()`. Returns (reply ids, health while failing,
-    health after, store failures counted, audit check)."""
+    /healthz is read while it fails (unless the failure does not last: not `stays_failing`),
+    then `recover()`. Returns (reply ids, health while failing, health after, store failures
+    counted, audit check, connections the store opened)."""
     async with Gateway(broker=f"mqtt://127.0.0.1:{broker_port}", db=db, http_port=0, quiet=True) as gw:
         gw.add_device("dev1", fleet="f", key=KEY)
         http_port = gw._http.sockets[0].getsockname()[1]
@@ -54,14 +55,17 @@ async def through_a_failure(broker_port, db, fail, recover):
         await until(lambda: len(board.replies) >= third, 10)
         await asyncio.get_running_loop().run_in_executor(None, fail)
         board.send(third + 1, REQUESTS - third)
-        await until(lambda: gw.batches.problem is not None, 15)
-        failing = await asyncio.get_running_loop().run_in_executor(None, healthz, http_port)
+        failing = None
+        if stays_failing:
+            await until(lambda: gw.batches.problem is not None, 15)
+            failing = await asyncio.get_running_loop().run_in_executor(None, healthz, http_port)
         await asyncio.get_running_loop().run_in_executor(None, recover)
         await until(lambda: len(board.replies) >= REQUESTS, 30)
         await asyncio.sleep(0.3)  # a duplicate would arrive now
         after = await asyncio.get_running_loop().run_in_executor(None, healthz, http_port)
         board.stop()
-        return sorted(board.replies), failing, after, gw.metrics["store_failures"], gw.store.verify_audit()
+        return (sorted(board.replies), failing, after, gw.metrics["store_failures"], gw.store.verify_audit(),
+                getattr(gw.store.db, "sessions", 1))
 
 
 @pytest.fixture
@@ -87,7 +91,7 @@ def fill(folder):
 
 
 def test_a_full_disk_loses_no_request_and_healthz_says_why(mosquitto, small_disk):
-    replies, failing, after, failures, audit = asyncio.run(through_a_failure(
+    replies, failing, after, failures, audit, _ = asyncio.run(through_a_failure(
         mosquitto.port, small_disk / "gw.db", lambda: fill(small_disk), lambda: (small_disk / "filler").unlink()))
     assert failures > 0  # the disk really was full for the gateway
     assert failing[0] == 503 and "full" in failing[1]["store"], failing
@@ -107,7 +111,7 @@ def test_a_locked_database_loses_no_request_and_healthz_says_why(mosquitto, tmp_
         holder["db"].execute("ROLLBACK")
         holder["db"].close()
 
-    replies, failing, after, failures, audit = asyncio.run(through_a_failure(mosquitto.port, tmp_path / "gw.db",
+    replies, failing, after, failures, audit, _ = asyncio.run(through_a_failure(mosquitto.port, tmp_path / "gw.db",
                                                                              lock, unlock))
     assert failures > 0
     assert failing[0] == 503 and "locked" in failing[1]["store"], failing

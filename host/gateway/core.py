@@ -117,6 +117,7 @@ class Gateway:
         try:
             self.peers = Peers(self.store, self.name)
             self.peers.join()
+            self.store.db.add_session_hook(self.peers.join)  # a lost PostgreSQL session took the name lock
         except BaseException:
             self.store.close()
             raise
@@ -389,7 +390,7 @@ class Gateway:
 
     def health(self) -> dict[str, Any]:
         online = sum(1 for d in self.devices.values() if d.get("online"))
-        problem = None if self.batches is None else self.batches.problem
+        problem = None if self.batches is None or self.store is None else self.batches.problem or self.store.db.problem
         status = "ok" if self.connected and problem is None else "degraded"
         return {"status": status, "broker_connected": self.connected, "store": problem or "ok",
                 "devices": len(self.devices), "online": online, "uptime_s": round(time.time() - self.started, 1),

@@ -12,7 +12,11 @@ The SQL is the subset both engines speak (`?` placeholders become `%s` for Postg
 CONFLICT`, `RETURNING`); the schema names its types through `{blob}` and `{serial}`.
 A failure of the database itself (disk full, locked, damaged, connection lost) is raised as
 StoreFailure, naming the problem in one line: the gateway then does not acknowledge the
-message it was handling and tries again later.
+message it was handling and tries again later. A lost PostgreSQL connection (the server
+restarted, the backend terminated) is opened again by the next transaction, never in the
+middle of one (what the lost session had done there is gone); `problem` says what failed
+last until a transaction commits again, and `add_session_hook` re-takes what lived in the
+lost session (a gateway's name lock, peers.py).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from microfang.firmware.errors import MicrofangError
 
 BUSY_TIMEOUT_S = 0.5  # a locked SQLite file: wait this long (blocking the loop), then report it and retry later
 RETRY_S = (0.05, 2.0)  # back-off while the store fails: the first and the longest wait
+RECONNECT_TIMEOUT_S = 2  # a lost PostgreSQL connection: how long one attempt to open it again may block the loop
 
 
 class StoreFailure(MicrofangError):
@@ -49,6 +54,14 @@ class Database:
     def __init__(self) -> None:
         self._depth = 0
         self._after: list[Callable[[], None]] = []
+        self.problem: str | None = None  # the last failure, until a transaction commits again
+        self._hooks: list[Callable[[], None]] = []
+
+    def add_session_hook(self, hook: Callable[[], None]) -> None:
+        """Call `hook()` each time the connection has been opened again after it was lost
+        (session state such as advisory locks died with the old one; a SQLite file is never
+        lost). A MicrofangError from it fails the store until it succeeds."""
+        self._hooks.append(hook)
 
     # ---- what subclasses provide ---------------------------------------------------------
 
@@ -85,7 +98,8 @@ class Database:
     def _raise_failure(self, e: Exception) -> None:
         reason = self._failure(e)
         if reason is not None:
-            raise StoreFailure(f"{self.name}: {reason}") from None
+            self.problem = f"{self.name}: {reason}"
+            raise StoreFailure(self.problem) from None
 
     @property
     def name(self) -> str:
@@ -131,14 +145,18 @@ class Database:
             self._depth = 0
             self._after.clear()
             with contextlib.suppress(Exception):
-                self._run("ROLLBACK", ())
+                self._rollback()
             raise
         self._depth = 0
+        self.problem = None
         after, self._after = self._after, []
         for action in after:
             action()
 
     _begin = "BEGIN"
+
+    def _rollback(self) -> None:
+        self._run("ROLLBACK", ())
 
     @contextlib.contextmanager
     def _savepoint(self) -> Iterator[None]:
@@ -247,10 +265,29 @@ class PostgresDatabase(Database):
             raise MicrofangError("a PostgreSQL store needs psycopg: pip install 'microfang[postgres]'") from None
         self._psycopg = psycopg
         self.dsn = dsn
+        self.sessions = 1  # connections opened (a reconnect opens one more)
+        self._shut = False
         try:
             self.db = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
         except psycopg.Error as e:
             raise MicrofangError(f"{self.name}: cannot connect ({str(e).strip().splitlines()[0]})") from None
+
+    def _reconnect(self) -> None:
+        """Open the connection again: only between transactions (inside one, the work done in
+        the lost session is gone, so the transaction fails as a whole)."""
+        if self._depth or self._shut:
+            raise self._psycopg.OperationalError("the connection is closed" if self._shut else
+                                                 "the connection was lost during the transaction")
+        with contextlib.suppress(Exception):
+            self.db.close()
+        self.db = self._psycopg.connect(self.dsn, autocommit=True, connect_timeout=RECONNECT_TIMEOUT_S)
+        self.sessions += 1
+        for hook in self._hooks:
+            try:
+                hook()
+            except MicrofangError as e:
+                self.db.close()  # try again (and the hook with it) on the next transaction
+                raise StoreFailure(f"{self.name}: after reconnecting: {e}") from None
 
     @property
     def name(self) -> str:
@@ -259,9 +296,17 @@ class PostgresDatabase(Database):
         return "postgresql://" + rest.rsplit("@", 1)[-1] if "@" in rest else self.dsn
 
     def _run(self, sql: str, args: Sequence[Any]) -> Any:
+        if self.db.closed or self.db.broken:
+            self._reconnect()
         return self.db.execute(sql.replace("?", "%s"), args or None)
 
+    def _rollback(self) -> None:
+        if not (self.db.closed or self.db.broken):  # a lost session rolled back with it
+            self._run("ROLLBACK", ())
+
     def _run_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
+        if self.db.closed or self.db.broken:
+            self._reconnect()
         with self.db.cursor() as cur:
             cur.executemany(sql.replace("?", "%s"), rows)
 
@@ -273,6 +318,7 @@ class PostgresDatabase(Database):
         return None
 
     def close(self) -> None:
+        self._shut = True
         self.db.close()
 
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from microfang.firmware.errors import MicrofangError
+from microfang.gateway.db import RETRY_S, StoreFailure
 from microfang.gateway.store import JOB_ACTIVE, Store
 
 POLL_S = 0.02  # an index lookup in SQLite: cheap
@@ -48,8 +49,15 @@ async def watch_jobs(store: Store, ids: list[int] | None = None, *, timeout: flo
     """The rows of jobs `ids` (None: of every active job) every `poll_s` seconds, until all of
     `ids` have ended or `timeout` seconds have passed (None: for ever)."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    rows: list[dict[str, Any]] = []
     while True:
-        rows = store.jobs(ids, active=ids is None)
+        try:
+            rows = store.jobs(ids, active=ids is None)
+        except StoreFailure:  # the store fails for now (store.db.problem says why): ask again later
+            if deadline is not None and time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(RETRY_S[1])
+            continue
         yield rows
         if ids is not None and all(row["state"] not in JOB_ACTIVE for row in rows):
             return
