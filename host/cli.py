@@ -70,9 +70,33 @@ def print_json(data: object) -> None:
     print(json.dumps(data, indent=2, default=str), flush=True)
 
 
-def add_db(p: argparse.ArgumentParser, default: Path | None = DEFAULT_DB) -> None:
-    """The --db option of every command that reads or writes the gateway's database."""
-    p.add_argument("--db", type=Path, default=default, help=f"the gateway's database (default {DEFAULT_DB})")
+def add_store(p: argparse.ArgumentParser, default: Path = DEFAULT_DB) -> None:
+    """The gateway's store, named one way for every command that reads or writes it: `--store
+    URL|FILE` (alias `--db`) or the `--config` file's `[gateway] store` (or `db`); see store_of."""
+    p.add_argument("--store", "--db", dest="store", metavar="URL|FILE",
+                   help=f"the gateway's store: a postgresql:// URL or a SQLite file (default: --config's [gateway] "
+                        f"store or db, else MICROFANG_STORE, else {default})")
+    if not any(action.dest == "config" for action in p._actions):
+        p.add_argument("--config", type=Path, help="the gateway's TOML configuration, to take the store from")
+    p.set_defaults(store_default=default)
+
+
+def store_of(args: argparse.Namespace) -> str:
+    """Where the command's store is (add_store's options)."""
+    from microfang.config import store_setting
+
+    return store_setting(args.config, args.store, args.store_default)
+
+
+def display(where: str) -> str:
+    """A store's location as shown: a URL without its password."""
+    from microfang.gateway.db import is_url
+
+    if not is_url(where) or "@" not in where:
+        return where
+    scheme, rest = where.split("://", 1)
+    user, host = rest.rsplit("@", 1)
+    return f"{scheme}://{user.split(':', 1)[0]}@{host}"
 
 
 def argparse_build(sub: argparse._SubParsersAction) -> None:
@@ -183,9 +207,9 @@ def argparse_gateway(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gateway", help="run the gateway: registry, router, audit, replicas, /healthz and /metrics")
     p.add_argument("--config", type=Path, help="TOML configuration (see microfang.config); options override it")
     p.add_argument("--broker", help="MQTT broker URL, mqtts:// for TLS (default mqtt://127.0.0.1:1883)")
-    add_db(p, default=None)  # None: from --config, else gateway.db
+    p.add_argument("--db", type=Path, help=f"the gateway's SQLite file (default: --config's, else {DEFAULT_DB})")
     p.add_argument("--store", help="the gateway's state in PostgreSQL (postgresql://...), shared by several gateways "
-                                   "that split the fleet's traffic; default: the SQLite file --db")
+                                   "that split the fleet's traffic (or a SQLite file); default: the SQLite file --db")
     p.add_argument("--name", help="this gateway's name, unique among those on one --store (default: host name and "
                                   "a digest of the store)")
     p.add_argument("--http", type=int, metavar="PORT", help="port for /healthz and /metrics (default 8077; 0: off)")
@@ -233,7 +257,7 @@ def do_gateway(args: argparse.Namespace) -> None:
 
 def argparse_status(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="show the fleet: devices, presence, agents (from the gateway's database)")
-    add_db(p)
+    add_store(p)
     add_json(p)
 
 
@@ -242,11 +266,12 @@ def do_status(args: argparse.Namespace) -> None:
 
     from microfang.ops import fleet_status
 
-    rows = fleet_status(args.db)
+    where = store_of(args)
+    rows = fleet_status(where)
     if args.json:
         print_json(rows)
         return
-    table = Table(title=f"fleet in {args.db}: {len(rows)} devices, {sum(1 for r in rows if r['online'])} online")
+    table = Table(title=f"fleet in {display(where)}: {len(rows)} devices, {sum(1 for r in rows if r['online'])} online")
     for column in ("device", "fleet", "presence", "last seen", "agents", "states", "fuel used", "events", "traps"):
         table.add_column(column)
     for r in rows:
@@ -258,7 +283,7 @@ def do_status(args: argparse.Namespace) -> None:
 
 def argparse_jobs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("jobs", help="the latest deploy, migration and control jobs and their results")
-    add_db(p)
+    add_store(p)
     add_json(p)
     p.add_argument("-n", "--limit", type=int, default=20)
 
@@ -268,11 +293,12 @@ def do_jobs(args: argparse.Namespace) -> None:
 
     from microfang.ops import recent_jobs
 
-    rows = recent_jobs(args.db, args.limit)
+    where = store_of(args)
+    rows = recent_jobs(where, args.limit)
     if args.json:
         print_json(rows)
         return
-    table = Table(title=f"jobs in {args.db}: {len(rows)} shown")
+    table = Table(title=f"jobs in {display(where)}: {len(rows)} shown")
     for column in ("id", "kind", "agent", "board", "state", "progress", "detail"):
         table.add_column(column)
     for job in rows:
@@ -286,14 +312,31 @@ def argparse_audit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("audit", help="check the gateway's append-only audit log")
     actions = p.add_subparsers(dest="audit_action", metavar="ACTION", required=True)
     v = actions.add_parser("verify", help="verify the hash chain of every audit record")
-    add_db(v)
+    add_store(v)
     add_json(v)
+    listing = actions.add_parser("list", help="the latest audit records: what agents did and what was done to them")
+    add_store(listing)
+    add_json(listing)
+    listing.add_argument("-n", "--limit", type=int, default=20)
+    listing.add_argument("--device", help="only this device's records")
 
 
 def do_audit(args: argparse.Namespace) -> None:
-    from microfang.ops import audit_verify
+    import time
 
-    count = audit_verify(args.db)
+    from microfang.ops import audit_verify, recent_audit
+
+    if args.audit_action == "list":
+        rows = recent_audit(store_of(args), args.limit, args.device)
+        if args.json:
+            print_json(rows)
+            return
+        for row in rows:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["ts"]))
+            console.out.print(f"{row['n']:>6} {when} {row['device']}/{row['agent']} {row['action']} {row['detail']}",
+                              markup=False, highlight=False, soft_wrap=True)
+        return
+    count = audit_verify(store_of(args))
     if args.json:
         print_json({"intact": True, "records": count})
         return
@@ -306,9 +349,9 @@ def argparse_keys(sub: argparse._SubParsersAction) -> None:
     a = actions.add_parser("add", help="register a device and print its HMAC key (hex)")
     a.add_argument("device")
     a.add_argument("--fleet", default="default")
-    add_db(a)
+    add_store(a)
     listing = actions.add_parser("list", help="the registered devices, their fleets and presence (no keys)")
-    add_db(listing)
+    add_store(listing)
     add_json(listing)
 
 
@@ -316,14 +359,14 @@ def do_keys(args: argparse.Namespace) -> None:
     from microfang.ops import add_key, registered_devices
 
     if args.keys_action == "list":
-        rows = registered_devices(args.db)
+        rows = registered_devices(store_of(args))
         if args.json:
             print_json(rows)
             return
         for row in rows:
             console.info(f"{row['device']:<24} fleet {row['fleet']:<16} {'online' if row['online'] else 'offline'}")
         return
-    console.out.print(add_key(args.db, args.device, args.fleet).hex(), markup=False, highlight=False)
+    console.out.print(add_key(store_of(args), args.device, args.fleet).hex(), markup=False, highlight=False)
 
 
 def argparse_flash(sub: argparse._SubParsersAction) -> None:
@@ -336,7 +379,7 @@ def argparse_flash(sub: argparse._SubParsersAction) -> None:
     add_secret(p, "wifi-password", "MICROFANG_WIFI_PASSWORD", "the Wi-Fi password")
     p.add_argument("--agents", type=Path, nargs="*", default=[], metavar="BUNDLE", help="initial agents (.mfa)")
     p.add_argument("--firmware", type=Path, help="MicroPython firmware.bin (default: `microfang port build` output)")
-    add_db(p)
+    add_store(p)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--port", help="serial port of the board (/dev/ttyUSB0)")
     target.add_argument("--out", type=Path, metavar="IMAGE", help="write the merged image here instead of a board")
@@ -345,7 +388,7 @@ def argparse_flash(sub: argparse._SubParsersAction) -> None:
 def do_flash(args: argparse.Namespace) -> None:
     from microfang.flash import flash
 
-    done = flash(args.board, args.device, fleet=args.fleet, db=args.db, broker=args.broker, port=args.port,
+    done = flash(args.board, args.device, fleet=args.fleet, db=store_of(args), broker=args.broker, port=args.port,
                  out=args.out, firmware=args.firmware, agents=args.agents, wifi=args.wifi,
                  wifi_password=secret(args, "wifi-password"))
     spec = done.board
@@ -368,11 +411,11 @@ def argparse_deploy(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--device", action="append", metavar="ID", help="a board (repeat for several)")
     where.add_argument("--fleet", metavar="NAME", help="every board of a fleet")
     where.add_argument("--port", metavar="PORT", help="a board on USB (mpremote): /dev/ttyUSB0, socket://host:port")
-    add_db(p)
+    add_store(p)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the boards (default 120)")
 
 
-def _wait_jobs(db: Path, job_ids: list[int], timeout: float) -> None:
+def _wait_jobs(db: str, job_ids: list[int], timeout: float) -> None:
     """Show the jobs' progress until they end, then each board's answer; raise if any failed."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
@@ -418,13 +461,14 @@ def do_deploy(args: argparse.Namespace) -> None:
         with Progress(TextColumn(f"copying {args.bundle.name}"), BarColumn(), DownloadColumn(),
                       console=console.err_console, transient=True) as progress:
             bar = progress.add_task("copy", total=None)
-            done = deploy_usb(args.bundle, args.port, args.db,
+            done = deploy_usb(args.bundle, args.port, store_of(args),
                               lambda copied, total: progress.update(bar, completed=copied, total=total))
         console.info(f"{done.device}: {done.agent} version {done.version} {done.state} ({', '.join(done.figures)})")
         return
     from microfang.deploy import queue_deploy
 
-    _wait_jobs(args.db, queue_deploy(args.db, args.bundle, args.device, args.fleet), args.timeout)
+    where = store_of(args)
+    _wait_jobs(where, queue_deploy(where, args.bundle, args.device, args.fleet), args.timeout)
 
 
 def argparse_migrate(sub: argparse._SubParsersAction) -> None:
@@ -432,14 +476,15 @@ def argparse_migrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("agent")
     p.add_argument("--from", dest="source", required=True, metavar="DEVICE")
     p.add_argument("--to", dest="target", required=True, metavar="DEVICE")
-    add_db(p)
+    add_store(p)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the boards (default 120)")
 
 
 def do_migrate(args: argparse.Namespace) -> None:
     from microfang.deploy import queue_migrate
 
-    _wait_jobs(args.db, queue_migrate(args.db, args.agent, args.source, args.target), args.timeout)
+    where = store_of(args)
+    _wait_jobs(where, queue_migrate(where, args.agent, args.source, args.target), args.timeout)
 
 
 DEFAULT_SIM_AGENTS = ("echo", "hello", "threshold")
@@ -460,7 +505,7 @@ def argparse_sim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fleet", default="sim", help="without a fleet file: the fleet's name (default sim)")
     p.add_argument("-t", "--seconds", type=float, default=10.0, help="how long to run (default 10; 0: forever)")
     p.add_argument("--broker", help="MQTT broker URL (default: start a private one)")
-    add_db(p, default=SIM_DB)  # where the boards are registered: never the production gateway.db by default
+    p.add_argument("--db", type=Path, default=SIM_DB, help=f"the simulated fleet's registry (default {SIM_DB})")  # where the boards are registered: never the production gateway.db by default
     p.add_argument("--runtime", choices=["cpython", "micropython"], default="cpython",
                    help="without a fleet file: cpython (boards in this process) or micropython (each board a "
                         "MicroPython process booting from its own flash image)")
@@ -506,7 +551,7 @@ def do_demo(args: argparse.Namespace) -> None:
 def argparse_mcp(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mcp", help="serve the fleet to LLM applications over MCP (stdio, or HTTP with a token); "
                                    "control tools need `microfang gateway` running on the same --db")
-    add_db(p)
+    add_store(p)
     p.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP on 127.0.0.1:PORT/mcp instead")
     add_secret(p, "token", "MICROFANG_MCP_TOKEN", "bearer token HTTP clients must send (required with --http)")
     p.add_argument("--read-only", action="store_true",
@@ -517,9 +562,9 @@ def do_mcp(args: argparse.Namespace) -> None:
     from microfang.mcpserver import fleet_server
     from microfang.ops import open_store
 
-    open_store(args.db).close()  # a clear error now rather than on the first tool call
+    open_store(store_of(args)).close()  # a clear error now rather than on the first tool call
     if args.http is None:
-        fleet_server(args.db, args.read_only).run("stdio")
+        fleet_server(store_of(args), args.read_only).run("stdio")
         return
     token = secret(args, "token")
     if not token:
@@ -529,20 +574,20 @@ def do_mcp(args: argparse.Namespace) -> None:
 
     from microfang.mcpserver import serve_http
 
-    asyncio.run(serve_http(args.db, args.http, token, read_only=args.read_only,
+    asyncio.run(serve_http(store_of(args), args.http, token, read_only=args.read_only,
                            ready=lambda: console.info(f"mcp: http://127.0.0.1:{args.http}/mcp (bearer token required)")))
 
 
 def argparse_sniff(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sniff", help="print the fleet's MQTT traffic decoded: topic, kind, agent, sequence, body",
                        description="Subscribe to a broker and print every envelope decoded (CBOR made readable); "
-                                   "with --db the HMAC of each is checked and forgeries are marked.")
+                                   "with --store (or --db) the HMAC of each is checked and forgeries are marked.")
     p.add_argument("topics", nargs="*", default=["mf/#"], metavar="TOPIC", help="topic filters (default mf/#)")
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="MQTT broker URL (default %(default)s)")
     p.add_argument("--user", help="broker user name")
     add_secret(p, "password", "MICROFANG_BROKER_PASSWORD", "broker password")
     p.add_argument("--cafile", help="CA certificate (PEM) for an mqtts:// broker")
-    add_db(p, default=None)
+    add_store(p)
     p.add_argument("-t", "--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
     p.add_argument("-n", "--count", type=int, help="stop after this many messages")
     add_json(p)
@@ -557,8 +602,9 @@ def do_sniff(args: argparse.Namespace) -> None:
         else:
             console.out.print(console.printable(line(view)), markup=False, highlight=False, soft_wrap=True)
 
-    seen = sniff(args.broker, args.topics, show, key_for=keys_from(args.db), seconds=args.seconds, count=args.count,
-                 user=args.user, password=secret(args, "password"), cafile=args.cafile)
+    named = args.store is not None or args.config is not None  # keys are checked only against a store named
+    seen = sniff(args.broker, args.topics, show, key_for=keys_from(store_of(args)) if named else None,
+                 seconds=args.seconds, count=args.count, user=args.user, password=secret(args, "password"), cafile=args.cafile)
     if not args.json:
         console.error(f"{seen} messages")
 

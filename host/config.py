@@ -176,6 +176,17 @@ def gateway_settings(path: Path | None = None, flags: Mapping[str, Any] | None =
     return GatewaySettings(**values, mcp_servers=table.get("mcp_servers", {}), a2a=table.get("a2a", {}))
 
 
+def store_setting(path: Path | None, flag: str | Path | None, default: str | Path = DEFAULT_DB) -> str:
+    """The store a command works on, named the way the gateway's is: the flag (`--store URL|PATH`,
+    or its alias `--db`), else the TOML file's `[gateway] store`, else MICROFANG_STORE, else the
+    file's `[gateway] db`, else `default`."""
+    settings = gateway_settings(path, {"store": None if flag is None else str(flag)})
+    if settings.store:
+        return str(settings.store)
+    in_file = load(path).get("gateway", {}).get("db") if path else None
+    return str(in_file if in_file is not None else default)
+
+
 def secret_from(table: Mapping[str, Any], section: str, name: str) -> str | None:
     """A secret named in a config table, never written in it: `NAME_env` names an environment
     variable, `NAME_file` a file (its first line; keep it 0600) holding the value."""

@@ -12,7 +12,7 @@ from microfang.firmware import bundle
 from microfang.firmware.errors import BundleError, MicrofangError
 from microfang.gateway.jobs import wait_jobs
 from microfang.gateway.store import Store
-from microfang.ops import open_store
+from microfang.ops import Where, open_store
 
 
 def read_bundle(path: Path) -> bytes:
@@ -43,7 +43,7 @@ def signed_for(store: Store, fleet: str, data: bytes, path: Path) -> tuple[bytes
     return (data if signed else bundle.sign(inner, key)), manifest
 
 
-def queue_deploy(db: Path, path: Path, devices: list[str] | None = None, fleet: str | None = None) -> list[int]:
+def queue_deploy(db: Where, path: Path, devices: list[str] | None = None, fleet: str | None = None) -> list[int]:
     """Queue a deploy of the bundle at `path` to each device (or every device of a fleet)."""
     data = read_bundle(path)
     store = open_store(db)
@@ -64,7 +64,7 @@ def queue_deploy(db: Path, path: Path, devices: list[str] | None = None, fleet: 
         store.close()
 
 
-def queue_migrate(db: Path, agent: str, source: str, target: str) -> list[int]:
+def queue_migrate(db: Where, agent: str, source: str, target: str) -> list[int]:
     store = open_store(db)
     try:
         registry = store.devices()
@@ -78,7 +78,7 @@ def queue_migrate(db: Path, agent: str, source: str, target: str) -> list[int]:
         store.close()
 
 
-def wait(db: Path, job_ids: list[int], timeout: float = 120.0,
+def wait(db: Where, job_ids: list[int], timeout: float = 120.0,
          progress: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
     """The jobs' rows once all have ended (`progress(rows)` at every poll). Raises
     gateway.jobs.JobsFailed (with every row) if any failed or did not end in `timeout` seconds."""

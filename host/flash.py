@@ -18,7 +18,7 @@ from microfang.config import DEFAULT_DB, parse_broker, write_private
 from microfang.firmware.bundle import MAX_BUNDLE, decode
 from microfang.firmware.errors import BundleError, MicrofangError
 from microfang.firmware.sensors import check_all
-from microfang.ops import create_store
+from microfang.ops import Where, create_store
 from microfang.provision import BLOCK, write_image
 from microfang.tools.portbuild import esp32_firmware_path
 
@@ -32,7 +32,7 @@ def board_def(name: str) -> type[Board]:
     return spec
 
 
-def board_config(db: Path, device: str, fleet: str, broker: str, wifi: str | None, wifi_password: str | None) -> dict:
+def board_config(db: Where, device: str, fleet: str, broker: str, wifi: str | None, wifi_password: str | None) -> dict:
     """The board's /config.cbor: a fresh identity in the gateway registry (created if new; a
     device flashed again gets a new key and starts its sequence numbers over)."""
     store = create_store(db)
@@ -52,7 +52,7 @@ def board_config(db: Path, device: str, fleet: str, broker: str, wifi: str | Non
     return config
 
 
-def register_agents(db: Path, device: str, bundles: list[bytes]) -> None:
+def register_agents(db: Where, device: str, bundles: list[bytes]) -> None:
     """Once the board holds them: the agents' manifests, from which the gateway takes their
     permissions."""
     store = create_store(db)
@@ -196,7 +196,7 @@ class Flashed:
     image_bytes: int = 0
 
 
-def flash(board: str, device: str, *, fleet: str = "default", db: Path = DEFAULT_DB,
+def flash(board: str, device: str, *, fleet: str = "default", db: Where = DEFAULT_DB,
           broker: str, port: str | None = None, out: Path | None = None, firmware: Path | None = None,
           agents: list[Path] | None = None, wifi: str | None = None, wifi_password: str | None = None) -> Flashed:
     """Provision `device` and write it to the board on `port`, or the merged image to `out`."""

@@ -18,17 +18,18 @@ from mcp.server.mcpserver.exceptions import ToolError
 from microfang.config import memory_db_for
 from microfang.deploy import queue_deploy
 from microfang.firmware.errors import MicrofangError
+from microfang.gateway.db import is_url
 from microfang.gateway.jobs import JobsFailed, wait_jobs
 from microfang.memory.embed import Embedder, open_embedder
 from microfang.memory.service import agent_scope, fleet_scope
 from microfang.memory.store import SqliteVectorStore
-from microfang.ops import open_store
+from microfang.ops import Where, open_store
 
 
 class FleetControl:
     """The control tools; each queues a job for the gateway running on `db` and waits for it."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Where) -> None:
         self.db = db
 
     async def _wait(self, job: int, timeout: float) -> dict[str, Any]:
@@ -87,8 +88,10 @@ class FleetControl:
 class MemorySearch:
     """search_memory: the gateway's vector memory (beside `db`), read with the same embedder."""
 
-    def __init__(self, db: Path) -> None:
-        self.path = memory_db_for(db)
+    def __init__(self, db: Where) -> None:
+        # A PostgreSQL store keeps vector memory where the gateway's [memory] db says; beside a
+        # SQLite file by default.
+        self.path = Path("-") if is_url(db) else memory_db_for(Path(db))
         self._opened: tuple[Embedder, SqliteVectorStore] | None = None
 
     def _open(self) -> tuple[Embedder, SqliteVectorStore]:

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
@@ -23,7 +22,7 @@ from mcp.types import ToolAnnotations
 
 from microfang.gateway.store import Store
 from microfang.mcpcontrol import FleetControl, MemorySearch
-from microfang.ops import open_store
+from microfang.ops import Where, open_store
 
 
 class FleetError(ToolError):
@@ -35,7 +34,7 @@ class FleetReader:
     what the client sees), reading the gateway database at `db`, opened per call because the
     gateway keeps writing it."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Where) -> None:
         self.db = db
 
     @contextmanager
@@ -125,7 +124,7 @@ TOOL_ANNOTATIONS = {
 }
 
 
-def fleet_server(db: Path, read_only: bool = False) -> MCPServer:
+def fleet_server(db: Where, read_only: bool = False) -> MCPServer:
     """An MCP server over the gateway database at `db`; control tools unless `read_only`."""
     server = MCPServer("microfang", version=version("microfang"), instructions="A fleet of microcontroller boards running wasm agents. "
                                                  "Use list_devices first, then list_agents, device_status, "
@@ -145,7 +144,7 @@ def fleet_server(db: Path, read_only: bool = False) -> MCPServer:
     return server
 
 
-async def serve_http(db: Path, port: int, token: str, host: str = "127.0.0.1", read_only: bool = False,
+async def serve_http(db: Where, port: int, token: str, host: str = "127.0.0.1", read_only: bool = False,
                      ready: Callable[[], None] | None = None) -> None:
     """Serve the fleet over MCP streamable HTTP at http://host:port/mcp, behind a bearer token;
     `ready()` is called once the port is bound."""

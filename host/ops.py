@@ -1,5 +1,5 @@
-"""Fleet operations on a gateway's database: status, audit verification, device keys, jobs.
-Each returns data; `microfang` (cli.py) prints it."""
+"""Fleet operations on a gateway's store (a SQLite file or a postgresql:// URL): status, the
+audit log (verify, list), device keys, jobs. Each returns data; `microfang` (cli.py) prints it."""
 
 from __future__ import annotations
 
@@ -8,22 +8,25 @@ from pathlib import Path
 from typing import Any
 
 from microfang.firmware.errors import MicrofangError
+from microfang.gateway.db import is_url
 from microfang.gateway.store import Store
 
-
-def create_store(db: Path) -> Store:
-    """The gateway database at `db`, created if missing (registering devices needs no gateway)."""
-    return Store(db)  # a damaged or foreign file: MicrofangError naming it
+Where = str | Path  # a SQLite file or a postgresql:// URL
 
 
-def open_store(db: Path) -> Store:
-    """The gateway database at `db`, which must exist."""
-    if not db.is_file():
+def create_store(db: Where) -> Store:
+    """The gateway's store at `db`, created if missing (registering devices needs no gateway)."""
+    return Store(db)  # a damaged or foreign file, an unreachable server: MicrofangError naming it
+
+
+def open_store(db: Where) -> Store:
+    """The gateway's store at `db`: a SQLite file, which must exist, or a PostgreSQL URL."""
+    if not is_url(db) and not Path(db).is_file():
         raise MicrofangError(f"{db}: no gateway database (start `microfang gateway --db {db}` first)")
     return create_store(db)
 
 
-def fleet_status(db: Path) -> list[dict[str, Any]]:
+def fleet_status(db: Where) -> list[dict[str, Any]]:
     """One row per device: fleet, presence, when last seen (None: never) and, from its latest
     telemetry, its agents' states, fuel used, events and traps."""
     store = open_store(db)
@@ -51,20 +54,21 @@ def _agents_of(telemetry: Any) -> dict[str, dict[str, Any]]:
     return {name: a for name, a in agents.items() if isinstance(a, dict)}
 
 
-def audit_verify(db: Path) -> int:
+def audit_verify(db: Where) -> int:
     """The number of audit records whose hash chain holds; MicrofangError naming the first broken one."""
     store = open_store(db)
     try:
         count, bad = store.verify_audit()
+        name = store.db.name  # a URL without its password
     finally:
         store.close()
     if bad is not None:
-        raise MicrofangError(f"{db}: audit log broken at record {bad} (after {count} good records): "
+        raise MicrofangError(f"{name}: audit log broken at record {bad} (after {count} good records): "
                              "a record was changed, removed or inserted")
     return count
 
 
-def add_key(db: Path, device: str, fleet: str) -> bytes:
+def add_key(db: Where, device: str, fleet: str) -> bytes:
     """Register a device (it keeps its key if known) and its fleet's signing key; the device key."""
     store = create_store(db)
     try:
@@ -75,7 +79,7 @@ def add_key(db: Path, device: str, fleet: str) -> bytes:
     return key
 
 
-def registered_devices(db: Path) -> list[dict[str, Any]]:
+def registered_devices(db: Where) -> list[dict[str, Any]]:
     """The registry without its secrets: one row per device with its fleet and presence."""
     store = open_store(db)
     try:
@@ -85,7 +89,16 @@ def registered_devices(db: Path) -> list[dict[str, Any]]:
         store.close()
 
 
-def recent_jobs(db: Path, limit: int = 20) -> list[dict[str, Any]]:
+def recent_audit(db: Where, limit: int = 20, device: str | None = None) -> list[dict[str, Any]]:
+    """The latest `limit` audit records (of `device`, if given), oldest first."""
+    store = open_store(db)
+    try:
+        return store.audit_records(limit, device)
+    finally:
+        store.close()
+
+
+def recent_jobs(db: Where, limit: int = 20) -> list[dict[str, Any]]:
     """The latest `limit` deploy, migration and control jobs, oldest first."""
     store = open_store(db)
     try:

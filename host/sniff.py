@@ -13,12 +13,14 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from microfang.config import parse_broker
 from microfang.firmware import cbor, envelope
 from microfang.firmware.errors import MicrofangError
+
+if TYPE_CHECKING:
+    from microfang.ops import Where
 
 KeyFor = Callable[[str], bytes | None]
 
@@ -79,7 +81,7 @@ def line(view: dict[str, Any]) -> str:
     return f"{view['topic']} {view['kind']}{agent} #{view['seq']}{check} {body}"
 
 
-def keys_from(db: Path | None) -> KeyFor | None:
+def keys_from(db: Where | None) -> KeyFor | None:
     """The device keys of a gateway database, to check envelopes with (None: no checking)."""
     if db is None:
         return None

@@ -17,7 +17,8 @@ from typing import Any
 
 from microfang.deploy import read_bundle, signed_for
 from microfang.firmware.errors import MicrofangError
-from microfang.ops import open_store
+from microfang.gateway.db import is_url
+from microfang.ops import Where, open_store
 
 _MAIN = "import microfang.firmware.main as _mf\n"
 
@@ -66,12 +67,12 @@ def _call(transport: Any, call: str) -> list[str]:
     return out.splitlines()[-1].split() if out else []
 
 
-def deploy_usb(path: Path, port: str, db: Path, progress: Progress | None = None) -> Installed:
+def deploy_usb(path: Path, port: str, db: Where, progress: Progress | None = None) -> Installed:
     """Install a bundle on the board on `port`, signed with its fleet's key from the registry;
     `progress(done, total)` follows the copy. Raises MicrofangError if the board refuses it."""
     data = read_bundle(path)
-    if not db.is_file():  # checked before the board is interrupted
-        raise MicrofangError(f"{db}: no registry, and the fleet's signing key is kept there (pass --db)")
+    if not is_url(db) and not Path(db).is_file():  # checked before the board is interrupted
+        raise MicrofangError(f"{db}: no registry, and the fleet's signing key is kept there (pass --store)")
     transport = _open(port)
     try:
         identity = _call(transport, "identity()")

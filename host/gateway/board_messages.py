@@ -12,11 +12,11 @@ from functools import partial
 from typing import Any, Protocol
 
 from microfang.firmware import protocol
+from microfang.gateway.jobrunner import JobRunner
 from microfang.gateway.registry import Registry
 from microfang.gateway.requests import Requests
 from microfang.gateway.router import Router
 from microfang.gateway.store import Store
-from microfang.gateway.transfers import Transfers
 
 Handler = Callable[[str, str, Any], None]  # (device, agent, body)
 LogListener = Callable[[str, str, list[tuple[int, bytes]]], None]  # (device, agent, [(seq, payload)])
@@ -29,7 +29,7 @@ class Host(Protocol):
     registry: Registry | None
     requests: Requests | None
     router: Router
-    transfers: Transfers
+    jobrunner: JobRunner
     metrics: dict[str, int]
 
     def send(self, device: str, agent: str, kind: str, body: Any, control: bool = False,
@@ -123,4 +123,4 @@ class BoardMessages:
         self.gw.log(f"undelivered to {device}/{agent}: {detail['kind']} {detail['id']}: {detail['reason']}")
 
     def _on_board_answer(self, kind: str, device: str, agent: str, body: Any) -> None:
-        self.gw.transfers.on_board(device, agent, kind, body)
+        self.gw.jobrunner.on_board(device, agent, kind, body)

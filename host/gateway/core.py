@@ -9,7 +9,7 @@ the last one accepted), hands each message to the handler of its kind (board_mes
 to requests.py and the router, telemetry and memory-log replicas to the store, the boards'
 deploy answers to transfers.py; it audits what agents do and answers on down/{agent} and ctl
 with envelopes sealed with the device's key. Jobs queued in the store run as transfers
-(deploy, migrate) or commands (commands.py).
+(deploy, migrate) or commands (commands.py), by whichever gateway claims them (jobrunner.py).
 
 Plug-ins see it as a `microfang.request.GatewayAPI`; they hook in with `router.add(kind,
 handler)`, `add_log_listener` (replicated memory-log records) and `add_health_part`.
@@ -39,12 +39,12 @@ import paho.mqtt.client as mqtt
 from microfang import console
 from microfang.config import parse_broker
 from microfang.firmware import envelope, protocol
-from microfang.gateway import commands, http, peers, shapes, transfers
+from microfang.gateway import http, peers, shapes
 from microfang.gateway.batches import Batches
 from microfang.gateway.board_messages import BoardMessages, LogListener
 from microfang.gateway.commands import Commands
 from microfang.gateway.db import StoreFailure
-from microfang.gateway.jobs import watch_jobs
+from microfang.gateway.jobrunner import JobRunner
 from microfang.gateway.peers import Peers
 from microfang.gateway.registry import Registry
 from microfang.gateway.requests import Requests
@@ -76,7 +76,6 @@ class Gateway:
         self.store: Store | None = None
         self.registry: Registry | None = None
         self.peers: Peers | None = None
-        self._leads = True  # this gateway runs the jobs (peers.py)
         self.requests: Requests | None = None
         self.metrics: dict[str, int] = {"messages": 0, "requests": 0, "replies": 0, "telemetry": 0,
                                         "log_records": 0, "publishes": 0, "presence": 0, "denied": 0,
@@ -97,6 +96,7 @@ class Gateway:
         self.transfers = Transfers(self)
         self.commands = Commands(self)
         self.board_messages = BoardMessages(self)  # a handler per kind of message a board sends
+        self.jobrunner = JobRunner(self)  # with other gateways on the store: who runs which job
 
     # ---- hooks ---------------------------------------------------------------------------
 
@@ -152,7 +152,7 @@ class Gateway:
         for (device, agent), budgets in self.store.agent_budgets().items():
             self.router.set_limits(device, agent, budgets)
         self.requests.resume(self.peers.own() + self.peers.adopt(), self.devices)
-        self._tasks.append(asyncio.create_task(self._run_jobs(), name="microfang[gateway].jobs"))
+        self._tasks.append(asyncio.create_task(self.jobrunner.run(), name="microfang[gateway].jobs"))
         self._tasks.append(asyncio.create_task(self._keep_peers(), name="microfang[gateway].peers"))
         return self
 
@@ -163,26 +163,9 @@ class Gateway:
             await asyncio.sleep(peers.HEARTBEAT_S)
             try:
                 self.peers.beat()
-                self._leads = self.peers.leads()
                 self.requests.resume(self.peers.adopt(), self.devices)
             except StoreFailure as e:
                 self.log(f"heartbeat: {e}")
-
-    async def _run_jobs(self) -> None:
-        """Take up queued jobs (and, after a restart, unfinished ones) and retry stalled transfers."""
-        assert self.store is not None
-        async for rows in watch_jobs(self.store):
-            if not self._leads:
-                continue
-            try:
-                for row in rows:
-                    if row["kind"] in commands.KINDS:
-                        self.commands.take(row)
-                    elif row["kind"] in transfers.KINDS:
-                        self.transfers.take(row)
-                self.transfers.retry_stalled()
-            except Exception as e:  # a bug must not stop the gateway: log it, keep going
-                self.log(f"error in jobs: {e!r}")
 
     async def __aexit__(self, *exc: object) -> None:
         for task in self._tasks:

@@ -322,9 +322,14 @@ class PostgresDatabase(Database):
         self.db.close()
 
 
+def is_url(where: str | Path) -> bool:
+    """Whether `where` names a PostgreSQL server (else it is a SQLite file)."""
+    return str(where).startswith(("postgresql://", "postgres://"))
+
+
 def connect(where: str | Path, exclusive: bool = False) -> Database:
     """A PostgreSQL database for a postgresql:// URL, else the SQLite file at `where`
     (`exclusive`: the running gateway's own, locked against a second gateway)."""
-    if str(where).startswith(("postgresql://", "postgres://")):
+    if is_url(where):
         return PostgresDatabase(str(where))
     return SqliteDatabase(where, exclusive)

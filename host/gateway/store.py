@@ -103,7 +103,16 @@ CREATE TABLE IF NOT EXISTS jobs (            -- queued by `microfang deploy/migr
     progress BIGINT NOT NULL DEFAULT 0,      -- bytes the board holds of `size`
     size BIGINT NOT NULL DEFAULT 0,
     created DOUBLE PRECISION NOT NULL,
-    updated DOUBLE PRECISION NOT NULL
+    updated DOUBLE PRECISION NOT NULL,
+    owner TEXT NOT NULL DEFAULT ''           -- the gateway carrying it out (jobrunner.py)
+);
+CREATE TABLE IF NOT EXISTS job_answers (     -- boards' answers that reached another gateway than the job's
+    n {serial},
+    job BIGINT NOT NULL,
+    device TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body {blob} NOT NULL                     -- the answer's body, CBOR
 );
 CREATE TABLE IF NOT EXISTS agent_manifests (  -- what the host installed (flash, deploy, migrate): the
     device TEXT NOT NULL,                      -- gateway's own record of each agent's permissions
@@ -154,9 +163,10 @@ class Store:
         self.db: Database = connect(where, exclusive)
         try:
             self.db.schema(SCHEMA)
-            columns = [c[0] for c in self.db.execute("SELECT * FROM requests LIMIT 0").description]
-            if "owner" not in columns:  # a database from before several gateways
-                self.db.execute("ALTER TABLE requests ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+            for table in ("requests", "jobs"):  # a database from before several gateways
+                columns = [c[0] for c in self.db.execute(f"SELECT * FROM {table} LIMIT 0").description]
+                if "owner" not in columns:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
         except StoreFailure as e:
             self.db.close()
             raise MicrofangError(f"{self.db.name}: not a gateway database ({str(e).split(': ', 1)[-1]})") from None
@@ -276,6 +286,14 @@ class Store:
             count += 1
         return count, None
 
+    def audit_records(self, limit: int, device: str | None = None) -> list[dict[str, Any]]:
+        """The latest `limit` audit records (of `device`, if given), oldest first."""
+        where, args = ("WHERE device = ? ", [device]) if device is not None else ("", [])
+        rows = self.db.execute(f"SELECT n, ts, device, agent, action, detail FROM audit {where}ORDER BY n DESC "
+                               "LIMIT ?", (*args, limit)).fetchall()
+        names = ("n", "ts", "device", "agent", "action", "detail")
+        return [dict(zip(names, r, strict=True)) for r in reversed(rows)]
+
     # ---- memory-log replica and telemetry ------------------------------------------------
 
     def _room_for_agent(self, device: str, agent: str, table: str) -> None:
@@ -383,8 +401,8 @@ class Store:
         return int(row[0])
 
     def jobs(self, ids: list[int] | None = None, active: bool = False) -> list[dict[str, Any]]:
-        query = "SELECT id, kind, device, target, agent, version, state, detail, progress, size, created, updated " \
-                "FROM jobs"
+        query = "SELECT id, kind, device, target, agent, version, state, detail, progress, size, created, updated, " \
+                "owner FROM jobs"
         where: list[str] = []
         args: list[Any] = []
         if ids is not None:
@@ -396,7 +414,7 @@ class Store:
         rows = self.db.execute(query + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id",
                                args).fetchall()
         names = ("id", "kind", "device", "target", "agent", "version", "state", "detail", "progress", "size",
-                 "created", "updated")
+                 "created", "updated", "owner")
         return [dict(zip(names, r, strict=True)) for r in rows]
 
     def job_data(self, job_id: int) -> bytes:
@@ -407,3 +425,47 @@ class Store:
         fields["updated"] = time.time()
         names = ", ".join(f"{k} = ?" for k in fields)
         self.db.execute(f"UPDATE jobs SET {names} WHERE id = ?", (*fields.values(), job_id))
+
+    # ---- jobs with several gateways (jobrunner.py) -----------------------------------------
+
+    def claim_job(self, job_id: int, owner: str, stale_before: float) -> bool:
+        """Make an active job `owner`'s if it has none, is `owner`'s already, or its gateway
+        has been silent since `stale_before` (the `gateways` table, peers.py); one statement,
+        so two gateways never both win. Answers forwarded to the old owner are dropped: the new
+        one asks the boards again."""
+        states = ",".join("?" * len(JOB_ACTIVE))
+        row = self.db.execute(f"UPDATE jobs SET owner = ? WHERE id = ? AND state IN ({states}) AND (owner IN ('', ?) "
+                              "OR owner NOT IN (SELECT name FROM gateways WHERE seen >= ?)) RETURNING owner",
+                              (owner, job_id, *JOB_ACTIVE, owner, stale_before)).fetchone()
+        if row is not None:
+            self.db.execute("DELETE FROM job_answers WHERE job = ?", (job_id,))
+        return row is not None
+
+    def job_of_answer(self, device: str, agent: str, xfer: str | None) -> tuple[int, str] | None:
+        """(id, owner) of the active job a board's answer belongs to: the transfer it names
+        (`xfer`, transfers.Job.xfer), else the migration of `agent` away from `device`."""
+        states = ",".join("?" * len(JOB_ACTIVE))
+        if xfer:
+            if len(xfer) < 2 or not xfer[1:].isdigit():
+                return None
+            row = self.db.execute(f"SELECT id, owner FROM jobs WHERE id = ? AND state IN ({states})",
+                                  (int(xfer[1:]), *JOB_ACTIVE)).fetchone()
+        else:
+            row = self.db.execute(f"SELECT id, owner FROM jobs WHERE kind = 'migrate' AND device = ? AND agent = ? "
+                                  f"AND state IN ({states}) ORDER BY id LIMIT 1", (device, agent, *JOB_ACTIVE)).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def forward_answer(self, job_id: int, device: str, agent: str, kind: str, body: bytes) -> None:
+        self.db.execute("INSERT INTO job_answers (job, device, agent, kind, body) VALUES (?, ?, ?, ?, ?)",
+                        (job_id, device, agent, kind, body))
+
+    def has_answers(self, owner: str) -> bool:
+        return self.db.execute("SELECT 1 FROM job_answers WHERE job IN (SELECT id FROM jobs WHERE owner = ?) LIMIT 1",
+                               (owner,)).fetchone() is not None
+
+    def take_answers(self, owner: str) -> list[tuple[str, str, str, bytes]]:
+        """The answers forwarded to `owner`'s jobs, in the order they came: (device, agent,
+        kind, body); deleted in the current transaction."""
+        rows = self.db.execute("DELETE FROM job_answers WHERE job IN (SELECT id FROM jobs WHERE owner = ?) "
+                               "RETURNING n, device, agent, kind, body", (owner,)).fetchall()
+        return [(d, a, k, bytes(b)) for _, d, a, k, b in sorted(rows)]

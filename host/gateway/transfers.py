@@ -91,6 +91,10 @@ class Transfers:
                 job.heard = now
                 self._start(job)
 
+    def drop(self, job_id: int) -> None:
+        """Forget a job another gateway has taken over."""
+        self.active.pop(job_id, None)
+
     def _start(self, job: Job) -> None:
         """(Re)start a job from its current state: each command is safe to repeat."""
         for device in {job.device, job.receiver}:
@@ -111,17 +115,19 @@ class Transfers:
 
     # ---- the boards' answers (from Gateway._dispatch, inside its transaction) -------------
 
-    def on_board(self, device: str, agent: str, kind: str, body: Any) -> None:
-        """A board's answer (protocol.BOARD_ANSWERS) to the job it belongs to."""
+    def on_board(self, device: str, agent: str, kind: str, body: Any) -> bool:
+        """A board's answer (protocol.BOARD_ANSWERS) to the job it belongs to; False if that
+        job is not running here."""
         if not isinstance(body, dict):
-            return
+            return True  # nobody's: shapes.py lets only maps through
         job = self._find(device, agent, kind, body)
         if job is None:
-            return
+            return False
         job.heard = time.monotonic()
         handler = self._answers.get(kind)
         if handler is not None:
             handler(self, job, body)
+        return True
 
     def _put_acked(self, job: Job, body: dict[str, Any]) -> None:
         self._acked(job, int(body.get("offset", 0)), bool(body.get("probe")))
