@@ -36,6 +36,7 @@ class DeployError(MicrofangError):
 
 
 # What a command may fail with: each becomes a refusal the gateway is told (_reason).
+_INSTALLED_KEPT = 4  # transfers whose answer a put of them again gets (Installer.installed)
 _REFUSALS = (MicrofangError, OSError, KeyError, TypeError, ValueError, MemoryError)
 
 
@@ -100,6 +101,10 @@ class Installer:
         # Complete transfers (xfer, what, agent_id, send) to install or restore once the
         # message that completed them is gone: complete_ready(), called by the link's loop.
         self.ready = []
+        # The last transfers installed, (xfer, sha256, agent_id, answer): a put of one again
+        # (a gateway that took the job over from one that died before it heard the answer)
+        # gets the same answer instead of a refusal of what this very transfer installed.
+        self.installed = []
 
     def recover(self):
         """At boot: finish or undo a swap a power cut interrupted. A new version that was never
@@ -352,6 +357,10 @@ class Installer:
     # ---- the gateway's commands (ctl) ------------------------------------------------------
 
     def _put(self, xfer, agent_id, body, send):
+        for done, sha256, agent, answer in self.installed:
+            if done == xfer and sha256 == bytes(body["sha256"]):
+                send(agent, protocol.K_DEPLOYED, answer)
+                return
         have = self.begin(xfer, int(body["size"]), bytes(body["sha256"]), agent_id)
         send(agent_id, protocol.K_PUT_ACK, {"xfer": xfer, "offset": have, "probe": True})
         if have == body["size"]:
@@ -406,6 +415,7 @@ class Installer:
         while self.ready:
             xfer, what, agent_id, send = self.ready.pop(0)
             try:
+                sha256 = cbor.loads(_read(self.flash, STAGE + "/" + xfer + ".meta"))["sha256"]
                 done = self.finish(xfer)
                 if what == protocol.WHAT_SNAPSHOT:
                     got, version = self.restore_file(done)
@@ -414,7 +424,11 @@ class Installer:
             except _REFUSALS as e:
                 send(agent_id, protocol.K_DEPLOYED, {"xfer": xfer, "ok": False, "reason": _reason(e)})
             else:
-                send(got, protocol.K_DEPLOYED, {"xfer": xfer, "ok": True, "version": version})
+                answer = {"xfer": xfer, "ok": True, "version": version}
+                self.installed.append((xfer, sha256, got, answer))
+                if len(self.installed) > _INSTALLED_KEPT:
+                    self.installed.pop(0)
+                send(got, protocol.K_DEPLOYED, answer)
 
 
 def _reason(e):

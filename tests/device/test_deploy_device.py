@@ -5,6 +5,7 @@ import os
 from binascii import hexlify
 
 from microfang.firmware import bundle as bundles
+from microfang.firmware import protocol
 from microfang.firmware.blockdev import FileBlockDevice
 from microfang.firmware.deploy import DeployError, Installer
 from microfang.firmware.errors import BundleError
@@ -131,6 +132,28 @@ def test_chunked_transfer_resumes_where_the_board_stopped(bundle):
         assert f.read() == data
     b.flash.remove(done)
     assert b.flash.listdir("/stage") == []
+    b.close()
+
+
+def test_a_put_of_an_installed_transfer_again_gets_the_same_answer(bundle):
+    # A gateway that takes a job over from one that died before the board's answer reached it
+    # asks again: the board answers what it did, not "not newer than the installed version".
+    b = Board()
+    data = bundles.sign(bundle("hello"), KEY)
+    put = {"xfer": "d7", "size": len(data), "sha256": hashlib.sha256(data).digest(), "what": protocol.WHAT_BUNDLE}
+    sent = []
+    send = lambda agent, kind, body: sent.append((agent, kind, body))  # noqa: E731
+    b.installer.control(protocol.C_PUT, "a1", put, send)
+    b.installer.control(protocol.C_CHUNK, "a1", {"xfer": "d7", "offset": 0, "data": data, "size": len(data)}, send)
+    b.installer.complete_ready()
+    assert sent[-1] == ("a1", protocol.K_DEPLOYED, {"xfer": "d7", "ok": True, "version": 1}), sent
+    b.installer.control(protocol.C_PUT, "a1", put, send)
+    assert sent[-1] == ("a1", protocol.K_DEPLOYED, {"xfer": "d7", "ok": True, "version": 1}), sent
+    other = dict(put, xfer="d8")  # another transfer of the same bundle is a rollback, as before
+    b.installer.control(protocol.C_PUT, "a1", other, send)
+    b.installer.control(protocol.C_CHUNK, "a1", {"xfer": "d8", "offset": 0, "data": data, "size": len(data)}, send)
+    b.installer.complete_ready()
+    assert sent[-1][2]["ok"] is False and "not newer" in sent[-1][2]["reason"], sent[-1]
     b.close()
 
 
