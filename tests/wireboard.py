@@ -17,6 +17,7 @@ class WireBoard:
     def __init__(self, port, device="dev1", key=KEY, fleet="f"):
         self.device, self.key, self.fleet = device, key, fleet
         self.replies = []
+        self.ok = {}  # reply id -> whether it was a success
         self.lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device)
         self.client.on_message = self._on_message
@@ -29,6 +30,7 @@ class WireBoard:
         doc = envelope.open_envelope(message.payload, lambda dev: self.key)
         with self.lock:
             self.replies.append(doc["body"]["id"])
+            self.ok[doc["body"]["id"]] = doc["body"]["ok"]
 
     def send(self, first, count):
         for i in range(first, first + count):

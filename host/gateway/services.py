@@ -21,6 +21,8 @@ from microfang.bridges.mcp_client import ToolBridge
 from microfang.config import GatewaySettings
 from microfang.firmware.errors import MicrofangError
 from microfang.gateway.core import Gateway
+from microfang.gateway.db import is_url
+from microfang.gateway.limits import Ledger, SharedBudget, SharedRateLimiter, SharedSpendWindow
 from microfang.gateway.router import Budget, RateLimiter, Router
 from microfang.llm import LocalProvider, OpenAIProvider, ProviderError, llm_handler
 from microfang.llm.handler import TokenBudget
@@ -31,9 +33,10 @@ from microfang.memory.store import SqliteVectorStore, VectorStore
 
 
 class Services:
-    def __init__(self, gateway: Gateway, settings: GatewaySettings) -> None:
+    def __init__(self, gateway: Gateway, settings: GatewaySettings, ledger: Ledger | None = None) -> None:
         self.gw = gateway
         self.s = settings
+        self.ledger = ledger  # the limits shared with the other gateways on the store (limits.py)
         self.summary: list[str] = []
         self.memory: VectorMemory | None = None
         self._stack = AsyncExitStack()
@@ -60,7 +63,8 @@ class Services:
         except ProviderError as e:
             raise MicrofangError(str(e)) from None
         stack.callback(provider.close)
-        self.gw.router.add("llm", llm_handler(provider, TokenBudget(s.llm_tokens)))
+        spending = None if self.ledger is None else SharedSpendWindow(self.ledger, "llm_tokens")
+        self.gw.router.add("llm", llm_handler(provider, TokenBudget(s.llm_tokens, spending=spending)))
         self.summary.append(f"llm {s.llm}")
 
     def _memory(self, stack: AsyncExitStack) -> None:
@@ -104,10 +108,14 @@ def vector_store(where: str, dim: int, model: str) -> VectorStore:
     return SqliteVectorStore(Path(where), dim, model)
 
 
-def router_for(settings: GatewaySettings) -> Router:
-    """The request router with the settings' rate limit (bursts of twice the rate) and budget."""
-    return Router(limiter=RateLimiter(rate=settings.rate, burst=max(1, int(settings.rate * 2))),
-                  budget=Budget(settings.budget))
+def router_for(settings: GatewaySettings, ledger: Ledger | None = None) -> Router:
+    """The request router with the settings' rate limit (bursts of twice the rate) and budget,
+    counted in `ledger` if given (shared with the other gateways on the store)."""
+    burst = max(1, int(settings.rate * 2))
+    if ledger is not None:
+        return Router(limiter=SharedRateLimiter(ledger, rate=settings.rate, burst=burst),
+                      budget=SharedBudget(ledger, settings.budget))
+    return Router(limiter=RateLimiter(rate=settings.rate, burst=burst), budget=Budget(settings.budget))
 
 
 @asynccontextmanager
@@ -115,6 +123,12 @@ async def open_gateway(settings: GatewaySettings, *, quiet: bool = False) -> Asy
     """The gateway connected to its broker with every plug-in the settings turn on; yields it
     and one line of summary per plug-in. ConnectionError if the broker cannot be reached."""
     s = settings
-    async with Gateway(broker=s.broker, db=s.where, name=s.name, http_port=s.http or None, user=s.user, password=s.password,
-                       cafile=s.cafile, router=router_for(s), quiet=quiet) as gw, Services(gw, s) as services:
-        yield gw, services.summary
+    ledger = Ledger(s.where) if is_url(s.where) else None  # several gateways may share the store: and its limits
+    try:
+        async with Gateway(broker=s.broker, db=s.where, name=s.name, http_port=s.http or None, user=s.user,
+                           password=s.password, cafile=s.cafile, router=router_for(s, ledger), quiet=quiet) as gw, \
+                Services(gw, s, ledger) as services:
+            yield gw, services.summary
+    finally:
+        if ledger is not None:
+            ledger.close()

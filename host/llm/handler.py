@@ -16,10 +16,10 @@ class TokenBudget:
     """Tokens each (device, agent) may generate per hour: the gateway's limit (None: none),
     or the agent's own from its manifest ([budgets] llm_tokens_per_hour), whichever is lower."""
 
-    def __init__(self, limit: int | None = None, window_s: float = 3600.0) -> None:
+    def __init__(self, limit: int | None = None, window_s: float = 3600.0, spending: SpendWindow | None = None) -> None:
         self.limit = limit
         self.window_s = window_s
-        self._spent = SpendWindow(window_s)
+        self._spent = spending or SpendWindow(window_s)  # several gateways: one they share
 
     def limit_for(self, request: Request) -> int | None:
         own = request.budgets.get("llm_tokens_per_hour") or 0
