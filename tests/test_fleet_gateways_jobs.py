@@ -17,7 +17,8 @@ from helpers import agent_wat, build_bundle
 from microfang.broker import free_port
 from microfang.deploy import queue_deploy, queue_migrate, wait
 from microfang.gateway.jobs import JobsFailed
-from microfang.gateway.store import JOB_ACTIVE, Store
+from microfang.gateway.jobstore import JOB_ACTIVE
+from microfang.gateway.store import Store
 
 BOARDS = {"c1": "cpython", "mp1": "micropython"}
 

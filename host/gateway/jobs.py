@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 from microfang.firmware.errors import MicrofangError
 from microfang.gateway.db import RETRY_S, StoreFailure
-from microfang.gateway.store import JOB_ACTIVE, Store
+from microfang.gateway.jobstore import JOB_ACTIVE
+from microfang.gateway.store import Store
 
 POLL_S = 0.02  # an index lookup in SQLite: cheap
 

@@ -1,7 +1,7 @@
 """The gateway's store: device registry and keys, fleet signing keys, replay state and the
 sequence numbers boards see, the audit log with its hash chain, the memory-log replica and
 telemetry (both with per-device quotas and retention), agent registrations, requests in
-flight, and the deploy and migration jobs the CLI queues for the gateway to carry out.
+flight, and (jobstore.py) the deploy and migration jobs the CLI queues for the gateway.
 
 One connection (db.py: SQLite, the embedded default, or PostgreSQL shared by several
 gateways), used from the gateway's event loop only. SQLite runs in WAL mode: readers
@@ -24,7 +24,9 @@ from typing import Any
 from microfang.firmware import protocol
 from microfang.firmware.envelope import ReplayWindow
 from microfang.firmware.errors import MicrofangError
+from microfang.gateway import jobstore
 from microfang.gateway.db import Database, StoreFailure, connect
+from microfang.gateway.jobstore import JobStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -90,30 +92,6 @@ CREATE TABLE IF NOT EXISTS fleets (          -- the key deploys are signed with,
     sign_key {blob} NOT NULL,
     created DOUBLE PRECISION NOT NULL
 );
-CREATE TABLE IF NOT EXISTS jobs (            -- queued by `microfang deploy/migrate`, run by the gateway
-    id {serial},
-    kind TEXT NOT NULL,                      -- deploy | migrate
-    device TEXT NOT NULL,                    -- migrate: the board the agent leaves
-    target TEXT,                             -- migrate: the board it moves to
-    agent TEXT NOT NULL,
-    version BIGINT,
-    data {blob},                             -- deploy: the signed bundle; migrate: the snapshot once read
-    state TEXT NOT NULL,                     -- queued, sending, snapshot, restoring, done, failed
-    detail TEXT NOT NULL DEFAULT '',
-    progress BIGINT NOT NULL DEFAULT 0,      -- bytes the board holds of `size`
-    size BIGINT NOT NULL DEFAULT 0,
-    created DOUBLE PRECISION NOT NULL,
-    updated DOUBLE PRECISION NOT NULL,
-    owner TEXT NOT NULL DEFAULT ''           -- the gateway carrying it out (jobrunner.py)
-);
-CREATE TABLE IF NOT EXISTS job_answers (     -- boards' answers that reached another gateway than the job's
-    n {serial},
-    job BIGINT NOT NULL,
-    device TEXT NOT NULL,
-    agent TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    body {blob} NOT NULL                     -- the answer's body, CBOR
-);
 CREATE TABLE IF NOT EXISTS agent_manifests (  -- what the host installed (flash, deploy, migrate): the
     device TEXT NOT NULL,                      -- gateway's own record of each agent's permissions
     agent TEXT NOT NULL,
@@ -122,10 +100,7 @@ CREATE TABLE IF NOT EXISTS agent_manifests (  -- what the host installed (flash,
     registered DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (device, agent)
 );
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);  -- the gateway looks for active jobs often
 """
-
-JOB_ACTIVE = ("queued", "sending", "snapshot", "restoring")
 
 GENESIS = b"\x00" * 32
 AUDIT_LOCK = 0x6D66_6175  # PostgreSQL advisory lock: one audit appender at a time across gateways
@@ -154,7 +129,7 @@ def _device_record(r: tuple) -> dict[str, Any]:
             "window": ReplayWindow.loads(bytes(r[5] or b"")), "down_seq": r[6]}
 
 
-class Store:
+class Store(JobStore):
     """`where`: a SQLite file or a postgresql:// URL; `exclusive`: the running gateway's own
     (a second gateway on the same SQLite file is refused)."""
 
@@ -162,7 +137,7 @@ class Store:
         self.path = str(where)
         self.db: Database = connect(where, exclusive)
         try:
-            self.db.schema(SCHEMA)
+            self.db.schema(SCHEMA + jobstore.SCHEMA)
             for table in ("requests", "jobs"):  # a database from before several gateways
                 columns = [c[0] for c in self.db.execute(f"SELECT * FROM {table} LIMIT 0").description]
                 if "owner" not in columns:
@@ -389,83 +364,3 @@ class Store:
 
     def drop_manifest(self, device: str, agent: str) -> None:
         self.db.execute("DELETE FROM agent_manifests WHERE device = ? AND agent = ?", (device, agent))
-
-    # ---- jobs ----------------------------------------------------------------------------
-
-    def add_job(self, kind: str, device: str, agent: str, data: bytes | None = None, target: str | None = None,
-                version: int | None = None) -> int:
-        now = time.time()
-        row = self.db.execute("INSERT INTO jobs (kind, device, target, agent, version, data, state, size, created, "
-                              "updated) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
-                              (kind, device, target, agent, version, data, len(data or b""), now, now)).fetchone()
-        return int(row[0])
-
-    def jobs(self, ids: list[int] | None = None, active: bool = False) -> list[dict[str, Any]]:
-        query = "SELECT id, kind, device, target, agent, version, state, detail, progress, size, created, updated, " \
-                "owner FROM jobs"
-        where: list[str] = []
-        args: list[Any] = []
-        if ids is not None:
-            where.append(f"id IN ({','.join('?' * len(ids))})")
-            args += ids
-        if active:
-            where.append(f"state IN ({','.join('?' * len(JOB_ACTIVE))})")
-            args += JOB_ACTIVE
-        rows = self.db.execute(query + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id",
-                               args).fetchall()
-        names = ("id", "kind", "device", "target", "agent", "version", "state", "detail", "progress", "size",
-                 "created", "updated", "owner")
-        return [dict(zip(names, r, strict=True)) for r in rows]
-
-    def job_data(self, job_id: int) -> bytes:
-        row = self.db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return bytes(row[0] or b"") if row else b""
-
-    def update_job(self, job_id: int, **fields: Any) -> None:
-        fields["updated"] = time.time()
-        names = ", ".join(f"{k} = ?" for k in fields)
-        self.db.execute(f"UPDATE jobs SET {names} WHERE id = ?", (*fields.values(), job_id))
-
-    # ---- jobs with several gateways (jobrunner.py) -----------------------------------------
-
-    def claim_job(self, job_id: int, owner: str, stale_before: float) -> bool:
-        """Make an active job `owner`'s if it has none, is `owner`'s already, or its gateway
-        has been silent since `stale_before` (the `gateways` table, peers.py); one statement,
-        so two gateways never both win. Answers forwarded to the old owner are dropped: the new
-        one asks the boards again."""
-        states = ",".join("?" * len(JOB_ACTIVE))
-        row = self.db.execute(f"UPDATE jobs SET owner = ? WHERE id = ? AND state IN ({states}) AND (owner IN ('', ?) "
-                              "OR owner NOT IN (SELECT name FROM gateways WHERE seen >= ?)) RETURNING owner",
-                              (owner, job_id, *JOB_ACTIVE, owner, stale_before)).fetchone()
-        if row is not None:
-            self.db.execute("DELETE FROM job_answers WHERE job = ?", (job_id,))
-        return row is not None
-
-    def job_of_answer(self, device: str, agent: str, xfer: str | None) -> tuple[int, str] | None:
-        """(id, owner) of the active job a board's answer belongs to: the transfer it names
-        (`xfer`, transfers.Job.xfer), else the migration of `agent` away from `device`."""
-        states = ",".join("?" * len(JOB_ACTIVE))
-        if xfer:
-            if len(xfer) < 2 or not xfer[1:].isdigit():
-                return None
-            row = self.db.execute(f"SELECT id, owner FROM jobs WHERE id = ? AND state IN ({states})",
-                                  (int(xfer[1:]), *JOB_ACTIVE)).fetchone()
-        else:
-            row = self.db.execute(f"SELECT id, owner FROM jobs WHERE kind = 'migrate' AND device = ? AND agent = ? "
-                                  f"AND state IN ({states}) ORDER BY id LIMIT 1", (device, agent, *JOB_ACTIVE)).fetchone()
-        return None if row is None else (int(row[0]), str(row[1]))
-
-    def forward_answer(self, job_id: int, device: str, agent: str, kind: str, body: bytes) -> None:
-        self.db.execute("INSERT INTO job_answers (job, device, agent, kind, body) VALUES (?, ?, ?, ?, ?)",
-                        (job_id, device, agent, kind, body))
-
-    def has_answers(self, owner: str) -> bool:
-        return self.db.execute("SELECT 1 FROM job_answers WHERE job IN (SELECT id FROM jobs WHERE owner = ?) LIMIT 1",
-                               (owner,)).fetchone() is not None
-
-    def take_answers(self, owner: str) -> list[tuple[str, str, str, bytes]]:
-        """The answers forwarded to `owner`'s jobs, in the order they came: (device, agent,
-        kind, body); deleted in the current transaction."""
-        rows = self.db.execute("DELETE FROM job_answers WHERE job IN (SELECT id FROM jobs WHERE owner = ?) "
-                               "RETURNING n, device, agent, kind, body", (owner,)).fetchall()
-        return [(d, a, k, bytes(b)) for _, d, a, k, b in sorted(rows)]
