@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from microfang import console
 from microfang.config import parse_broker
@@ -54,6 +56,9 @@ from microfang.gateway.transfers import Transfers
 
 DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", "unknown-agent", "over-quota",
                 "error")
+
+RECEIVE_MAXIMUM = 65535  # unacknowledged messages the broker may send the gateway (MQTT v5's largest)
+SESSION_EXPIRY_S = 0xFFFFFFFF  # MQTT v5: the broker keeps the gateway's session for ever
 
 
 class Gateway:
@@ -123,7 +128,11 @@ class Gateway:
             raise
         self.registry = Registry(self.store)
         self.requests = Requests(self.store, self.router, self.send, self.metrics, self.defer, self.name)
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
+        # MQTT v5, so the gateway can say how many unacknowledged messages the broker may send
+        # it (Receive Maximum): every message waits for its batch's commit before it is
+        # acknowledged, and the broker must not hold a quiet board's message behind a
+        # flood's (MQTT 3.1.1 gets Mosquitto's max_inflight_messages, 20 by default).
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
                              manual_ack=True)
         if self.user is not None:
             client.username_pw_set(self.user, self.password)
@@ -137,10 +146,14 @@ class Gateway:
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(0.1, 5)  # type: ignore[arg-type]  # paho says int; it sleeps floats
         self._client = client
-        client.connect_async(self.host, self.port, keepalive=30)
-        client.loop_start()
-        self.batches = Batches(self.store, self._handle_one, client.ack, self.log, self.metrics)
+        self.batches = Batches(self.store, self._handle_one, client.ack, self.log, self.metrics, self._source,
+                               self._drop)
         self._tasks.append(asyncio.create_task(self.batches.run(), name="microfang[gateway].process"))
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = SESSION_EXPIRY_S  # the session (and its queued messages) outlives a restart
+        properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        client.connect_async(self.host, self.port, keepalive=30, clean_start=False, properties=properties)
+        client.loop_start()
         if self.http_port is not None:
             self._http = await http.serve(self.health, lambda: (self.metrics, self.router.counts), self.http_port)
         deadline = time.monotonic() + 10
@@ -231,9 +244,8 @@ class Gateway:
             self.defer(action)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        assert self._loop is not None and self.batches is not None
-        item = (message.topic, bytes(message.payload), message.mid, message.qos)
-        self._loop.call_soon_threadsafe(self.batches.queue.put_nowait, item)
+        assert self.batches is not None
+        self.batches.offer((message.topic, bytes(message.payload), message.mid, message.qos))
 
     # ---- processing ----------------------------------------------------------------------
 
@@ -249,6 +261,24 @@ class Gateway:
             raise
         except Exception as e:  # a bug must not stop the gateway: log it (its savepoint rolled back), keep routing
             self._drop("error", topic, repr(e))
+
+    def _source(self, topic: str) -> str | None:
+        """The queue a message joins (batches.py): its device's; "" for a name not known yet
+        (handle() looks it up); None for a topic outside the scheme or a device of another
+        fleet, dropped now."""
+        parsed = protocol.parse_topic(topic)
+        if parsed is None:
+            self.metrics["messages"] += 1
+            self._drop("malformed", topic, "topic outside mf/{fleet}/{device}/{channel}[/{agent}]")
+            return None
+        record = self.devices.get(parsed[1])
+        if record is None:
+            return ""
+        if record["fleet"] != parsed[0]:
+            self.metrics["messages"] += 1
+            self._drop("unknown-device", topic, f"unknown device {parsed[1]!r} in fleet {parsed[0]!r}")
+            return None
+        return parsed[1]
 
     def log(self, line: str) -> None:
         """One line on stderr, unless quiet."""
@@ -378,5 +408,6 @@ class Gateway:
         return {"status": status, "broker_connected": self.connected, "store": problem or "ok",
                 "devices": len(self.devices), "online": online, "uptime_s": round(time.time() - self.started, 1),
                 "pending_requests": len(self.router.pending), "active_jobs": len(self.transfers.active),
+                "queued_messages": 0 if self.batches is None else self.batches.queued,
                 "request_kinds": sorted(self.router.handlers),
                 **{name: part() for name, part in self._health_parts.items()}}
