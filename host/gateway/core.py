@@ -41,7 +41,7 @@ from paho.mqtt.properties import Properties
 from microfang import console
 from microfang.config import parse_broker
 from microfang.firmware import envelope, protocol
-from microfang.gateway import http, peers, shapes
+from microfang.gateway import fastcbor, http, peers, shapes
 from microfang.gateway.batches import Batches
 from microfang.gateway.board_messages import BoardMessages, LogListener
 from microfang.gateway.commands import Commands
@@ -93,6 +93,7 @@ class Gateway:
         self.batches: Batches | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
+        self._refused: str | None = None  # why the broker refused or dropped our CONNECT
         self._tasks: list[asyncio.Task] = []
         self._http: asyncio.base_events.Server | None = None
         self._answers: dict[tuple[str, str], list[asyncio.Future]] = {}  # ask(): waiting for an agent's publish
@@ -128,12 +129,39 @@ class Gateway:
             raise
         self.registry = Registry(self.store)
         self.requests = Requests(self.store, self.router, self.send, self.metrics, self.defer, self.name)
-        # MQTT v5, so the gateway can say how many unacknowledged messages the broker may send
-        # it (Receive Maximum): every message waits for its batch's commit before it is
-        # acknowledged, and the broker must not hold a quiet board's message behind a
-        # flood's (MQTT 3.1.1 gets Mosquitto's max_inflight_messages, 20 by default).
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
-                             manual_ack=True)
+        self.batches = Batches(self.store, self._handle_one, self._ack, self.log, self.metrics, self._source,
+                               self._drop)
+        self._tasks.append(asyncio.create_task(self.batches.run(), name="microfang[gateway].process"))
+        self._client = self._connect(mqtt.MQTTv5)
+        if self.http_port is not None:
+            self._http = await http.serve(self.health, lambda: (self.metrics, self.router.counts), self.http_port)
+        deadline = time.monotonic() + 10
+        v5_until = time.monotonic() + 2
+        while not self.connected and time.monotonic() < deadline:
+            if self._client.protocol == mqtt.MQTTv5 and (self._refused is not None or time.monotonic() > v5_until):
+                # A broker that speaks MQTT 3.1.1 only (the embedded amqtt refuses or ignores
+                # a v5 CONNECT): that, then.
+                self._client.loop_stop()
+                self._client = self._connect(mqtt.MQTTv311)
+            await asyncio.sleep(0.01)
+        if not self.connected:
+            await self.__aexit__(None, None, None)
+            raise ConnectionError(f"cannot reach the MQTT broker at {self.host}:{self.port}")
+        for (device, agent), budgets in self.store.agent_budgets().items():
+            self.router.set_limits(device, agent, budgets)
+        self.requests.resume(self.peers.own() + self.peers.adopt(), self.devices)
+        self._tasks.append(asyncio.create_task(self.jobrunner.run(), name="microfang[gateway].jobs"))
+        self._tasks.append(asyncio.create_task(self._keep_peers(), name="microfang[gateway].peers"))
+        return self
+
+    def _connect(self, version: mqtt.MQTTProtocolVersion) -> mqtt.Client:
+        """A paho client connecting in its own thread. MQTT v5 lets the gateway say how many
+        unacknowledged messages the broker may send it (Receive Maximum): each waits for its
+        batch's commit to be acknowledged, and the broker must not hold a quiet board's message
+        behind a flood's (with MQTT 3.1.1 Mosquitto allows max_inflight_messages, 20 by default)."""
+        v5 = version == mqtt.MQTTv5
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=version,
+                             manual_ack=True, clean_session=None if v5 else False)
         if self.user is not None:
             client.username_pw_set(self.user, self.password)
         if self.tls:
@@ -145,29 +173,20 @@ class Gateway:
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(0.1, 5)  # type: ignore[arg-type]  # paho says int; it sleeps floats
-        self._client = client
-        self.batches = Batches(self.store, self._handle_one, client.ack, self.log, self.metrics, self._source,
-                               self._drop)
-        self._tasks.append(asyncio.create_task(self.batches.run(), name="microfang[gateway].process"))
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = SESSION_EXPIRY_S  # the session (and its queued messages) outlives a restart
-        properties.ReceiveMaximum = RECEIVE_MAXIMUM
-        client.connect_async(self.host, self.port, keepalive=30, clean_start=False, properties=properties)
+        self._refused = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = SESSION_EXPIRY_S  # the session (its queued messages) outlives us
+            properties.ReceiveMaximum = RECEIVE_MAXIMUM
+            client.connect_async(self.host, self.port, keepalive=30, clean_start=False, properties=properties)
+        else:
+            client.connect_async(self.host, self.port, keepalive=30)
         client.loop_start()
-        if self.http_port is not None:
-            self._http = await http.serve(self.health, lambda: (self.metrics, self.router.counts), self.http_port)
-        deadline = time.monotonic() + 10
-        while not self.connected and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        if not self.connected:
-            await self.__aexit__(None, None, None)
-            raise ConnectionError(f"cannot reach the MQTT broker at {self.host}:{self.port}")
-        for (device, agent), budgets in self.store.agent_budgets().items():
-            self.router.set_limits(device, agent, budgets)
-        self.requests.resume(self.peers.own() + self.peers.adopt(), self.devices)
-        self._tasks.append(asyncio.create_task(self.jobrunner.run(), name="microfang[gateway].jobs"))
-        self._tasks.append(asyncio.create_task(self._keep_peers(), name="microfang[gateway].peers"))
-        return self
+        return client
+
+    def _ack(self, mid: int, qos: int) -> None:
+        assert self._client is not None
+        self._client.ack(mid, qos)
 
     async def _keep_peers(self) -> None:
         """Say this gateway is alive; finish the requests of gateways that died."""
@@ -217,6 +236,9 @@ class Gateway:
     # ---- paho thread -> event loop -------------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            self._refused = str(reason)
+            return
         sock = client.socket()
         if isinstance(sock, socket.socket):  # TLS sockets too (ssl.SSLSocket is one)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -232,6 +254,8 @@ class Gateway:
         return f"$share/microfang/{topic}"
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if not self.connected:
+            self._refused = str(reason)  # before any CONNACK: a broker that does not speak MQTT v5 hangs up
         self.connected = False
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
@@ -309,7 +333,8 @@ class Gateway:
             self.metrics["presence"] += 1
             return
         try:
-            doc = envelope.open_envelope(payload, lambda dev: record["key"] if dev == device else None)
+            doc = envelope.open_envelope(payload, lambda dev: record["key"] if dev == device else None,
+                                         codec=fastcbor)
         except envelope.EnvelopeError as e:
             self._drop(e.reason, topic, str(e))
             return
@@ -353,7 +378,7 @@ class Gateway:
         assert self.store is not None
         record = self.devices[device]
         seq = self.store.next_down_seq(device)
-        sealed = envelope.seal(record["key"], device, seq, agent, kind, body, int(time.time() * 1000))
+        sealed = envelope.seal(record["key"], device, seq, agent, kind, body, int(time.time() * 1000), codec=fastcbor)
         topic = protocol.topic(record["fleet"], device, protocol.CTL) if control else \
             protocol.topic(record["fleet"], device, protocol.DOWN, agent)
         self.store.after_commit(partial(self._publish, topic, sealed, on_delivered))

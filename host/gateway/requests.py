@@ -10,7 +10,8 @@ from collections.abc import Callable, Container
 from functools import partial
 from typing import Any
 
-from microfang.firmware import cbor, envelope, protocol
+from microfang.firmware import envelope, protocol
+from microfang.gateway import fastcbor
 from microfang.gateway.peers import Pending
 from microfang.gateway.router import Router
 from microfang.gateway.store import Store
@@ -54,8 +55,8 @@ class Requests:
     def _start(self, request: Request, raw: bytes) -> None:
         try:
             # The agent's body is CBOR it encoded itself (the ABI's payload format).
-            request.body = cbor.loads(raw, max_bytes=envelope.MAX_ENVELOPE)
-        except cbor.CBORError as e:
+            request.body = fastcbor.loads(raw, max_bytes=envelope.MAX_ENVELOPE)
+        except fastcbor.CBORError as e:
             self.reply(request, False, f"request body is not CBOR: {e}")
             return
         self.router.dispatch(request, self.reply)
