@@ -9,7 +9,8 @@
    p99 <= 50 ms (goal 10,000 boards), trying growing N until one fails or time runs out.
 3. The same with boards on the wire (fleet_wire.py, loadgen.py), which measure the gateway
    rather than the simulator: round trips vs the bare echo, 10,000 boards at 0.2 request/s,
-   one vs two gateway processes on PostgreSQL and a kill -9 of one of them.
+   one vs two gateway processes on PostgreSQL and a kill -9 of one of them; a quiet board's
+   round trips and /healthz while another client floods the gateway (fleet_flood.py).
 
 The gateway runs in its own process (as in production); boards run in this one.
 Usage: python bench/bench_fleet.py [--quick]; results go to bench/results/fleet.json.
@@ -273,6 +274,7 @@ def main() -> None:
 
 
 def wire_phases(total: int, quick: bool) -> dict:
+    import fleet_flood
     import fleet_wire
 
     limit = fleet_wire.raise_fd_limit()
@@ -299,6 +301,8 @@ def wire_phases(total: int, quick: bool) -> dict:
                 print(f"largest fleet that held: {reached} boards, one TCP connection each (goal 10,000)")
             finally:
                 fleet_wire.stop([gateway])
+            flood = fleet_flood.flood_isolation(broker.port, str(Path(tmp) / "flood.db"))
+            fleet_flood.report(flood)
             cluster, dsn = fleet_wire.postgres(Path(tmp) / "pg")
             side = fleet_wire.gateways_side_by_side(broker.port, dsn, total // 2, WINDOW)
             fo = side["failover"]
@@ -311,7 +315,7 @@ def wire_phases(total: int, quick: bool) -> dict:
                 cluster.stop()
             broker.stop()
     figures = {"bare_echo": bare, "wire_round_trips": trips, "wire_ratio": ratio, "wire_scale": scale,
-               "wire_largest_fleet": reached, "postgresql": side}
+               "wire_largest_fleet": reached, "flood": flood, "postgresql": side}
     save("fleet_wire", **figures)
     return figures
 

@@ -42,10 +42,11 @@ def register(where: str, prefix: str, count: int) -> dict[str, bytes]:
     return keys
 
 
-def start_gateway(port: int, where: str, name: str) -> subprocess.Popen:
-    """`microfang gateway` as in production (no LLM, no memory, no rate limit in the way)."""
+def start_gateway(port: int, where: str, name: str, http: int = 0) -> subprocess.Popen:
+    """`microfang gateway` as in production (no LLM, no memory, no rate limit in the way);
+    `http`: the port of its /healthz (0: none)."""
     proc = subprocess.Popen([sys.executable, "-m", "microfang", "gateway", "--broker", f"mqtt://127.0.0.1:{port}",
-                             "--store", where, "--name", name, "--http", "0", "--memory", "none",
+                             "--store", where, "--name", name, "--http", str(http), "--memory", "none",
                              "--rate", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline() if proc.stdout else ""
     if not line.startswith("gateway up"):

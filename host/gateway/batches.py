@@ -94,8 +94,9 @@ class Batches:
             await asyncio.sleep(0)  # let /healthz and the requests' tasks run between batches
 
     def _sort(self) -> None:
-        """Put what arrived into its device's queue (what names no device is dropped now)."""
-        while self._arrived:
+        """Put what arrived into its device's queue (what names no device is dropped now).
+        Only what is there now: paho's thread may append as fast as this takes."""
+        for _ in range(len(self._arrived)):
             message = self._arrived.popleft()
             topic, payload, mid, qos = message
             device = self.source(topic)

@@ -57,6 +57,7 @@ from microfang.gateway.transfers import Transfers
 DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", "unknown-agent", "over-quota",
                 "error")
 
+DROP_LOG_S = 1.0  # one log line per drop reason a second, at most
 RECEIVE_MAXIMUM = 65535  # unacknowledged messages the broker may send the gateway (MQTT v5's largest)
 SESSION_EXPIRY_S = 0xFFFFFFFF  # MQTT v5: the broker keeps the gateway's session for ever
 
@@ -93,6 +94,8 @@ class Gateway:
         self.batches: Batches | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
+        self._drop_logged: dict[str, float] = {}  # reason -> when a drop of it was last logged
+        self._drops_unlogged: dict[str, int] = {}  # reason -> drops since then
         self._refused: str | None = None  # why the broker refused or dropped our CONNECT
         self._tasks: list[asyncio.Task] = []
         self._http: asyncio.base_events.Server | None = None
@@ -310,8 +313,16 @@ class Gateway:
             console.err_console.print(f"[gateway] {line}", markup=False, highlight=False)
 
     def _drop(self, reason: str, topic: str, detail: str) -> None:
+        """Count a dropped message and log it in one line; of a flood, one line per reason a
+        second, with how many more there were (a line costs more than the drop)."""
         self.metrics[f"dropped_{reason}"] += 1
-        self.log(f"dropped {reason}: {topic}: {detail}")
+        now = time.monotonic()
+        if now - self._drop_logged.get(reason, -DROP_LOG_S) < DROP_LOG_S:
+            self._drops_unlogged[reason] = self._drops_unlogged.get(reason, 0) + 1
+            return
+        self._drop_logged[reason] = now
+        more = self._drops_unlogged.pop(reason, 0)
+        self.log(f"dropped {reason}: {topic}: {detail}" + (f" (and {more} more in the last second)" if more else ""))
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Handle one message from the broker (synchronously; requests run as tasks)."""
