@@ -4,7 +4,8 @@ pywasm3 on CPython in the same run.
 
 Reports, per profile (esp32: -X heapsize=110k, esp32s3-psram: 2 MB):
 - RAM per idle agent beyond its linear memory, for the ~1 KB hello example (goal <= 8 KB);
-- how many such agents fit at once (goal >= 16 on esp32, >= 256 on esp32s3-psram);
+- how many such agents fit at once (goal >= 16 on esp32, >= 256 on esp32s3-psram), as ratios to
+  the goal and to the figure before the memory diet (BEFORE_DIET);
 and, in the same run:
 - spawn time on MicroPython vs bare pywasm3 parse+load on CPython (ratio);
 - a metered compute loop on MicroPython vs the same metered loop on pywasm3 (ratio), and the
@@ -40,6 +41,9 @@ from bench_sandbox import LOOP, pywasm3_work  # noqa: E402  (the same compute lo
 
 GOALS = {"esp32": 16, "esp32s3-psram": 256}
 PER_AGENT_GOAL = 8 * 1024
+# Agents that fit on main before the memory diet (patches/0020, shared stack and module bytes),
+# measured with this bench on 2026-12-02: the figure each run is compared with.
+BEFORE_DIET = {"esp32": 10, "esp32s3-psram": 245}
 
 
 def pywasm3_spawn_us(wasm: bytes, stack: int, rounds: int = 200) -> float:
@@ -89,7 +93,9 @@ def main() -> None:
             py_loop = pywasm3_loop_ms(metered, iterations)
             beyond = mp["bytes_per_agent"] - mp["linear_memory_per_agent"]
             row = {**mp, "bytes_beyond_linear_memory": beyond, "per_agent_goal": PER_AGENT_GOAL,
-                   "agents_goal": GOALS[name], "pywasm3_spawn_us": py_spawn,
+                   "agents_goal": GOALS[name], "agents_ratio_to_goal": mp["agents_fit"] / GOALS[name],
+                   "agents_before_diet": BEFORE_DIET[name],
+                   "agents_ratio_to_before_diet": mp["agents_fit"] / BEFORE_DIET[name], "pywasm3_spawn_us": py_spawn,
                    "spawn_ratio_micropython_vs_pywasm3": mp["spawn_us"] / py_spawn,
                    "pywasm3_loop_metered_ms": py_loop,
                    "loop_ratio_micropython_vs_pywasm3": mp["loop_metered_ms"] / py_loop,
@@ -99,7 +105,8 @@ def main() -> None:
             print(f"  RAM per idle agent: {mp['bytes_per_agent']:,} B of which {beyond:,} B beyond its "
                   f"{mp['linear_memory_per_agent']:,} B linear memory (goal <= {PER_AGENT_GOAL:,} B), "
                   f"{mp['wasm_bytes']} B module")
-            print(f"  agents that fit at once: {mp['agents_fit']} (goal >= {GOALS[name]})")
+            print(f"  agents that fit at once: {mp['agents_fit']}: {row['agents_ratio_to_goal']:.2f}x the goal of "
+                  f"{GOALS[name]}, {row['agents_ratio_to_before_diet']:.2f}x the {BEFORE_DIET[name]} before the diet")
             print(f"  spawn: MicroPython {mp['spawn_us']:.0f} us vs pywasm3 parse+load on CPython {py_spawn:.0f} us "
                   f"-> {row['spawn_ratio_micropython_vs_pywasm3']:.2f}x")
             print(f"  metered {iterations:,}-iteration loop: MicroPython {mp['loop_metered_ms']:.1f} ms vs pywasm3 "

@@ -117,7 +117,7 @@ class Supervisor:
         old = self.agents.get(agent_id)
         if old is not None and old.state != STOPPED:
             raise SandboxError("agent %s is already running (reclaim it first)" % agent_id)
-        agent = Agent(manifest, wasm, self._clock())
+        agent = Agent(manifest, self._same_wasm(wasm), self._clock())
         self._start_agent(agent)  # raises before the agent is registered if it cannot spawn
         if memory is not None:
             try:
@@ -131,6 +131,14 @@ class Supervisor:
             self.on_spawn(agent_id, manifest)
         return agent_id
 
+    def _same_wasm(self, wasm):
+        # Agents of one module share one copy of its bytes (the engine keeps pointers into
+        # them): a board running N sensors of one kind holds the module once, not N times.
+        for agent in self.agents.values():
+            if agent.wasm == wasm:
+                return agent.wasm
+        return wasm
+
     def _start_agent(self, agent):
         held = None
         if agent.sandbox is not None:
@@ -143,8 +151,8 @@ class Supervisor:
             held = [bytearray(room)]
         agent.sandbox = None
         if self._env is None and port.engine is not None:
-            # One wasm3 environment for all agents: ~1.2 KB less per agent on a board, and
-            # code pages of reclaimed agents are reused by the next ones.
+            # One wasm3 environment for all agents: ~1.2 KB less per agent on a board, and on
+            # the board one value stack for all of them (the largest; one agent runs at a time).
             self._env = port.engine.Environment()
         agent.sandbox = Sandbox(agent.manifest, agent.wasm, self, self._env,
                                 None if held is None else lambda: _release(held))

@@ -47,11 +47,33 @@ void m3_FreeImpl(void *ptr) {
     m_tracked_free(ptr);
 }
 
+// A tracked block is a GC block with two link words in front (py/malloc.c m_tracked_node_t).
+#define TRACKED_HEADER (2 * sizeof(void *))
+
+// Resize a tracked block where it lies (gc_realloc without moving): true if it could.
+static bool resize_in_place(void *ptr, size_t new_size) {
+    uint8_t *node = (uint8_t *)ptr - TRACKED_HEADER;
+    return gc_realloc(node, TRACKED_HEADER + new_size, false) == node;
+}
+
+bool m3_ShrinkInPlace(void *ptr, size_t new_size) {
+    // Trimmed code pages (patches/0020): the tail blocks go back to the heap.
+    return ptr != NULL && new_size > 0 && resize_in_place(ptr, new_size);
+}
+
 void *m3_Realloc(void *ptr, size_t new_size, size_t old_size) {
     if (new_size == old_size) {
         return ptr;
     }
-    // Tracked blocks cannot grow in place: copy into a new one (zeroed past the old size).
+    // In place where the heap allows (a memory.grow, a growing array): no second block and no
+    // hole left behind, which is what fragments a small heap.
+    if (ptr != NULL && new_size > 0 && resize_in_place(ptr, new_size)) {
+        if (new_size > old_size) {
+            memset((uint8_t *)ptr + old_size, 0, new_size - old_size);
+        }
+        return ptr;
+    }
+    // Otherwise copy into a new block (zeroed past the old size).
     void *grown = m_tracked_calloc(1, new_size);
     if (grown == NULL) {
         return NULL;
@@ -93,11 +115,22 @@ static NORETURN void raise_m3(IM3Runtime runtime, M3Result err) {
 // back to the environment when freed). The GC runs finalisers in no particular order and frees
 // each object right after its finaliser, so the environment's state lives in a tracked block
 // shared by the Environment and its Runtimes, freed when the last of them is gone.
+//
+// One value stack for all runtimes of an environment (a board's agents): one agent runs at a
+// time, so each runtime is pointed at it before it runs, with its own size as its limit
+// (memory's maxStack), and N agents need one stack, the largest, instead of N.
 typedef struct {
     IM3Environment e;
     int runtimes;   // live runtimes made from it
     bool orphaned;  // the Environment object is gone
+    void *stack;    // the shared value stack: the largest a runtime asked for
+    size_t stack_bytes;
+    int calls;      // wasm calls in progress (a host function may call back into its runtime)
+    IM3Runtime running;  // the runtime of the outermost call in progress
 } env_core_t;
+
+// wasm3 keeps four slots of slack past a stack (m3_NewRuntime).
+#define STACK_SLACK (4 * sizeof(m3slot_t))
 
 typedef struct {
     mp_obj_base_t base;
@@ -107,6 +140,7 @@ typedef struct {
 static void env_core_release(env_core_t *core) {
     if (core->orphaned && core->runtimes == 0) {
         m3_FreeEnvironment(core->e);
+        m_tracked_free(core->stack);
         m_tracked_free(core);
     }
 }
@@ -176,7 +210,21 @@ static mp_obj_t env_new_runtime(size_t n_args, const mp_obj_t *args) {
     self->core = NULL;
     self->module = mp_const_none;
     self->fuel = NULL;
-    self->r = m3_NewRuntime(env->core->e, (uint32_t)stack, NULL);
+    env_core_t *core = env->core;
+    if ((size_t)stack > core->stack_bytes) {
+        if (core->calls > 0) {  // a call in progress runs on the stack that would move
+            mp_raise_msg(&mp_type_Wasm3Error, MP_ERROR_TEXT("a larger stack cannot be made during a wasm call"));
+        }
+        // The shared stack grows to the largest (in place if it can); runtimes find its new
+        // address at their next call (use_shared_stack).
+        void *grown = m3_Realloc(core->stack, stack + STACK_SLACK, core->stack == NULL ? 0 : core->stack_bytes + STACK_SLACK);
+        if (grown == NULL) {
+            mp_raise_msg(&mp_type_MemoryError, MP_ERROR_TEXT("wasm3 stack"));
+        }
+        core->stack = grown;
+        core->stack_bytes = stack;
+    }
+    self->r = m3_NewRuntimeOnStack(core->e, (uint32_t)stack, core->stack);
     if (self->r == NULL) {
         mp_raise_msg(&mp_type_MemoryError, MP_ERROR_TEXT("wasm3 runtime"));
     }
@@ -251,6 +299,36 @@ static void check_open(runtime_obj_t *rt) {
     }
 }
 
+// Before wasm3 uses a runtime's stack: point it at the shared one, limited to its own size. A
+// call from a host function back into the running runtime goes on above its caller's frames
+// (wasm3 moved runtime->stack there); into another runtime it would overwrite them: refused.
+static void use_shared_stack(runtime_obj_t *rt) {
+    env_core_t *core = rt->core;
+    IM3Runtime r = rt->r;
+    if (core->calls > 0) {
+        if (r != core->running) {
+            mp_raise_msg(&mp_type_Wasm3Error, MP_ERROR_TEXT("a host function called into another runtime"));
+        }
+        return;
+    }
+    r->stack = core->stack;
+    if (r->memory.mallocated != NULL) {
+        r->memory.mallocated->maxStack = (m3slot_t *)core->stack + r->numStackSlots;
+    }
+}
+
+// m3_Call or m3_FindFunction (which may run the start function) on the shared stack.
+static void enter(runtime_obj_t *rt) {
+    use_shared_stack(rt);
+    if (rt->core->calls++ == 0) {
+        rt->core->running = rt->r;
+    }
+}
+
+static void leave(runtime_obj_t *rt) {
+    rt->core->calls--;
+}
+
 m3ApiRawFunction(metering_usegas) {
     m3ApiGetArg(int32_t, gas)
     int64_t *fuel = (int64_t *)(_ctx->userdata);  // a tracked block: no GC object behind it
@@ -275,6 +353,7 @@ static mp_obj_t runtime_load(mp_obj_t self_in, mp_obj_t mod_in) {
     if (mod->loaded || self->module != mp_const_none) {
         mp_raise_msg(&mp_type_Wasm3Error, MP_ERROR_TEXT("module or runtime already loaded"));
     }
+    use_shared_stack(self);  // loading evaluates constant expressions on the stack
     M3Result err = m3_LoadModule(self->r, mod->m);
     if (err) {
         raise_m3(self->r, err);
@@ -297,7 +376,10 @@ static mp_obj_t runtime_find_function(mp_obj_t self_in, mp_obj_t name) {
     runtime_obj_t *self = MP_OBJ_TO_PTR(self_in);
     check_open(self);
     IM3Function f = NULL;
-    M3Result err = m3_FindFunction(&f, self->r, mp_obj_str_get_str(name));
+    const char *wanted = mp_obj_str_get_str(name);
+    enter(self);
+    M3Result err = m3_FindFunction(&f, self->r, wanted);
+    leave(self);
     if (err) {
         raise_m3(self->r, err);
     }
@@ -548,7 +630,9 @@ static mp_obj_t function_call(mp_obj_t self_in, size_t n_args, size_t n_kw, cons
     }
     m3_ResetErrorInfo(rt->r);
     mod->pending = MP_OBJ_NULL;
+    enter(rt);
     M3Result err = m3_Call(f, nargs, ptrs);
+    leave(rt);
     if (err == c_hostRaised && mod->pending != MP_OBJ_NULL) {
         mp_obj_t exc = mod->pending;
         mod->pending = MP_OBJ_NULL;

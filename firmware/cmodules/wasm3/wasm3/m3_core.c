@@ -103,10 +103,16 @@ void *  m3_Realloc  (void * i_ptr, size_t i_newSize, size_t i_oldSize)
     return newPtr;
 }
 
+bool  m3_ShrinkInPlace  (void * io_ptr, size_t i_newSize)
+{
+    return false;
+}
+
 #elif d_m3ExternalAllocator
 
-// microfang: the embedder defines m3_Malloc, m3_FreeImpl and m3_Realloc (the MicroPython module
-// puts every wasm3 allocation on the GC heap, so the heap size really bounds a board).
+// microfang: the embedder defines m3_Malloc, m3_FreeImpl, m3_Realloc and m3_ShrinkInPlace (the
+// MicroPython module puts every wasm3 allocation on the GC heap, so the heap size really bounds
+// a board).
 
 #else
 
@@ -139,6 +145,11 @@ void *  m3_Realloc  (void * i_ptr, size_t i_newSize, size_t i_oldSize)
         return newPtr;
     }
     return NULL;
+}
+
+bool  m3_ShrinkInPlace  (void * io_ptr, size_t i_newSize)
+{
+    return false;  // realloc may move the block
 }
 
 #endif

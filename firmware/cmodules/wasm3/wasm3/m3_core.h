@@ -212,6 +212,9 @@ void        m3_Abort                (const char* message);
 void *      m3_Malloc               (size_t i_size);
 void *      m3_Realloc              (void *i_ptr, size_t i_newSize, size_t i_oldSize);
 void        m3_FreeImpl             (void * i_ptr);
+// microfang (patches/0020): shrink a block to i_newSize bytes without moving it; false if the
+// allocator cannot (the block stays as it was)
+bool        m3_ShrinkInPlace        (void * io_ptr, size_t i_newSize);
 void *      m3_CopyMem              (const void * i_from, size_t i_size);
 
 #define     m3_AllocStruct(STRUCT)                  (STRUCT *)m3_Malloc (sizeof (STRUCT))

@@ -190,6 +190,26 @@ IM3Runtime  m3_NewRuntime  (IM3Environment i_environment, u32 i_stackSizeInBytes
     return runtime;
 }
 
+// microfang (patches/0020): a runtime on a value stack the embedder provides and keeps pointing
+// at (runtime->stack; memory's maxStack from numStackSlots): the MicroPython module gives all
+// of a board's agents one stack, since one of them runs at a time. Freed without the stack.
+IM3Runtime  m3_NewRuntimeOnStack  (IM3Environment i_environment, u32 i_stackSizeInBytes, void * i_stack)
+{
+    IM3Runtime runtime = m3_AllocStruct (M3Runtime);
+
+    if (runtime)
+    {
+        m3_ResetErrorInfo(runtime);
+
+        runtime->environment = i_environment;
+        runtime->stack = i_stack;
+        runtime->stackShared = true;
+        runtime->numStackSlots = i_stackSizeInBytes / sizeof (m3slot_t);
+    }
+
+    return runtime;
+}
+
 void *  m3_GetUserData  (IM3Runtime i_runtime)
 {
     return i_runtime ? i_runtime->userdata : NULL;
@@ -227,10 +247,14 @@ void  Runtime_Release  (IM3Runtime i_runtime)
 {
     ForEachModule (i_runtime, _FreeModule, NULL);                   d_m3Assert (i_runtime->numActiveCodePages == 0);
 
-    Environment_ReleaseCodePages (i_runtime->environment, i_runtime->pagesOpen);
-    Environment_ReleaseCodePages (i_runtime->environment, i_runtime->pagesFull);
+    // microfang (patches/0020): a runtime's code pages go back to the heap, not to a pool in
+    // the environment that only code could reuse (a reclaimed agent's pages are the room the
+    // next install needs, in one piece)
+    FreeCodePages (& i_runtime->pagesOpen);
+    FreeCodePages (& i_runtime->pagesFull);
 
-    m3_Free (i_runtime->stack);
+    if (not i_runtime->stackShared)
+        m3_Free (i_runtime->stack);
     m3_Free (i_runtime->memory.mallocated);
 }
 
@@ -519,6 +543,22 @@ _               (ReadLEB_u32 (& functionIndex, & bytes, end));
     _catch: return result;
 }
 
+// microfang (patches/0020): once every function is compiled, each code page keeps only the
+// lines it holds and gives the rest back to the heap (a 1 KiB page held ~300 bytes of a hello
+// agent's code); the pages are closed, so code compiled later gets a new page.
+static void  TrimCodePages  (IM3Runtime io_runtime, IM3CodePage i_list)
+{
+    while (i_list)
+    {
+        IM3CodePage next = i_list->info.next;
+        u32 used = i_list->info.lineIndex;
+        m3_ShrinkInPlace (i_list, sizeof (M3CodePageHeader) + sizeof (code_t) * used);
+        i_list->info.numLines = used;
+        PushCodePage (& io_runtime->pagesFull, i_list);
+        i_list = next;
+    }
+}
+
 M3Result  m3_CompileModule  (IM3Module io_module)
 {
     M3Result result = m3Err_none;
@@ -530,6 +570,15 @@ M3Result  m3_CompileModule  (IM3Module io_module)
         {
 _           (CompileFunction (f));
         }
+    }
+
+    IM3Runtime runtime = io_module->runtime;
+    if (runtime)
+    {
+        IM3CodePage open = runtime->pagesOpen, full = runtime->pagesFull;
+        runtime->pagesOpen = runtime->pagesFull = NULL;
+        TrimCodePages (runtime, open);
+        TrimCodePages (runtime, full);
     }
 
     _catch: return result;
@@ -1070,6 +1119,10 @@ void  ReleaseCodePage  (IM3Runtime i_runtime, IM3CodePage i_codePage)
 
 
 #if d_m3VerboseErrorMessages
+// microfang (patches/0020): one buffer for every runtime (256 bytes less per agent). Embedders
+// run one wasm call at a time and read the message right after the call that failed.
+static char s_errorMessage [256];
+
 M3Result  m3Error  (M3Result i_result, IM3Runtime i_runtime, IM3Module i_module, IM3Function i_function,
                     const char * const i_file, u32 i_lineNum, const char * const i_errorMessage, ...)
 {
@@ -1077,11 +1130,11 @@ M3Result  m3Error  (M3Result i_result, IM3Runtime i_runtime, IM3Module i_module,
     {
         i_runtime->error = (M3ErrorInfo){ .result = i_result, .runtime = i_runtime, .module = i_module,
                                           .function = i_function, .file = i_file, .line = i_lineNum };
-        i_runtime->error.message = i_runtime->error_message;
+        i_runtime->error.message = s_errorMessage;
 
         va_list args;
         va_start (args, i_errorMessage);
-        vsnprintf (i_runtime->error_message, sizeof(i_runtime->error_message), i_errorMessage, args);
+        vsnprintf (s_errorMessage, sizeof (s_errorMessage), i_errorMessage, args);
         va_end (args);
     }
 

@@ -91,6 +91,7 @@ typedef struct M3Module
 
     u32                     numFuncImports;
     u32                     numFunctions;
+    u32                     functionsCapacity;  // microfang (patches/0020): slots allocated
     M3Function *            functions;
 
     i32                     startFunction;
@@ -127,6 +128,7 @@ M3Module;
 M3Result                    Module_AddGlobal            (IM3Module io_module, IM3Global * o_global, u8 i_type, bool i_mutable, bool i_isImported);
 
 M3Result                    Module_AddFunction          (IM3Module io_module, u32 i_typeIndex, IM3ImportInfo i_importInfo /* can be null */);
+M3Result                    Module_ReserveFunctions     (IM3Module io_module, u32 i_count);
 IM3Function                 Module_GetFunction          (IM3Module i_module, u32 i_functionIndex);
 
 void                        Module_GenerateNames        (IM3Module i_module);
@@ -170,6 +172,7 @@ typedef struct M3Runtime
     IM3Module               modules;        // linked list of imported modules
 
     void *                  stack;
+    bool                    stackShared;    // microfang (patches/0020): the embedder's, not freed here
     u32                     stackSize;
     u32                     numStackSlots;
     IM3Function             lastCalled;     // last function that successfully executed
@@ -182,9 +185,8 @@ typedef struct M3Runtime
     u32                     callDepth;      // microfang: wasm frames now running (patches/0006)
 
     M3ErrorInfo             error;
-#if d_m3VerboseErrorMessages
-    char                    error_message[256]; // the actual buffer. M3ErrorInfo can point to this
-#endif
+    // microfang (patches/0020): no 256-byte error_message buffer per runtime; the message of
+    // the last error is formatted into one buffer (m3_env.c), read at once by the embedder
 
 #if d_m3RecordBacktraces
     M3BacktraceInfo         backtrace;

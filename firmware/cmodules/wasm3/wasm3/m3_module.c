@@ -50,9 +50,13 @@ M3Result  Module_AddGlobal  (IM3Module io_module, IM3Global * o_global, u8 i_typ
 {
     M3Result result = m3Err_none;
 _try {
-    u32 index = io_module->numGlobals++;
-    io_module->globals = m3_ReallocArray (M3Global, io_module->globals, io_module->numGlobals, index);
-    _throwifnull(io_module->globals);
+    // microfang (patches/0020): count the global only once the array has room for it (a failed
+    // allocation left the count one past a NULL array, which m3_FreeModule then walked)
+    u32 index = io_module->numGlobals;
+    M3Global * globals = m3_ReallocArray (M3Global, io_module->globals, index + 1, index);
+    _throwifnull(globals);
+    io_module->globals = globals;
+    io_module->numGlobals = index + 1;
     M3Global * global = & io_module->globals [index];
 
     global->type = i_type;
@@ -67,16 +71,40 @@ _try {
 }
 
 
+// microfang (patches/0020): room for i_count more functions in one allocation: the function
+// section's count is known before its functions are added one by one, and an array grown a
+// function at a time leaves a trail of holes (and needs old + new at each step) on a small heap.
+M3Result  Module_ReserveFunctions  (IM3Module io_module, u32 i_count)
+{
+    M3Result result = m3Err_none;
+_try {
+    u32 wanted = io_module->numFunctions + i_count;
+    _throwif ("too many functions", wanted < io_module->numFunctions);
+    if (wanted > io_module->functionsCapacity)
+    {
+        M3Function * functions = m3_ReallocArray (M3Function, io_module->functions, wanted, io_module->functionsCapacity);
+        _throwifnull (functions);
+        io_module->functions = functions;
+        io_module->functionsCapacity = wanted;
+    }
+} _catch:
+    return result;
+}
+
+
 M3Result  Module_AddFunction  (IM3Module io_module, u32 i_typeIndex, IM3ImportInfo i_importInfo)
 {
     M3Result result = m3Err_none;
 
 _try {
 
-    u32 index = io_module->numFunctions++;
-    io_module->functions = m3_ReallocArray (M3Function, io_module->functions, io_module->numFunctions, index);
-
-    _throwifnull (io_module->functions);
+    // microfang (patches/0020): as for globals, count the function once it has a place
+    u32 index = io_module->numFunctions;
+    if (index >= io_module->functionsCapacity)
+    {
+_       (Module_ReserveFunctions (io_module, 1));
+    }
+    io_module->numFunctions = index + 1;
     _throwif ("type sig index out of bounds", i_typeIndex >= io_module->numFuncTypes);
 
     IM3FuncType ft = io_module->funcTypes [i_typeIndex];

@@ -129,7 +129,9 @@ _   (ReadLEB_u32 (& numFunctions, & i_bytes, i_end));                           
 
     _throwif("too many functions", numFunctions > d_m3MaxSaneFunctionsCount);
 
-    // TODO: prealloc functions
+    // microfang (patches/0020): the functions in one allocation (each takes a byte at least)
+    _throwif (m3Err_wasmMalformed, numFunctions > (u32) (i_end - i_bytes));
+_   (Module_ReserveFunctions (io_module, numFunctions));
 
     for (u32 i = 0; i < numFunctions; ++i)
     {

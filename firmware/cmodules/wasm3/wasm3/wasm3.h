@@ -200,6 +200,12 @@ d_m3ErrorConst  (trapNegativeFuel,              "[trap] negative fuel charge") /
 //  execution context
 //-------------------------------------------------------------------------------------------------------------------------------
 
+    // microfang (patches/0020): a runtime on a value stack of at least i_stackSizeInBytes the
+    // embedder owns and keeps runtime->stack pointing at (m3_env.c)
+    IM3Runtime          m3_NewRuntimeOnStack        (IM3Environment         io_environment,
+                                                     uint32_t               i_stackSizeInBytes,
+                                                     void *                 i_stack);
+
     IM3Runtime          m3_NewRuntime               (IM3Environment         io_environment,
                                                      uint32_t               i_stackSizeInBytes,
                                                      void *                 i_userdata);
