@@ -66,23 +66,29 @@ class Sandbox:
                 "agent %s: module declares %d..%s pages, above the memory cap of %d bytes"
                 % (self.agent_id, declared[0], declared[1], cap)
             )
+        if before_load is None:  # (a restart reuses the room it held: see Supervisor._start_agent)
+            self._admit(footprint(self.manifest, wasm, declared))
+        step = "runtime"  # what was being allocated, for a refusal
         try:
             if self._env is None:
                 self._env = engine.Environment()
             self._runtime = self._env.new_runtime(memory["stack_bytes"], cap)
+            step = "parse"
             self._module = self._env.parse_module(bytes(wasm))
             if before_load is not None:
                 before_load()
+            step = "load"
             self._runtime.load(self._module)
             for name in allowed:
                 self._module.link_function(abi.HOST_MODULE, name, abi.HOST_FUNCTIONS[name], self._host_fn(name))
+            step = "compile"
             self._module.compile()
         except engine.Wasm3Error as e:
             if "memory allocation failed" not in str(e):
                 raise SandboxError("agent %s: cannot load: %s" % (self.agent_id, e))
-            raise self._does_not_fit(wasm, declared)
-        except MemoryError:
-            raise self._does_not_fit(wasm, declared)
+            raise self._does_not_fit(wasm, declared, "%s: %s" % (step, e))
+        except MemoryError as e:
+            raise self._does_not_fit(wasm, declared, "%s: %s" % (step, e or "memory allocation failed"))
         try:
             # The first lookup runs the module's start function: a metered call like any other.
             self._alloc = self._call(self._runtime.find_function, "mf_alloc")
@@ -96,15 +102,32 @@ class Sandbox:
         if init is not None:
             self._call(init)
 
-    def _does_not_fit(self, wasm, declared):
+    def _admit(self, need):
+        # Refused at once, with the figures, when the heap cannot hold the estimate. Counting
+        # free memory walks the whole heap (~0.5-2 ms at 2 MB, more than a spawn), so it is
+        # counted only when what was free at the last count, less what agents admitted since
+        # took, falls short; an allocation that fails anyway is refused in _spawn.
+        if _room[0] is not None and _room[0] >= need:
+            _room[0] -= need
+            return
+        free = port.heap_free(need)
+        if free is None:
+            return  # CPython: the simulator's memory is the host's
+        if free < need:
+            raise self._no_room(need, free, "before allocating")
+        _room[0] = free - need
+
+    def _does_not_fit(self, wasm, declared, error):
         runtime = getattr(self, "_runtime", None)
         if runtime is not None:
             runtime.close()  # give back what was allocated before the heap ran out
         self._runtime = self._module = None
         free = port.heap_free(1 << 30)  # after a collection: the slow path, on a refusal only
-        return SandboxError("agent %s does not fit: it needs about %d bytes (linear memory, stack, code), the "
-                            "board has %s free" % (self.agent_id, footprint(self.manifest, wasm, declared),
-                                                   "?" if free is None else free))
+        return self._no_room(footprint(self.manifest, wasm, declared), free, error)
+
+    def _no_room(self, need, free, why):
+        return SandboxError("agent %s does not fit: it needs about %d bytes (linear memory, module, code), the "
+                            "board has %s free (%s)" % (self.agent_id, need, "?" if free is None else free, why))
 
     def close(self):
         """Free the engine's runtime now; the sandbox cannot run again."""
@@ -227,15 +250,17 @@ class Sandbox:
 
 
 def footprint(manifest, wasm, declared):
-    """Heap an agent takes on a board, about: its linear memory as wasm3 allocates it (declared
-    pages, capped), its wasm stack, the module (wasm3 keeps the bytes) and its compiled code and
-    records (~4x the module: 6.3 KB for the 885 B hello agent beyond memory and stack)."""
-    memory = manifest["memory"]
-    linear = min(declared[0] * wasminfo.PAGE, memory["max_bytes"])
-    return linear + memory["stack_bytes"] + 5 * len(wasm) + _RECORDS
+    """Heap an agent takes on a board at least: its linear memory as wasm3 allocates it
+    (declared pages, capped), the module's bytes (the engine keeps them) and as much again for
+    its compiled code and the engine's tables, and its records. The wasm stack is not counted:
+    a board's agents share one (the largest). The 750 B hello agent: 5,596 B estimated, 5,744 B
+    measured (bench/bench_micropython.py); a low estimate, so admission never refuses what fits."""
+    linear = min(declared[0] * wasminfo.PAGE, manifest["memory"]["max_bytes"])
+    return linear + 2 * len(wasm) + _RECORDS
 
 
-_RECORDS = 2048  # runtime, module and sandbox records
+_RECORDS = 1024  # runtime, module, sandbox and supervisor records
+_room = [None]  # heap free at the last count, less what was admitted since (Sandbox._admit)
 
 
 class _Spent(Exception):

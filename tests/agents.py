@@ -94,6 +94,14 @@ DEPTH_PROBE = agent_wat("""
     (i32.add (call $down (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))
   (func (export "mf_on_event") (param i32 i32 i32) (result i32) (call $down (i32.const 2)))""")
 
+# DEPTH_PROBE with wide frames (16 i64 locals): a 1 KiB wasm stack runs out well before the
+# engine's call-depth bound.
+WIDE_DEPTH_PROBE = agent_wat("""
+  (func $down (param i32) (result i32) (local i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64)
+    (i32.store (i32.const 0) (local.get 0))
+    (i32.add (call $down (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (call $down (i32.const 2)))""")
+
 # Reads sensor channel memory.grow(1): the channel the board sees is -1 if memory.grow failed.
 GROW_ONE = agent_wat(ON_EVENT.format(body="(drop (call $sensor (memory.grow (i32.const 1)))) (i32.const 0)"),
                      imports='(import "mf" "sensor_read" (func $sensor (param i32) (result i32)))',
@@ -202,6 +210,10 @@ def device_bundles() -> dict[str, bytes]:
         "depth_probe": build(DEPTH_PROBE, **{"sandbox.fuel.max_fuel": 10**9, "sandbox.memory.stack_size_kb": 24,
                                              **NEVER_RESTART}),
         "stack_probe": build(STACK_PROBE, **SENSORS),
+        "wide_depth_probe": build(WIDE_DEPTH_PROBE, **{"sandbox.agent_id": "wide", "sandbox.memory.stack_size_kb": 1,
+                                                       **NEVER_RESTART}),
+        "wide_depth_probe_4k": build(WIDE_DEPTH_PROBE, **{"sandbox.agent_id": "wide4", "sandbox.memory.stack_size_kb": 4,
+                                                          **NEVER_RESTART}),
         "four_mb": build(HELLO.replace('(memory (export "memory") 1)', '(memory (export "memory") 64)'),
                          **{"sandbox.memory.max_heap_kb": 4096}),
         "grow_max_zero": build(GROW_ONE, **SENSORS),

@@ -4,6 +4,7 @@ and started from flash with only its wasm read into RAM; what cannot fit is refu
 board with its reason, which the deploy job shows at once."""
 
 import asyncio
+import re
 
 import pytest
 from boards_runtime import RunningBoard
@@ -14,12 +15,12 @@ from microfang.deploy import queue_deploy, wait
 from microfang.gateway import Gateway
 from microfang.gateway.jobs import JobsFailed
 
-RUNNING = ("hello", "echo")
+RUNNING = ("hello", "echo", "threshold")
 
 
-def code_heavy(functions):
+def code_heavy(functions, memory_kb=2):
     """An agent whose module is mostly code: `functions` small arithmetic functions called in
-    a chain on each event, then a log line "big ok"."""
+    a chain on each event, then a log line "big ok"; `memory_kb` of linear memory."""
     body = "\n".join(f"""(func $f{i} (param i32) (result i32) (local i32)
       (local.set 1 (i32.mul (local.get 0) (i32.const {i * 7 + 3})))
       (local.set 1 (i32.xor (local.get 1) (i32.const {i * 13 + 11})))
@@ -35,7 +36,7 @@ def code_heavy(functions):
         (drop {chain}) (call $log (i32.const 0) (i32.const 6)) (i32.const 0))""",
                     abi='(memory (export "memory") 1 1) (func (export "mf_alloc") (param i32) (result i32) '
                         "(i32.const 1024))")
-    return build_bundle(wat, **{"sandbox.agent_id": "big", "sandbox.memory.max_heap_kb": 2,
+    return build_bundle(wat, **{"sandbox.agent_id": "big", "sandbox.memory.max_heap_kb": memory_kb,
                                 "sandbox.memory.stack_size_kb": 2, "sandbox.memory.grow_limit_pages": 0})
 
 
@@ -84,15 +85,37 @@ def test_a_6_kb_agent_deploys_over_the_air_to_micropython_boards_running_an_agen
         assert "[hello] state running" in seen, seen
 
 
+@pytest.mark.xfail(strict=True, reason="issue 16 acceptance, not met yet: the heap beside three agents is "
+                                       "fragmented; the 5,693 B wasm (or its 6.6 KB function table) finds no block")
+def test_a_6_kb_agent_deploys_over_the_air_to_micropython_boards_already_running_three_agents(
+        mosquitto, tmp_path, micropython, running):
+    # Issue 16's acceptance: beside hello, echo (a request a second) and threshold, the 6 KB
+    # agent finds room for its wasm, runtime and code on the 110 KB heap (on main the largest
+    # free block at install time was 3.7 KB, below the 5,693 B its wasm needs).
+    data = code_heavy(95)
+    jobs, lines = deploy_to_micropython_boards(mosquitto, tmp_path, micropython, running, data)
+    assert [(j["state"], j["detail"]) for j in jobs] == [("done", "version 1 running")] * 2, lines
+    for seen in lines:
+        assert "[big] state running" in seen and "[big] log big ok" in seen, seen
+        after = seen[max(i for i, ln in enumerate(seen) if "[big] state running" in ln):]
+        assert any("[echo] log echoed" in ln for ln in after), seen
+
+
 def test_an_agent_that_does_not_fit_is_refused_at_once_with_the_boards_reason(mosquitto, tmp_path, micropython,
                                                                               running):
-    # Beside hello and echo (a request a second) a 6 KB agent finds no block for its wasm on
-    # the 110 KB heap: the board says so; the job fails with that reason without waiting out
-    # its timeout; the board stays online and its agents run on.
-    jobs, lines = deploy_to_micropython_boards(mosquitto, tmp_path, micropython, running[:2], code_heavy(95))
+    # A 6 KB agent asking for 48 KB of linear memory beside three others finds no room on the
+    # 110 KB heap: the board says so with the figures; the job fails with that reason without
+    # waiting out its timeout; the board stays online and its agents run on.
+    jobs, lines = deploy_to_micropython_boards(mosquitto, tmp_path, micropython, running, code_heavy(95, 48))
     assert [j["state"] for j in jobs] == ["failed", "failed"], jobs
     for job, seen in zip(jobs, lines):
-        assert job["detail"].startswith("not enough free RAM on the board (memory allocation failed, allocating"), job
+        # Refused where the heap ran out: reading the wasm, or at admission with the figures
+        # (48 KB of linear memory, twice the 5.7 KB module, 1 KB of records: sandbox.footprint).
+        assert job["detail"] == "not enough free RAM on the board (memory allocation failed, allocating 5693 " \
+                                "bytes)" or re.fullmatch(
+            r"agent big version 1 did not start \(agent big does not fit: it needs about 6\d{4} bytes \(linear "
+            r"memory, module, code\), the board has \d+ free \(before allocating\)\); nothing installed",
+            job["detail"]), job
         assert "[big] state running" not in seen
         after = seen[max(i for i, ln in enumerate(seen) if "link connected" in ln):]
         assert any("[echo] log echoed" in ln for ln in after), seen

@@ -1,0 +1,61 @@
+# A board's memory diet (issue 16): what agents share and what a full heap does to a spawn.
+# Runs under MicroPython with each board heap and under CPython (tests/test_device_runtimes.py).
+# Plain asserts only.
+from microfang.firmware import bundle as bundles
+from microfang.firmware import port
+from microfang.firmware.errors import SandboxError
+from microfang.firmware.supervisor import Supervisor
+from test_hostile_device import board
+from test_supervisor_device import steps
+
+
+def depth(sup, agent_id):
+    return sup.agents[agent_id].sandbox.read(0, 1, "test")[0]  # the probe stores its depth at 0
+
+
+def test_agents_of_one_module_share_its_bytes(bundle):
+    # Two copies of one bundle, as read from flash: the board keeps the module's bytes once.
+    first, second = bytes(bytearray(bundle("hello"))), bytes(bytearray(bundle("hello")))
+    manifest, wasm = bundles.decode(second)
+    manifest["agent_id"] = "a2"
+    sup, _ = board(first)
+    sup.spawn(manifest=manifest, wasm=wasm)
+    assert sup.agents["a2"].wasm is sup.agents["a1"].wasm
+
+
+def test_an_agent_keeps_its_own_stack_limit_beside_an_agent_with_a_larger_stack(bundle):
+    # The board's agents run on one wasm stack (the largest): each still overflows at its own size.
+    depths = {}
+    for name, agent_id in (("wide_depth_probe", "wide"), ("wide_depth_probe_4k", "wide4")):
+        alone, rec = board(bundle(name))
+        steps(alone, 1)
+        assert "stack overflow" in rec.texts(agent_id, "fault")[0], rec.seen
+        depths[agent_id] = depth(alone, agent_id)
+    assert 2 < depths["wide"] < depths["wide4"] < port.engine.MAX_CALL_DEPTH, depths
+    beside, rec = board(bundle("wide_depth_probe_4k"), bundle("wide_depth_probe"))  # the larger stack first
+    steps(beside, 1)
+    assert {a: depth(beside, a) for a in depths} == depths, rec.seen
+
+
+def test_a_board_filled_with_agents_refuses_the_next_one_and_runs_on(bundle):
+    # On the 2 MB heap the engine crashed here: a parse that ran out of memory freed a function
+    # table its failed allocation never made. Now the next agent is refused with the figures.
+    manifest, wasm = bundles.decode(bundle("hello"))
+    sup = Supervisor()
+    count = 0
+    try:
+        while count < 1000:
+            m = dict(manifest)
+            m["agent_id"] = "a%d" % count
+            sup.spawn(manifest=m, wasm=bytes(bytearray(wasm)))  # its own bytes, as read from flash
+            sup.step()
+            count += 1
+    except SandboxError as e:
+        assert "does not fit: it needs about" in str(e) and "the board has" in str(e), e
+    else:
+        assert port.heap_free() is None, count  # CPython: the host's memory, no end in sight
+    assert count >= 1, count
+    sup.step()  # the agents it holds run on
+    while count:
+        count -= 1
+        sup.reclaim("a%d" % count)
