@@ -37,7 +37,7 @@ from microfang.tools.wasm.wasmtools import parse_wat
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_sandbox import LOOP, pywasm3_work  # noqa: E402  (the same compute loop as the CPython bench)
+from bench_sandbox import LOOP, loop_bench, pywasm3_work  # noqa: E402  (the same compute loop as the CPython bench)
 
 GOALS = {"esp32": 16, "esp32s3-psram": 256}
 PER_AGENT_GOAL = 8 * 1024
@@ -85,10 +85,12 @@ def main() -> None:
                          "machine": {"python": platform.python_version(), "cpu": platform.machine(),
                                      "micropython": str(binary)}, "profiles": {}}
         for name, board in sorted(PROFILES.items()):
-            proc = subprocess.run([str(binary), "-X", board.heapsize_arg(), str(ROOT / "bench" / "device" / "board_bench.py"),
-                                   str(out), str(tmp_path / "metered.wasm"), str(tmp_path / "plain.wasm"), str(iterations)],
+            command = [str(binary), "-X", board.heapsize_arg()]
+            proc = subprocess.run([*command, str(ROOT / "bench" / "device" / "board_bench.py"), str(out)],
                                   capture_output=True, text=True, timeout=600, check=True)
             mp = json.loads(proc.stdout.strip().splitlines()[-1])
+            metered_us, plain_us = loop_bench(command, iterations, 7, tmp_path / "metered.wasm", tmp_path / "plain.wasm")
+            mp.update(loop_metered_ms=metered_us / 1e3, loop_plain_ms=plain_us / 1e3)
             py_spawn = pywasm3_spawn_us(wasm, manifest["memory"]["stack_bytes"])
             py_loop = pywasm3_loop_ms(metered, iterations)
             beyond = mp["bytes_per_agent"] - mp["linear_memory_per_agent"]

@@ -118,6 +118,12 @@ def _runtimes():
             "micropython": [str(portbuild.build_unix(lambda line: None)), "-X", PROFILES["esp32"].heapsize_arg()]}
 
 
+def loop_bench(command, iterations, rounds, *wasm_files):
+    """The fastest of `rounds` alternated runs of LOOP's work(iterations), in microseconds, of
+    each module, on the runtime `command` starts (bench/device/loop_bench.py)."""
+    return _loop_bench(command, iterations, rounds, *wasm_files)[0]
+
+
 def _loop_bench(command, iterations, rounds, *wasm_files, valgrind=()):
     import subprocess
 
@@ -152,7 +158,7 @@ def bench_metering(rounds, iterations):
         files["metered"].write_bytes(metered)
         files["plain"].write_bytes(plain)
         for runtime, command in _runtimes().items():
-            m, p = _loop_bench(command, iterations, rounds, files["metered"], files["plain"])[0]
+            m, p = loop_bench(command, iterations, rounds, files["metered"], files["plain"])
             row = {"metered_ms": m / 1e3, "unmetered_ms": p / 1e3, "overhead": m / p - 1}
             if shutil.which("valgrind"):
                 counted = min(iterations, 1_000_000)

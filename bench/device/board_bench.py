@@ -1,11 +1,10 @@
 # Runs on microfang's MicroPython (bench/bench_micropython.py drives it). Prints one JSON line.
-#   micropython -X heapsize=110k board_bench.py BUNDLE LOOP_METERED LOOP_PLAIN ITERATIONS
+#   micropython -X heapsize=110k board_bench.py BUNDLE   (the compute loop: loop_bench.py)
 import gc
 import json
 import sys
 import time
 
-import wasm3
 from microfang.firmware import bundle
 from microfang.firmware.errors import MicrofangError
 from microfang.firmware.supervisor import Supervisor
@@ -63,31 +62,11 @@ def spawn_time_us(manifest, wasm, rounds):
     return times[len(times) // 2]
 
 
-def loop_ms(wasm, iterations):
-    env = wasm3.Environment()
-    rt = env.new_runtime(4096, 4096)  # the loop uses no memory: cap it small
-    mod = env.parse_module(wasm)
-    rt.load(mod)
-    mod.fuel = 1 << 60
-    work = rt.find_function("work")
-    work(10)
-    start = time.ticks_us()
-    result = work(iterations)
-    return time.ticks_diff(time.ticks_us(), start) / 1000, result
-
-
 def main():
-    bundle_path, metered_path, plain_path, iterations = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    bundle_path = sys.argv[1]
     manifest, wasm = bundle.decode(read(bundle_path))
     heap = free()
     count, per_agent = agents_that_fit(manifest, wasm)
-    metered = read(metered_path)
-    plain = read(plain_path)
-    runs = []
-    for _ in range(7):  # alternated; the fastest of each is the least disturbed by a busy machine
-        runs.append((loop_ms(metered, iterations), loop_ms(plain, iterations)))
-    m = min(r[0][0] for r in runs)
-    p = min(r[1][0] for r in runs)
     print(json.dumps({
         "heap_free_after_boot": heap,
         "agents_fit": count,
@@ -95,9 +74,6 @@ def main():
         "linear_memory_per_agent": manifest["memory"]["max_bytes"],
         "wasm_bytes": len(wasm),
         "spawn_us": spawn_time_us(manifest, wasm, 15),
-        "loop_metered_ms": m,
-        "loop_plain_ms": p,
-        "loop_result": runs[0][0][1],
     }))
 
 

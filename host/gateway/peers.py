@@ -105,8 +105,3 @@ class Peers:
     def own(self) -> list[Pending]:
         return [(d, a, i, k, bytes(b)) for d, a, i, k, b in self.store.db.execute(
             "SELECT device, agent, id, kind, body FROM requests WHERE owner = ? ORDER BY received", (self.name,))]
-
-    def leads(self) -> bool:
-        """Whether this gateway runs the jobs (deploys, migrations): the live one first by name."""
-        live = self.live()
-        return not live or live[0] == self.name
