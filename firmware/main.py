@@ -13,8 +13,14 @@
 
 import sys
 
-from . import cbor, port
-from .board import Board
+from . import port
+
+# From the first import on, garbage is collected often (port.collect_often): the objects a board
+# keeps then stay low in the heap, packed, and the free middle stays whole for agents.
+port.collect_often()
+
+from . import cbor  # noqa: E402
+from .board import Board  # noqa: E402
 from .errors import MicrofangError
 
 _BLOCK = 4096

@@ -201,6 +201,8 @@ def device_bundles() -> dict[str, bytes]:
         "too_long": build(log_call(0, 100000), **NEVER_RESTART),
         "trap": build(UNREACHABLE, **{"agent.restart": {"policy": "on-failure", "max_restarts": 2,
                                                                "backoff_ms": 100}}),
+        "trap_48k": build(UNREACHABLE, **{"sandbox.agent_id": "big", "sandbox.memory.max_heap_kb": 48,
+                                          "agent.restart": {"policy": "always", "backoff_ms": 10}}),
         "huge_memory": raw(unbuilt("", memory='(memory (export "memory") 100)')),
         "bad_import": raw(unbuilt('(import "env" "system" (func))')),
         "malformed": raw(b"\x00asm\x01\x00\x00\x00\x01\xff\xff"),

@@ -103,15 +103,18 @@ def fetch_source(step: Progress) -> Path:
     return tree
 
 
-def apply_port_patches(tree: Path, patches: Path, step: Progress) -> None:
-    """Apply microfang's own patches (boards/<port>/patches/*.patch) to a pristine tree: files a
-    previous build patched are restored from their backups first, so a changed patch applies."""
+def apply_port_patches(tree: Path, boards: Path, port: str, step: Progress) -> None:
+    """Apply microfang's own patches to a pristine tree: boards/patches/*.patch (MicroPython's
+    core, every port) then boards/<port>/patches/*.patch. Files a previous build patched are
+    restored from their backups first, so a changed patch applies."""
     for backup in tree.rglob("*.microfang-orig"):
         shutil.copy2(backup, backup.with_suffix(""))
         backup.unlink()
-    for patch in sorted(patches.glob("*.patch")):
-        step(f"patch {patch.name}")
-        debsource.run(["patch", "-p1", "-s", "-b", "-z", ".microfang-orig", "-i", str(patch)], cwd=tree, what=f"patch {patch.name}")
+    for patches in (boards / "patches", boards / port / "patches"):
+        for patch in sorted(patches.glob("*.patch")):
+            step(f"patch boards/{patch.relative_to(boards)}")
+            debsource.run(["patch", "-p1", "-s", "-b", "-z", ".microfang-orig", "-i", str(patch)], cwd=tree,
+                          what=f"patch {patch.name}")
 
 
 def build_key(root: Path, extra: list[str]) -> str:
@@ -144,7 +147,7 @@ def build_unix(step: Progress, jobs: int = 2) -> Path:
     _check_m32()
     root = stage_sources(package_root(), key)
     tree = fetch_source(step)
-    apply_port_patches(tree, root / "boards" / "unix" / "patches", step)
+    apply_port_patches(tree, root / "boards", "unix", step)
     if not (tree / "mpy-cross" / "build" / "mpy-cross").is_file():
         step("building mpy-cross")
         debsource.run(["make", "-C", "mpy-cross", f"-j{jobs}"], cwd=tree, step=step, what="mpy-cross build")
@@ -187,6 +190,7 @@ def build_esp32(board: str, step: Progress, jobs: int = 2) -> Path:
     root = package_root()
     root = stage_sources(root, build_key(root, [board]))
     tree = fetch_source(step)
+    apply_port_patches(tree, root / "boards", "esp32", step)
     if not (tree / "mpy-cross" / "build" / "mpy-cross").is_file():
         step("building mpy-cross")
         debsource.run(["make", "-C", "mpy-cross", f"-j{jobs}"], cwd=tree, step=step, what="mpy-cross build")

@@ -10,6 +10,10 @@ import sys
 _here = sys.argv[0].rsplit("/", 1)[0] if "/" in sys.argv[0] else "."
 sys.path.insert(0, _here)
 
+from microfang.firmware import port  # noqa: E402
+
+port.collect_often()  # as a board does from its first import on (firmware/main.py)
+
 
 def main():
     folder = sys.argv[1]

@@ -6,7 +6,7 @@ from microfang.firmware import port
 from microfang.firmware.errors import SandboxError
 from microfang.firmware.supervisor import Supervisor
 from test_hostile_device import board
-from test_supervisor_device import steps
+from test_supervisor_device import started, steps
 
 
 def depth(sup, agent_id):
@@ -59,3 +59,23 @@ def test_a_board_filled_with_agents_refuses_the_next_one_and_runs_on(bundle):
     while count:
         count -= 1
         sup.reclaim("a%d" % count)
+
+
+def test_a_trapped_agent_with_half_the_free_heap_restarts_again_and_again_among_small_objects(bundle):
+    # Issue 14: at the 110 KB heap a trapped agent with a whole 64 KiB page could not restart:
+    # its old runtime freed, the new one's small parts took the start of the hole its memory
+    # left, and no other 64 KiB block was free. Between restarts the board keeps making small
+    # objects that live on (as a link does with every message), with garbage between them.
+    now = [0]
+    sup, rec = started(bundle("trap_48k"), clock=lambda: now[0])
+    kept = []
+    for round in range(12):
+        for i in range(16):
+            kept.append((round, i))
+            bytearray(100)  # garbage between the objects that stay
+        now[0] += 10_000  # past any backoff: each step restarts the agent, which traps again
+        sup.step()
+    faults = rec.texts("big", "fault")
+    assert [f for f in faults if "restart failed" in f] == [], faults
+    assert sup.stats("big")["restarts"] >= 12 and sup.stats("big")["state"] == "backoff", rec.seen
+    assert sup.agents["big"].sandbox.memory_bytes == 48 * 1024
