@@ -116,7 +116,7 @@ def wrap(data, proof):
 
 def open_signed(data, keys):
     """(bundle bytes, head) of a signed bundle, or raise BundleError (forged, malformed, old)."""
-    span, head, _ = open_signed_file(io.BytesIO(data), len(data), keys)
+    span, _, head, _ = open_signed_file(io.BytesIO(data), len(data), keys)
     return bytes(data[span[0] : span[0] + span[1]]), head
 
 
@@ -235,8 +235,8 @@ def pieces(f, span):
 
 def open_signed_file(f, size, keys):
     """Check the signed bundle filling the first `size` bytes of file `f` against `keys`
-    ({key_id: public key}); return (span (offset, length, 2) of the bundle inside, its checked
-    head, its proof {head, key_id, sig}) or raise BundleError naming the problem."""
+    ({key_id: public key}); return (span (offset, length, 2) of the bundle inside, its manifest,
+    its checked head, its proof {head, key_id, sig}) or raise BundleError naming the problem."""
     if size > MAX_BUNDLE + MAX_HEAD + 128:
         raise BundleError("signed bundle of %d bytes is over the %d byte limit" % (size, MAX_BUNDLE))
     spans = map_spans(f, 0, size, "signed bundle")
@@ -246,14 +246,15 @@ def open_signed_file(f, size, keys):
                           "sign its .mfa again with `microfang deploy` (Ed25519, mfs/2)")
     if fmt != SIGNED_FORMAT:
         raise BundleError("not a signed bundle: sign it with `microfang deploy`")
-    head, proof = check_signature(f, spans, keys, "bundle")
-    return spans["bundle"], head, proof
+    manifest, head, proof = check_signature(f, spans, keys, "bundle")
+    return spans["bundle"], manifest, head, proof
 
 
 def check_signature(f, spans, keys, what):
     """The operator's head of the bundle at spans["bundle"] of file `f` (a signed bundle's or a
     snapshot's map), its Ed25519 signature verified under `keys` and its sha256 checked over the
-    bundle a piece at a time; returns (head, proof). Else BundleError naming the problem."""
+    bundle a piece at a time; returns (the bundle's manifest, head, proof). Else BundleError
+    naming the problem."""
     inner = spans.get("bundle")
     fields = [spans.get(name) for name in ("head", "key_id", "sig")]
     if inner is None or inner[2] != 2 or None in fields or [s[2] for s in fields] != [2, 2, 2]:
@@ -285,7 +286,7 @@ def check_signature(f, spans, keys, what):
     manifest, _ = decode_file(f, inner, with_wasm=False)
     if manifest.get("agent_id") != head.get("agent") or manifest.get("version") != head.get("version"):
         raise BundleError("%s: agent or version differs from the signed head" % what)
-    return head, {"head": raw, "key_id": kid, "sig": sig}
+    return manifest, head, {"head": raw, "key_id": kid, "sig": sig}
 
 
 def decode_file(f, span, with_wasm=True):

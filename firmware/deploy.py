@@ -163,9 +163,8 @@ class Installer:
 
     def _install(self, staged, size):
         with self.flash.open(staged, "rb") as f:
-            span, head, proof = bundle.open_signed_file(f, size, self.trust.keys)
+            span, manifest, head, proof = bundle.open_signed_file(f, size, self.trust.keys)
             self.trust.update(head)
-            manifest, _ = bundle.decode_file(f, span, with_wasm=False)
             agent_id, version = manifest["agent_id"], manifest["version"]
             if not protocol.name_ok(agent_id):
                 raise DeployError("agent id %r is not a valid name" % agent_id)
@@ -361,12 +360,11 @@ class Installer:
         spans = bundle.map_spans(f, 0, size, "snapshot")
         if bundle.value(f, spans, "format") != SNAPSHOT_FORMAT:
             raise DeployError("not a snapshot: missing format %r" % SNAPSHOT_FORMAT)
-        head, proof = bundle.check_signature(f, spans, self.trust.keys, "snapshot's bundle")
+        manifest, head, proof = bundle.check_signature(f, spans, self.trust.keys, "snapshot's bundle")
         self.trust.update(head)
         if bundle.value(f, spans, "job") != job:
             raise DeployError("snapshot was taken for job %r, not this job %r (swapped)" % (bundle.value(f, spans, "job"), job))
         span = spans["bundle"]
-        manifest, _ = bundle.decode_file(f, span, with_wasm=False)
         agent_id = manifest["agent_id"]
         if not protocol.name_ok(agent_id) or bundle.value(f, spans, "agent_id") != agent_id:
             raise DeployError("agent id %r is not a valid name or not the snapshot's" % agent_id)
