@@ -132,6 +132,15 @@ def forgeries(config: dict, data: bytes) -> dict[str, bytes]:
     return out
 
 
+async def board_online(gw, name, port):
+    """A board of fleet "test" trusting the operator's key, running and online at `gw`:
+    (board, its reports, its task)."""
+    board, rec = make_board(name, gw.add_device(name, fleet="test"), port)
+    run = asyncio.create_task(board.run(30000))
+    await wait_until(lambda: gw.devices[name].get("online"))
+    return board, rec, run
+
+
 def test_keys_from_a_boards_flash_image_sign_nothing_another_board_accepts(mosquitto, tmp_path):
     db = tmp_path / "gw.db"
     firmware, image = tmp_path / "fw.bin", tmp_path / "kitchen.bin"
@@ -150,9 +159,7 @@ def test_keys_from_a_boards_flash_image_sign_nothing_another_board_accepts(mosqu
 
     async def scenario():
         async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=db, quiet=True) as gw:
-            hall, _ = make_board("hall", gw.add_device("hall", fleet="test"), mosquitto.port)
-            run = asyncio.create_task(hall.run(30000))
-            await wait_until(lambda: gw.devices["hall"].get("online"))
+            hall, _, run = await board_online(gw, "hall", mosquitto.port)
             await asyncio.to_thread(wait, db, queue_deploy(db, v1, ["hall"]), 30)
             refused_here = {}
             for name in attacks:  # `microfang deploy` refuses each...
@@ -187,9 +194,7 @@ def test_the_operator_supersedes_a_bad_version_over_the_air(mosquitto, tmp_path)
 
     async def scenario():
         async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=db, quiet=True) as gw:
-            board, _ = make_board("d1", gw.add_device("d1", fleet="test"), mosquitto.port)
-            run = asyncio.create_task(board.run(30000))
-            await wait_until(lambda: gw.devices["d1"].get("online"))
+            board, _, run = await board_online(gw, "d1", mosquitto.port)
             await asyncio.to_thread(wait, db, queue_deploy(db, bad, ["d1"]), 30)
             with pytest.raises(JobsFailed) as locked:
                 await asyncio.to_thread(wait, db, queue_deploy(db, fix, ["d1"]), 30)
@@ -212,10 +217,7 @@ def test_a_tampered_source_boards_escalated_snapshot_is_refused_and_audited(mosq
 
     async def scenario():
         async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=db, quiet=True) as gw:
-            src, rec = make_board("m1", gw.add_device("m1", fleet="test"), mosquitto.port)
-            dst, _ = make_board("m2", gw.add_device("m2", fleet="test"), mosquitto.port)
-            runs = [asyncio.create_task(b.run(30000)) for b in (src, dst)]
-            await wait_until(lambda: gw.devices["m1"].get("online") and gw.devices["m2"].get("online"))
+            (src, rec, run_src), (dst, _, run_dst) = [await board_online(gw, n, mosquitto.port) for n in ("m1", "m2")]
             await asyncio.to_thread(wait, db, queue_deploy(db, hello, ["m1"]), 30)
             registered = gw.store.manifest("m1", "hello")
             real = src.link.installer.snapshot
@@ -242,7 +244,7 @@ def test_a_tampered_source_boards_escalated_snapshot_is_refused_and_audited(mosq
                       gw.store.manifest("m1", "hello") == registered, src.supervisor.agents["hello"].state)
             for b in (src, dst):
                 b.stop()
-            await asyncio.gather(*runs)
+            await asyncio.gather(run_src, run_dst)
             return result
 
     job, audit, on_target, target_manifest, source_manifest_kept, state = asyncio.run(scenario())
