@@ -9,11 +9,12 @@ import json
 
 import cbor2
 import pytest
+from boards_runtime import RUNTIMES, RunningBoard
 from esp_images import firmware_bin
 from fleet import make_board, wait_until
 from helpers import HELLO_WAT, build_bundle
 from littlefs import LittleFS
-from signing_keys import OPERATOR, escalated, hmac_signed
+from signing_keys import OPERATOR, board_trust, escalated, hmac_signed
 from test_deploy import EXAMPLES
 
 from microfang.boards import BOARD_DEFS
@@ -105,6 +106,8 @@ def test_deploy_refuses_a_bundle_signed_by_a_revoked_key(tmp_path):
 
 # ---- a stolen board against the fleet ----------------------------------------------------
 
+SMALL = {"sandbox.memory.max_heap_kb": 8, "sandbox.memory.stack_size_kb": 2}  # fits a board at the ESP32 heap
+
 
 def image_config(image: bytes, board: str = "esp32") -> dict:
     """/config.cbor of a merged flash image, read as an attacker with the file would."""
@@ -141,7 +144,8 @@ async def board_online(gw, name, port):
     return board, rec, run
 
 
-def test_keys_from_a_boards_flash_image_sign_nothing_another_board_accepts(mosquitto, tmp_path):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_keys_from_a_boards_flash_image_sign_nothing_another_board_accepts(runtime, mosquitto, tmp_path, micropython):
     db = tmp_path / "gw.db"
     firmware, image = tmp_path / "fw.bin", tmp_path / "kitchen.bin"
     firmware.write_bytes(firmware_bin("esp32"))
@@ -151,39 +155,46 @@ def test_keys_from_a_boards_flash_image_sign_nothing_another_board_accepts(mosqu
     config = image_config(image.read_bytes())
     assert "sign_key" not in config and config["sign_keys"] == OPERATOR.public_keys()  # public keys only
     v1, v2 = tmp_path / "v1.mfa", tmp_path / "v2.mfa"
-    v1.write_bytes(build_bundle(HELLO_WAT))
-    v2.write_bytes(build_bundle(HELLO_WAT, **{"agent.version": 2}))
-    attacks = forgeries(config, build_bundle(HELLO_WAT, **{"agent.version": 99}))
+    v1.write_bytes(build_bundle(HELLO_WAT, **SMALL))
+    v2.write_bytes(build_bundle(HELLO_WAT, **SMALL, **{"agent.version": 2}))
+    attacks = forgeries(config, build_bundle(HELLO_WAT, **SMALL, **{"agent.version": 99}))
     for name, data in attacks.items():
         (tmp_path / f"{name}.mfs").write_bytes(data)
 
     async def scenario():
         async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=db, quiet=True) as gw:
-            hall, _, run = await board_online(gw, "hall", mosquitto.port)
-            await asyncio.to_thread(wait, db, queue_deploy(db, v1, ["hall"]), 30)
-            refused_here = {}
-            for name in attacks:  # `microfang deploy` refuses each...
-                with pytest.raises(MicrofangError) as e:
-                    queue_deploy(db, tmp_path / f"{name}.mfs", ["hall"])
-                refused_here[name] = str(e.value)
-            # ...and so does the board, when the attacker queues them in the gateway's store.
-            answers = []
-            for data in attacks.values():  # one at a time: a board keeps one transfer per agent
-                with pytest.raises(JobsFailed) as failed:
-                    await asyncio.to_thread(wait, db, [gw.store.add_job("deploy", "hall", "a1", data, version=99)], 30)
-                answers += failed.value.jobs
-            still = hall.supervisor.agents["a1"].manifest["version"]
-            fixed = await asyncio.to_thread(wait, db, queue_deploy(db, v2, ["hall"]), 30)  # no v99 lock
-            hall.stop()
-            await run
-            return refused_here, answers, still, fixed, hall.supervisor.agents["a1"].manifest["version"]
+            # Another board of the fleet: CPython, or MicroPython at the ESP32 heap from a flash image.
+            hall = await RunningBoard(runtime, {"device": "hall", "fleet": "test", "key": gw.add_device("hall", "test"),
+                                                "host": "127.0.0.1", "port": mosquitto.port, **board_trust(),
+                                                "telemetry_ms": 1000}, tmp_path, [], micropython).start()
+            try:
+                assert await wait_until(lambda: gw.devices["hall"].get("online"), 30), hall.lines()
+                first = await asyncio.to_thread(wait, db, queue_deploy(db, v1, ["hall"]), 60)
+                refused_here = {}
+                for name in attacks:  # `microfang deploy` refuses each...
+                    with pytest.raises(MicrofangError) as e:
+                        queue_deploy(db, tmp_path / f"{name}.mfs", ["hall"])
+                    refused_here[name] = str(e.value)
+                # ...and so does the board, when the attacker queues them in the gateway's store.
+                answers = []
+                for data in attacks.values():  # one at a time: a board keeps one transfer per agent
+                    with pytest.raises(JobsFailed) as failed:
+                        await asyncio.to_thread(wait, db, [gw.store.add_job("deploy", "hall", "a1", data, version=99)],
+                                                60)
+                    answers += failed.value.jobs
+                # The operator's v2 installs: no forged v99 is there to block it by rollback protection.
+                fixed = await asyncio.to_thread(wait, db, queue_deploy(db, v2, ["hall"]), 60)
+            finally:
+                lines = await hall.stop()
+            return first, refused_here, answers, fixed, lines
 
-    refused_here, board_answers, still, fixed, final = asyncio.run(scenario())
+    first, refused_here, board_answers, fixed, lines = asyncio.run(scenario())
+    assert first[0]["detail"] == "version 1 running", lines
     reasons = ("bundle signed by unknown key", "signature does not verify", "old fleet HMAC key")
     assert all(any(r in why for r in reasons) for why in refused_here.values()), refused_here
     assert [j["state"] for j in board_answers] == ["failed"] * len(attacks) == ["failed"] * 8
     assert all(any(r in j["detail"] for r in reasons) for j in board_answers), [j["detail"] for j in board_answers]
-    assert still == 1 and fixed[0]["state"] == "done" and final == 2
+    assert fixed[0]["state"] == "done" and fixed[0]["detail"] == "version 2 running", fixed
 
 
 def test_the_operator_supersedes_a_bad_version_over_the_air(mosquitto, tmp_path):
