@@ -222,7 +222,19 @@ def test_the_operator_supersedes_a_bad_version_over_the_air(mosquitto, tmp_path)
     assert "version 99 was withdrawn by the operator" in again["detail"], again
 
 
-def test_a_tampered_source_boards_escalated_snapshot_is_refused_and_audited(mosquitto, tmp_path):
+def escalate(doc: dict) -> None:
+    doc["bundle"] = escalated(doc["bundle"])  # more host functions, tools, an A2A peer
+
+
+def swap_job(doc: dict) -> None:
+    doc["job"] = "m999"  # the memory and log records of another migration
+
+
+@pytest.mark.parametrize(("tamper", "refusal"), [
+    (escalate, "its manifest differs from the one registered for hello on m1 (permissions)"),
+    (swap_job, "it was taken for job 'm999' and agent 'hello', not m"),
+], ids=["escalated-manifest", "another-jobs-snapshot"])
+def test_a_tampered_source_boards_snapshot_is_refused_and_audited(tamper, refusal, mosquitto, tmp_path):
     hello, _ = build(EXAMPLES / "hello" / "agent.toml", tmp_path / "hello.mfa")
     db = tmp_path / "gw.db"
 
@@ -234,12 +246,12 @@ def test_a_tampered_source_boards_escalated_snapshot_is_refused_and_audited(mosq
             real = src.link.installer.snapshot
 
             def tampered(agent_id, job=""):
-                # The source board's own code, changed: its agent gets host functions, tools, a peer.
+                # The source board's own code, changed.
                 real(agent_id, job)
                 path = f"/snap/{agent_id}.cbor"
                 with src.link.installer.flash.open(path, "rb") as f:
                     doc = cbor.loads(f.read())
-                doc["bundle"] = escalated(doc["bundle"])
+                tamper(doc)
                 raw = cbor.dumps(doc)
                 with src.link.installer.flash.open(path, "wb") as f:
                     f.write(raw)
@@ -259,6 +271,6 @@ def test_a_tampered_source_boards_escalated_snapshot_is_refused_and_audited(mosq
             return result
 
     job, audit, on_target, target_manifest, source_manifest_kept, state = asyncio.run(scenario())
-    assert "its manifest differs from the one registered for hello on m1 (permissions)" in job["detail"], job
-    assert any(r["action"] == "migration failed" and "manifest differs" in r["detail"] for r in audit), audit
+    assert refusal in job["detail"], job
+    assert any(r["action"] == "migration failed" and refusal in r["detail"] for r in audit), audit
     assert not on_target and target_manifest is None and source_manifest_kept and state == "running"
