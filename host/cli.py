@@ -386,8 +386,11 @@ def do_signing_keys(args: argparse.Namespace) -> None:
         return
     for row in keyring.rows():
         console.info(f"{row['id']}  {row['state']:<8} {time.strftime('%Y-%m-%d', time.localtime(row['created']))}")
-    if args.keys_action != "list":
-        console.info(f"{keyring.where}: serial {keyring.serial}; boards take it with the next deploy")
+    after = {"generate": "created, readable by you only; `microfang flash` gives boards its public key",
+             "rotate": "the new key reaches boards with the next deploys; revoke the old one once they have it",
+             "revoke": "boards drop the revoked key with the next deploy"}
+    if args.keys_action in after:
+        console.info(f"{keyring.where} (serial {keyring.serial}): {after[args.keys_action]}")
 
 
 def do_keys(args: argparse.Namespace) -> None:
