@@ -364,7 +364,7 @@ def argparse_keys(sub: argparse._SubParsersAction) -> None:
     add_signing_keys(listing)
     add_json(listing)
     for name, text in (("generate", "create the signing keyring (0600) with one Ed25519 key"),
-                       ("rotate", "add a new current signing key; the previous stays trusted until revoked")):
+                       ("rotate", "add a key, announced to boards by the next deploys; the old one signs until revoked")):
         add_signing_keys(actions.add_parser(name, help=text))
     revoke = actions.add_parser("revoke", help="revoke a signing key: boards drop it with the next deploy")
     revoke.add_argument("key_id")
