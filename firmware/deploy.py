@@ -170,9 +170,11 @@ class Installer:
                 raise DeployError("agent id %r is not a valid name" % agent_id)
             installed = self.installed_version(agent_id)
             superseding = self._admit(agent_id, version, installed, head)
-            manifest, wasm = bundle.decode_file(f, span)
-            path = AGENTS + "/" + agent_id + ".mfa"
+            path, sig = AGENTS + "/" + agent_id + ".mfa", AGENTS + "/" + agent_id + ".sig"
             self.flash.makedirs(AGENTS)
+            _write(self.flash, sig + ".new", cbor.dumps(proof))
+            head = proof = manifest = None  # small blocks freed before the wasm and the spawn take theirs
+            manifest, wasm = bundle.decode_file(f, span)
             _copy(f, span, self.flash, path + ".new")
         if installed:
             self.flash.rename(path, path + ".prev")
@@ -181,6 +183,7 @@ class Installer:
             self._restart(agent_id, manifest, wasm)
         except (MicrofangError, MemoryError) as e:
             manifest = wasm = None  # the new version's RAM back before the old one starts again
+            self.flash.remove(sig + ".new")
             if installed:
                 self.flash.rename(path + ".prev", path)
                 self._restart(agent_id, *self._bundle_file(path))
@@ -191,9 +194,9 @@ class Installer:
             raise DeployError("agent %s version %d did not start (%s); %s" % (agent_id, version, _reason(e), back))
         if installed:
             self.flash.remove(path + ".prev")
+        self.flash.rename(sig + ".new", sig)
         if superseding:
             self.trust.withdraw(agent_id, installed)
-        _write(self.flash, AGENTS + "/" + agent_id + ".sig", cbor.dumps(proof))
         return agent_id, version
 
     def _admit(self, agent_id, version, installed, head):
@@ -371,6 +374,10 @@ class Installer:
         if agent_id in self.supervisor.agents:
             raise DeployError("agent %s already runs on this board" % agent_id)
         self._admit(agent_id, manifest["version"], self.installed_version(agent_id), head)
+        sig = AGENTS + "/" + agent_id + ".sig"
+        self.flash.makedirs(AGENTS)
+        _write(self.flash, sig + ".new", cbor.dumps(proof))  # renamed in once the agent runs here
+        head = proof = manifest = None  # small blocks freed before the wasm and the spawn take theirs
         manifest, wasm = bundle.decode_file(f, span)
         records, acked = bundle.value(f, spans, "log"), bundle.value(f, spans, "log_acked")
         log = MemoryLog(self.flash, agent_id, manifest["memory_log"]["max_kb"] * 1024)
@@ -379,9 +386,8 @@ class Installer:
         records = None
         self.supervisor.forget_log(agent_id)
         self.supervisor.spawn(manifest=manifest, wasm=wasm, memory=bundle.value(f, spans, "memory"))
-        self.flash.makedirs(AGENTS)
         _copy(f, span, self.flash, AGENTS + "/" + agent_id + ".mfa")
-        _write(self.flash, AGENTS + "/" + agent_id + ".sig", cbor.dumps(proof))
+        self.flash.rename(sig + ".new", sig)
         return agent_id, manifest["version"]
 
     def remove(self, agent_id):

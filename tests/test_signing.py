@@ -12,7 +12,7 @@ import pytest
 from boards_runtime import RUNTIMES, RunningBoard
 from esp_images import firmware_bin
 from fleet import make_board, wait_until
-from helpers import HELLO_WAT, build_bundle
+from helpers import HELLO_WAT, agent_wat, build_bundle
 from littlefs import LittleFS
 from signing_keys import OPERATOR, board_trust, escalated, hmac_signed
 from test_deploy import EXAMPLES
@@ -274,3 +274,33 @@ def test_a_tampered_source_boards_snapshot_is_refused_and_audited(tamper, refusa
     assert refusal in job["detail"], job
     assert any(r["action"] == "migration failed" and refusal in r["detail"] for r in audit), audit
     assert not on_target and target_manifest is None and source_manifest_kept and state == "running"
+
+
+def test_a_signed_4_kb_agent_installs_over_the_air_on_a_micropython_board_at_the_esp32_heap(
+        mosquitto, tmp_path, micropython):
+    # The signature check's small blocks (head, proof) must not be alive while the wasm and the
+    # spawn take theirs: left in the heap they cut it so that wasm3's stack found no block with
+    # 72 KB free ("does not fit ... (runtime: wasm3 stack)"; bench_deploy, first run of mfs/2).
+    wat = agent_wat(f"""(data (i32.const 64) "{'x' * 3400}")
+      (func (export "mf_on_event") (param i32 i32 i32) (result i32) (i32.const 0))""")
+    path = tmp_path / "payload.mfa"
+    path.write_bytes(build_bundle(wat, **{"sandbox.agent_id": "payload", "sandbox.memory.max_heap_kb": 5}))
+    db = tmp_path / "gw.db"
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=db, quiet=True) as gw:
+            board = await RunningBoard("micropython", {"device": "mp1", "fleet": "test", "key": gw.add_device("mp1", "test"),
+                                                       "host": "127.0.0.1", "port": mosquitto.port, **board_trust()},
+                                       tmp_path, [], micropython).start()
+            try:
+                assert await wait_until(lambda: gw.devices["mp1"].get("online"), 30), board.lines()
+                try:
+                    return await asyncio.to_thread(wait, db, queue_deploy(db, path, ["mp1"]), 60)
+                except JobsFailed as e:
+                    return e.jobs
+            finally:
+                await board.stop()
+
+    jobs = asyncio.run(scenario())
+    assert 4000 < len(path.read_bytes()) < 4400
+    assert jobs[0]["state"] == "done", jobs[0]["detail"]
