@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import socket
 import statistics
@@ -31,13 +32,13 @@ import paho.mqtt.client as mqtt
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from results_file import save  # noqa: E402
 from brokers import Mosquitto  # noqa: E402
 from fleet import make_board  # noqa: E402
 from helpers import agent_wat, build_bundle  # noqa: E402
+from results_file import save  # noqa: E402
+from signing_keys import K1, OPERATOR, board_trust  # noqa: E402
 
 from microfang.deploy import queue_deploy, queue_migrate, wait  # noqa: E402
-from microfang.firmware import bundle  # noqa: E402
 from microfang.firmware.blockdev import RAMBlockDevice  # noqa: E402
 from microfang.firmware.port import Flash  # noqa: E402
 from microfang.gateway import Gateway  # noqa: E402
@@ -112,7 +113,7 @@ async def deploy_runs(port: int, db: Path, tmp: Path, sizes: list[int], reps: in
     async with Gateway(broker=f"mqtt://127.0.0.1:{port}", db=db, quiet=True) as gw:
         key = gw.add_device("ota1", fleet="bench")
         flash = Flash(RAMBlockDevice(4096, 128), "/ota1")
-        board, _ = make_board("ota1", key, port, flash=flash, sign_key=gw.store.sign_key("bench"), fleet="bench")
+        board, _ = make_board("ota1", key, port, flash=flash, fleet="bench")
         run = asyncio.create_task(board.run(None))
         while not gw.devices["ota1"].get("online"):
             await asyncio.sleep(0.02)
@@ -132,7 +133,7 @@ async def deploy_runs(port: int, db: Path, tmp: Path, sizes: list[int], reps: in
                     times.append((time.perf_counter() - start) * 1000)
                     await asyncio.sleep(0.2)  # the last acknowledgements reach the sniffer
                     wire.append(sniffer.bytes)
-                signed = bundle.sign(path.read_bytes(), gw.store.sign_key("bench"))
+                signed = OPERATOR.sign(path.read_bytes())
                 results[size] = {"bundle_bytes": len(signed), "ms": statistics.median(times),
                                  "wire_bytes": statistics.median(wire), "signed": signed}
         finally:
@@ -155,7 +156,7 @@ async def micropython_runs(port: int, db: Path, tmp: Path, sizes: list[int], rep
     results = {}
     async with Gateway(broker=f"mqtt://127.0.0.1:{port}", db=db, quiet=True) as gw:
         config = {"device": "mpota", "fleet": "bench", "key": gw.add_device("mpota", fleet="bench"),
-                  "host": "127.0.0.1", "port": port, "sign_key": gw.store.sign_key("bench")}
+                  "host": "127.0.0.1", "port": port, **board_trust()}
         board = await RunningBoard("micropython", config, tmp, [], micropython).start()
         try:
             while not gw.devices["mpota"].get("online"):
@@ -189,11 +190,11 @@ async def migration_runs(port: int, db: Path, tmp: Path, reps: int) -> list[floa
         boards = []
         for name in ("mig1", "mig2"):
             key = gw.add_device(name, fleet="bench")
-            boards.append(make_board(name, key, port, sign_key=gw.store.sign_key("bench"), fleet="bench")[0])
-        boards[0].spawn(hello.read_bytes())
+            boards.append(make_board(name, key, port, fleet="bench")[0])
         runs = [asyncio.create_task(b.run(None)) for b in boards]
         while not all(gw.devices[n].get("online") for n in ("mig1", "mig2")):
             await asyncio.sleep(0.02)
+        await asyncio.to_thread(wait, db, queue_deploy(db, hello, ["mig1"]), 60)  # signed: only that moves
         for n in range(reps):
             source, target = ("mig1", "mig2") if n % 2 == 0 else ("mig2", "mig1")
             jobs = await asyncio.to_thread(wait, db, queue_migrate(db, "hello", source, target), 60)
@@ -209,6 +210,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one run per size")
     args = parser.parse_args()
+    os.environ["MICROFANG_SIGNING_KEY"] = K1.hex()  # the bench's own operator key, never the real keyring
     reps = 1 if args.quick else 3
     sizes = [4 * 1024, 64 * 1024]
     with tempfile.TemporaryDirectory() as tmp_name:

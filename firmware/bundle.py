@@ -1,25 +1,40 @@
 # Agent bundles (.mfa): CBOR of {format, manifest, wasm, version, sha256}.
-# Signed bundles (.mfs): CBOR of {format, bundle, sig}, sig = HMAC-SHA256(fleet signing key, bundle).
+# Signed bundles (.mfs): CBOR of {format: "mfs/2", bundle, head, key_id, sig}: `head` is the
+# small signed header, canonical CBOR of {what: "bundle", agent, version, sha256: sha256(bundle),
+# supersedes?, trust?}; sig = Ed25519(operator's private key, sha256(head)); key_id = the first 8
+# bytes of sha256(the public key). Private keys stay on the operator's host (host/signing.py);
+# boards hold public keys only (firmware/trust.py). `supersedes: V` lets this bundle replace
+# the installed version V even when it is older (the operator's way out of a bad install, V is
+# then withdrawn on that board); `trust: {serial, keys}` carries the operator's current public
+# keys to boards in the field (rotation, revocation).
+#
+# The old format "mfs/1" (HMAC-SHA256 under a fleet key every board held, so one board's flash
+# image signed code for the fleet) is refused on boards and by `microfang deploy`: sign the .mfa
+# again.
 #
 # The board decodes and checks bundles with this module; the host writes them with the same
-# code (tools/build.py, `microfang deploy`), so both sides agree byte for byte. A board installs
+# code (tools/build.py, host/signing.py), so both sides agree byte for byte. A board installs
 # only signed bundles at run time (over the air or USB); the bundles laid on flash at
 # provisioning are trusted like the firmware itself.
 #
 # A staged bundle is checked where it lies on flash (open_signed_file, decode_file): the CBOR
-# map's heads are read to find each field's span, the signature is computed over the span in
-# pieces, and only the wasm is read into RAM, once. On a 110 KB heap that runs other agents
-# the whole signed bundle, its inner bundle and the wasm, each a separate block, do not fit.
+# map's heads are read to find each field's span, sha256 is computed over the bundle's span in
+# pieces, the small head is verified with one Ed25519 check, and only the wasm is read into RAM,
+# once. On a 110 KB heap that runs other agents the whole signed bundle, its inner bundle and the
+# wasm, each a separate block, do not fit.
 
 import hashlib
 import io
+from binascii import hexlify
 
-from . import abi, cbor
-from .envelope import Mac, hmac_sha256, macs_equal
+from . import abi, cbor, port
 from .errors import BundleError
 
 FORMAT = "mfa/1"
-SIGNED_FORMAT = "mfs/1"
+SIGNED_FORMAT = "mfs/2"
+HMAC_FORMAT = "mfs/1"  # refused: see the header
+KEY_ID_BYTES = 8
+MAX_HEAD = 1024  # a signed head is ~100 bytes, ~250 with a trust list of 4 keys
 # A bundle larger than this is refused before decoding: it would not fit a board anyway.
 MAX_BUNDLE = 512 * 1024
 _PIECE = 512  # bytes read from flash at a time when a span is hashed or copied
@@ -72,15 +87,37 @@ def _checked(manifest, wasm, digest, version):
     return manifest, wasm
 
 
-def sign(data, key):
-    """Wrap bundle bytes with their signature under a fleet signing key."""
-    return cbor.dumps({"format": SIGNED_FORMAT, "bundle": bytes(data), "sig": hmac_sha256(key, data)})
+def key_id(public):
+    """The id of an operator's public key: the first 8 bytes of its sha256."""
+    return hashlib.sha256(bytes(public)).digest()[:KEY_ID_BYTES]
 
 
-def open_signed(data, key):
-    """Return the bundle bytes inside a signed bundle, or raise BundleError (forged, malformed)."""
-    span = open_signed_file(io.BytesIO(data), len(data), key)
-    return bytes(data[span[0] : span[0] + span[1]])
+def key_name(kid):
+    return str(hexlify(bytes(kid)), "ascii")
+
+
+def head_for(data, supersedes=0, trust=None):
+    """The signed head of bundle bytes (the host signs sha256 of it): canonical CBOR."""
+    manifest, _ = decode(data)
+    head = {"what": "bundle", "agent": manifest["agent_id"], "version": manifest["version"],
+            "sha256": hashlib.sha256(data).digest()}
+    if supersedes:
+        head["supersedes"] = supersedes
+    if trust is not None:
+        head["trust"] = trust
+    return cbor.dumps(head, canonical=True)
+
+
+def wrap(data, proof):
+    """The signed bundle: bundle bytes and their proof {head, key_id, sig}."""
+    return cbor.dumps({"format": SIGNED_FORMAT, "bundle": bytes(data), "head": proof["head"],
+                       "key_id": proof["key_id"], "sig": proof["sig"]})
+
+
+def open_signed(data, keys):
+    """(bundle bytes, head) of a signed bundle, or raise BundleError (forged, malformed, old)."""
+    span, _, head, _ = open_signed_file(io.BytesIO(data), len(data), keys)
+    return bytes(data[span[0] : span[0] + span[1]]), head
 
 
 # ---- bundles on flash -----------------------------------------------------------------------
@@ -196,25 +233,60 @@ def pieces(f, span):
         yield data
 
 
-def open_signed_file(f, size, key):
-    """Check the signed bundle filling the first `size` bytes of file `f`; return the span
-    (offset, length, 2) of the bundle inside, or raise BundleError as open_signed does."""
-    if size > MAX_BUNDLE + 128:
+def open_signed_file(f, size, keys):
+    """Check the signed bundle filling the first `size` bytes of file `f` against `keys`
+    ({key_id: public key}); return (span (offset, length, 2) of the bundle inside, its manifest,
+    its checked head, its proof {head, key_id, sig}) or raise BundleError naming the problem."""
+    if size > MAX_BUNDLE + MAX_HEAD + 128:
         raise BundleError("signed bundle of %d bytes is over the %d byte limit" % (size, MAX_BUNDLE))
     spans = map_spans(f, 0, size, "signed bundle")
-    if value(f, spans, "format") != SIGNED_FORMAT:
+    fmt = value(f, spans, "format")
+    if fmt == HMAC_FORMAT:
+        raise BundleError("bundle signed with the old fleet HMAC key (mfs/1), which boards no longer accept: "
+                          "sign its .mfa again with `microfang deploy` (Ed25519, mfs/2)")
+    if fmt != SIGNED_FORMAT:
         raise BundleError("not a signed bundle: sign it with `microfang deploy`")
-    inner, sig = spans.get("bundle"), spans.get("sig")
-    if inner is None or inner[2] != 2 or sig is None or sig[2] != 2:
-        raise BundleError("signed bundle lacks its bundle or signature")
-    if not key:
-        raise BundleError("this board has no signing key: provision it with `microfang flash`")
-    mac = Mac(key)
+    manifest, head, proof = check_signature(f, spans, keys, "bundle")
+    return spans["bundle"], manifest, head, proof
+
+
+def check_signature(f, spans, keys, what):
+    """The operator's head of the bundle at spans["bundle"] of file `f` (a signed bundle's or a
+    snapshot's map), its Ed25519 signature verified under `keys` and its sha256 checked over the
+    bundle a piece at a time; returns (the bundle's manifest, head, proof). Else BundleError
+    naming the problem."""
+    inner = spans.get("bundle")
+    fields = [spans.get(name) for name in ("head", "key_id", "sig")]
+    if inner is None or inner[2] != 2 or None in fields or [s[2] for s in fields] != [2, 2, 2]:
+        raise BundleError("%s lacks its bundle, head, key_id or signature" % what)
+    if fields[0][1] > MAX_HEAD or fields[1][1] != KEY_ID_BYTES or fields[2][1] != 64:
+        raise BundleError("%s: head, key_id or signature of the wrong size" % what)
+    raw, kid, sig = [read_span(f, s) for s in fields]
+    if not keys:
+        raise BundleError("this board trusts no signing key: provision it with `microfang flash`")
+    public = keys.get(kid)
+    if public is None:
+        raise BundleError("%s signed by unknown key %s (not trusted here: revoked, or not this operator's)"
+                          % (what, key_name(kid)))
+    if port.ed25519_verify is None:
+        raise BundleError("this firmware has no Ed25519 module: it cannot check signatures")
+    if not port.ed25519_verify(public, hashlib.sha256(raw).digest(), sig):
+        raise BundleError("%s signature does not verify under key %s (forged or tampered)" % (what, key_name(kid)))
+    try:
+        head = cbor.loads(raw, max_bytes=MAX_HEAD)
+    except cbor.CBORError as e:
+        raise BundleError("%s: signed head is not CBOR: %s" % (what, e))
+    if not isinstance(head, dict) or head.get("what") != "bundle" or not isinstance(head.get("sha256"), bytes):
+        raise BundleError("%s: the signed head is not a bundle's" % what)
+    sha = hashlib.sha256()
     for data in pieces(f, inner):
-        mac.update(data)
-    if not macs_equal(mac.digest(), read_span(f, sig)):
-        raise BundleError("bundle signature does not match this fleet's signing key (forged or another fleet's)")
-    return inner
+        sha.update(data)
+    if sha.digest() != head["sha256"]:
+        raise BundleError("%s does not match its signed sha256 (tampered)" % what)
+    manifest, _ = decode_file(f, inner, with_wasm=False)
+    if manifest.get("agent_id") != head.get("agent") or manifest.get("version") != head.get("version"):
+        raise BundleError("%s: agent or version differs from the signed head" % what)
+    return manifest, head, {"head": raw, "key_id": kid, "sig": sig}
 
 
 def decode_file(f, span, with_wasm=True):

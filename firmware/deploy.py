@@ -2,16 +2,22 @@
 #
 # A signed bundle arrives whole (USB: `microfang deploy --port`) or in chunks over the link
 # (over the air: `microfang deploy --device`). Either way it is staged on flash, verified
-# (signature, sha256, a version newer than the installed one: no rollback), swapped in and
-# started; if the new version does not start, the previous one is put back and started again.
+# (the operator's Ed25519 signature under a key this board trusts, sha256, a version newer than
+# the installed one: no rollback, unless the signed head supersedes the installed version),
+# swapped in and started; if the new version does not start, the previous one is put back and
+# started again. The proof (signed head, key id, signature) is kept beside the bundle in
+# /agents/<id>.sig, so that a migration can carry the operator's signature on.
 #
 # Chunked transfers are resumable: /stage/<xfer>.part grows chunk by chunk, each append closed
 # (synced) before it is acknowledged, so after a reconnect or a reboot the gateway goes on from
 # the offset the board reports.
 #
-# Migration: snapshot() suspends an agent and writes all it is (bundle, linear memory, memory-log
-# records and cursor) to /snap/<agent>.cbor, which the gateway reads back in chunks; restore() on
-# the other board spawns it from that without a start event, so it continues where it was.
+# Migration: snapshot() suspends an agent and writes all it is (bundle and its proof, linear
+# memory, memory-log records and cursor, the migration job it is for) to /snap/<agent>.cbor,
+# which the gateway reads back in chunks; restore() on the other board verifies the bundle's
+# signature like any deploy, checks the snapshot names the job it arrives with (a snapshot
+# swapped in from another job is refused), and spawns it without a start event, so it continues
+# where it was.
 #
 # In pieces: a finished transfer is checked where it lies on flash (sha256, then the signature
 # over the bundle's span, bundle.open_signed_file) and copied to /agents in _PIECE-sized reads;
@@ -24,11 +30,12 @@ import hashlib
 from . import bundle, cbor, protocol
 from .errors import MicrofangError
 from .memlog import MemoryLog
+from .trust import Trust
 
 AGENTS = "/agents"
 STAGE = "/stage"
 SNAP = "/snap"
-SNAPSHOT_FORMAT = "mfsnap/1"
+SNAPSHOT_FORMAT = "mfsnap/2"
 
 
 class DeployError(MicrofangError):
@@ -91,13 +98,14 @@ class _FileSink:
 
 
 class Installer:
-    """Installs signed bundles and moves agents for one board. `sign_key` is the fleet's
-    signing key from the board's config (None: the board refuses every run-time install)."""
+    """Installs signed bundles and moves agents for one board. `trust` holds the operator's
+    public keys from the board's config (trust.Trust; None: the board refuses every run-time
+    install)."""
 
-    def __init__(self, flash, supervisor, sign_key=None):
+    def __init__(self, flash, supervisor, trust=None):
         self.flash = flash
         self.supervisor = supervisor
-        self.sign_key = sign_key
+        self.trust = trust if trust is not None else Trust(flash, {})
         # Complete transfers (xfer, what, agent_id, send) to install or restore once the
         # message that completed them is gone: complete_ready(), called by the link's loop.
         self.ready = []
@@ -155,18 +163,18 @@ class Installer:
 
     def _install(self, staged, size):
         with self.flash.open(staged, "rb") as f:
-            span = bundle.open_signed_file(f, size, self.sign_key)
-            manifest, _ = bundle.decode_file(f, span, with_wasm=False)
+            span, manifest, head, proof = bundle.open_signed_file(f, size, self.trust.keys)
+            self.trust.update(head)
             agent_id, version = manifest["agent_id"], manifest["version"]
             if not protocol.name_ok(agent_id):
                 raise DeployError("agent id %r is not a valid name" % agent_id)
             installed = self.installed_version(agent_id)
-            if version <= installed:
-                raise DeployError("agent %s version %d is not newer than the installed version %d (rollback "
-                                  "refused)" % (agent_id, version, installed))
-            manifest, wasm = bundle.decode_file(f, span)
-            path = AGENTS + "/" + agent_id + ".mfa"
+            superseding = self._admit(agent_id, version, installed, head)
+            path, sig = AGENTS + "/" + agent_id + ".mfa", AGENTS + "/" + agent_id + ".sig"
             self.flash.makedirs(AGENTS)
+            _write(self.flash, sig + ".new", cbor.dumps(proof))
+            head = proof = manifest = None  # small blocks freed before the wasm and the spawn take theirs
+            manifest, wasm = bundle.decode_file(f, span)
             _copy(f, span, self.flash, path + ".new")
         if installed:
             self.flash.rename(path, path + ".prev")
@@ -175,6 +183,7 @@ class Installer:
             self._restart(agent_id, manifest, wasm)
         except (MicrofangError, MemoryError) as e:
             manifest = wasm = None  # the new version's RAM back before the old one starts again
+            self.flash.remove(sig + ".new")
             if installed:
                 self.flash.rename(path + ".prev", path)
                 self._restart(agent_id, *self._bundle_file(path))
@@ -185,7 +194,22 @@ class Installer:
             raise DeployError("agent %s version %d did not start (%s); %s" % (agent_id, version, _reason(e), back))
         if installed:
             self.flash.remove(path + ".prev")
+        self.flash.rename(sig + ".new", sig)
+        if superseding:
+            self.trust.withdraw(agent_id, installed)
         return agent_id, version
+
+    def _admit(self, agent_id, version, installed, head):
+        # The version checks of a verified head: True if it supersedes the installed version.
+        if self.trust.is_withdrawn(agent_id, version):
+            raise DeployError("agent %s version %d was withdrawn by the operator" % (agent_id, version))
+        if version > installed:
+            return False
+        if installed and head.get("supersedes") == installed and version != installed:
+            return True
+        raise DeployError("agent %s version %d is not newer than the installed version %d (rollback refused; "
+                          "the operator can supersede it: `microfang deploy --supersede %d`)"
+                          % (agent_id, version, installed, installed))
 
     def _restart(self, agent_id, manifest, wasm):
         sup = self.supervisor
@@ -273,17 +297,36 @@ class Installer:
 
     # ---- migration -------------------------------------------------------------------------
 
-    def snapshot(self, agent_id):
-        """Suspend an agent and write its snapshot, encoded straight into the file; return
-        (size, sha256)."""
+    def _proof(self, agent_id, version):
+        # The operator's proof for the installed bundle (written at its install).
+        try:
+            proof = cbor.loads(_read(self.flash, AGENTS + "/" + agent_id + ".sig"))
+            head = cbor.loads(proof["head"])
+        except (OSError, MicrofangError, KeyError, TypeError):
+            proof = head = None
+        if not isinstance(head, dict) or head.get("version") != version:
+            raise DeployError("agent %s version %d has no operator signature on this board (laid on flash "
+                              "unsigned): deploy it signed before moving it" % (agent_id, version))
+        return proof
+
+    def snapshot(self, agent_id, job=""):
+        """Suspend an agent and write its snapshot for migration job `job`, encoded straight
+        into the file; return (size, sha256)."""
         sup = self.supervisor
+        agent = sup.agents.get(agent_id)
+        if agent is None:
+            raise DeployError("no agent %s on this board" % agent_id)
+        proof = self._proof(agent_id, agent.manifest["version"])
         sup.suspend(agent_id)
-        agent = sup.agents[agent_id]
         if agent.sandbox is None:
             raise DeployError("agent %s is not running (state %s): nothing to snapshot" % (agent_id, agent.state))
         log = sup.log(agent_id)
         records = [[seq, payload] for seq, payload in log.records(log.first_seq)] if log is not None else []
-        doc = {"format": SNAPSHOT_FORMAT, "agent_id": agent_id, "bundle": bundle.encode(agent.manifest, agent.wasm),
+        # The bundle as installed (its bytes are what the operator signed; encoding the manifest
+        # again would not give them back on MicroPython, whose dicts do not keep their order).
+        doc = {"format": SNAPSHOT_FORMAT, "agent_id": agent_id, "job": job,
+               "bundle": _read(self.flash, AGENTS + "/" + agent_id + ".mfa"),
+               "head": proof["head"], "key_id": proof["key_id"], "sig": proof["sig"],
                "memory": agent.sandbox.memory_snapshot(), "log": records,
                "log_acked": log.acked if log is not None else 0}
         self.flash.makedirs(SNAP)
@@ -298,36 +341,44 @@ class Installer:
             f.seek(offset)
             return f.read(min(length, protocol.READ_MAX))
 
-    def restore(self, raw):
-        """Spawn an agent from another board's snapshot (bytes): staged, then restore_file."""
+    def restore(self, raw, job=""):
+        """Spawn an agent from another board's snapshot (bytes) for migration job `job`:
+        staged, then restore_file."""
         self.flash.makedirs(STAGE)
         _write(self.flash, STAGE + "/restore.done", raw)
-        return self.restore_file(STAGE + "/restore.done")
+        return self.restore_file(STAGE + "/restore.done", job)
 
-    def restore_file(self, path):
-        """Spawn an agent from the snapshot lying at `path` (deleted after); return (agent_id,
-        version)."""
+    def restore_file(self, path, job=""):
+        """Spawn an agent from the snapshot for migration job `job` lying at `path` (deleted
+        after); return (agent_id, version)."""
         try:
             with self.flash.open(path, "rb") as f:
-                return self._restore(f, self.flash.size(path))
+                return self._restore(f, self.flash.size(path), job)
         finally:
             self.flash.remove(path)
 
-    def _restore(self, f, size):
+    def _restore(self, f, size, job):
         if size > protocol.MAX_TRANSFER:
             raise DeployError("not a snapshot: %d bytes is over the %d byte limit" % (size, protocol.MAX_TRANSFER))
         spans = bundle.map_spans(f, 0, size, "snapshot")
         if bundle.value(f, spans, "format") != SNAPSHOT_FORMAT:
             raise DeployError("not a snapshot: missing format %r" % SNAPSHOT_FORMAT)
-        span = spans.get("bundle")
-        if span is None or span[2] != 2:
-            raise DeployError("not a snapshot: it holds no bundle")
-        manifest, wasm = bundle.decode_file(f, span)
+        manifest, head, proof = bundle.check_signature(f, spans, self.trust.keys, "snapshot's bundle")
+        self.trust.update(head)
+        if bundle.value(f, spans, "job") != job:
+            raise DeployError("snapshot was taken for job %r, not this job %r (swapped)" % (bundle.value(f, spans, "job"), job))
+        span = spans["bundle"]
         agent_id = manifest["agent_id"]
-        if not protocol.name_ok(agent_id):
-            raise DeployError("agent id %r is not a valid name" % agent_id)
+        if not protocol.name_ok(agent_id) or bundle.value(f, spans, "agent_id") != agent_id:
+            raise DeployError("agent id %r is not a valid name or not the snapshot's" % agent_id)
         if agent_id in self.supervisor.agents:
             raise DeployError("agent %s already runs on this board" % agent_id)
+        self._admit(agent_id, manifest["version"], self.installed_version(agent_id), head)
+        sig = AGENTS + "/" + agent_id + ".sig"
+        self.flash.makedirs(AGENTS)
+        _write(self.flash, sig + ".new", cbor.dumps(proof))  # renamed in once the agent runs here
+        head = proof = manifest = None  # small blocks freed before the wasm and the spawn take theirs
+        manifest, wasm = bundle.decode_file(f, span)
         records, acked = bundle.value(f, spans, "log"), bundle.value(f, spans, "log_acked")
         log = MemoryLog(self.flash, agent_id, manifest["memory_log"]["max_kb"] * 1024)
         log.destroy()
@@ -335,8 +386,8 @@ class Installer:
         records = None
         self.supervisor.forget_log(agent_id)
         self.supervisor.spawn(manifest=manifest, wasm=wasm, memory=bundle.value(f, spans, "memory"))
-        self.flash.makedirs(AGENTS)
         _copy(f, span, self.flash, AGENTS + "/" + agent_id + ".mfa")
+        self.flash.rename(sig + ".new", sig)
         return agent_id, manifest["version"]
 
     def remove(self, agent_id):
@@ -348,7 +399,7 @@ class Installer:
         if log is not None:
             log.destroy()
         sup.forget_log(agent_id)
-        for path in (AGENTS + "/" + agent_id + ".mfa", SNAP + "/" + agent_id + ".cbor"):
+        for path in (AGENTS + "/" + agent_id + ".mfa", AGENTS + "/" + agent_id + ".sig", SNAP + "/" + agent_id + ".cbor"):
             try:
                 self.flash.remove(path)
             except OSError:
@@ -376,7 +427,7 @@ class Installer:
             self._complete(xfer, body.get("what"), agent_id, send)
 
     def _snapshot(self, xfer, agent_id, body, send):
-        size, digest = self.snapshot(agent_id)
+        size, digest = self.snapshot(agent_id, xfer)
         send(agent_id, protocol.K_SNAPSHOT, {"ok": True, "size": size, "sha256": digest})
 
     def _snap_read(self, xfer, agent_id, body, send):
@@ -418,7 +469,7 @@ class Installer:
                 sha256 = cbor.loads(_read(self.flash, STAGE + "/" + xfer + ".meta"))["sha256"]
                 done = self.finish(xfer)
                 if what == protocol.WHAT_SNAPSHOT:
-                    got, version = self.restore_file(done)
+                    got, version = self.restore_file(done, xfer)
                 else:
                     got, version = self.install_file(done)
             except _REFUSALS as e:

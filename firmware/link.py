@@ -19,6 +19,7 @@ from .memlog import LogError, MemoryLog
 from .mqtt import MQTTClient, MQTTError
 from .replicator import Replicator
 from .supervisor import RUNNING
+from .trust import Trust
 
 _OUTBOX_BYTES = 16 * 1024
 _CURSOR_EVERY_MS = 1000  # how often acknowledgements are written to flash (wear vs resends)
@@ -52,7 +53,8 @@ def _no_body(command):
 
 class Link:
     """Connects a Supervisor to the gateway. `config` holds device, fleet, key (bytes), host,
-    port and optionally tls, cafile, user, password, keepalive, telemetry_ms."""
+    port, the operator's public keys (sign_keys, trust_serial: trust.py) and optionally tls, cafile,
+    user, password, keepalive, telemetry_ms."""
 
     def __init__(self, config, flash, supervisor, clock=port.ticks_ms):
         self.config = config
@@ -65,7 +67,7 @@ class Link:
         self.started = clock()
         self.outbox = MemoryLog(flash, "outbox", config.get("outbox_bytes", _OUTBOX_BYTES), root="/link")
         self.flash = flash
-        self.installer = Installer(flash, supervisor, config.get("sign_key"))
+        self.installer = Installer(flash, supervisor, Trust(flash, config))
         self.client = None
         self.inflight = {}  # packet id -> outbox seq
         self.acked = set()  # seqs acknowledged but not yet contiguous with the cursor

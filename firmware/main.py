@@ -8,7 +8,8 @@
 # REPL. The board API for the REPL (`microfang deploy --port`, over mpremote): identity(),
 # stage(), install(path), run(); each prints one line the host reads.
 #
-# /config.cbor: {device, fleet, key, sign_key, host, port, tls?, wifi?, user?, password?, telemetry_ms?}
+# /config.cbor: {device, fleet, key, sign_keys, trust_serial, host, port, tls?, wifi?, user?, password?,
+# telemetry_ms?} (sign_keys: the operator's Ed25519 public keys, trust.py; never a private key)
 # (written by `microfang flash`)
 
 import sys

@@ -11,6 +11,8 @@ Usage:
   microfang sim [FLEET.toml | --boards N --agents a,b]
                                              simulate a provisioned fleet against a gateway
   microfang status | audit verify | keys add the fleet, the audit chain, device keys
+  microfang keys generate | rotate | revoke ID | list --signing
+                                             the operator's Ed25519 signing keys (no secrets shown)
   microfang flash --board esp32 --device ID --broker URL (--port P | --out IMAGE) [--agents ...]
                                              provision a board and write it with esptool
   microfang deploy BUNDLE --device ID | --fleet NAME | --port P
@@ -343,21 +345,60 @@ def do_audit(args: argparse.Namespace) -> None:
     console.info(f"audit log intact: {count} records, hash chain verified")
 
 
+def add_signing_keys(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--signing-keys", type=Path, metavar="FILE", dest="signing_keys",
+                   help="the operator's Ed25519 keyring (default: MICROFANG_SIGNING_KEY, else the file "
+                        "MICROFANG_SIGNING_KEYS, else ./signing.keys)")
+
+
 def argparse_keys(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("keys", help="device identities in the gateway registry")
+    p = sub.add_parser("keys", help="device identities in the gateway registry; the operator's signing keys")
     actions = p.add_subparsers(dest="keys_action", metavar="ACTION", required=True)
     a = actions.add_parser("add", help="register a device and print its HMAC key (hex)")
     a.add_argument("device")
     a.add_argument("--fleet", default="default")
     add_store(a)
     listing = actions.add_parser("list", help="the registered devices, their fleets and presence (no keys)")
+    listing.add_argument("--signing", action="store_true", help="list the signing keys instead (ids, no secrets)")
     add_store(listing)
+    add_signing_keys(listing)
     add_json(listing)
+    for name, text in (("generate", "create the signing keyring (0600) with one Ed25519 key"),
+                       ("rotate", "add a key, announced to boards by the next deploys; the old one signs until revoked")):
+        add_signing_keys(actions.add_parser(name, help=text))
+    revoke = actions.add_parser("revoke", help="revoke a signing key: boards drop it with the next deploy")
+    revoke.add_argument("key_id")
+    add_signing_keys(revoke)
+
+
+def do_signing_keys(args: argparse.Namespace) -> None:
+    import time
+
+    from microfang import signing
+
+    actions = {"generate": lambda: signing.generate(args.signing_keys),
+               "rotate": lambda: signing.rotate(args.signing_keys),
+               "revoke": lambda: signing.revoke(args.key_id, args.signing_keys),
+               "list": lambda: signing.load(args.signing_keys)}
+    keyring = actions[args.keys_action]()
+    if getattr(args, "json", False):
+        print_json({"serial": keyring.serial, "keys": keyring.rows()})
+        return
+    for row in keyring.rows():
+        console.info(f"{row['id']}  {row['state']:<8} {time.strftime('%Y-%m-%d', time.localtime(row['created']))}")
+    after = {"generate": "created, readable by you only; `microfang flash` gives boards its public key",
+             "rotate": "the new key reaches boards with the next deploys; revoke the old one once they have it",
+             "revoke": "boards drop the revoked key with the next deploy"}
+    if args.keys_action in after:
+        console.info(f"{keyring.where} (serial {keyring.serial}): {after[args.keys_action]}")
 
 
 def do_keys(args: argparse.Namespace) -> None:
     from microfang.ops import add_key, registered_devices
 
+    if args.keys_action in ("generate", "rotate", "revoke") or getattr(args, "signing", False):
+        do_signing_keys(args)
+        return
     if args.keys_action == "list":
         rows = registered_devices(store_of(args))
         if args.json:
@@ -380,6 +421,7 @@ def argparse_flash(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--agents", type=Path, nargs="*", default=[], metavar="BUNDLE", help="initial agents (.mfa)")
     p.add_argument("--firmware", type=Path, help="MicroPython firmware.bin (default: `microfang port build` output)")
     add_store(p)
+    add_signing_keys(p)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--port", help="serial port of the board (/dev/ttyUSB0)")
     target.add_argument("--out", type=Path, metavar="IMAGE", help="write the merged image here instead of a board")
@@ -390,7 +432,7 @@ def do_flash(args: argparse.Namespace) -> None:
 
     done = flash(args.board, args.device, fleet=args.fleet, db=store_of(args), broker=args.broker, port=args.port,
                  out=args.out, firmware=args.firmware, agents=args.agents, wifi=args.wifi,
-                 wifi_password=secret(args, "wifi-password"))
+                 wifi_password=secret(args, "wifi-password"), keys=args.signing_keys)
     spec = done.board
     if done.out is not None:
         part = spec.data_partition()
@@ -406,13 +448,16 @@ def do_flash(args: argparse.Namespace) -> None:
 
 def argparse_deploy(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("deploy", help="install a bundle on boards: over the air through the gateway, or over USB")
-    p.add_argument("bundle", type=Path, help="agent bundle (.mfa, signed here with the fleet's key) or signed (.mfs)")
+    p.add_argument("bundle", type=Path, help="agent bundle (.mfa, signed here with the operator's key) or signed (.mfs)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--device", action="append", metavar="ID", help="a board (repeat for several)")
     where.add_argument("--fleet", metavar="NAME", help="every board of a fleet")
     where.add_argument("--port", metavar="PORT", help="a board on USB (mpremote): /dev/ttyUSB0, socket://host:port")
     add_store(p)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the boards (default 120)")
+    p.add_argument("--supersede", type=int, default=0, metavar="VERSION",
+                   help="this bundle replaces installed VERSION although it is not newer (VERSION is withdrawn)")
+    add_signing_keys(p)
 
 
 def _wait_jobs(db: str, job_ids: list[int], timeout: float) -> None:
@@ -461,14 +506,15 @@ def do_deploy(args: argparse.Namespace) -> None:
         with Progress(TextColumn(f"copying {args.bundle.name}"), BarColumn(), DownloadColumn(),
                       console=console.err_console, transient=True) as progress:
             bar = progress.add_task("copy", total=None)
-            done = deploy_usb(args.bundle, args.port, store_of(args),
-                              lambda copied, total: progress.update(bar, completed=copied, total=total))
+            done = deploy_usb(args.bundle, args.port, args.signing_keys,
+                              lambda copied, total: progress.update(bar, completed=copied, total=total), args.supersede)
         console.info(f"{done.device}: {done.agent} version {done.version} {done.state} ({', '.join(done.figures)})")
         return
     from microfang.deploy import queue_deploy
 
     where = store_of(args)
-    _wait_jobs(where, queue_deploy(where, args.bundle, args.device, args.fleet), args.timeout)
+    _wait_jobs(where, queue_deploy(where, args.bundle, args.device, args.fleet, args.signing_keys, args.supersede),
+               args.timeout)
 
 
 def argparse_migrate(sub: argparse._SubParsersAction) -> None:
@@ -478,6 +524,9 @@ def argparse_migrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="target", required=True, metavar="DEVICE")
     add_store(p)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the boards (default 120)")
+    p.add_argument("--supersede", type=int, default=0, metavar="VERSION",
+                   help="this bundle replaces installed VERSION although it is not newer (VERSION is withdrawn)")
+    add_signing_keys(p)
 
 
 def do_migrate(args: argparse.Namespace) -> None:

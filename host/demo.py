@@ -23,7 +23,7 @@ from microfang.broker import local_broker
 from microfang.firmware.errors import MicrofangError
 from microfang.gateway import Gateway, Router
 from microfang.sensors import SimulatedSensors
-from microfang.sim import BoardPlan, FleetPlan, InProcessBoard, build_examples, provision
+from microfang.sim import BoardPlan, FleetPlan, InProcessBoard, build_examples, provision, sim_keyring
 
 AGENTS = ["sentinel", "threshold", "hello"]
 BOARDS = 3
@@ -82,7 +82,7 @@ async def _demo(port: int, seconds: float | None, db: Path) -> dict:
     answers: list[tuple[float, str, str]] = []
     started = time.monotonic()
     plan = FleetPlan("demo", [BoardPlan(f"demo{n}", bundles) for n in range(BOARDS)])
-    configs = provision(plan, db, "127.0.0.1", port)
+    configs = provision(plan, db, "127.0.0.1", port, sim_keyring(db))
     async with Gateway(broker=f"mqtt://127.0.0.1:{port}", db=db, router=router, quiet=True) as gateway:
         # Each board's sensor runs its own phase, so the alarms (and questions) spread out.
         boards = [_Board(p, dict(c, telemetry_ms=2000), answers, 6.0 + 2 * n)

@@ -1,5 +1,6 @@
-"""`microfang deploy` and `microfang migrate` over the air: sign, queue a job for the gateway
-(it shares our database), wait for the boards' answers (`progress(rows)` as they come)."""
+"""`microfang deploy` and `microfang migrate` over the air: sign (the operator's key, signing.py),
+queue a job for the gateway (it shares our database), wait for the boards' answers
+(`progress(rows)` as they come)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from microfang.firmware import bundle
-from microfang.firmware.errors import BundleError, MicrofangError
+from microfang import signing
+from microfang.firmware.errors import MicrofangError
 from microfang.gateway.jobs import wait_jobs
-from microfang.gateway.store import Store
 from microfang.ops import Where, open_store
+from microfang.signing import signed_bundle
 
 
 def read_bundle(path: Path) -> bytes:
@@ -22,30 +23,13 @@ def read_bundle(path: Path) -> bytes:
         raise MicrofangError(f"{path}: cannot read bundle ({e.strerror})") from None
 
 
-def _is_signed(data: bytes) -> bool:
-    try:
-        bundle.load_doc(data, bundle.SIGNED_FORMAT, "signed bundle", len(data))
-    except BundleError:
-        return False
-    return True
-
-
-def signed_for(store: Store, fleet: str, data: bytes, path: Path) -> tuple[bytes, dict]:
-    """Sign a bundle with the fleet's key (a bundle already signed is checked against it and
-    passes through); return it with the manifest inside."""
-    key = store.sign_key(fleet)
-    signed = _is_signed(data)
-    try:
-        inner = bundle.open_signed(data, key) if signed else data
-        manifest, _ = bundle.decode(inner)
-    except BundleError as e:
-        raise MicrofangError(f"{path}: {e}") from None
-    return (data if signed else bundle.sign(inner, key)), manifest
-
-
-def queue_deploy(db: Where, path: Path, devices: list[str] | None = None, fleet: str | None = None) -> list[int]:
-    """Queue a deploy of the bundle at `path` to each device (or every device of a fleet)."""
+def queue_deploy(db: Where, path: Path, devices: list[str] | None = None, fleet: str | None = None,
+                 keys: Path | None = None, supersedes: int = 0) -> list[int]:
+    """Queue a deploy of the bundle at `path` to each device (or every device of a fleet),
+    signed here with the operator's signing key (signing.load(keys)); `supersedes`: the
+    installed version this one may replace although it is not newer (firmware/trust.py)."""
     data = read_bundle(path)
+    signed, manifest = signed_bundle(signing.load(keys), data, str(path), supersedes)
     store = open_store(db)
     try:
         registry = store.devices()
@@ -57,7 +41,6 @@ def queue_deploy(db: Where, path: Path, devices: list[str] | None = None, fleet:
         for device in devices or []:
             if device not in registry:
                 raise MicrofangError(f"unknown device {device!r} (add it with `microfang keys add {device}`)")
-            signed, manifest = signed_for(store, registry[device]["fleet"], data, path)
             jobs.append(store.add_job("deploy", device, manifest["agent_id"], signed, version=manifest["version"]))
         return jobs
     finally:

@@ -1,8 +1,9 @@
 """`microfang flash`: provision a board and write it with esptool (used as a library).
 
 The board's data partition ("vfs" in boards/<BOARD>/partitions.csv) gets a LittleFS image
-holding /config.cbor (device id, HMAC key, fleet, fleet signing key, broker, Wi-Fi, the board
-profile's sensor channels) and the initial agents in /agents; it is laid after MicroPython's firmware.bin (bootloader, partition
+holding /config.cbor (device id, HMAC key, fleet, the operator's Ed25519 PUBLIC keys from the
+keyring (signing.py; no private key ever reaches a board), broker, Wi-Fi, the board profile's
+sensor channels) and the initial agents in /agents, each with its signed proof; it is laid after MicroPython's firmware.bin (bootloader, partition
 table, app) and written in one go, or saved as one merged image with --out.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from microfang import signing
 from microfang.boards import BOARD_DEFS, TABLE_BYTES, TABLE_OFFSET, Board, parse_partition_table
 from microfang.config import DEFAULT_DB, parse_broker, write_private
 from microfang.firmware.bundle import MAX_BUNDLE, decode
@@ -20,6 +22,7 @@ from microfang.firmware.errors import BundleError, MicrofangError
 from microfang.firmware.sensors import check_all
 from microfang.ops import Where, create_store
 from microfang.provision import BLOCK, write_image
+from microfang.signing import Keyring
 from microfang.tools.portbuild import esp32_firmware_path
 
 _IMAGE_MAGIC = 0xE9  # first byte of every ESP app and bootloader image
@@ -32,21 +35,23 @@ def board_def(name: str) -> type[Board]:
     return spec
 
 
-def board_config(db: Where, device: str, fleet: str, broker: str, wifi: str | None, wifi_password: str | None) -> dict:
+def board_config(db: Where, device: str, fleet: str, broker: str, wifi: str | None, wifi_password: str | None,
+                 keyring: Keyring) -> dict:
     """The board's /config.cbor: a fresh identity in the gateway registry (created if new; a
-    device flashed again gets a new key and starts its sequence numbers over)."""
+    device flashed again gets a new key and starts its sequence numbers over) and the public
+    keys of the operator's `keyring` it will trust."""
     store = create_store(db)
     try:
         known = store.devices().get(device)
         if known is not None and known["fleet"] != fleet:
             raise MicrofangError(f"device {device!r} is registered in fleet {known['fleet']!r}, not {fleet!r}")
         key = store.provision_device(device, fleet)
-        sign_key = store.sign_key(fleet)
     finally:
         store.close()
     host, port, tls = parse_broker(broker)
-    config: dict[str, Any] = {"device": device, "fleet": fleet, "key": key, "sign_key": sign_key, "host": host, "port": port,
-              "tls": tls}
+    trust = keyring.trust()
+    config: dict[str, Any] = {"device": device, "fleet": fleet, "key": key, "sign_keys": trust["keys"],
+                              "trust_serial": trust["serial"], "host": host, "port": port, "tls": tls}
     if wifi:
         config["wifi"] = {"ssid": wifi, "password": wifi_password or ""}
     return config
@@ -87,14 +92,14 @@ def sensor_config(spec: type[Board]) -> dict[int, dict]:
     return check_all(spec.SENSORS, spec.ADC_PINS)
 
 
-def data_image(spec: type[Board], config: dict, bundles: list[bytes]) -> bytes:
+def data_image(spec: type[Board], config: dict, bundles: list[bytes], keyring: Keyring) -> bytes:
     """The LittleFS image of the board's data partition."""
     part = spec.data_partition()
     assert part is not None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "vfs.img"
         try:
-            write_image(path, config, bundles, blocks=part.size // BLOCK)
+            write_image(path, config, bundles, blocks=part.size // BLOCK, keyring=keyring)
         except OSError as e:
             raise MicrofangError(f"the agents do not fit the {part.size // 1024} KiB data partition ({e})") from None
         return path.read_bytes()
@@ -198,15 +203,19 @@ class Flashed:
 
 def flash(board: str, device: str, *, fleet: str = "default", db: Where = DEFAULT_DB,
           broker: str, port: str | None = None, out: Path | None = None, firmware: Path | None = None,
-          agents: list[Path] | None = None, wifi: str | None = None, wifi_password: str | None = None) -> Flashed:
-    """Provision `device` and write it to the board on `port`, or the merged image to `out`."""
+          agents: list[Path] | None = None, wifi: str | None = None, wifi_password: str | None = None,
+          keys: Path | None = None) -> Flashed:
+    """Provision `device` and write it to the board on `port`, or the merged image to `out`;
+    `keys`: the operator's keyring (signing.load)."""
     spec = board_def(board)
+    keyring = signing.load(keys)
+    keyring.signer()  # the initial agents are signed with it: refused before anything is written
     bundles = read_agents(agents or [])
     fw, fw_path = read_firmware(spec, firmware)
     check_firmware(spec, fw, fw_path)
-    config = board_config(db, device, fleet, broker, wifi, wifi_password)
+    config = board_config(db, device, fleet, broker, wifi, wifi_password, keyring)
     config["sensors"] = sensor_config(spec)
-    vfs = data_image(spec, config, bundles)
+    vfs = data_image(spec, config, bundles, keyring)
     if out is not None:
         image = merged_image(spec, fw, vfs)
         write_private(out, image)

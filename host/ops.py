@@ -69,11 +69,11 @@ def audit_verify(db: Where) -> int:
 
 
 def add_key(db: Where, device: str, fleet: str) -> bytes:
-    """Register a device (it keeps its key if known) and its fleet's signing key; the device key."""
+    """Register a device (it keeps its key if known); its HMAC key (envelopes only: bundles are
+    signed with the operator's Ed25519 keys, signing.py)."""
     store = create_store(db)
     try:
         key = store.add_device(device, fleet)
-        store.sign_key(fleet)  # the fleet's deploy signing key, written to its boards by `microfang flash`
     finally:
         store.close()
     return key

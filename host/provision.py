@@ -12,13 +12,16 @@ from microfang.firmware import cbor
 from microfang.firmware.blockdev import FileBlockDevice
 from microfang.firmware.bundle import decode
 from microfang.firmware.port import Flash
+from microfang.signing import Keyring
 
 BLOCK = 4096
 BLOCKS = 64
 
 
-def write_flash(flash: Flash, config: dict, bundles: list[bytes]) -> None:
-    """Lay out /config.cbor and /agents/<id>.mfa on a mounted flash, as firmware/main.py boots them."""
+def write_flash(flash: Flash, config: dict, bundles: list[bytes], keyring: Keyring | None = None) -> None:
+    """Lay out /config.cbor and /agents/<id>.mfa on a mounted flash, as firmware/main.py boots
+    them; with `keyring`, each bundle's proof signed with the operator's current key beside it
+    (/agents/<id>.sig, firmware/deploy.py), so that the agent can migrate later."""
     with flash.open("/config.cbor", "wb") as f:
         f.write(cbor.dumps(config))
     flash.makedirs("/agents")
@@ -26,14 +29,18 @@ def write_flash(flash: Flash, config: dict, bundles: list[bytes]) -> None:
         manifest, _ = decode(data)
         with flash.open(f"/agents/{manifest['agent_id']}.mfa", "wb") as f:
             f.write(data)
+        if keyring is not None:
+            with flash.open(f"/agents/{manifest['agent_id']}.sig", "wb") as f:
+                f.write(cbor.dumps(keyring.proof(data)))
 
 
-def write_image(path: Path, config: dict, bundles: list[bytes], blocks: int = BLOCKS) -> None:
+def write_image(path: Path, config: dict, bundles: list[bytes], blocks: int = BLOCKS,
+                keyring: Keyring | None = None) -> None:
     """Create (or overwrite) a flash image file holding /config.cbor and /agents/<id>.mfa."""
     path.unlink(missing_ok=True)
     path.touch(0o600)  # it holds the board's keys (created before the block device opens it)
     device = FileBlockDevice(str(path), BLOCK, blocks)
     flash = Flash(device)
-    write_flash(flash, config, bundles)
+    write_flash(flash, config, bundles, keyring)
     flash.unmount()
     device.close()

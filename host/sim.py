@@ -2,10 +2,11 @@
 
 Boards are provisioned exactly as `microfang flash` provisions real ones: a fresh identity in
 the gateway's registry (`--db`, default sim.db: a sim never touches the production gateway.db
-unless told to), the fleet's signing key, /config.cbor and
+unless told to), the operator's public keys from the sim's own keyring (NAME-signing.keys beside
+the database, made on first use: a sim never uses the production keys), /config.cbor and
 /agents on their flash, their agents' manifests registered. So `microfang deploy --fleet`,
 `migrate`, `status` and `jobs` work against a running sim from another terminal, with the
-same `--db`. Each board boots the real firmware the way firmware/main.py boots a board: in this
+same `--db` (and `--signing-keys sim-signing.keys` to deploy). Each board boots the real firmware the way firmware/main.py boots a board: in this
 process on CPython (flash in RAM), or as a MicroPython process (microfang's unix port at a
 board's heap profile, flash in an image file). Without `--broker`, a private broker is started
 on a free localhost port (broker.py).
@@ -45,7 +46,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from microfang import console
+from microfang import console, signing
 from microfang.boards import PROFILES
 from microfang.broker import local_broker
 from microfang.config import read_toml
@@ -60,6 +61,7 @@ from microfang.firmware.sensors import SensorError, check_all
 from microfang.flash import board_config, read_agents, register_agents
 from microfang.gateway import Gateway
 from microfang.provision import BLOCK, write_flash, write_image
+from microfang.signing import Keyring
 from microfang.tools.build import SDK_DIR, build
 
 EXAMPLES = SDK_DIR / "examples"
@@ -204,11 +206,17 @@ def read_fleet_file(path: Path) -> FleetPlan:
     return FleetPlan(fleet, plans)
 
 
-def provision(plan: FleetPlan, db: Path, host: str, port: int) -> list[dict]:
+def sim_keyring(db: Path) -> Keyring:
+    """The sim's operator keys, beside its database (made on first use)."""
+    path = db.with_name(f"{db.stem}-signing.keys")
+    return signing.load(path) if path.exists() else signing.generate(path)
+
+
+def provision(plan: FleetPlan, db: Path, host: str, port: int, keyring: Keyring) -> list[dict]:
     """Register every board as `microfang flash` does; return their /config.cbor contents."""
     configs = []
     for board in plan.boards:
-        config = board_config(db, board.name, plan.fleet, f"mqtt://{host}:{port}", None, None)
+        config = board_config(db, board.name, plan.fleet, f"mqtt://{host}:{port}", None, None, keyring)
         config["telemetry_ms"] = TELEMETRY_MS
         if board.sensors is not None:
             config["sensors"] = board.sensors
@@ -222,11 +230,12 @@ class InProcessBoard:
 
     runtime = "cpython"
 
-    def __init__(self, plan: BoardPlan, config: dict, sensors: Callable[[str, int], int] | None = None) -> None:
+    def __init__(self, plan: BoardPlan, config: dict, sensors: Callable[[str, int], int] | None = None,
+                 keyring: Keyring | None = None) -> None:
         self.name = plan.name
         self.last = ""
         flash = Flash(RAMBlockDevice(BLOCK, FLASH_BLOCKS))
-        write_flash(flash, config, plan.agents)
+        write_flash(flash, config, plan.agents, keyring)
         # `sensors` None: the board reads its config's channels (firmware/sensors.py), as a
         # MicroPython board does.
         self.board: Board = firmware_main.load(flash, report=self._report, sensors=sensors)
@@ -261,11 +270,11 @@ class ProcessBoard:
 
     runtime = "micropython"
 
-    def __init__(self, plan: BoardPlan, config: dict, folder: Path, micropython: Path) -> None:
+    def __init__(self, plan: BoardPlan, config: dict, keyring: Keyring, folder: Path, micropython: Path) -> None:
         self.name = plan.name
         self.last = ""
         self.image = folder / f"{plan.name}.img"
-        write_image(self.image, config, plan.agents, FLASH_BLOCKS)
+        write_image(self.image, config, plan.agents, FLASH_BLOCKS, keyring)
         self.args = [str(micropython), "-X", PROFILES[plan.profile].heapsize_arg(), "-m", "microfang.firmware.main",
                      str(self.image)]
         self.proc: asyncio.subprocess.Process | None = None
@@ -338,7 +347,8 @@ async def simulate(plan: FleetPlan, seconds: float | None, broker: str, db: Path
     from microfang.config import parse_broker
 
     host, port, _ = parse_broker(broker)
-    configs = provision(plan, db, host, port)  # before the gateway loads the registry
+    keyring = sim_keyring(db)
+    configs = provision(plan, db, host, port, keyring)  # before the gateway loads the registry
     micropython = None
     if any(b.runtime == "micropython" for b in plan.boards):
         from microfang.tools import portbuild
@@ -350,9 +360,9 @@ async def simulate(plan: FleetPlan, seconds: float | None, broker: str, db: Path
         for board, config in zip(plan.boards, configs):
             if board.runtime == "micropython":
                 assert micropython is not None
-                boards.append(ProcessBoard(board, config, folder, micropython))
+                boards.append(ProcessBoard(board, config, keyring, folder, micropython))
             else:
-                boards.append(InProcessBoard(board, config))
+                boards.append(InProcessBoard(board, config, keyring=keyring))
         started = time.monotonic()
         for b in boards:
             await b.start(seconds)

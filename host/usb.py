@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from microfang.deploy import read_bundle, signed_for
+from microfang import signing
+from microfang.deploy import read_bundle
 from microfang.firmware.errors import MicrofangError
-from microfang.gateway.db import is_url
-from microfang.ops import Where, open_store
 
 _MAIN = "import microfang.firmware.main as _mf\n"
 
@@ -67,23 +66,19 @@ def _call(transport: Any, call: str) -> list[str]:
     return out.splitlines()[-1].split() if out else []
 
 
-def deploy_usb(path: Path, port: str, db: Where, progress: Progress | None = None) -> Installed:
-    """Install a bundle on the board on `port`, signed with its fleet's key from the registry;
-    `progress(done, total)` follows the copy. Raises MicrofangError if the board refuses it."""
-    data = read_bundle(path)
-    if not is_url(db) and not Path(db).is_file():  # checked before the board is interrupted
-        raise MicrofangError(f"{db}: no registry, and the fleet's signing key is kept there (pass --store)")
+def deploy_usb(path: Path, port: str, keys: Path | None = None, progress: Progress | None = None,
+               supersedes: int = 0) -> Installed:
+    """Install a bundle on the board on `port`, signed with the operator's signing key
+    (signing.load(keys)); `progress(done, total)` follows the copy. Raises MicrofangError if
+    the board refuses it."""
+    # Signed before the board is interrupted: a missing key or a bad bundle leaves it running.
+    signed, _ = signing.signed_bundle(signing.load(keys), read_bundle(path), str(path), supersedes)
     transport = _open(port)
     try:
         identity = _call(transport, "identity()")
         if len(identity) != 3 or identity[0] != "IDENTITY":
             raise MicrofangError(f"{port}: the board is not running the microfang firmware (no booted board)")
-        _, device, fleet = identity
-        store = open_store(db)
-        try:
-            signed, _ = signed_for(store, fleet, data, path)
-        finally:
-            store.close()
+        device = identity[1]
         staged = _call(transport, "stage()")
         if len(staged) != 3 or staged[0] != "STAGE":
             raise MicrofangError(f"{device}: unexpected answer from the board: {' '.join(staged)!r}")

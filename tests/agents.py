@@ -251,9 +251,13 @@ def _example(name: str) -> bytes:
 
 
 def write_device_bundles(folder: Path) -> Path:
+    from signing_keys import write_signed_bundles
+
     folder.mkdir(parents=True, exist_ok=True)
-    for name, data in device_bundles().items():
+    plain = device_bundles()
+    for name, data in plain.items():
         (folder / f"{name}.mfa").write_bytes(data)
+    write_signed_bundles(folder, plain)
     return folder
 
 

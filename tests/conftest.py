@@ -6,6 +6,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest
 from brokers import Mosquitto
+from signing_keys import K1
+
+
+@pytest.fixture(autouse=True)
+def operator_key(monkeypatch):
+    """Every test runs as the operator of its fleet: deploys and flashes sign with K1
+    (signing_keys.OPERATOR), the key tests' boards are provisioned with (fleet.make_board).
+    A test about keyring files passes its own file, which wins over the environment."""
+    monkeypatch.setenv("MICROFANG_SIGNING_KEY", K1.hex())
+    monkeypatch.delenv("MICROFANG_SIGNING_KEYS", raising=False)
 
 
 @pytest.fixture

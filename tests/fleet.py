@@ -7,6 +7,7 @@ import asyncio
 from microfang.firmware.blockdev import RAMBlockDevice
 from microfang.firmware.board import Board
 from microfang.firmware.port import Flash
+from signing_keys import board_trust
 
 
 class Recorder:
@@ -23,13 +24,14 @@ class Recorder:
 def make_board(device: str, key: bytes, port: int, flash: Flash | None = None, clock=None, sensors=None,
                **config: object) -> tuple[Board, Recorder]:
     """`sensors`: a callable (agent_id, channel) -> reading, or a table of channels that goes to
-    the board's config as /config.cbor "sensors" (firmware/sensors.py) does."""
+    the board's config as /config.cbor "sensors" (firmware/sensors.py) does. The board trusts
+    the operator's key (signing_keys.OPERATOR) unless `config` says otherwise."""
     if sensors is not None and not callable(sensors):
         config["sensors"], sensors = sensors, None
     rec = Recorder()
     flash = flash or Flash(RAMBlockDevice(4096, 32), "/" + device)
     cfg = {"device": device, "fleet": "test", "key": key, "host": "127.0.0.1", "port": port, "keepalive": 10,
-           "telemetry_ms": 200, **config}
+           "telemetry_ms": 200, **board_trust(), **config}
     if clock is None:
         return Board(cfg, flash, report=rec, sensors=sensors), rec
     return Board(cfg, flash, report=rec, clock=clock, sensors=sensors), rec

@@ -29,7 +29,7 @@ def test_the_demo_table_fits_80_columns_without_cutting_names(tmp_path):
 
     bundles = build_examples(AGENTS)
     gateway = Gateway(broker="mqtt://127.0.0.1:1", db=tmp_path / "g.db")
-    config = {"fleet": "demo", "key": b"k" * 32, "sign_key": b"s" * 32, "host": "127.0.0.1", "port": 1}
+    config = {"fleet": "demo", "key": b"k" * 32, "sign_keys": [b"s" * 32], "host": "127.0.0.1", "port": 1}
     boards = [_Board(BoardPlan(f"demo{n}", bundles), dict(config, device=f"demo{n}"), [], 6.0) for n in range(3)]
     boards[0].per_agent["sentinel"] = "a long answer from the model " * 5
     screen = Console(width=80, record=True, file=open("/dev/null", "w"))

@@ -8,8 +8,9 @@ import pytest
 from fleet import make_board, wait_until
 from helpers import HELLO_WAT, build_bundle
 
+from signing_keys import STRANGER, board_trust
+
 from microfang.deploy import queue_deploy, queue_migrate, wait
-from microfang.firmware import bundle
 from microfang.firmware.errors import MicrofangError
 from microfang.gateway import Gateway
 
@@ -34,7 +35,7 @@ async def fleet_of(gw, port, names, fleet="test"):
     boards = []
     for name in names:
         key = gw.add_device(name, fleet=fleet)
-        board, rec = make_board(name, key, port, sign_key=gw.store.sign_key(fleet))
+        board, rec = make_board(name, key, port)
         boards.append((board, rec))
     return boards
 
@@ -55,8 +56,8 @@ def test_fleet_ota_installs_on_three_boards_and_refuses_forged_and_older_bundles
             after_v2 = [versions(b) for b, _ in boards]
 
             forged = tmp_path / "forged.mfs"
-            forged.write_bytes(bundle.sign(build_bundle(HELLO_WAT, **{"agent.version": 3}), b"not-the-fleet-key"))
-            with pytest.raises(MicrofangError, match="forged.mfs: bundle signature does not match"):
+            forged.write_bytes(STRANGER.sign(build_bundle(HELLO_WAT, **{"agent.version": 3})))
+            with pytest.raises(MicrofangError, match="forged.mfs: bundle signed by unknown key"):
                 queue_deploy(db, forged, ["d1"])  # the CLI checks before it queues...
             # ...and the board checks again: a forged bundle that reaches the gateway anyway.
             forged_job = gw.store.add_job("deploy", "d1", "a1", forged.read_bytes(), version=3)
@@ -74,7 +75,7 @@ def test_fleet_ota_installs_on_three_boards_and_refuses_forged_and_older_bundles
     assert [j["state"] for j in jobs] == ["done"] * 3
     assert after_v2 == [(2, "running")] * 3
     forged_job, *older_jobs = all_jobs[3:]
-    assert "signature does not match" in forged_job["detail"], forged_job
+    assert "bundle signed by unknown key" in forged_job["detail"], forged_job
     assert all("version 1 is not newer than the installed version 2" in j["detail"] for j in older_jobs), older_jobs
     assert final == [(2, "running")] * 3  # what ran before each refusal runs on
 
@@ -108,8 +109,9 @@ def test_migration_moves_a_counting_agent_between_two_boards(mosquitto, tmp_path
     async def scenario():
         async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=db, quiet=True) as gw:
             (b1, r1), (b2, r2) = await fleet_of(gw, mosquitto.port, ["m1", "m2"])
-            b1.spawn(hello.read_bytes())
             runs = [asyncio.create_task(b.run(20000)) for b in (b1, b2)]
+            await wait_until(lambda: gw.devices["m1"].get("online"))
+            await asyncio.to_thread(wait, db, queue_deploy(db, hello, ["m1"]), 30)  # signed by the operator
             await wait_until(lambda: len(r1.texts("hello", "log")) >= 5)
             jobs = await asyncio.to_thread(wait, db, queue_migrate(db, "hello", "m1", "m2"), 30)
             await wait_until(lambda: len(r2.texts("hello", "log")) >= 3)
@@ -117,10 +119,12 @@ def test_migration_moves_a_counting_agent_between_two_boards(mosquitto, tmp_path
             for b in (b1, b2):
                 b.stop()
             await asyncio.gather(*runs)
-            return jobs, r1.texts("hello", "log"), r2.texts("hello", "log"), on_b1
+            registered = gw.store.manifest("m2", "hello"), gw.store.manifest("m1", "hello")
+            return jobs, r1.texts("hello", "log"), r2.texts("hello", "log"), on_b1, registered
 
-    jobs, before, after, on_b1 = asyncio.run(scenario())
+    jobs, before, after, on_b1, (on_m2, on_m1) = asyncio.run(scenario())
     assert jobs[0]["state"] == "done", jobs
+    assert on_m2 is not None and on_m2["permissions"]["allowed"] == ["log"] and on_m1 is None
     last = int(before[-1].split()[-1])
     assert after[0] == f"tick {last + 1}", (before[-3:], after[:3])  # the counter went on, nothing restarted
     assert not on_b1
@@ -143,7 +147,7 @@ def test_migration_between_a_cpython_board_and_a_micropython_process_both_ways(m
             [(c1, rec)] = await fleet_of(gw, mosquitto.port, ["c1"])
             key = gw.add_device("mp1", fleet="test")
             write_image(tmp_path / "mp1.img", {"device": "mp1", "fleet": "test", "key": key, "host": "127.0.0.1",
-                                               "port": mosquitto.port, "sign_key": gw.store.sign_key("test")}, [])
+                                               "port": mosquitto.port, **board_trust()}, [])
             proc = await asyncio.create_subprocess_exec(
                 str(micropython), "-X", PROFILES["esp32"].heapsize_arg(), "-m", "microfang.firmware.main",
                 str(tmp_path / "mp1.img"), "30", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -154,8 +158,9 @@ def test_migration_between_a_cpython_board_and_a_micropython_process_both_ways(m
                     mp_lines.append(line.decode().strip())
 
             reader = asyncio.create_task(read_mp())
-            c1.spawn(hello.read_bytes())
             run = asyncio.create_task(c1.run(40000))
+            assert await wait_until(lambda: gw.devices["c1"].get("online"))
+            await asyncio.to_thread(wait, db, queue_deploy(db, hello, ["c1"]), 30)
             assert await wait_until(lambda: gw.devices["mp1"].get("online") and len(rec.texts("hello", "log")) >= 3)
             there = await asyncio.to_thread(wait, db, queue_migrate(db, "hello", "c1", "mp1"), 30)
             ticks = lambda: [ln for ln in mp_lines if ln.startswith("[hello] log tick")]  # noqa: E731
@@ -199,12 +204,12 @@ def test_usb_deploy_with_mpremote_to_a_live_micropython_board(tmp_path, capsys):
     micropython = portbuild.build_unix(lambda line: None)
     db = tmp_path / "gw.db"
     store = Store(db)
-    key, sign_key = store.add_device("usb1", "test"), store.sign_key("test")
+    key = store.add_device("usb1", "test")
     store.close()
     hello, _ = build(EXAMPLES / "hello" / "agent.toml", tmp_path / "hello.mfa")
     echo, _ = build(EXAMPLES / "echo" / "agent.toml", tmp_path / "echo.mfa")
     dead_port = free_port()  # no broker: the board keeps running its agents offline
-    write_image(tmp_path / "usb1.img", {"device": "usb1", "fleet": "test", "key": key, "sign_key": sign_key,
+    write_image(tmp_path / "usb1.img", {"device": "usb1", "fleet": "test", "key": key, **board_trust(),
                                         "host": "127.0.0.1", "port": dead_port}, [hello.read_bytes()])
     port = free_port()
     boot = f"from microfang.firmware import main; main.boot(main.open_flash({str(tmp_path / 'usb1.img')!r}))"

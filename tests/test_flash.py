@@ -14,6 +14,7 @@ from microfang.gateway.store import Store
 from microfang.provision import BLOCK
 
 from helpers import HELLO_WAT, build_bundle
+from signing_keys import OPERATOR
 
 
 def flash_out(tmp_path, board, firmware, *extra):
@@ -48,14 +49,15 @@ def test_merged_image_holds_firmware_table_and_provisioned_files(board, tmp_path
     fs.context.buffer = bytearray(image[vfs.offset:vfs.offset + vfs.size])
     fs.mount()
     assert sorted(fs.listdir("/")) == ["agents", "config.cbor"]
+    assert sorted(fs.listdir("/agents")) == ["a1.mfa", "a1.sig"]  # the bundle and the operator's proof
     with fs.open("/agents/a1.mfa", "rb") as f:
         assert f.read() == agent.read_bytes()
     with fs.open("/config.cbor", "rb") as f:
         config = cbor2.loads(f.read())
     store = Store(tmp_path / "gw.db")
     registered = store.devices()["kitchen"]
-    assert config == {"device": "kitchen", "fleet": "home", "key": registered["key"], "sign_key": store.sign_key("home"),
-                      "host": "gw.local", "port": 8883, "tls": True, "wifi": {"ssid": "attic", "password": "s3cret"},
+    assert config == {"device": "kitchen", "fleet": "home", "key": registered["key"],
+                      "sign_keys": OPERATOR.public_keys(), "trust_serial": 0, "host": "gw.local", "port": 8883, "tls": True, "wifi": {"ssid": "attic", "password": "s3cret"},
                       "sensors": sensor_config(spec)}
     store.close()
 

@@ -13,6 +13,7 @@ from boards_runtime import RunningBoard
 from fleet import wait_until
 from test_fleet_durability import start_named_gateway
 from helpers import agent_wat, build_bundle
+from signing_keys import board_trust
 
 from microfang.broker import free_port
 from microfang.deploy import queue_deploy, queue_migrate, wait
@@ -47,7 +48,6 @@ def two_gateways(mosquitto, pg_store):
     store = Store(pg_store)
     for device in BOARDS:
         store.add_device(device, "test")
-    store.sign_key("test")
     store.close()
     procs = {name: start_named_gateway(mosquitto.port, pg_store, name, free_port()) for name in ("gw-a", "gw-b")}
     yield procs
@@ -64,7 +64,7 @@ async def boards_up(mosquitto, pg_store, tmp_path, micropython, running):
     started = {}
     for device, runtime in BOARDS.items():
         config = {"device": device, "fleet": "test", "key": devices[device]["key"], "host": "127.0.0.1",
-                  "port": mosquitto.port, "sign_key": store.sign_key("test"), "telemetry_ms": 1000}
+                  "port": mosquitto.port, **board_trust(), "telemetry_ms": 1000}
         started[device] = await RunningBoard(runtime, config, tmp_path, running.get(device, []), micropython).start()
     online = await wait_until(lambda: all(d["online"] for d in store.devices().values()), 30)
     store.close()
@@ -82,12 +82,15 @@ def jobs_of(pg_store, ids, timeout):
 def test_a_deploy_and_a_migration_finish_with_two_gateways(mosquitto, pg_store, two_gateways, tmp_path,
                                                            micropython, example_bundle):
     (tmp_path / "echo.mfa").write_bytes(example_bundle("echo"))
+    (tmp_path / "hello.mfa").write_bytes(example_bundle("hello"))
 
     async def scenario():
-        boards = await boards_up(mosquitto, pg_store, tmp_path, micropython, {"c1": [example_bundle("hello")]})
+        boards = await boards_up(mosquitto, pg_store, tmp_path, micropython, {})
         try:
             deployed = await asyncio.to_thread(jobs_of, pg_store, queue_deploy(pg_store, tmp_path / "echo.mfa",
                                                                                list(BOARDS)), 30)
+            # Only what the operator signed moves: hello is deployed, then migrated.
+            await asyncio.to_thread(jobs_of, pg_store, queue_deploy(pg_store, tmp_path / "hello.mfa", ["c1"]), 30)
             migrated = await asyncio.to_thread(jobs_of, pg_store, queue_migrate(pg_store, "hello", "c1", "mp1"), 30)
             ticking = await wait_until(lambda: any(ln.startswith("[hello] log tick") for ln in boards["mp1"].lines()),
                                        10)

@@ -10,6 +10,7 @@ import pytest
 from boards_runtime import RunningBoard
 from fleet import wait_until
 from helpers import agent_wat, build_bundle
+from signing_keys import board_trust
 
 from microfang.deploy import queue_deploy, wait
 from microfang.gateway import Gateway
@@ -55,7 +56,7 @@ def deploy_to_micropython_boards(mosquitto, tmp_path, micropython, running, data
             started = []
             for name in boards:
                 config = {"device": name, "fleet": "test", "key": gw.add_device(name, fleet="test"),
-                          "host": "127.0.0.1", "port": mosquitto.port, "sign_key": gw.store.sign_key("test"),
+                          "host": "127.0.0.1", "port": mosquitto.port, **board_trust(),
                           "telemetry_ms": 1000}
                 started.append(await RunningBoard("micropython", config, tmp_path, running, micropython).start())
             try:

@@ -113,7 +113,7 @@ def test_an_unknown_agent_names_what_sim_accepts(tmp_path):
 def test_the_table_of_30_boards_fits_an_80x24_terminal(tmp_path):
     plan = plan_from_flags(30, ["hello"], "cpython", "esp32", "sim")
     gateway = Gateway(broker="mqtt://127.0.0.1:1", db=tmp_path / "g.db")
-    config = {"fleet": "sim", "key": b"k" * 32, "sign_key": b"s" * 32, "host": "127.0.0.1", "port": 1}
+    config = {"fleet": "sim", "key": b"k" * 32, "sign_keys": [b"s" * 32], "host": "127.0.0.1", "port": 1}
     boards = [InProcessBoard(BoardPlan(f"greenhouse-{n:02d}", p.agents), dict(config, device=f"greenhouse-{n:02d}"))
               for n, p in enumerate(plan.boards)]
     boards[0].last = "hello: " + "a very long log line " * 10

@@ -6,10 +6,16 @@ and sequence numbers) and drives it with the board's answers:
     deploy:  ctl put {xfer, size, sha256} -> put_ack {offset}      (the board says what it has)
              ctl chunk {offset, data} ...  -> put_ack {offset} ... (a window of chunks in flight)
              last chunk                    -> deploy {ok, version | reason}
-    migrate: ctl snapshot (source)         -> snapshot {size, sha256}  (the agent is suspended)
+    migrate: ctl snapshot {xfer} (source)  -> snapshot {size, sha256}  (the agent is suspended)
              ctl snap_read {offset} ...    -> snap_chunk {offset, data}
-             the snapshot is put to the target as above (what: snapshot)
+             the snapshot is checked here, then put to the target as above (what: snapshot)
              target deploy ok -> ctl remove (source); refused -> ctl resume (source)
+
+Nothing a board says about an agent's permissions is believed: a snapshot whose manifest is not
+the one registered for the agent on the source (the gateway's own record, from the deploy or
+the flash that put it there) is refused and audited, and the target's permissions are copied
+from that record. The target verifies the operator's signature on the snapshot's bundle like
+any deploy and that the snapshot names this job (xfer), which the source wrote into it.
 
 Every step is resumable: a board keeps what it received on flash, a probe (put again) makes it
 tell its offset, and a job that hears nothing for RETRY_S seconds probes again. A gateway
@@ -19,6 +25,7 @@ restart takes the active jobs up from the store. Kinds and sizes are firmware/pr
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Any
 
@@ -111,7 +118,7 @@ class Transfers:
             self._read_more(job)
         else:
             self._set(job, "snapshot")
-            self._send(job.device, job.agent, protocol.C_SNAPSHOT, {})
+            self._send(job.device, job.agent, protocol.C_SNAPSHOT, {"xfer": job.xfer})
 
     # ---- the boards' answers (from Gateway._dispatch, inside its transaction) -------------
 
@@ -198,18 +205,46 @@ class Transfers:
             self._send(job.device, job.agent, protocol.C_RESUME, {})
             self._finish(job, False, "snapshot damaged in transit (sha256 mismatch); the agent runs on")
             return
+        refusal = self._refusal(job, bytes(job.snapshot))
+        if refusal is not None:
+            self._send(job.device, job.agent, protocol.C_RESUME, {})
+            self._finish(job, False, f"snapshot refused: {refusal}; the agent runs on at {job.device}")
+            return
         job.data = bytes(job.snapshot)
         self.store.update_job(job.id, data=job.data, size=len(job.data), progress=0)
         job.state = "restoring"
         self._start(job)
 
-    def _register(self, job: Job) -> None:
-        """Record the manifest now installed: the gateway enforces permissions from it."""
+    def _refusal(self, job: Job, raw: bytes) -> str | None:
+        """Why a snapshot read from the source may not go on to the target, or None."""
         try:
-            # A signed bundle (deploy) and a snapshot (migrate) both carry the bundle as "bundle".
+            doc = cbor.loads(raw, max_bytes=len(raw))
+            manifest, _ = bundle.decode(doc["bundle"])
+        except (MicrofangError, KeyError, TypeError) as e:
+            return f"unreadable ({e})"
+        if doc.get("job") != job.xfer or manifest["agent_id"] != job.agent:
+            return f"it was taken for job {doc.get('job')!r} and agent {manifest['agent_id']!r}, not {job.xfer} and {job.agent}"
+        registered = self.store.manifest(job.device, job.agent)
+        if registered is None:
+            return f"no manifest registered for {job.agent} on {job.device}: its permissions are unknown here"
+        changed = sorted(k for k in set(registered) | set(manifest) if json.loads(json.dumps(manifest.get(k))) != registered.get(k))
+        if changed:
+            return f"its manifest differs from the one registered for {job.agent} on {job.device} ({', '.join(changed)})"
+        return None
+
+    def _register(self, job: Job) -> None:
+        """Record the manifest now installed: the gateway enforces permissions from it. A
+        deploy's comes from the operator-signed bundle; a migration's from the registry."""
+        if job.kind == "migrate":
+            manifest = self.store.manifest(job.device, job.agent)
+            self.store.drop_manifest(job.device, job.agent)
+            if manifest is None:
+                self.gw.log(f"job {job.id}: no manifest registered for {job.agent} on {job.device}; none registered")
+                return
+            self.store.register_manifest(job.receiver, manifest)
+            return
+        try:
             manifest, _ = bundle.decode(cbor.loads(job.data, max_bytes=len(job.data))["bundle"])
-            if job.kind == "migrate":
-                self.store.drop_manifest(job.device, job.agent)
         except (MicrofangError, KeyError, TypeError) as e:
             self.gw.log(f"job {job.id}: installed bundle unreadable here ({e}); permissions not registered")
             return

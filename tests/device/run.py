@@ -1,5 +1,6 @@
 # A tiny test runner for the device suite: runs every test_* function of the given modules
-# under MicroPython or CPython (no pytest on a board). Each test takes `bundle(name) -> bytes`.
+# under MicroPython or CPython (no pytest on a board). Each test takes `bundle(name) -> bytes`
+# (NAME.mfa, or the file NAME itself when it has a suffix: hello.mfs, operator.pub).
 #
 #   micropython -X heapsize=110k tests/device/run.py BUNDLE_DIR test_supervisor_device
 #
@@ -20,7 +21,8 @@ def main():
     names = sys.argv[2:]
 
     def bundle(name):
-        with open(folder + "/" + name + ".mfa", "rb") as f:
+        # "hello": hello.mfa; a name with a suffix is the file itself (hello.mfs, operator.pub)
+        with open(folder + "/" + name + ("" if "." in name else ".mfa"), "rb") as f:
             return f.read()
 
     passed = failed = 0

@@ -4,17 +4,15 @@ import hashlib
 import os
 from binascii import hexlify
 
-from microfang.firmware import bundle as bundles
 from microfang.firmware import protocol
 from microfang.firmware.blockdev import FileBlockDevice
 from microfang.firmware.deploy import DeployError, Installer
 from microfang.firmware.errors import BundleError
 from microfang.firmware.port import Flash
 from microfang.firmware.supervisor import Supervisor
+from microfang.firmware.trust import Trust
 from test_supervisor_device import raises
 
-KEY = b"fleet-signing-key-0123456789abcd"
-OTHER_KEY = b"someone-elses-key-0123456789abcd"
 
 _mounts = [0]
 
@@ -23,7 +21,7 @@ class Board:
     """A supervisor with its own flash and an installer: what deploy.py runs against. The flash
     is a file, not RAM: two boards' flash would not fit beside their agents in one ESP32 heap."""
 
-    def __init__(self):
+    def __init__(self, bundle):
         _mounts[0] += 1
         self.now = [0]
         self.seen = []
@@ -32,7 +30,9 @@ class Board:
         self.flash = Flash(self.device, "/mf_d%d" % _mounts[0])
         self.sup = Supervisor(report=lambda a, k, t: self.seen.append((a, k, t)), clock=lambda: self.now[0],
                               flash=self.flash)
-        self.installer = Installer(self.flash, self.sup, KEY)
+        # Provisioned as `microfang flash` provisions: the operator's public key, nothing secret.
+        self.config = {"sign_keys": [bundle("operator.pub")], "trust_serial": 1}
+        self.installer = Installer(self.flash, self.sup, Trust(self.flash, self.config))
 
     def logs(self, agent_id):
         return [t for a, k, t in self.seen if a == agent_id and k == "log"]
@@ -51,8 +51,8 @@ class Board:
 
 
 def test_signed_bundle_installs_and_runs(bundle):
-    b = Board()
-    assert b.installer.install(bundles.sign(bundle("hello"), KEY)) == ("a1", 1)
+    b = Board(bundle)
+    assert b.installer.install(bundle("hello.mfs")) == ("a1", 1)
     assert b.sup.agents["a1"].state == "running"
     assert b.logs("a1") == ["hi"]  # its start event ran during the install
     assert b.installer.installed_version("a1") == 1
@@ -60,44 +60,44 @@ def test_signed_bundle_installs_and_runs(bundle):
 
 
 def test_forged_signature_is_refused_and_the_running_agent_keeps_running(bundle):
-    b = Board()
-    b.installer.install(bundles.sign(bundle("hello"), KEY))
-    why = raises(BundleError, b.installer.install, bundles.sign(bundle("hello_v2"), OTHER_KEY))
-    assert "signature" in why, why
+    b = Board(bundle)
+    b.installer.install(bundle("hello.mfs"))
+    why = raises(BundleError, b.installer.install, bundle("hello_v2.forged.mfs"))
+    assert "signature does not verify under key" in why, why
     assert b.sup.agents["a1"].state == "running"
     assert b.installer.installed_version("a1") == 1
     b.close()
 
 
 def test_unsigned_bundle_is_refused(bundle):
-    b = Board()
+    b = Board(bundle)
     assert "not a signed bundle" in raises(BundleError, b.installer.install, bundle("hello"))
     b.close()
 
 
 def test_older_or_same_version_is_refused_as_a_rollback(bundle):
-    b = Board()
-    b.installer.install(bundles.sign(bundle("hello_v2"), KEY))
-    why = raises(DeployError, b.installer.install, bundles.sign(bundle("hello"), KEY))
+    b = Board(bundle)
+    b.installer.install(bundle("hello_v2.mfs"))
+    why = raises(DeployError, b.installer.install, bundle("hello.mfs"))
     assert "version 1 is not newer than the installed version 2" in why, why
-    raises(DeployError, b.installer.install, bundles.sign(bundle("hello_v2"), KEY))
+    raises(DeployError, b.installer.install, bundle("hello_v2.mfs"))
     assert b.sup.agents["a1"].manifest["version"] == 2
     b.close()
 
 
 def test_newer_version_replaces_the_running_one(bundle):
-    b = Board()
-    b.installer.install(bundles.sign(bundle("hello"), KEY))
-    assert b.installer.install(bundles.sign(bundle("hello_v2"), KEY)) == ("a1", 2)
+    b = Board(bundle)
+    b.installer.install(bundle("hello.mfs"))
+    assert b.installer.install(bundle("hello_v2.mfs")) == ("a1", 2)
     assert b.sup.agents["a1"].manifest["version"] == 2
-    assert b.flash.listdir("/agents") == ["a1.mfa"]
+    assert b.flash.listdir("/agents") == ["a1.mfa", "a1.sig"]  # the bundle and the operator's proof
     b.close()
 
 
 def test_version_that_traps_on_start_is_rolled_back(bundle):
-    b = Board()
-    b.installer.install(bundles.sign(bundle("hello"), KEY))
-    why = raises(DeployError, b.installer.install, bundles.sign(bundle("trap_v3"), KEY))
+    b = Board(bundle)
+    b.installer.install(bundle("hello.mfs"))
+    why = raises(DeployError, b.installer.install, bundle("trap_v3.mfs"))
     assert "did not start" in why and "version 1 runs again" in why, why
     assert b.sup.agents["a1"].state == "running"
     assert b.installer.installed_version("a1") == 1
@@ -105,21 +105,21 @@ def test_version_that_traps_on_start_is_rolled_back(bundle):
 
 
 def test_interrupted_swap_falls_back_to_the_previous_version_at_boot(bundle):
-    b = Board()
-    b.installer.install(bundles.sign(bundle("hello"), KEY))
+    b = Board(bundle)
+    b.installer.install(bundle("hello.mfs"))
     # A power cut after the swap, before the new version was confirmed running:
     b.flash.rename("/agents/a1.mfa", "/agents/a1.mfa.prev")
     with b.flash.open("/agents/a1.mfa", "wb") as f:
         f.write(bundle("hello_v2"))
     b.installer.recover()
-    assert b.flash.listdir("/agents") == ["a1.mfa"]
+    assert b.flash.listdir("/agents") == ["a1.mfa", "a1.sig"]
     assert b.installer.installed_version("a1") == 1
     b.close()
 
 
 def test_chunked_transfer_resumes_where_the_board_stopped(bundle):
-    b = Board()
-    data = bundles.sign(bundle("hello_v2"), KEY)
+    b = Board(bundle)
+    data = bundle("hello_v2.mfs")
     digest = hashlib.sha256(data).digest()
     assert b.installer.begin("x1", len(data), digest) == 0
     assert b.installer.chunk("x1", 0, data[:300]) == 300
@@ -138,8 +138,8 @@ def test_chunked_transfer_resumes_where_the_board_stopped(bundle):
 def test_a_put_of_an_installed_transfer_again_gets_the_same_answer(bundle):
     # A gateway that takes a job over from one that died before the board's answer reached it
     # asks again: the board answers what it did, not "not newer than the installed version".
-    b = Board()
-    data = bundles.sign(bundle("hello"), KEY)
+    b = Board(bundle)
+    data = bundle("hello.mfs")
     put = {"xfer": "d7", "size": len(data), "sha256": hashlib.sha256(data).digest(), "what": protocol.WHAT_BUNDLE}
     sent = []
     send = lambda agent, kind, body: sent.append((agent, kind, body))  # noqa: E731
@@ -158,8 +158,8 @@ def test_a_put_of_an_installed_transfer_again_gets_the_same_answer(bundle):
 
 
 def test_a_new_transfer_for_an_agent_discards_its_unfinished_one(bundle):
-    b = Board()
-    data = bundles.sign(bundle("hello"), KEY)
+    b = Board(bundle)
+    data = bundle("hello.mfs")
     digest = hashlib.sha256(data).digest()
     b.installer.begin("old", len(data), digest, "a1")
     b.installer.chunk("old", 0, data[:100])
@@ -170,26 +170,26 @@ def test_a_new_transfer_for_an_agent_discards_its_unfinished_one(bundle):
 
 
 def test_damaged_transfer_is_refused(bundle):
-    b = Board()
-    data = bundles.sign(bundle("hello"), KEY)
+    b = Board(bundle)
+    data = bundle("hello.mfs")
     b.installer.begin("x2", len(data), hashlib.sha256(data).digest())
-    b.installer.chunk("x2", 0, data[:-1] + b"\x00")
+    b.installer.chunk("x2", 0, data[:-1] + bytes([data[-1] ^ 1]))
     assert "sha256 does not match" in raises(DeployError, b.installer.finish, "x2")
     b.close()
 
 
 def test_transfer_larger_than_the_free_flash_is_refused(bundle):
-    b = Board()
+    b = Board(bundle)
     assert "flash is full" in raises(DeployError, b.installer.begin, "x3", 60000, b"\x00" * 32)
     b.close()
 
 
 def test_migration_keeps_the_counter_in_linear_memory(bundle):
-    src, dst = Board(), Board()
-    src.installer.install(bundles.sign(bundle("example_hello"), KEY))
+    src, dst = Board(bundle), Board(bundle)
+    src.installer.install(bundle("example_hello.mfs"))
     src.run(650)  # three timer ticks of 200 ms
     assert src.logs("hello")[-1] == "tick 3"
-    size, digest = src.installer.snapshot("hello")
+    size, digest = src.installer.snapshot("hello", "m1")
     assert src.sup.agents["hello"].state == "suspended"
     raw = b""
     while len(raw) < size:
@@ -198,26 +198,25 @@ def test_migration_keeps_the_counter_in_linear_memory(bundle):
     src.installer.remove("hello")
     assert "hello" not in src.sup.agents and src.flash.listdir("/agents") == []
     src.close()
-    assert dst.installer.restore(raw) == ("hello", 1)
+    assert dst.installer.restore(raw, "m1") == ("hello", 1)
     dst.run(250)
     assert dst.logs("hello") == ["tick 4"]  # no second hello: it continued, it did not start over
     dst.close()
 
 
 def test_migration_moves_the_memory_log_with_its_sequence_numbers(bundle):
-    src, dst = Board(), Board()
-    for _ in range(3):  # three boots: records 1, 2, 3
+    src, dst = Board(bundle), Board(bundle)
+    src.installer.install(bundle("example_bootcount.mfs"))  # the first boot: record 1
+    for _ in range(3):  # three boots more: records 2, 3, 4
+        src.sup.reclaim("bootcount")
         src.sup.spawn(bundle("example_bootcount"))
         src.sup.start_now("bootcount")
-        src.sup.reclaim("bootcount")
-    src.sup.spawn(bundle("example_bootcount"))
-    src.sup.start_now("bootcount")
     src.sup.log("bootcount").ack(2)
-    src.installer.snapshot("bootcount")
+    src.installer.snapshot("bootcount", "m2")
     with src.flash.open("/snap/bootcount.cbor", "rb") as f:
         raw = f.read()
     src.close()
-    dst.installer.restore(raw)
+    dst.installer.restore(raw, "m2")
     log = dst.sup.log("bootcount")
     assert [s for s, _ in log.records()] == [1, 2, 3, 4]
     assert log.acked == 2
@@ -225,4 +224,115 @@ def test_migration_moves_the_memory_log_with_its_sequence_numbers(bundle):
     dst.sup.spawn(bundle("example_bootcount"))
     dst.sup.start_now("bootcount")
     assert dst.logs("bootcount")[-1] == "boot 5"
+    dst.close()
+
+
+# ---- signatures: only the operator's code runs (issue 17) --------------------------------
+
+
+def test_bundle_signed_with_a_key_made_from_a_stolen_board_is_refused_as_unknown(bundle):
+    # All a board's flash image gives an attacker is its HMAC key and the operator's PUBLIC
+    # keys: any key they make is one this board has never heard of.
+    b = Board(bundle)
+    b.installer.install(bundle("hello.mfs"))
+    why = raises(BundleError, b.installer.install, bundle("hello_v2.stranger.mfs"))
+    assert "bundle signed by unknown key" in why, why
+    assert b.installer.installed_version("a1") == 1
+    b.close()
+
+
+def test_old_hmac_signed_bundle_is_refused_with_the_way_to_re_sign_it(bundle):
+    b = Board(bundle)
+    why = raises(BundleError, b.installer.install, bundle("hello_v2.hmac.mfs"))
+    assert "old fleet HMAC key (mfs/1)" in why and "sign its .mfa again" in why, why
+    assert b.installer.installed_version("a1") == 0
+    b.close()
+
+
+def test_bundle_swapped_under_a_valid_signature_is_refused(bundle):
+    # The operator's head and signature, around the same agent and version with more
+    # host functions and tools.
+    b = Board(bundle)
+    why = raises(BundleError, b.installer.install, bundle("hello_v2.tampered.mfs"))
+    assert "does not match its signed sha256 (tampered)" in why, why
+    assert b.flash.listdir("/agents") == []
+    b.close()
+
+
+def test_a_blocking_version_is_superseded_only_by_the_operators_signed_bundle(bundle):
+    b = Board(bundle)
+    b.installer.install(bundle("hello_v2.mfs"))  # a bad v2 blocks every v1 fix by rollback protection
+    assert "--supersede 2" in raises(DeployError, b.installer.install, bundle("hello.mfs"))
+    assert b.installer.install(bundle("hello.supersedes2.mfs")) == ("a1", 1)
+    assert b.sup.agents["a1"].manifest["version"] == 1
+    why = raises(DeployError, b.installer.install, bundle("hello_v2.mfs"))  # the bad one again
+    assert "version 2 was withdrawn by the operator" in why, why
+    # The superseding bundle replayed later changes nothing: it names v2, which is not installed.
+    assert "not newer" in raises(DeployError, b.installer.install, bundle("hello.supersedes2.mfs"))
+    again = Trust(b.flash, b.config)  # after a reboot
+    assert again.is_withdrawn("a1", 2) and not again.is_withdrawn("a1", 1)
+    b.close()
+
+
+def test_a_rotated_key_reaches_the_board_with_a_deploy_and_the_revoked_one_stops_working(bundle):
+    b = Board(bundle)
+    b.installer.install(bundle("hello.rotated.mfs"))  # K1 signs and announces K2 (serial 2)
+    assert len(b.installer.trust.keys) == 2 and b.installer.trust.serial == 2
+    assert b.installer.install(bundle("hello_v2.revoked.mfs")) == ("a1", 2)  # K2 signs, K1 revoked
+    assert len(b.installer.trust.keys) == 1 and b.installer.trust.serial == 3
+    why = raises(BundleError, b.installer.install, bundle("trap_v3.k1.mfs"))
+    assert "signed by unknown key" in why, why
+    # An older list replayed under K2 does not bring K1 back, and the board keeps it across a boot.
+    raises(DeployError, b.installer.install, bundle("trap_v3.replayed_list.mfs"))  # installs, traps, rolled back
+    assert Trust(b.flash, b.config).keys == b.installer.trust.keys and b.installer.trust.serial == 3
+    b.close()
+
+
+def test_a_board_that_missed_the_rotation_refuses_the_new_key(bundle):
+    b = Board(bundle)
+    assert "signed by unknown key" in raises(BundleError, b.installer.install, bundle("hello_v2.revoked.mfs"))
+    b.close()
+
+
+def _snapshot(src, agent_id, job):
+    size, _ = src.installer.snapshot(agent_id, job)
+    raw = b""
+    while len(raw) < size:
+        raw += src.installer.read_snapshot(agent_id, len(raw), 2048)
+    return raw
+
+
+def test_snapshot_of_an_agent_laid_on_flash_unsigned_is_refused_and_it_keeps_running(bundle):
+    b = Board(bundle)
+    b.sup.spawn(bundle("example_hello"))
+    b.sup.start_now("hello")
+    why = raises(DeployError, b.installer.snapshot, "hello", "m3")
+    assert "has no operator signature on this board" in why, why
+    assert b.sup.agents["hello"].state == "running"
+    b.close()
+
+
+def test_restore_refuses_a_snapshot_taken_for_another_job(bundle):
+    src, dst = Board(bundle), Board(bundle)
+    src.installer.install(bundle("example_hello.mfs"))
+    raw = _snapshot(src, "hello", "m4")
+    src.close()
+    why = raises(DeployError, dst.installer.restore, raw, "m5")
+    assert "snapshot was taken for job 'm4', not this job 'm5' (swapped)" in why, why
+    assert "hello" not in dst.sup.agents
+    dst.close()
+
+
+def test_restore_refuses_a_snapshot_whose_manifest_was_escalated(bundle):
+    # A tampered source board hands its agent more host functions, tools and an A2A peer.
+    from microfang.firmware import cbor
+
+    src, dst = Board(bundle), Board(bundle)
+    src.installer.install(bundle("example_hello.mfs"))
+    doc = cbor.loads(_snapshot(src, "hello", "m6"))
+    src.close()
+    doc["bundle"] = bundle("example_hello.escalated.mfa")
+    why = raises(BundleError, dst.installer.restore, cbor.dumps(doc), "m6")
+    assert "snapshot's bundle does not match its signed sha256 (tampered)" in why, why
+    assert "hello" not in dst.sup.agents and dst.flash.listdir("/agents") == []
     dst.close()
