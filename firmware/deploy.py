@@ -180,13 +180,13 @@ class Installer:
             self.flash.rename(path, path + ".prev")
         self.flash.rename(path + ".new", path)
         try:
-            self._restart(agent_id, manifest, wasm)
+            self._restart(agent_id, manifest, wasm, path)
         except (MicrofangError, MemoryError) as e:
             manifest = wasm = None  # the new version's RAM back before the old one starts again
             self.flash.remove(sig + ".new")
             if installed:
                 self.flash.rename(path + ".prev", path)
-                self._restart(agent_id, *self._bundle_file(path))
+                self._restart(agent_id, *self._bundle_file(path), path)
                 back = "version %d runs again" % installed
             else:
                 self.flash.remove(path)
@@ -211,11 +211,11 @@ class Installer:
                           "the operator can supersede it: `microfang deploy --supersede %d`)"
                           % (agent_id, version, installed, installed))
 
-    def _restart(self, agent_id, manifest, wasm):
+    def _restart(self, agent_id, manifest, wasm, path):
         sup = self.supervisor
         if agent_id in sup.agents:
             sup.reclaim(agent_id)
-        sup.spawn(manifest=manifest, wasm=wasm)
+        sup.spawn(manifest=manifest, wasm=wasm, source=path)
         state = sup.start_now(agent_id)
         if state not in ("running", "exhausted"):
             sup.reclaim(agent_id)
@@ -385,8 +385,9 @@ class Installer:
         log.adopt([(int(s), bytes(p)) for s, p in records], int(acked))
         records = None
         self.supervisor.forget_log(agent_id)
-        self.supervisor.spawn(manifest=manifest, wasm=wasm, memory=bundle.value(f, spans, "memory"))
-        _copy(f, span, self.flash, AGENTS + "/" + agent_id + ".mfa")
+        path = AGENTS + "/" + agent_id + ".mfa"
+        self.supervisor.spawn(manifest=manifest, wasm=wasm, memory=bundle.value(f, spans, "memory"), source=path)
+        _copy(f, span, self.flash, path)
         self.flash.rename(sig + ".new", sig)
         return agent_id, manifest["version"]
 

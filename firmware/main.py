@@ -63,7 +63,7 @@ def load(flash, report=report, sensors=None):
             with flash.open("/agents/" + name, "rb") as f:
                 data = f.read()
             try:
-                board.spawn(data)
+                board.spawn(data, source="/agents/" + name)
             except MicrofangError as e:
                 report(name, "fault", "not started: %s" % e)
     return board

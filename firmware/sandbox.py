@@ -23,11 +23,9 @@ HOST_BYTE_FUEL = 2  # per byte a host call copies in or out of the agent's memor
 
 class Sandbox:
     """A spawned agent. `services` implements the host functions (see Supervisor); `env` is a
-    wasm3 Environment to share with the board's other agents (a new one if None);
-    `before_load()`, if given, runs after the module is parsed and before its linear memory is
-    allocated (a restart hands back the block it held, see Supervisor._start_agent)."""
+    wasm3 Environment to share with the board's other agents (a new one if None)."""
 
-    def __init__(self, manifest, wasm, services, env=None, before_load=None):
+    def __init__(self, manifest, wasm, services, env=None):
         self.manifest = manifest
         self._env = env
         self.agent_id = manifest["agent_id"]
@@ -35,11 +33,11 @@ class Sandbox:
         self.fuel_used = 0
         self._tank = manifest["fuel"]["max"]
         self._running = False  # inside an invocation: host work is charged to it
-        self._spawn(wasm, before_load)
+        self._spawn(wasm)
 
     # ---- spawn ---------------------------------------------------------------------------
 
-    def _spawn(self, wasm, before_load):
+    def _spawn(self, wasm):
         engine = port.engine
         if engine is None:
             raise SandboxError("this build has no wasm engine (wasm3 module missing)")
@@ -66,8 +64,7 @@ class Sandbox:
                 "agent %s: module declares %d..%s pages, above the memory cap of %d bytes"
                 % (self.agent_id, declared[0], declared[1], cap)
             )
-        if before_load is None:  # (a restart reuses the room it held: see Supervisor._start_agent)
-            self._admit(footprint(self.manifest, wasm, declared))
+        self._admit(footprint(self.manifest, wasm, declared))
         step = "runtime"  # what was being allocated, for a refusal
         try:
             if self._env is None:
@@ -75,8 +72,6 @@ class Sandbox:
             self._runtime = self._env.new_runtime(memory["stack_bytes"], cap)
             step = "parse"
             self._module = self._env.parse_module(bytes(wasm))
-            if before_load is not None:
-                before_load()
             step = "load"
             self._runtime.load(self._module)
             for name in allowed:

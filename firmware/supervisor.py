@@ -6,11 +6,9 @@
 # a single invocation is bounded by one time slice of fuel (sandbox.SLICE_FUEL): an event
 # that runs past it is aborted and the agent goes on with its next one, memory kept.
 
-import gc
-import sys
 
 from . import abi, bundle, cbor, port
-from .errors import AgentFault, MicrofangError, SandboxError
+from .errors import AgentFault, BundleError, MicrofangError, SandboxError
 from .memlog import LogError, MemoryLog
 from .sandbox import Sandbox
 
@@ -25,15 +23,6 @@ _QUEUE_LIMIT = 32  # events waiting per agent; more are dropped and counted
 _IDLE_MAX_MS = 1000  # longest sleep with nothing due (timers, refuels and restarts wake us earlier)
 
 
-# In front of an agent's linear memory: wasm3's header (runtime, stack end, length) and the
-# MicroPython module's tracked-block links, five words in all.
-_MEMORY_HEADER = 5 * (8 if sys.maxsize > 1 << 32 else 4)
-
-
-def _release(held):
-    held.pop()
-    gc.collect()  # freed now, not at some later collection: the next allocation is the memory
-
 
 def _text(raw):
     try:
@@ -45,9 +34,12 @@ def _text(raw):
 class Agent:
     """The supervisor's record of one agent: its sandbox, queue, timers and counters."""
 
-    def __init__(self, manifest, wasm, now):
+    def __init__(self, manifest, wasm, now, source=None):
         self.manifest = manifest
+        # The module's bytes, until the engine has compiled them when the agent's bundle lies on
+        # flash at `source`: then the board lets go of them and a restart reads them again.
         self.wasm = wasm
+        self.source = source
         self.agent_id = manifest["agent_id"]
         self.sandbox = None
         self.state = STOPPED
@@ -105,10 +97,13 @@ class Supervisor:
 
     # ---- lifecycle -----------------------------------------------------------------------
 
-    def spawn(self, data=None, manifest=None, wasm=None, memory=None):
+    def spawn(self, data=None, manifest=None, wasm=None, memory=None, source=None):
         """Spawn an agent from bundle bytes (or a manifest and metered wasm); return its id.
         With `memory` (a snapshot of its linear memory) the agent continues where it was
-        snapshotted instead of starting: it gets no start event."""
+        snapshotted instead of starting: it gets no start event. `source` is the path of the
+        same bundle on this board's flash, if it lies there: the board then holds the module's
+        bytes only while the engine compiles them (on a 110 KB heap each agent's wasm would
+        otherwise stay in RAM beside its code) and reads them again for a restart."""
         if data is not None:
             manifest, wasm = bundle.decode(data)
         else:
@@ -117,7 +112,7 @@ class Supervisor:
         old = self.agents.get(agent_id)
         if old is not None and old.state != STOPPED:
             raise SandboxError("agent %s is already running (reclaim it first)" % agent_id)
-        agent = Agent(manifest, self._same_wasm(wasm), self._clock())
+        agent = Agent(manifest, self._same_wasm(wasm), self._clock(), source if self.flash is not None else None)
         self._start_agent(agent)  # raises before the agent is registered if it cannot spawn
         if memory is not None:
             try:
@@ -135,31 +130,39 @@ class Supervisor:
         # Agents of one module share one copy of its bytes (the engine keeps pointers into
         # them): a board running N sensors of one kind holds the module once, not N times.
         for agent in self.agents.values():
-            if agent.wasm == wasm:
+            if agent.wasm is not None and agent.wasm == wasm:
                 return agent.wasm
         return wasm
 
     def _start_agent(self, agent):
-        held = None
         if agent.sandbox is not None:
             agent.stats["fuel_used"] += agent.sandbox.fuel_used
-            room = agent.sandbox.memory_bytes + _MEMORY_HEADER
-            agent.sandbox.close()  # a restart: give the old runtime back first
-            # ...and hold the room its linear memory left while the new runtime's small parts
-            # are allocated elsewhere, then hand it to the new linear memory: a restart needs
-            # no second contiguous block, so fragmentation cannot strand the agent.
-            held = [bytearray(room)]
+            # A restart: the old runtime goes first. Its blocks were the engine's, at the top of
+            # the heap (boards/patches/0001), and the new runtime's take their place there.
+            agent.sandbox.close()
         agent.sandbox = None
         if self._env is None and port.engine is not None:
             # One wasm3 environment for all agents: ~1.2 KB less per agent on a board, and on
             # the board one value stack for all of them (the largest; one agent runs at a time).
             self._env = port.engine.Environment()
-        agent.sandbox = Sandbox(agent.manifest, agent.wasm, self, self._env,
-                                None if held is None else lambda: _release(held))
+        wasm = agent.wasm if agent.wasm is not None else self._wasm_from_flash(agent)
+        agent.sandbox = Sandbox(agent.manifest, wasm, self, self._env)
+        if agent.source is not None:
+            agent.wasm = None  # compiled: the engine holds code, not bytes (see Agent)
         agent.state = RUNNING
         agent.queue.insert(0, (abi.EV_START, b""))
         self.report(agent.agent_id, "state", RUNNING)
         self._kick()
+
+    def _wasm_from_flash(self, agent):
+        try:
+            with self.flash.open(agent.source, "rb") as f:
+                manifest, wasm = bundle.decode_file(f, (0, self.flash.size(agent.source), 2))
+        except (OSError, BundleError) as e:
+            raise SandboxError("agent %s: its bundle %s cannot be read again: %s" % (agent.agent_id, agent.source, e))
+        if manifest["agent_id"] != agent.agent_id or manifest["version"] != agent.manifest["version"]:
+            raise SandboxError("agent %s: %s holds another bundle now" % (agent.agent_id, agent.source))
+        return wasm
 
     def start_now(self, agent_id):
         """Deliver an agent's queued start event now; return its state afterwards (a new

@@ -21,6 +21,15 @@ HELLO = agent_wat("""
   (func (export "mf_on_event") (param i32 i32 i32) (result i32)
     (call $log (i32.const 0) (i32.const 2)) (i32.const 0))""")
 
+# Logs "hi" on its start event and traps on every later one (a timer's): restarts again and again.
+TRAP_AFTER_START = agent_wat("""
+  (data (i32.const 16) "hi")
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32)
+    (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))
+    (call $log (i32.const 16) (i32.const 2))
+    (if (i32.gt_u (i32.load (i32.const 0)) (i32.const 1)) (then unreachable))
+    (i32.const 0))""")
+
 INFINITE_LOOP = agent_wat(ON_EVENT.format(body="(loop $forever (br $forever)) (i32.const 0)"))
 
 # Counts its events in memory at address 0, then spins forever on the third one.
@@ -201,7 +210,9 @@ def device_bundles() -> dict[str, bytes]:
         "too_long": build(log_call(0, 100000), **NEVER_RESTART),
         "trap": build(UNREACHABLE, **{"agent.restart": {"policy": "on-failure", "max_restarts": 2,
                                                                "backoff_ms": 100}}),
-        "trap_48k": build(UNREACHABLE, **{"sandbox.agent_id": "big", "sandbox.memory.max_heap_kb": 48,
+        "trap_later": build(TRAP_AFTER_START, **{"sandbox.agent_id": "later", "agent.timers": [{"id": 1, "every_ms": 100}],
+                                                 "agent.restart": {"policy": "always", "backoff_ms": 10}}),
+        "trap_40k": build(UNREACHABLE, **{"sandbox.agent_id": "big", "sandbox.memory.max_heap_kb": 40,
                                           "agent.restart": {"policy": "always", "backoff_ms": 10}}),
         "huge_memory": raw(unbuilt("", memory='(memory (export "memory") 100)')),
         "bad_import": raw(unbuilt('(import "env" "system" (func))')),

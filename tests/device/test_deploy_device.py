@@ -336,3 +336,29 @@ def test_restore_refuses_a_snapshot_whose_manifest_was_escalated(bundle):
     assert "snapshot's bundle does not match its signed sha256 (tampered)" in why, why
     assert "hello" not in dst.sup.agents and dst.flash.listdir("/agents") == []
     dst.close()
+
+
+def test_an_installed_agent_lets_go_of_its_wasm_and_reads_it_again_from_flash_to_restart(bundle):
+    # On a 110 KB heap each agent's module bytes would stay in RAM beside its compiled code;
+    # an installed agent's bundle lies on flash, so the board keeps only the code.
+    b = Board(bundle)
+    b.installer.install(bundle("trap_later.mfs"))
+    agent = b.sup.agents["later"]
+    assert agent.wasm is None and agent.source == "/agents/later.mfa", (agent.wasm, agent.source)
+    b.run(1000)  # each timer event traps; each restart reads the wasm from flash and logs "hi"
+    assert b.sup.stats("later")["restarts"] >= 2 and b.sup.stats("later")["state"] != "failed", b.seen
+    assert b.logs("later").count("hi") >= 3, b.seen
+    b.close()
+
+
+def test_an_agent_whose_bundle_left_the_flash_fails_its_restart_with_the_reason(bundle):
+    b = Board(bundle)
+    b.installer.install(bundle("trap_later.mfs"))
+    b.installer.install(bundle("hello.mfs"))
+    b.flash.remove("/agents/later.mfa")
+    b.run(500)  # the trap, then a restart with nothing to read
+    faults = [t for a, k, t in b.seen if a == "later" and k == "fault"]
+    assert any("its bundle /agents/later.mfa cannot be read again" in f for f in faults), faults
+    assert b.sup.stats("later")["state"] == "failed"
+    assert b.sup.agents["a1"].state == "running"  # the board runs on
+    b.close()

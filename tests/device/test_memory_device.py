@@ -67,7 +67,7 @@ def test_a_trapped_agent_with_half_the_free_heap_restarts_again_and_again_among_
     # left, and no other 64 KiB block was free. Between restarts the board keeps making small
     # objects that live on (as a link does with every message), with garbage between them.
     now = [0]
-    sup, rec = started(bundle("trap_48k"), clock=lambda: now[0])
+    sup, rec = started(bundle("trap_40k"), clock=lambda: now[0])
     kept = []
     for round in range(12):
         for i in range(16):
@@ -78,4 +78,4 @@ def test_a_trapped_agent_with_half_the_free_heap_restarts_again_and_again_among_
     faults = rec.texts("big", "fault")
     assert [f for f in faults if "restart failed" in f] == [], faults
     assert sup.stats("big")["restarts"] >= 12 and sup.stats("big")["state"] == "backoff", rec.seen
-    assert sup.agents["big"].sandbox.memory_bytes == 48 * 1024
+    assert sup.agents["big"].sandbox.memory_bytes == 40 * 1024

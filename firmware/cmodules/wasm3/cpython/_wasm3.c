@@ -38,7 +38,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     PyObject *env;
-    PyObject *wasm;       // wasm3 keeps pointers into the bytes: they must outlive the module
+    PyObject *wasm;       // wasm3 keeps pointers into the bytes until compile(): they outlive that
     PyObject *links;      // Python callables linked as imports
     IM3Module m;
     int loaded;
@@ -425,6 +425,9 @@ Module_compile(Module *self, PyObject *unused)
     self->m->fuelRequired = true;
     M3Result err = m3_CompileModule(self->m);
     if (err) return raise_m3(self->m->runtime, err);
+    // Loaded and compiled, the module needs its bytes no more (data, globals and elements were
+    // copied in at load, every function is code now): the caller may let go of them.
+    Py_CLEAR(self->wasm);
     Py_RETURN_NONE;
 }
 

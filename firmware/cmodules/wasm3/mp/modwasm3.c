@@ -148,7 +148,7 @@ static void env_core_release(env_core_t *core) {
 typedef struct {
     mp_obj_base_t base;
     mp_obj_t env;
-    mp_obj_t wasm;         // wasm3 keeps pointers into these bytes
+    mp_obj_t wasm;         // wasm3 keeps pointers into these bytes until compile()
     mp_obj_t links;        // list of linked Python callables (keeps them alive)
     mp_obj_t pending;      // exception raised by a host function, re-raised after the call
     IM3Module m;
@@ -595,6 +595,9 @@ static mp_obj_t module_compile(mp_obj_t self_in) {
     if (err) {
         raise_m3(self->m->runtime, err);
     }
+    // Loaded and compiled, the module needs its bytes no more (data, globals and elements were
+    // copied in at load, every function is code now): the board may let go of them.
+    self->wasm = mp_const_none;
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(module_compile_obj, module_compile);
