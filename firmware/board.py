@@ -20,8 +20,8 @@ class Board:
         self.link = Link(config, flash, self.supervisor, clock)
         self.supervisor.connect(self.link.agent_outbox, self.link.announce, self.link.logged)
 
-    def spawn(self, data, source=None):
-        return self.supervisor.spawn(data, source=source)
+    def spawn(self, data):
+        return self.supervisor.spawn(data)
 
     def stop(self):
         """End run(): the link says offline and disconnects, the agents stop being driven."""

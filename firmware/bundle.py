@@ -289,6 +289,14 @@ def check_signature(f, spans, keys, what):
     return manifest, head, {"head": raw, "key_id": kid, "sig": sig}
 
 
+def read_file(flash, path, with_wasm=True):
+    """(manifest, wasm) of the bundle file at `path` on a board's flash (a port.Flash), read as
+    decode_file reads it: only the manifest and the wasm come into RAM. Its signature is not
+    checked: a bundle in /agents was checked when it was installed (or laid there as provisioned)."""
+    with flash.open(path, "rb") as f:
+        return decode_file(f, (0, flash.size(path), 2), with_wasm)
+
+
 def decode_file(f, span, with_wasm=True):
     """(manifest, wasm) of the bundle at `span` of file `f`, checked as decode() checks; the
     wasm is the only large read. Without `with_wasm`: (manifest, None), only the manifest read

@@ -129,14 +129,9 @@ class Installer:
 
     # ---- install ---------------------------------------------------------------------------
 
-    def _bundle_file(self, path, with_wasm=True):
-        # (manifest, wasm) of a bundle file on flash (installed: trusted as provisioned).
-        with self.flash.open(path, "rb") as f:
-            return bundle.decode_file(f, (0, self.flash.size(path), 2), with_wasm)
-
     def installed_version(self, agent_id):
         try:
-            manifest, _ = self._bundle_file(AGENTS + "/" + agent_id + ".mfa", with_wasm=False)
+            manifest, _ = bundle.read_file(self.flash, AGENTS + "/" + agent_id + ".mfa", with_wasm=False)
         except (OSError, MicrofangError):
             return 0
         return manifest["version"]
@@ -186,7 +181,7 @@ class Installer:
             self.flash.remove(sig + ".new")
             if installed:
                 self.flash.rename(path + ".prev", path)
-                self._restart(agent_id, *self._bundle_file(path), path)
+                self._restart(agent_id, *bundle.read_file(self.flash, path), path)
                 back = "version %d runs again" % installed
             else:
                 self.flash.remove(path)

@@ -20,7 +20,7 @@ from . import port
 # keeps then stay low in the heap, packed, and the free middle stays whole for agents.
 port.collect_often()
 
-from . import cbor  # noqa: E402
+from . import bundle, cbor  # noqa: E402
 from .board import Board  # noqa: E402
 from .errors import MicrofangError
 
@@ -60,11 +60,11 @@ def load(flash, report=report, sensors=None):
     board.link.installer.recover()
     for name in flash.listdir("/agents"):
         if name.endswith(".mfa"):
-            with flash.open("/agents/" + name, "rb") as f:
-                data = f.read()
+            path = "/agents/" + name
             try:
-                board.spawn(data, source="/agents/" + name)
-            except MicrofangError as e:
+                manifest, wasm = bundle.read_file(flash, path)  # the manifest and the wasm, not the whole file
+                board.supervisor.spawn(manifest=manifest, wasm=wasm, source=path)
+            except (MicrofangError, OSError) as e:
                 report(name, "fault", "not started: %s" % e)
     return board
 

@@ -105,7 +105,7 @@ def collect_often():
     """On MicroPython, collect garbage after every 1/16 of the heap allocated, not only when it is
     full: garbage piled up between collections pushes the objects that live on (a manifest
     decoded, a packet's reply) up into the heap's free middle, and that middle is where an agent
-    installed next needs its large blocks (the firmware's MicroPython takes large and native
+    installed next needs its large blocks (the firmware's MicroPython takes the engine's native
     blocks from the top of the heap: boards/patches/0001). A collection walks the whole heap,
     so the work per byte allocated stays the same on a 110 KB and a 2 MB heap. Nothing on CPython."""
     if MICROPYTHON:

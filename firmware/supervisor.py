@@ -6,7 +6,6 @@
 # a single invocation is bounded by one time slice of fuel (sandbox.SLICE_FUEL): an event
 # that runs past it is aborted and the agent goes on with its next one, memory kept.
 
-
 from . import abi, bundle, cbor, port
 from .errors import AgentFault, BundleError, MicrofangError, SandboxError
 from .memlog import LogError, MemoryLog
@@ -21,7 +20,6 @@ STOPPED = "stopped"
 
 _QUEUE_LIMIT = 32  # events waiting per agent; more are dropped and counted
 _IDLE_MAX_MS = 1000  # longest sleep with nothing due (timers, refuels and restarts wake us earlier)
-
 
 
 def _text(raw):
@@ -127,8 +125,8 @@ class Supervisor:
         return agent_id
 
     def _same_wasm(self, wasm):
-        # Agents of one module share one copy of its bytes (the engine keeps pointers into
-        # them): a board running N sensors of one kind holds the module once, not N times.
+        # Agents of one module whose bytes stay in RAM (spawned without a source on flash: the
+        # engine keeps pointers into them until it has compiled them) share one copy of them.
         for agent in self.agents.values():
             if agent.wasm is not None and agent.wasm == wasm:
                 return agent.wasm
@@ -156,8 +154,7 @@ class Supervisor:
 
     def _wasm_from_flash(self, agent):
         try:
-            with self.flash.open(agent.source, "rb") as f:
-                manifest, wasm = bundle.decode_file(f, (0, self.flash.size(agent.source), 2))
+            manifest, wasm = bundle.read_file(self.flash, agent.source)
         except (OSError, BundleError) as e:
             raise SandboxError("agent %s: its bundle %s cannot be read again: %s" % (agent.agent_id, agent.source, e))
         if manifest["agent_id"] != agent.agent_id or manifest["version"] != agent.manifest["version"]:
