@@ -112,6 +112,21 @@ WIDE_DEPTH_PROBE = agent_wat("""
   (func (export "mf_on_event") (param i32 i32 i32) (result i32) (call $down (i32.const 2)))""")
 
 # Reads sensor channel memory.grow(1): the channel the board sees is -1 if memory.grow failed.
+# Thirty 64-bit constants fill the engine's constant table (64 slots) to 60, so of a block's
+# results (i64 7, i32 8, 9, 10, 11) the last three are materialised in the slots the block had
+# reserved for its i64 result: wasm3 0.5.0 saved only the first of the two it overwrote, and
+# the block gave 7, 8, 9, 0, 11 (found by fuzzing, patches/0021). Stores them at 0, 8, 12, 16, 20.
+BLOCK_RESULTS_PAST_CONSTANTS = agent_wat("""
+  (func (export "mf_on_event") (param i32 i32 i32) (result i32) (local i64 i32 i32 i32 i32)
+    %s
+    (block (result i64 i32 i32 i32 i32)
+      (i64.const 7) (i32.const 8) (i32.const 9) (i32.const 10) (i32.const 11))
+    (local.set 7) (local.set 6) (local.set 5) (local.set 4) (local.set 3)
+    (i64.store (i32.const 0) (local.get 3)) (i32.store (i32.const 8) (local.get 4))
+    (i32.store (i32.const 12) (local.get 5)) (i32.store (i32.const 16) (local.get 6))
+    (i32.store (i32.const 20) (local.get 7))
+    (i32.const 0))""" % " ".join("(drop (i64.const %d))" % (1000 + i) for i in range(30)))
+
 GROW_ONE = agent_wat(ON_EVENT.format(body="(drop (call $sensor (memory.grow (i32.const 1)))) (i32.const 0)"),
                      imports='(import "mf" "sensor_read" (func $sensor (param i32) (result i32)))',
                      abi='(memory (export "memory") 0 0) (func (export "mf_alloc") (param i32) (result i32) (i32.const 0))')
@@ -220,6 +235,7 @@ def device_bundles() -> dict[str, bytes]:
         "small": build(HELLO, **{"sandbox.memory.max_heap_kb": 2, "sandbox.memory.stack_size_kb": 1}),
         "dead_block_param": build(DEAD_BLOCK_PARAM, **{"sandbox.agent_id": "dead", **NEVER_RESTART}),
         "loop_params": build(LOOP_PARAMS, **NEVER_RESTART),
+        "block_results_past_constants": build(BLOCK_RESULTS_PAST_CONSTANTS, **NEVER_RESTART),
         "depth_probe": build(DEPTH_PROBE, **{"sandbox.fuel.max_fuel": 10**9, "sandbox.memory.stack_size_kb": 24,
                                              **NEVER_RESTART}),
         "stack_probe": build(STACK_PROBE, **SENSORS),

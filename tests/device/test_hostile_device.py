@@ -50,6 +50,15 @@ def test_a_branch_back_to_a_loop_carries_its_values_into_the_loop_parameters(bun
     assert sup.agents["a1"].sandbox.read(0, 1, "test")[0] == 5
 
 
+def test_a_block_whose_results_outrun_the_constant_table_keeps_every_result(bundle):
+    sup, rec = board(bundle("block_results_past_constants"))
+    sup.post("a1", abi.EV_MESSAGE, b"")
+    steps(sup, 1)
+    assert rec.texts("a1", "fault") == [], rec.seen
+    stored = sup.agents["a1"].sandbox.read(0, 24, "test")
+    assert [int.from_bytes(stored[i:i + 4], "little") for i in (0, 8, 12, 16, 20)] == [7, 8, 9, 10, 11]
+
+
 def test_call_depth_stops_at_the_engine_bound_whatever_the_wasm_stack(bundle):
     sup, rec = board(bundle("depth_probe"))  # a 24 KiB wasm stack: ~500 frames (75 KB of C stack) unbounded
     steps(sup, 1)

@@ -934,14 +934,18 @@ M3Result  CopyStackSlotsR  (IM3Compilation o, u16 i_targetSlotStackIndex, u16 i_
 
         u16 targetSlot = GetSlotForStackIndex (o, i_targetSlotStackIndex);
 
-        u16 preserveIndex = i_stackIndex;
-        u16 collisionSlot = srcSlot;
+        // microfang (patches/0021): a 64-bit target covers two slots, so two later values can
+        // lie in it (two 32-bit constants past a full constant table, in a block's freed result
+        // slots); upstream moved only the first aside and the copy overwrote the second.
+        u16 preserveIndex [2] = { i_stackIndex, i_stackIndex };
+        u16 collisionSlot [2] = { srcSlot, srcSlot };
+        u16 numPreserved = 0;
 
         if (targetSlot != srcSlot)
         {
             // search for collisions
             u16 checkIndex = i_stackIndex + 1;
-            while (checkIndex < i_endStackIndex)
+            while (checkIndex < i_endStackIndex and numPreserved < 2)
             {
                 u16 otherSlot1 = GetSlotForStackIndex (o, checkIndex);
                 u16 otherSlot2 = GetExtraSlotForStackIndex (o, checkIndex);
@@ -958,10 +962,9 @@ _                   (CopyStackIndexToSlot (o, i_tempSlot, checkIndex));
                     TouchSlot (o, i_tempSlot - 1);
 
                     // restore this on the way back down
-                    preserveIndex = checkIndex;
-                    collisionSlot = otherSlot1;
-
-                    break;
+                    preserveIndex [numPreserved] = checkIndex;
+                    collisionSlot [numPreserved] = otherSlot1;
+                    ++numPreserved;
                 }
 
                 ++checkIndex;
@@ -976,7 +979,8 @@ _       (CopyStackSlotsR (o, i_targetSlotStackIndex + 1, i_stackIndex + 1, i_end
 
         // restore the stack state
         o->wasmStack [i_stackIndex] = srcSlot;
-        o->wasmStack [preserveIndex] = collisionSlot;
+        while (numPreserved--)
+            o->wasmStack [preserveIndex [numPreserved]] = collisionSlot [numPreserved];
     }
 
     _catch:
