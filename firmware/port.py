@@ -165,6 +165,9 @@ ed25519_verify = _load_ed25519()
 # geometry (MicroPython's VfsLfs2 defaults: 32-byte reads/programs, 128-byte cache, 32-byte
 # lookahead, 100 block cycles), so an image written by the simulator mounts on a board.
 
+# OSErrors littlefs-python raises without an errno, as MicroPython's VfsLfs2 raises them.
+_BARE_OS_ERRORS = ((IsADirectoryError, 21, "EISDIR"), (NotADirectoryError, 20, "ENOTDIR"),
+                   (FileNotFoundError, 2, "ENOENT"), (FileExistsError, 17, "EEXIST")) if not MICROPYTHON else ()
 _LFS_READ = 32
 _LFS_PROG = 32
 _LFS_LOOKAHEAD = 32
@@ -293,6 +296,14 @@ class Flash:
             return getattr(self._fs, method)(*args)
         except LittleFSError as e:
             raise OSError(-e.code, str(e))
+        except OSError as e:
+            if e.errno is not None:
+                raise
+            # Some it raises bare (IsADirectoryError()): give them MicroPython's errno and text.
+            for kind, code, name in _BARE_OS_ERRORS:
+                if isinstance(e, kind):
+                    raise OSError(code, name)
+            raise
 
     def open(self, path, mode):
         if MICROPYTHON:
