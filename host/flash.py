@@ -2,7 +2,8 @@
 
 The board's data partition ("vfs" in boards/<BOARD>/partitions.csv) gets a LittleFS image
 holding /config.cbor (device id, HMAC key, fleet, the operator's Ed25519 PUBLIC keys from the
-keyring (signing.py; no private key ever reaches a board), broker, Wi-Fi, the board profile's
+keyring (signing.py; no private key ever reaches a board), broker and the board's broker login
+(user: its device id, password: derived from its key, brokerauth.py), Wi-Fi, the board profile's
 sensor channels) and the initial agents in /agents, each with its signed proof; it is laid after MicroPython's firmware.bin (bootloader, partition
 table, app) and written in one go, or saved as one merged image with --out.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from microfang import signing
 from microfang.boards import BOARD_DEFS, TABLE_BYTES, TABLE_OFFSET, Board, parse_partition_table
+from microfang.brokerauth import device_password
 from microfang.config import DEFAULT_DB, parse_broker, write_private
 from microfang.firmware.bundle import MAX_BUNDLE, decode
 from microfang.firmware.errors import BundleError, MicrofangError
@@ -38,8 +40,9 @@ def board_def(name: str) -> type[Board]:
 def board_config(db: Where, device: str, fleet: str, broker: str, wifi: str | None, wifi_password: str | None,
                  keyring: Keyring) -> dict:
     """The board's /config.cbor: a fresh identity in the gateway registry (created if new; a
-    device flashed again gets a new key and starts its sequence numbers over) and the public
-    keys of the operator's `keyring` it will trust."""
+    device flashed again gets a new key and starts its sequence numbers over, and a new broker
+    password: run `microfang broker` again), its broker login and the public keys of the
+    operator's `keyring` it will trust."""
     store = create_store(db)
     try:
         known = store.devices().get(device)
@@ -51,7 +54,8 @@ def board_config(db: Where, device: str, fleet: str, broker: str, wifi: str | No
     host, port, tls = parse_broker(broker)
     trust = keyring.trust()
     config: dict[str, Any] = {"device": device, "fleet": fleet, "key": key, "sign_keys": trust["keys"],
-                              "trust_serial": trust["serial"], "host": host, "port": port, "tls": tls}
+                              "trust_serial": trust["serial"], "host": host, "port": port, "tls": tls,
+                              "user": device, "password": device_password(key)}
     if wifi:
         config["wifi"] = {"ssid": wifi, "password": wifi_password or ""}
     return config

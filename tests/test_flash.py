@@ -8,6 +8,7 @@ from esptool.cmds import image_info
 from littlefs import LittleFS
 
 from microfang.boards import BOARD_DEFS, TABLE_BYTES, TABLE_OFFSET, parse_partition_table
+from microfang.brokerauth import device_password
 from microfang.cli import main
 from microfang.flash import sensor_config
 from microfang.gateway.store import Store
@@ -57,7 +58,8 @@ def test_merged_image_holds_firmware_table_and_provisioned_files(board, tmp_path
     store = Store(tmp_path / "gw.db")
     registered = store.devices()["kitchen"]
     assert config == {"device": "kitchen", "fleet": "home", "key": registered["key"],
-                      "sign_keys": OPERATOR.public_keys(), "trust_serial": 0, "host": "gw.local", "port": 8883, "tls": True, "wifi": {"ssid": "attic", "password": "s3cret"},
+                      "sign_keys": OPERATOR.public_keys(), "trust_serial": 0, "host": "gw.local", "port": 8883, "tls": True,
+                      "user": "kitchen", "password": device_password(registered["key"]), "wifi": {"ssid": "attic", "password": "s3cret"},
                       "sensors": sensor_config(spec)}
     store.close()
 
