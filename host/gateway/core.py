@@ -60,6 +60,7 @@ DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", 
 DROP_LOG_S = 1.0  # one log line per drop reason a second, at most
 RECEIVE_MAXIMUM = 65535  # unacknowledged messages the broker may send the gateway (MQTT v5's largest)
 SESSION_EXPIRY_S = 0xFFFFFFFF  # MQTT v5: the broker keeps the gateway's session for ever
+LOGIN_REFUSED = (134, 135)  # CONNACK reason codes: bad user name or password, not authorized (3.1.1's 4, 5)
 
 
 class Gateway:
@@ -74,7 +75,9 @@ class Gateway:
         self.router = router or Router()
         self.http_port = http_port
         self.name = name or peers.default_name(str(db))  # unique among the gateways on one store
-        self.client_id = f"microfang-gateway-{self.name}"
+        # With a broker user, the client id is the user name: the production broker binds them
+        # (use_username_as_clientid), so each gateway has a user of its own.
+        self.client_id = user or f"microfang-gateway-{self.name}"
         self.user = user
         self.password = password
         self.cafile = cafile
@@ -97,6 +100,7 @@ class Gateway:
         self._drop_logged: dict[str, float] = {}  # reason -> when a drop of it was last logged
         self._drops_unlogged: dict[str, int] = {}  # reason -> drops since then
         self._refused: str | None = None  # why the broker refused or dropped our CONNECT
+        self._login_refused: str | None = None  # the broker refused our credentials: no use trying again
         self._tasks: list[asyncio.Task] = []
         self._http: asyncio.base_events.Server | None = None
         self._answers: dict[tuple[str, str], list[asyncio.Future]] = {}  # ask(): waiting for an agent's publish
@@ -140,7 +144,7 @@ class Gateway:
             self._http = await http.serve(self.health, lambda: (self.metrics, self.router.counts), self.http_port)
         deadline = time.monotonic() + 10
         v5_until = time.monotonic() + 2
-        while not self.connected and time.monotonic() < deadline:
+        while not self.connected and self._login_refused is None and time.monotonic() < deadline:
             if self._client.protocol == mqtt.MQTTv5 and (self._refused is not None or time.monotonic() > v5_until):
                 # A broker that speaks MQTT 3.1.1 only (the embedded amqtt refuses or ignores
                 # a v5 CONNECT): that, then.
@@ -149,7 +153,7 @@ class Gateway:
             await asyncio.sleep(0.01)
         if not self.connected:
             await self.__aexit__(None, None, None)
-            raise ConnectionError(f"cannot reach the MQTT broker at {self.host}:{self.port}")
+            raise ConnectionError(self._login_refused or f"cannot reach the MQTT broker at {self.host}:{self.port}")
         for (device, agent), budgets in self.store.agent_budgets().items():
             self.router.set_limits(device, agent, budgets)
         self.requests.resume(self.peers.own() + self.peers.adopt(), self.devices)
@@ -241,6 +245,8 @@ class Gateway:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             self._refused = str(reason)
+            if reason.value in LOGIN_REFUSED:
+                self._login_refused = f"broker refused login: {str(reason).lower()} (user {self.user!r})"
             return
         sock = client.socket()
         if isinstance(sock, socket.socket):  # TLS sockets too (ssl.SSLSocket is one)
