@@ -48,6 +48,7 @@ from microfang.gateway.commands import Commands
 from microfang.gateway.db import StoreFailure
 from microfang.gateway.jobrunner import JobRunner
 from microfang.gateway.peers import Peers
+from microfang.gateway.presence import Presence
 from microfang.gateway.registry import Registry
 from microfang.gateway.requests import Requests
 from microfang.gateway.router import Router
@@ -86,6 +87,7 @@ class Gateway:
         self.registry: Registry | None = None
         self.peers: Peers | None = None
         self.requests: Requests | None = None
+        self.presence: Presence | None = None  # whom it believes online: status claims checked against envelopes
         self.metrics: dict[str, int] = {"messages": 0, "requests": 0, "replies": 0, "telemetry": 0,
                                         "log_records": 0, "publishes": 0, "presence": 0, "denied": 0,
                                         "undelivered": 0}
@@ -135,6 +137,7 @@ class Gateway:
             self.store.close()
             raise
         self.registry = Registry(self.store)
+        self.presence = Presence(self.store, lambda: self.devices, self.metrics)
         self.requests = Requests(self.store, self.router, self.send, self.metrics, self.defer, self.name)
         self.batches = Batches(self.store, self._handle_one, self._ack, self.log, self.metrics, self._source,
                                self._drop)
@@ -159,6 +162,7 @@ class Gateway:
         self.requests.resume(self.peers.own() + self.peers.adopt(), self.devices)
         self._tasks.append(asyncio.create_task(self.jobrunner.run(), name="microfang[gateway].jobs"))
         self._tasks.append(asyncio.create_task(self._keep_peers(), name="microfang[gateway].peers"))
+        self._tasks.append(asyncio.create_task(self._keep_presence(), name="microfang[gateway].presence"))
         return self
 
     def _connect(self, version: mqtt.MQTTProtocolVersion) -> mqtt.Client:
@@ -205,6 +209,14 @@ class Gateway:
                 self.requests.resume(self.peers.adopt(), self.devices)
             except StoreFailure as e:
                 self.log(f"heartbeat: {e}")
+
+    async def _keep_presence(self) -> None:
+        """Once a second: believe the "offline" claims nothing disproved (presence.py)."""
+        assert self.presence is not None
+        while True:
+            await asyncio.sleep(1.0)
+            if self.presence.unconfirmed:
+                self.defer(self.presence.expire)
 
     async def __aexit__(self, *exc: object) -> None:
         for task in self._tasks:
@@ -332,7 +344,7 @@ class Gateway:
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Handle one message from the broker (synchronously; requests run as tasks)."""
-        assert self.store is not None and self.registry is not None
+        assert self.store is not None and self.registry is not None and self.presence is not None
         self.metrics["messages"] += 1
         parsed = protocol.parse_topic(topic)
         if parsed is None:
@@ -343,11 +355,8 @@ class Gateway:
         if record is None or record["fleet"] != fleet:
             self._drop("unknown-device", topic, f"unknown device {device!r} in fleet {fleet!r}")
             return
-        if channel == protocol.STATUS:  # the broker publishes the last will itself: plain text, no envelope
-            online = payload == protocol.ONLINE
-            record["online"] = online
-            self.store.set_presence(device, online)
-            self.metrics["presence"] += 1
+        if channel == protocol.STATUS:  # plain text, no envelope (the broker publishes the last will): a claim
+            self.presence.claim(device, record, payload == protocol.ONLINE)
             return
         try:
             doc = envelope.open_envelope(payload, lambda dev: record["key"] if dev == device else None,
@@ -369,6 +378,7 @@ class Gateway:
             if not window.accept(doc["seq"]):
                 self._drop("replay", topic, f"sequence {doc['seq']} was already accepted (latest {window.highest})")
                 return
+            self.presence.heard(device, record)
             handler = self.board_messages.handlers.get((channel, doc["kind"]))
             try:
                 if handler is not None:
