@@ -442,6 +442,8 @@ def argparse_flash(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", required=True, metavar="ID", help="the board's device id (registered if new)")
     p.add_argument("--fleet", default="default")
     p.add_argument("--broker", required=True, metavar="URL", help="MQTT broker the board connects to (mqtt[s]://host:port)")
+    p.add_argument("--cafile", type=Path, metavar="PEM", help="the CA certificate the board verifies an mqtts:// "
+                                                              "broker with (copied onto the board)")
     p.add_argument("--wifi", metavar="SSID")
     add_secret(p, "wifi-password", "MICROFANG_WIFI_PASSWORD", "the Wi-Fi password")
     p.add_argument("--agents", type=Path, nargs="*", default=[], metavar="BUNDLE", help="initial agents (.mfa)")
@@ -458,7 +460,7 @@ def do_flash(args: argparse.Namespace) -> None:
 
     done = flash(args.board, args.device, fleet=args.fleet, db=store_of(args), broker=args.broker, port=args.port,
                  out=args.out, firmware=args.firmware, agents=args.agents, wifi=args.wifi,
-                 wifi_password=secret(args, "wifi-password"), keys=args.signing_keys)
+                 wifi_password=secret(args, "wifi-password"), keys=args.signing_keys, cafile=args.cafile)
     spec = done.board
     if done.out is not None:
         part = spec.data_partition()

@@ -28,6 +28,8 @@ from microfang.signing import Keyring
 from microfang.tools.portbuild import esp32_firmware_path
 
 _IMAGE_MAGIC = 0xE9  # first byte of every ESP app and bootloader image
+BOARD_CAFILE = "/ca.pem"  # the broker's CA on the board: the data partition is mounted at / (firmware/main.py)
+CAFILE_MAX = 16 * 1024
 
 
 def board_def(name: str) -> type[Board]:
@@ -72,6 +74,17 @@ def register_agents(db: Where, device: str, bundles: list[bytes]) -> None:
         store.close()
 
 
+def read_cafile(path: Path) -> bytes:
+    """The PEM CA certificate(s) a board verifies its broker with, or a one-line error."""
+    try:
+        data = path.read_bytes() if path.stat().st_size <= CAFILE_MAX else b""
+    except OSError as e:
+        raise MicrofangError(f"{path}: cannot read the CA file ({e.strerror})") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise MicrofangError(f"{path}: not a PEM CA certificate of at most {CAFILE_MAX:,} bytes")
+    return data
+
+
 def read_agents(paths: list[Path]) -> list[bytes]:
     bundles = []
     for path in paths:
@@ -96,14 +109,15 @@ def sensor_config(spec: type[Board]) -> dict[int, dict]:
     return check_all(spec.SENSORS, spec.ADC_PINS)
 
 
-def data_image(spec: type[Board], config: dict, bundles: list[bytes], keyring: Keyring) -> bytes:
+def data_image(spec: type[Board], config: dict, bundles: list[bytes], keyring: Keyring,
+               files: dict[str, bytes] | None = None) -> bytes:
     """The LittleFS image of the board's data partition."""
     part = spec.data_partition()
     assert part is not None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "vfs.img"
         try:
-            write_image(path, config, bundles, blocks=part.size // BLOCK, keyring=keyring)
+            write_image(path, config, bundles, blocks=part.size // BLOCK, keyring=keyring, files=files)
         except OSError as e:
             raise MicrofangError(f"the agents do not fit the {part.size // 1024} KiB data partition ({e})") from None
         return path.read_bytes()
@@ -208,18 +222,22 @@ class Flashed:
 def flash(board: str, device: str, *, fleet: str = "default", db: Where = DEFAULT_DB,
           broker: str, port: str | None = None, out: Path | None = None, firmware: Path | None = None,
           agents: list[Path] | None = None, wifi: str | None = None, wifi_password: str | None = None,
-          keys: Path | None = None) -> Flashed:
+          keys: Path | None = None, cafile: Path | None = None) -> Flashed:
     """Provision `device` and write it to the board on `port`, or the merged image to `out`;
-    `keys`: the operator's keyring (signing.load)."""
+    `keys`: the operator's keyring (signing.load); `cafile`: the CA the board verifies an
+    mqtts:// broker with (copied to BOARD_CAFILE)."""
     spec = board_def(board)
     keyring = signing.load(keys)
     keyring.signer()  # the initial agents are signed with it: refused before anything is written
     bundles = read_agents(agents or [])
+    files = {BOARD_CAFILE: read_cafile(cafile)} if cafile is not None else {}
     fw, fw_path = read_firmware(spec, firmware)
     check_firmware(spec, fw, fw_path)
     config = board_config(db, device, fleet, broker, wifi, wifi_password, keyring)
     config["sensors"] = sensor_config(spec)
-    vfs = data_image(spec, config, bundles, keyring)
+    if files:
+        config["cafile"] = BOARD_CAFILE
+    vfs = data_image(spec, config, bundles, keyring, files)
     if out is not None:
         image = merged_image(spec, fw, vfs)
         write_private(out, image)
