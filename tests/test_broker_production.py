@@ -16,7 +16,7 @@ import urllib.request
 import paho.mqtt.client as mqtt
 import pytest
 from boards_runtime import RunningBoard
-from brokers import Mosquitto, make_tls_files, production_config
+from brokers import SHIPPED_CONF, Mosquitto, make_tls_files, production_config
 from fleet import make_board, wait_until
 from helpers import build_bundle
 from test_fleet_durability import BURST, PERMS, REQUESTS, replies
@@ -30,6 +30,7 @@ from microfang.gateway.store import Store
 
 DEVICES = ("b1", "b2")
 GATEWAY_PASSWORD = "gateway-s3cret"
+SHIPPED_ACL = SHIPPED_CONF.with_name("acl")
 
 
 class Production:
@@ -220,10 +221,11 @@ def test_a_wrong_password_stops_the_gateway_with_one_line(production):
     assert err.strip() == f"microfang: broker refused login: not authorized (user '{GATEWAY_USER}')"
 
 
-def test_a_board_with_a_wrong_password_says_the_broker_refused_its_login(production):
+@pytest.mark.parametrize("runtime", ["cpython", "micropython"])
+def test_a_board_with_a_wrong_password_says_the_broker_refused_its_login(production, runtime, micropython):
     async def scenario():
         config = production.board_config("b1", password=production.password("b2"))
-        board = await RunningBoard("cpython", config, production.folder, [], None).start()
+        board = await RunningBoard(runtime, config, production.folder, [], micropython).start()
         await wait_until(lambda: any("disconnected" in ln for ln in board.lines()), 10)
         return await board.stop()
 
@@ -284,3 +286,30 @@ def wait_until_sync(check, seconds=10.0):
             return True
         time.sleep(0.02)
     return False
+
+
+def test_the_shipped_acl_is_what_microfang_broker_writes_for_the_default_gateway_user(production):
+    assert (production.folder / "etc" / "acl").read_text(encoding="utf-8") == SHIPPED_ACL.read_text(encoding="utf-8")
+
+
+def test_the_password_file_is_readable_by_its_owner_only(production):
+    assert (production.folder / "etc" / "passwd").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_device_named_like_a_gateway_user_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MICROFANG_BROKER_PASSWORD", GATEWAY_PASSWORD)
+    store = Store(tmp_path / "gw.db")
+    store.add_device("gw-a", "test")
+    store.close()
+    code = main(["broker", "--out", str(tmp_path / "etc"), "--db", str(tmp_path / "gw.db"), "--gateway-user", "gw-a"])
+    assert code == 1 and not (tmp_path / "etc" / "passwd").exists()
+    assert capsys.readouterr().err.strip() == (
+        "microfang: device 'gw-a' has the name of a gateway user: its credential would be the gateway's "
+        "(rename the device or the gateway user)")
+
+
+def test_broker_without_a_gateway_password_names_where_to_give_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MICROFANG_BROKER_PASSWORD", raising=False)
+    Store(tmp_path / "gw.db").close()
+    assert main(["broker", "--out", str(tmp_path / "etc"), "--db", str(tmp_path / "gw.db")]) == 1
+    assert "no broker password for the gateway: give --password-file FILE" in capsys.readouterr().err
