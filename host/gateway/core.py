@@ -5,7 +5,8 @@
 
 It subscribes to every device's status, tele, up/+ and log/+ topics (firmware/protocol.py),
 verifies each envelope (a device of the registry, registry.py; HMAC; a sequence newer than
-the last one accepted), hands each message to the handler of its kind (board_messages.py): requests
+the last one accepted; each one verified is also what presence.py believes a device online
+by, status messages being unauthenticated claims), hands each message to the handler of its kind (board_messages.py): requests
 to requests.py and the router, telemetry and memory-log replicas to the store, the boards'
 deploy answers to transfers.py; it audits what agents do and answers on down/{agent} and ctl
 with envelopes sealed with the device's key. Jobs queued in the store run as transfers
@@ -258,7 +259,8 @@ class Gateway:
         if reason.is_failure:
             self._refused = str(reason)
             if reason.value in LOGIN_REFUSED:
-                self._login_refused = f"broker refused login: {str(reason).lower()} (user {self.user!r})"
+                who = f"user {self.user!r}" if self.user else "no user name: give --user or [broker] user"
+                self._login_refused = f"broker refused login: {str(reason).lower()} ({who})"
             return
         sock = client.socket()
         if isinstance(sock, socket.socket):  # TLS sockets too (ssl.SSLSocket is one)
