@@ -266,6 +266,25 @@ def test_a_device_cannot_publish_on_another_devices_topics_nor_its_presence(prod
         client.loop_stop()
 
 
+def test_a_device_cannot_read_another_devices_down_and_ctl_topics(production):
+    got = {"b1": [], "b2": []}
+    readers = {}
+    for name in got:
+        readers[name], _ = production.client(name, production.password(name), name,
+                                             lambda c, u, m, name=name: got[name].append(m.topic))
+        readers[name].subscribe([("mf/test/b1/ctl", 1), ("mf/test/b1/down/#", 1)])
+    time.sleep(0.3)  # the subscriptions are in place (a SUBACK each)
+    gateway, _ = production.client(GATEWAY_USER, GATEWAY_PASSWORD, GATEWAY_USER)
+    for topic in ("mf/test/b1/ctl", "mf/test/b1/down/echo"):
+        publish_and_mark(gateway, topic, b"x")
+    assert wait_until_sync(lambda: len(got["b1"]) == 2), got
+    time.sleep(0.3)
+    assert got["b2"] == [], got
+    for client in (*readers.values(), gateway):
+        client.disconnect()
+        client.loop_stop()
+
+
 def test_a_publish_over_message_size_limit_is_refused(production):
     watcher, seen = watch_all(production)
     b1, _ = production.client("b1", production.password("b1"), "b1")
