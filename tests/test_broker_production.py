@@ -171,7 +171,7 @@ def test_a_device_credential_with_the_gateways_client_id_does_not_disconnect_the
     got, down, polls = kicks_the_gateway(production)
     print(f"{len(got)}/{REQUESTS} answered; gateway disconnected in {down} of {polls} polls")
     assert got == list(range(1, REQUESTS + 1)), got
-    assert down == 0 and polls > 20
+    assert down == 0 and polls >= 10  # polled all through the attack (about 2 s; 24-58 polls seen)
 
 
 def test_without_use_username_as_clientid_the_same_attack_kicks_the_gateway(tmp_path):
