@@ -127,7 +127,8 @@ class MQTTClient:
         if first != _CONNACK or len(body) != 2:
             raise MQTTError("expected CONNACK, got packet type %#x of %d bytes" % (first, len(body)))
         if body[1] != 0:
-            raise MQTTError("broker refused the connection: %s" % _REFUSED.get(body[1], body[1]))
+            raise MQTTError("broker refused %s: %s" % ("login" if body[1] in (4, 5) else "the connection",
+                                                       _REFUSED.get(body[1], body[1])))
         self.connected = True
         return bool(body[0] & 1)  # session present
 

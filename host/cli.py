@@ -13,6 +13,7 @@ Usage:
   microfang status | audit verify | keys add the fleet, the audit chain, device keys
   microfang keys generate | rotate | revoke ID | list --signing
                                              the operator's Ed25519 signing keys (no secrets shown)
+  microfang broker --out DIR                 the production Mosquitto's passwd and acl from the registry
   microfang flash --board esp32 --device ID --broker URL (--port P | --out IMAGE) [--agents ...]
                                              provision a board and write it with esptool
   microfang deploy BUNDLE --device ID | --fleet NAME | --port P
@@ -410,12 +411,39 @@ def do_keys(args: argparse.Namespace) -> None:
     console.out.print(add_key(store_of(args), args.device, args.fleet).hex(), markup=False, highlight=False)
 
 
+def argparse_broker(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("broker", help="write the production Mosquitto's passwd (0600) and acl from the registry",
+                       description="Write DIR/passwd and DIR/acl for docs/mosquitto/mosquitto.conf: every device "
+                                   "logs in as its id with a password derived from its key, each gateway as its "
+                                   "own user. Run it after each `microfang flash` or `keys add`, then kill -HUP "
+                                   "mosquitto.")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for passwd and acl")
+    p.add_argument("--gateway-user", action="append", metavar="USER", dest="gateway_users",
+                   help="a gateway's broker user, also its client id (repeat for several gateways; default: "
+                        "--config's [broker] user, else microfang-gateway)")
+    add_secret(p, "password", "MICROFANG_BROKER_PASSWORD", "the gateway users' broker password (default: also "
+                                                           "--config's [broker] password_file)")
+    add_store(p)
+
+
+def do_broker(args: argparse.Namespace) -> None:
+    from microfang.brokerauth import GATEWAY_USER, write
+    from microfang.config import gateway_settings
+
+    s = gateway_settings(args.config, {"password": secret(args, "password")})
+    done = write(store_of(args), args.out, args.gateway_users or [s.user or GATEWAY_USER], s.password)
+    console.info(f"{done.passwd} (0600) and {done.acl}: {done.devices} devices, gateway users "
+                 f"{', '.join(done.gateway_users)}; `kill -HUP` mosquitto to load them")
+
+
 def argparse_flash(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("flash", help="provision a board (identity, broker, agents) and write it with esptool")
     p.add_argument("--board", required=True, choices=[name for name, spec in BOARD_DEFS.items() if spec.CHIP])
     p.add_argument("--device", required=True, metavar="ID", help="the board's device id (registered if new)")
     p.add_argument("--fleet", default="default")
     p.add_argument("--broker", required=True, metavar="URL", help="MQTT broker the board connects to (mqtt[s]://host:port)")
+    p.add_argument("--cafile", type=Path, metavar="PEM", help="the CA certificate the board verifies an mqtts:// "
+                                                              "broker with (copied onto the board)")
     p.add_argument("--wifi", metavar="SSID")
     add_secret(p, "wifi-password", "MICROFANG_WIFI_PASSWORD", "the Wi-Fi password")
     p.add_argument("--agents", type=Path, nargs="*", default=[], metavar="BUNDLE", help="initial agents (.mfa)")
@@ -432,14 +460,14 @@ def do_flash(args: argparse.Namespace) -> None:
 
     done = flash(args.board, args.device, fleet=args.fleet, db=store_of(args), broker=args.broker, port=args.port,
                  out=args.out, firmware=args.firmware, agents=args.agents, wifi=args.wifi,
-                 wifi_password=secret(args, "wifi-password"), keys=args.signing_keys)
+                 wifi_password=secret(args, "wifi-password"), keys=args.signing_keys, cafile=args.cafile)
     spec = done.board
     if done.out is not None:
         part = spec.data_partition()
         assert part is not None
         console.info(f"{done.out}: {done.image_bytes:,} bytes for {spec.NAME}: firmware at {spec.FIRMWARE_OFFSET:#x}, "
                      f"{part.name} ({done.agents} agents, device {done.device}) at {part.offset:#x}")
-        console.error(f"warning: {done.out} holds device {done.device}'s key and Wi-Fi password in clear: it is "
+        console.error(f"warning: {done.out} holds device {done.device}'s key, broker password and Wi-Fi password in clear: it is "
                       f"readable by you only (0600); keep it off shared folders and delete it once flashed")
     else:
         console.info(f"{done.port}: {spec.NAME} flashed as device {done.device} of fleet {done.fleet} with "
@@ -668,6 +696,7 @@ _COMMANDS = {
     "audit": (do_audit, argparse_audit),
     "jobs": (do_jobs, argparse_jobs),
     "keys": (do_keys, argparse_keys),
+    "broker": (do_broker, argparse_broker),
     "flash": (do_flash, argparse_flash),
     "deploy": (do_deploy, argparse_deploy),
     "migrate": (do_migrate, argparse_migrate),

@@ -5,8 +5,8 @@ the outside world: broker URLs and the bundled model files.
 
     [broker]
     url = "mqtts://broker.example:8883"
-    user = "microfang-gateway"
-    password_env = "MICROFANG_BROKER_PASSWORD"
+    user = "microfang-gateway"     # also its client id: one broker user per gateway (docs/boards.md)
+    password_file = "/etc/microfang/broker.password"  # or password_env = "MICROFANG_BROKER_PASSWORD"
     cafile = "/etc/microfang/ca.crt"
 
     [gateway]
@@ -54,7 +54,7 @@ from urllib.parse import urlparse
 from microfang.firmware.errors import MicrofangError
 
 _SECTIONS: dict[str, dict[str, Any]] = {
-    "broker": {"url": str, "user": str, "password_env": str, "cafile": str},
+    "broker": {"url": str, "user": str, "password_env": str, "password_file": str, "cafile": str},
     "gateway": {"db": str, "store": str, "name": str, "http": int},
     "limits": {"rate": (int, float), "budget": int},
     "llm": {"provider": str, "url": str, "model": str, "key_env": str, "tokens": int},
@@ -173,6 +173,9 @@ def gateway_settings(path: Path | None = None, flags: Mapping[str, Any] | None =
                 break
     if "rate" in values:
         values["rate"] = float(values["rate"])
+    password_file = table.get("broker", {}).get("password_file")
+    if values.get("password") is None and password_file is not None:
+        values["password"] = read_secret_file(Path(password_file), "[broker] password_file")
     return GatewaySettings(**values, mcp_servers=table.get("mcp_servers", {}), a2a=table.get("a2a", {}))
 
 

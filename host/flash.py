@@ -2,7 +2,8 @@
 
 The board's data partition ("vfs" in boards/<BOARD>/partitions.csv) gets a LittleFS image
 holding /config.cbor (device id, HMAC key, fleet, the operator's Ed25519 PUBLIC keys from the
-keyring (signing.py; no private key ever reaches a board), broker, Wi-Fi, the board profile's
+keyring (signing.py; no private key ever reaches a board), broker and the board's broker login
+(user: its device id, password: derived from its key, brokerauth.py), Wi-Fi, the board profile's
 sensor channels) and the initial agents in /agents, each with its signed proof; it is laid after MicroPython's firmware.bin (bootloader, partition
 table, app) and written in one go, or saved as one merged image with --out.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from microfang import signing
 from microfang.boards import BOARD_DEFS, TABLE_BYTES, TABLE_OFFSET, Board, parse_partition_table
+from microfang.brokerauth import device_password
 from microfang.config import DEFAULT_DB, parse_broker, write_private
 from microfang.firmware.bundle import MAX_BUNDLE, decode
 from microfang.firmware.errors import BundleError, MicrofangError
@@ -26,6 +28,8 @@ from microfang.signing import Keyring
 from microfang.tools.portbuild import esp32_firmware_path
 
 _IMAGE_MAGIC = 0xE9  # first byte of every ESP app and bootloader image
+BOARD_CAFILE = "/ca.pem"  # the broker's CA on the board: the data partition is mounted at / (firmware/main.py)
+CAFILE_MAX = 16 * 1024
 
 
 def board_def(name: str) -> type[Board]:
@@ -38,8 +42,9 @@ def board_def(name: str) -> type[Board]:
 def board_config(db: Where, device: str, fleet: str, broker: str, wifi: str | None, wifi_password: str | None,
                  keyring: Keyring) -> dict:
     """The board's /config.cbor: a fresh identity in the gateway registry (created if new; a
-    device flashed again gets a new key and starts its sequence numbers over) and the public
-    keys of the operator's `keyring` it will trust."""
+    device flashed again gets a new key and starts its sequence numbers over, and a new broker
+    password: run `microfang broker` again), its broker login and the public keys of the
+    operator's `keyring` it will trust."""
     store = create_store(db)
     try:
         known = store.devices().get(device)
@@ -51,7 +56,8 @@ def board_config(db: Where, device: str, fleet: str, broker: str, wifi: str | No
     host, port, tls = parse_broker(broker)
     trust = keyring.trust()
     config: dict[str, Any] = {"device": device, "fleet": fleet, "key": key, "sign_keys": trust["keys"],
-                              "trust_serial": trust["serial"], "host": host, "port": port, "tls": tls}
+                              "trust_serial": trust["serial"], "host": host, "port": port, "tls": tls,
+                              "user": device, "password": device_password(key)}
     if wifi:
         config["wifi"] = {"ssid": wifi, "password": wifi_password or ""}
     return config
@@ -66,6 +72,17 @@ def register_agents(db: Where, device: str, bundles: list[bytes]) -> None:
             store.register_manifest(device, decode(data)[0])
     finally:
         store.close()
+
+
+def read_cafile(path: Path) -> bytes:
+    """The PEM CA certificate(s) a board verifies its broker with, or a one-line error."""
+    try:
+        data = path.read_bytes() if path.stat().st_size <= CAFILE_MAX else b""
+    except OSError as e:
+        raise MicrofangError(f"{path}: cannot read the CA file ({e.strerror})") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise MicrofangError(f"{path}: not a PEM CA certificate of at most {CAFILE_MAX:,} bytes")
+    return data
 
 
 def read_agents(paths: list[Path]) -> list[bytes]:
@@ -92,14 +109,15 @@ def sensor_config(spec: type[Board]) -> dict[int, dict]:
     return check_all(spec.SENSORS, spec.ADC_PINS)
 
 
-def data_image(spec: type[Board], config: dict, bundles: list[bytes], keyring: Keyring) -> bytes:
+def data_image(spec: type[Board], config: dict, bundles: list[bytes], keyring: Keyring,
+               files: dict[str, bytes] | None = None) -> bytes:
     """The LittleFS image of the board's data partition."""
     part = spec.data_partition()
     assert part is not None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "vfs.img"
         try:
-            write_image(path, config, bundles, blocks=part.size // BLOCK, keyring=keyring)
+            write_image(path, config, bundles, blocks=part.size // BLOCK, keyring=keyring, files=files)
         except OSError as e:
             raise MicrofangError(f"the agents do not fit the {part.size // 1024} KiB data partition ({e})") from None
         return path.read_bytes()
@@ -204,18 +222,22 @@ class Flashed:
 def flash(board: str, device: str, *, fleet: str = "default", db: Where = DEFAULT_DB,
           broker: str, port: str | None = None, out: Path | None = None, firmware: Path | None = None,
           agents: list[Path] | None = None, wifi: str | None = None, wifi_password: str | None = None,
-          keys: Path | None = None) -> Flashed:
+          keys: Path | None = None, cafile: Path | None = None) -> Flashed:
     """Provision `device` and write it to the board on `port`, or the merged image to `out`;
-    `keys`: the operator's keyring (signing.load)."""
+    `keys`: the operator's keyring (signing.load); `cafile`: the CA the board verifies an
+    mqtts:// broker with (copied to BOARD_CAFILE)."""
     spec = board_def(board)
     keyring = signing.load(keys)
     keyring.signer()  # the initial agents are signed with it: refused before anything is written
     bundles = read_agents(agents or [])
+    files = {BOARD_CAFILE: read_cafile(cafile)} if cafile is not None else {}
     fw, fw_path = read_firmware(spec, firmware)
     check_firmware(spec, fw, fw_path)
     config = board_config(db, device, fleet, broker, wifi, wifi_password, keyring)
     config["sensors"] = sensor_config(spec)
-    vfs = data_image(spec, config, bundles, keyring)
+    if files:
+        config["cafile"] = BOARD_CAFILE
+    vfs = data_image(spec, config, bundles, keyring, files)
     if out is not None:
         image = merged_image(spec, fw, vfs)
         write_private(out, image)

@@ -18,12 +18,17 @@ BLOCK = 4096
 BLOCKS = 64
 
 
-def write_flash(flash: Flash, config: dict, bundles: list[bytes], keyring: Keyring | None = None) -> None:
+def write_flash(flash: Flash, config: dict, bundles: list[bytes], keyring: Keyring | None = None,
+                files: dict[str, bytes] | None = None) -> None:
     """Lay out /config.cbor and /agents/<id>.mfa on a mounted flash, as firmware/main.py boots
     them; with `keyring`, each bundle's proof signed with the operator's current key beside it
-    (/agents/<id>.sig, firmware/deploy.py), so that the agent can migrate later."""
+    (/agents/<id>.sig, firmware/deploy.py), so that the agent can migrate later. `files`: more
+    files by absolute path (the broker's CA certificate)."""
     with flash.open("/config.cbor", "wb") as f:
         f.write(cbor.dumps(config))
+    for path, data in (files or {}).items():
+        with flash.open(path, "wb") as f:
+            f.write(data)
     flash.makedirs("/agents")
     for data in bundles:
         manifest, _ = decode(data)
@@ -35,12 +40,12 @@ def write_flash(flash: Flash, config: dict, bundles: list[bytes], keyring: Keyri
 
 
 def write_image(path: Path, config: dict, bundles: list[bytes], blocks: int = BLOCKS,
-                keyring: Keyring | None = None) -> None:
+                keyring: Keyring | None = None, files: dict[str, bytes] | None = None) -> None:
     """Create (or overwrite) a flash image file holding /config.cbor and /agents/<id>.mfa."""
     path.unlink(missing_ok=True)
     path.touch(0o600)  # it holds the board's keys (created before the block device opens it)
     device = FileBlockDevice(str(path), BLOCK, blocks)
     flash = Flash(device)
-    write_flash(flash, config, bundles, keyring)
+    write_flash(flash, config, bundles, keyring, files)
     flash.unmount()
     device.close()

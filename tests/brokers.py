@@ -11,7 +11,7 @@ from pathlib import Path
 
 from microfang.broker import free_port
 
-
+SHIPPED_CONF = Path(__file__).resolve().parent.parent / "docs" / "mosquitto" / "mosquitto.conf"
 
 
 class Mosquitto:
@@ -22,6 +22,7 @@ class Mosquitto:
         self.port = free_port()
         self.persistence = persistence
         self.tls = tls  # (ca, cert, key): the listener speaks TLS only
+        self.config: str | None = None  # a whole mosquitto.conf instead of the test defaults (production_config)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Mosquitto:
@@ -33,11 +34,8 @@ class Mosquitto:
         if self.tls is not None:
             ca, cert, key = self.tls
             lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
-        if os.geteuid() == 0:
-            # As root, mosquitto would switch to the "mosquitto" user, which cannot write its
-            # persistence file under a test's private temp folder.
-            lines.append("user root")
-        conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        lines += _as_root()
+        conf.write_text(self.config or "\n".join(lines) + "\n", encoding="utf-8")
         self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -55,6 +53,26 @@ class Mosquitto:
             self.proc.terminate()
             self.proc.wait(timeout=10)
         self.proc = None
+
+
+def _as_root() -> list[str]:
+    # As root, mosquitto would switch to the "mosquitto" user, which cannot write its
+    # persistence file under a test's private temp folder.
+    return ["user root"] if os.geteuid() == 0 else []
+
+
+def production_config(etc: Path, port: int, plain_port: int | None = None, drop: tuple[str, ...] = ()) -> str:
+    """The shipped docs/mosquitto/mosquitto.conf, word for word but for where it lives: its
+    /etc/mosquitto/ files under `etc` (certs/, passwd, acl), its persistence there too, its TLS
+    listener on 127.0.0.1:`port`. `plain_port`: one more listener, plain TCP on 127.0.0.1, for
+    microfang's MicroPython (built without TLS); the same login and ACL hold there
+    (per_listener_settings false). `drop`: settings left out (to show what one of them defends)."""
+    text = SHIPPED_CONF.read_text(encoding="utf-8").replace("/etc/mosquitto/", f"{etc}/")
+    text = text.replace("/var/lib/mosquitto/", f"{etc}/").replace("listener 8883\n", f"listener {port} 127.0.0.1\n")
+    lines = [ln for ln in text.splitlines() if ln.split(" ", 1)[0] not in drop]
+    if plain_port is not None:
+        lines.append(f"listener {plain_port} 127.0.0.1")
+    return "\n".join([*lines, f"log_dest file {etc}/mosquitto.log", *_as_root()]) + "\n"
 
 
 def make_tls_files(folder: Path) -> tuple[Path, Path, Path]:

@@ -43,6 +43,24 @@ def test_secrets_come_from_the_environment_variables_the_file_names(tmp_path):
     assert gateway_settings(None, {}, env={"MICROFANG_LLM_KEY": "sk-2"}).llm_key == "sk-2"
 
 
+def test_the_broker_password_comes_from_the_file_the_config_names_unless_a_flag_gives_one(tmp_path):
+    secret = tmp_path / "broker.password"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    path = config(tmp_path, f'[broker]\nuser = "gw-a"\npassword_file = "{secret}"\n')
+    s = gateway_settings(path, {}, env={})
+    assert (s.user, s.password) == ("gw-a", "s3cret")
+    assert gateway_settings(path, {"password": "from-flag"}, env={}).password == "from-flag"
+
+
+def test_a_broker_password_file_others_can_read_is_refused(tmp_path):
+    secret = tmp_path / "broker.password"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    with pytest.raises(MicrofangError, match=r"\[broker\] password_file: .* is readable by others \(mode 644\)"):
+        gateway_settings(config(tmp_path, f'[broker]\npassword_file = "{secret}"\n'), {}, env={})
+
+
 def test_named_tables_pass_through_and_paths_become_paths(tmp_path):
     path = config(tmp_path, '[gateway]\ndb = "/var/gw.db"\n[mcp_servers.parts]\ncommand = ["x"]\n[a2a]\nport = 8078\n')
     s = gateway_settings(path, {}, env={})

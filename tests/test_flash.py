@@ -8,6 +8,7 @@ from esptool.cmds import image_info
 from littlefs import LittleFS
 
 from microfang.boards import BOARD_DEFS, TABLE_BYTES, TABLE_OFFSET, parse_partition_table
+from microfang.brokerauth import device_password
 from microfang.cli import main
 from microfang.flash import sensor_config
 from microfang.gateway.store import Store
@@ -27,6 +28,15 @@ def flash_out(tmp_path, board, firmware, *extra):
     return code, out
 
 
+def mount_data(image, board):
+    """The data partition of a merged image, mounted with littlefs-python."""
+    vfs = BOARD_DEFS[board].data_partition()
+    fs = LittleFS(block_size=BLOCK, block_count=vfs.size // BLOCK, mount=False)
+    fs.context.buffer = bytearray(image[vfs.offset:vfs.offset + vfs.size])
+    fs.mount()
+    return fs
+
+
 @pytest.mark.parametrize("board", ["esp32", "esp32s3"])
 def test_merged_image_holds_firmware_table_and_provisioned_files(board, tmp_path, capsys):
     agent = tmp_path / "a1.mfa"
@@ -44,10 +54,7 @@ def test_merged_image_holds_firmware_table_and_provisioned_files(board, tmp_path
     image_info(image[app.offset:app.offset + app.size].rstrip(b"\xff"), chip=spec.CHIP)  # raises if not an app
     assert f"Chip ID: {spec.IMAGE_CHIP_ID}" in capsys.readouterr().out
 
-    vfs = spec.data_partition()
-    fs = LittleFS(block_size=BLOCK, block_count=vfs.size // BLOCK, mount=False)
-    fs.context.buffer = bytearray(image[vfs.offset:vfs.offset + vfs.size])
-    fs.mount()
+    fs = mount_data(image, board)
     assert sorted(fs.listdir("/")) == ["agents", "config.cbor"]
     assert sorted(fs.listdir("/agents")) == ["a1.mfa", "a1.sig"]  # the bundle and the operator's proof
     with fs.open("/agents/a1.mfa", "rb") as f:
@@ -57,7 +64,8 @@ def test_merged_image_holds_firmware_table_and_provisioned_files(board, tmp_path
     store = Store(tmp_path / "gw.db")
     registered = store.devices()["kitchen"]
     assert config == {"device": "kitchen", "fleet": "home", "key": registered["key"],
-                      "sign_keys": OPERATOR.public_keys(), "trust_serial": 0, "host": "gw.local", "port": 8883, "tls": True, "wifi": {"ssid": "attic", "password": "s3cret"},
+                      "sign_keys": OPERATOR.public_keys(), "trust_serial": 0, "host": "gw.local", "port": 8883, "tls": True,
+                      "user": "kitchen", "password": device_password(registered["key"]), "wifi": {"ssid": "attic", "password": "s3cret"},
                       "sensors": sensor_config(spec)}
     store.close()
 
@@ -121,3 +129,30 @@ def test_a_simulated_boards_image_is_readable_by_its_owner_only(tmp_path):
 
     write_image(tmp_path / "b.img", {"device": "b", "key": b"k" * 32}, [])
     assert (tmp_path / "b.img").stat().st_mode & 0o777 == 0o600
+
+
+def read_file(image, board, path):
+    fs = mount_data(image, board)  # kept while the file is open: littlefs-python crashes otherwise
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def test_a_cafile_goes_onto_the_board_for_it_to_verify_the_broker(tmp_path, capsys):
+    from brokers import make_tls_files
+
+    (tmp_path / "certs").mkdir()
+    ca, _, _ = make_tls_files(tmp_path / "certs")
+    code, out = flash_out(tmp_path, "esp32", firmware_bin("esp32"), "--cafile", str(ca))
+    assert code == 0, capsys.readouterr().err
+    image = out.read_bytes()
+    assert cbor2.loads(read_file(image, "esp32", "/config.cbor"))["cafile"] == "/ca.pem"
+    assert read_file(image, "esp32", "/ca.pem") == ca.read_bytes()
+
+
+def test_a_cafile_that_is_not_a_pem_certificate_is_refused(tmp_path, capsys):
+    bad = tmp_path / "ca.pem"
+    bad.write_bytes(b"not a certificate")
+    code, out = flash_out(tmp_path, "esp32", firmware_bin("esp32"), "--cafile", str(bad))
+    err = capsys.readouterr().err
+    assert code == 1 and not out.exists()
+    assert err.strip() == f"microfang: {bad}: not a PEM CA certificate of at most 16,384 bytes", err

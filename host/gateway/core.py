@@ -5,7 +5,8 @@
 
 It subscribes to every device's status, tele, up/+ and log/+ topics (firmware/protocol.py),
 verifies each envelope (a device of the registry, registry.py; HMAC; a sequence newer than
-the last one accepted), hands each message to the handler of its kind (board_messages.py): requests
+the last one accepted; each one verified is also what presence.py believes a device online
+by, status messages being unauthenticated claims), hands each message to the handler of its kind (board_messages.py): requests
 to requests.py and the router, telemetry and memory-log replicas to the store, the boards'
 deploy answers to transfers.py; it audits what agents do and answers on down/{agent} and ctl
 with envelopes sealed with the device's key. Jobs queued in the store run as transfers
@@ -48,6 +49,7 @@ from microfang.gateway.commands import Commands
 from microfang.gateway.db import StoreFailure
 from microfang.gateway.jobrunner import JobRunner
 from microfang.gateway.peers import Peers
+from microfang.gateway.presence import Presence
 from microfang.gateway.registry import Registry
 from microfang.gateway.requests import Requests
 from microfang.gateway.router import Router
@@ -60,6 +62,7 @@ DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", 
 DROP_LOG_S = 1.0  # one log line per drop reason a second, at most
 RECEIVE_MAXIMUM = 65535  # unacknowledged messages the broker may send the gateway (MQTT v5's largest)
 SESSION_EXPIRY_S = 0xFFFFFFFF  # MQTT v5: the broker keeps the gateway's session for ever
+LOGIN_REFUSED = (134, 135)  # CONNACK reason codes: bad user name or password, not authorized (3.1.1's 4, 5)
 
 
 class Gateway:
@@ -74,7 +77,9 @@ class Gateway:
         self.router = router or Router()
         self.http_port = http_port
         self.name = name or peers.default_name(str(db))  # unique among the gateways on one store
-        self.client_id = f"microfang-gateway-{self.name}"
+        # With a broker user, the client id is the user name: the production broker binds them
+        # (use_username_as_clientid), so each gateway has a user of its own.
+        self.client_id = user or f"microfang-gateway-{self.name}"
         self.user = user
         self.password = password
         self.cafile = cafile
@@ -83,6 +88,7 @@ class Gateway:
         self.registry: Registry | None = None
         self.peers: Peers | None = None
         self.requests: Requests | None = None
+        self.presence: Presence | None = None  # whom it believes online: status claims checked against envelopes
         self.metrics: dict[str, int] = {"messages": 0, "requests": 0, "replies": 0, "telemetry": 0,
                                         "log_records": 0, "publishes": 0, "presence": 0, "denied": 0,
                                         "undelivered": 0}
@@ -97,6 +103,7 @@ class Gateway:
         self._drop_logged: dict[str, float] = {}  # reason -> when a drop of it was last logged
         self._drops_unlogged: dict[str, int] = {}  # reason -> drops since then
         self._refused: str | None = None  # why the broker refused or dropped our CONNECT
+        self._login_refused: str | None = None  # the broker refused our credentials: no use trying again
         self._tasks: list[asyncio.Task] = []
         self._http: asyncio.base_events.Server | None = None
         self._answers: dict[tuple[str, str], list[asyncio.Future]] = {}  # ask(): waiting for an agent's publish
@@ -131,6 +138,7 @@ class Gateway:
             self.store.close()
             raise
         self.registry = Registry(self.store)
+        self.presence = Presence(self.store, lambda: self.devices, self.metrics)
         self.requests = Requests(self.store, self.router, self.send, self.metrics, self.defer, self.name)
         self.batches = Batches(self.store, self._handle_one, self._ack, self.log, self.metrics, self._source,
                                self._drop)
@@ -140,7 +148,7 @@ class Gateway:
             self._http = await http.serve(self.health, lambda: (self.metrics, self.router.counts), self.http_port)
         deadline = time.monotonic() + 10
         v5_until = time.monotonic() + 2
-        while not self.connected and time.monotonic() < deadline:
+        while not self.connected and self._login_refused is None and time.monotonic() < deadline:
             if self._client.protocol == mqtt.MQTTv5 and (self._refused is not None or time.monotonic() > v5_until):
                 # A broker that speaks MQTT 3.1.1 only (the embedded amqtt refuses or ignores
                 # a v5 CONNECT): that, then.
@@ -149,12 +157,13 @@ class Gateway:
             await asyncio.sleep(0.01)
         if not self.connected:
             await self.__aexit__(None, None, None)
-            raise ConnectionError(f"cannot reach the MQTT broker at {self.host}:{self.port}")
+            raise ConnectionError(self._login_refused or f"cannot reach the MQTT broker at {self.host}:{self.port}")
         for (device, agent), budgets in self.store.agent_budgets().items():
             self.router.set_limits(device, agent, budgets)
         self.requests.resume(self.peers.own() + self.peers.adopt(), self.devices)
         self._tasks.append(asyncio.create_task(self.jobrunner.run(), name="microfang[gateway].jobs"))
         self._tasks.append(asyncio.create_task(self._keep_peers(), name="microfang[gateway].peers"))
+        self._tasks.append(asyncio.create_task(self._keep_presence(), name="microfang[gateway].presence"))
         return self
 
     def _connect(self, version: mqtt.MQTTProtocolVersion) -> mqtt.Client:
@@ -202,6 +211,14 @@ class Gateway:
             except StoreFailure as e:
                 self.log(f"heartbeat: {e}")
 
+    async def _keep_presence(self) -> None:
+        """Once a second: believe the "offline" claims nothing disproved (presence.py)."""
+        assert self.presence is not None
+        while True:
+            await asyncio.sleep(1.0)
+            if self.presence.unconfirmed:
+                self.defer(self.presence.expire)
+
     async def __aexit__(self, *exc: object) -> None:
         for task in self._tasks:
             task.cancel()
@@ -241,6 +258,9 @@ class Gateway:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             self._refused = str(reason)
+            if reason.value in LOGIN_REFUSED:
+                who = f"user {self.user!r}" if self.user else "no user name: give --user or [broker] user"
+                self._login_refused = f"broker refused login: {str(reason).lower()} ({who})"
             return
         sock = client.socket()
         if isinstance(sock, socket.socket):  # TLS sockets too (ssl.SSLSocket is one)
@@ -326,7 +346,7 @@ class Gateway:
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Handle one message from the broker (synchronously; requests run as tasks)."""
-        assert self.store is not None and self.registry is not None
+        assert self.store is not None and self.registry is not None and self.presence is not None
         self.metrics["messages"] += 1
         parsed = protocol.parse_topic(topic)
         if parsed is None:
@@ -337,11 +357,8 @@ class Gateway:
         if record is None or record["fleet"] != fleet:
             self._drop("unknown-device", topic, f"unknown device {device!r} in fleet {fleet!r}")
             return
-        if channel == protocol.STATUS:  # the broker publishes the last will itself: plain text, no envelope
-            online = payload == protocol.ONLINE
-            record["online"] = online
-            self.store.set_presence(device, online)
-            self.metrics["presence"] += 1
+        if channel == protocol.STATUS:  # plain text, no envelope (the broker publishes the last will): a claim
+            self.presence.claim(device, record, payload == protocol.ONLINE)
             return
         try:
             doc = envelope.open_envelope(payload, lambda dev: record["key"] if dev == device else None,
@@ -363,6 +380,7 @@ class Gateway:
             if not window.accept(doc["seq"]):
                 self._drop("replay", topic, f"sequence {doc['seq']} was already accepted (latest {window.highest})")
                 return
+            self.presence.heard(device, record)
             handler = self.board_messages.handlers.get((channel, doc["kind"]))
             try:
                 if handler is not None:

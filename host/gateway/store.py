@@ -219,7 +219,8 @@ class Store(JobStore):
         return None if row is None else _device_record(row)
 
     def set_presence(self, device: str, online: bool) -> None:
-        self.db.execute("UPDATE devices SET online = ?, last_seen = ? WHERE id = ?", (int(online), time.time(), device))
+        """What the gateway believes (gateway/presence.py); last_seen stays the last verified message's."""
+        self.db.execute("UPDATE devices SET online = ? WHERE id = ?", (int(online), device))
 
     def save_window(self, device: str, window: ReplayWindow) -> None:
         self.db.execute("UPDATE devices SET up_window = ?, last_seen = ? WHERE id = ?",

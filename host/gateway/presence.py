@@ -1,0 +1,78 @@
+"""Whom the gateway believes online.
+
+A device's `status` topic (retained "online", and the broker's last will "offline") carries no
+envelope: whoever the broker lets write it can claim anything there (anyone on an anonymous
+broker; on the production broker the device itself, docs/mosquitto/acl). So a status message
+is only a claim, and a claim alone changes nothing:
+
+- A device becomes online at a message from it that verified (HMAC, replay window: any kind,
+  telemetry included), never at an "online" claim: a forged "online" for a board that is not
+  there leaves it offline.
+- An "offline" claim is believed once no verified message from the device followed it for
+  `grace_s` seconds (boards send telemetry every few seconds while connected): a forged
+  "offline" for a board that is talking is disproved by its next message and changes nothing.
+
+Job retries and `microfang status` read the result (the devices' `online`, in the registry's
+records and the store). The store's `last_seen` is when a verified message last came, written
+by whichever gateway took it: with gateways sharing a store (each gets only its share of the
+fleet's messages, but every status message) the check of an "offline" claim reads it there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from microfang.gateway.store import Store
+
+OFFLINE_GRACE_S = 15.0  # three of a board's default telemetry periods (firmware/link.py, 5 s)
+
+
+class Presence:
+    def __init__(self, store: Store, devices: Callable[[], dict[str, dict[str, Any]]], metrics: dict[str, int],
+                 grace_s: float = OFFLINE_GRACE_S, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.devices = devices  # the registry's records (their "online" is what the gateway believes)
+        self.metrics = metrics
+        self.grace_s = grace_s
+        self.clock = clock
+        self._offline_claims: dict[str, float] = {}  # device -> when an unconfirmed "offline" came
+
+    def claim(self, device: str, record: dict[str, Any], online: bool) -> None:
+        """A status message: "offline" waits to be confirmed by silence; "online" waits for a
+        verified message (heard)."""
+        self.metrics["presence"] += 1
+        if online:
+            return
+        if record.get("online"):
+            self._offline_claims.setdefault(device, self.clock())
+
+    def heard(self, device: str, record: dict[str, Any]) -> None:
+        """A verified message from the device (inside its store transaction): it is online."""
+        self._offline_claims.pop(device, None)
+        if not record.get("online"):
+            record["online"] = True
+            self.store.set_presence(device, True)
+
+    def expire(self) -> None:
+        """Believe the "offline" claims no verified message disproved within grace_s (run in a
+        store transaction, about once a second)."""
+        now = self.clock()
+        for device, since in list(self._offline_claims.items()):
+            if now - since < self.grace_s:
+                continue
+            del self._offline_claims[device]
+            stored = self.store.device(device)
+            record = self.devices().get(device)
+            if stored is None or record is None:
+                continue
+            if stored["last_seen"] is not None and stored["last_seen"] >= since:
+                continue  # another gateway on the store heard it since: the claim was false
+            record["online"] = False
+            self.store.set_presence(device, False)
+
+    @property
+    def unconfirmed(self) -> int:
+        """"offline" claims waiting for their grace to pass."""
+        return len(self._offline_claims)

@@ -1,0 +1,140 @@
+"""Presence is believed only when the device's own signed messages agree (gateway/presence.py):
+a status claim ("online", "offline": unauthenticated, retained) changes nothing by itself.
+Unit-level against the real Store with a clock the test moves; then end to end, forged
+retained status against a real gateway, Mosquitto and board."""
+
+import asyncio
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from fleet import make_board, wait_until
+
+from microfang.gateway import Gateway
+from microfang.gateway.presence import Presence
+from microfang.gateway.store import Store
+
+GRACE_S = 10.0
+
+
+@pytest.fixture
+def presence(tmp_path):
+    """(Presence, the registry's records, the clock's [now]) over a store with device b1, offline."""
+    store = Store(tmp_path / "gw.db")
+    store.add_device("b1", "test")
+    records = store.devices()
+    now = [time.time()]
+    yield Presence(store, lambda: records, {"presence": 0}, GRACE_S, lambda: now[0]), records, now
+    store.close()
+
+
+def stored_online(presence):
+    return presence.store.device("b1")["online"]
+
+
+def test_an_online_claim_alone_leaves_a_device_offline(presence):
+    p, records, _ = presence
+    p.claim("b1", records["b1"], True)
+    assert not records["b1"]["online"] and not stored_online(p)
+
+
+def test_a_verified_message_puts_a_device_online(presence):
+    p, records, _ = presence
+    p.heard("b1", records["b1"])
+    assert records["b1"]["online"] and stored_online(p)
+
+
+def test_an_offline_claim_is_not_believed_before_the_grace_passes(presence):
+    p, records, now = presence
+    p.heard("b1", records["b1"])
+    p.claim("b1", records["b1"], False)
+    now[0] += GRACE_S - 1
+    p.expire()
+    assert records["b1"]["online"] and stored_online(p)
+
+
+def test_an_offline_claim_nothing_disproves_is_believed_after_the_grace(presence):
+    p, records, now = presence
+    p.heard("b1", records["b1"])
+    p.claim("b1", records["b1"], False)
+    now[0] += GRACE_S
+    p.expire()
+    assert not records["b1"]["online"] and not stored_online(p)
+
+
+def test_an_offline_claim_followed_by_a_verified_message_changes_nothing(presence):
+    p, records, now = presence
+    p.heard("b1", records["b1"])
+    p.claim("b1", records["b1"], False)
+    p.heard("b1", records["b1"])
+    now[0] += GRACE_S
+    p.expire()
+    assert records["b1"]["online"] and stored_online(p) and p.unconfirmed == 0
+
+
+def test_a_message_another_gateway_verified_disproves_an_offline_claim(presence):
+    """Gateways on one store each get a share of the messages: the store's last_seen counts."""
+    p, records, now = presence
+    p.heard("b1", records["b1"])
+    p.claim("b1", records["b1"], False)
+    p.store.save_window("b1", records["b1"]["window"])  # what the other gateway writes for a verified message
+    now[0] += GRACE_S
+    p.expire()
+    assert records["b1"]["online"] and stored_online(p)
+
+
+def forge_status(port, device, payload):
+    """Anyone the broker lets write mf/test/DEVICE/status: here an anonymous client, retained."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="forger")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    client.publish(f"mf/test/{device}/status", payload, qos=1, retain=True).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_a_forged_retained_online_leaves_an_absent_board_offline(mosquitto, tmp_path):
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", quiet=True) as gw:
+            gw.add_device("b1", fleet="test")
+            await asyncio.to_thread(forge_status, mosquitto.port, "b1", b"online")
+            claimed = await wait_until(lambda: gw.metrics["presence"] >= 1)
+            await asyncio.sleep(0.5)
+            return claimed, gw.devices["b1"]["online"], gw.store.device("b1")["online"], gw.health()["online"]
+
+    claimed, online, stored, counted = asyncio.run(scenario())
+    assert claimed and (online, stored, counted) == (False, False, 0)
+
+
+def test_a_forged_offline_leaves_a_talking_board_online(mosquitto, tmp_path):
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", quiet=True) as gw:
+            gw.presence.grace_s = 1.0  # the board sends telemetry every 200 ms
+            board, _ = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)
+            run = asyncio.create_task(board.run(20_000))
+            online = await wait_until(lambda: gw.devices["b1"].get("online"))
+            await asyncio.to_thread(forge_status, mosquitto.port, "b1", b"offline")
+            await wait_until(lambda: gw.metrics["presence"] >= 2)
+            await asyncio.sleep(3 * gw.presence.grace_s)
+            still = gw.devices["b1"]["online"], gw.store.device("b1")["online"]
+            board.stop()
+            await run
+            return online, still
+
+    online, still = asyncio.run(scenario())
+    assert online and still == (True, True)
+
+
+def test_a_board_that_stopped_is_offline_once_the_grace_passes(mosquitto, tmp_path):
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", quiet=True) as gw:
+            gw.presence.grace_s = 1.0
+            board, _ = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port)
+            run = asyncio.create_task(board.run(20_000))
+            online = await wait_until(lambda: gw.devices["b1"].get("online"))
+            board.stop()  # says "offline" itself on a clean stop
+            await run
+            offline = await wait_until(lambda: not gw.devices["b1"]["online"], 5)
+            return online, offline, gw.store.device("b1")["online"]
+
+    assert asyncio.run(scenario()) == (True, True, False)
