@@ -10,6 +10,10 @@
 # and acknowledgeable, is acknowledged and dropped with a counted reason (on_drop), so that
 # a poison message in a persistent session is not redelivered on every reconnect:
 #   a PUBLISH over max_packet      read through in pieces, acknowledged, dropped "oversized"
+#   a PUBLISH the heap cannot hold  (no block of its size free, even after a collection; or
+#                                  its handler ran out of RAM twice) read through in pieces,
+#                                  acknowledged, dropped "no_memory": a board short of RAM is
+#                                  not sent the same message on every reconnect
 #   a topic that is not UTF-8      acknowledged, dropped "malformed"
 #   any other malformed packet     MQTTError (remaining length, short PUBLISH, PUBACK of the
 #                                  wrong size, QoS 2, packet id 0, an unexpected type, ...)
@@ -22,6 +26,7 @@
 # The client does not reconnect by itself: Link (link.py) owns the retry policy and the
 # durable outbox, and simply makes a new MQTTClient after a failure.
 
+import gc
 import struct
 
 from . import port
@@ -166,19 +171,47 @@ class MQTTClient:
                 if shift > 21:
                     raise MQTTError("malformed remaining length (over 4 bytes)")
             if length <= self.max_packet:
-                body = await self._read(length) if length else b""
-                self._packet_started = None
-                return first, body
+                body = await self._read_body(length)
+                if body is not None:
+                    self._packet_started = None
+                    return first, body
+                if first & 0xF0 != _PUBLISH:
+                    raise MQTTError("no %d bytes free for a packet of type %#x" % (length, first))
+                await self._drop_unread(first, length, "no_memory", "a message of %d bytes: no block that large "
+                                        "free on the heap" % length)
+                continue
             if first & 0xF0 != _PUBLISH:
                 raise MQTTError("packet type %#x of %d bytes is over the %d byte limit" % (first, length,
                                                                                           self.max_packet))
-            await self._drop_oversized(first, length)
+            await self._drop_unread(first, length, "oversized", "a message of %d bytes is over the board's %d byte "
+                                    "limit" % (length, self.max_packet))
+
+    async def _read_body(self, length):
+        # A small body is read as it comes; a big one into a buffer allocated first (nothing is
+        # read yet if that fails, so the packet can still be read through), or None when the
+        # heap has no block that large even after a collection.
+        if length <= _SKIP:
+            return await self._read(length) if length else b""
+        try:
+            buf = bytearray(length)
+        except MemoryError:
+            gc.collect()
+            try:
+                buf = bytearray(length)
+            except MemoryError:
+                return None
+        try:
+            await port.read_into(self._reader, buf)
+        except EOFError:
+            raise MQTTError("connection closed by the broker")
+        return buf
 
     async def _skip(self, n):
         while n > 0:
             n -= len(await self._read(min(n, _SKIP)))
 
-    async def _drop_oversized(self, first, length):
+    async def _drop_unread(self, first, length, reason, text):
+        # A PUBLISH read through in pieces, never held whole, then acknowledged and dropped.
         qos = _qos(first)
         topic_len = struct.unpack(">H", await self._read(2))[0]
         head = 2 + topic_len + (2 if qos else 0)
@@ -188,7 +221,7 @@ class MQTTClient:
         packet_id = _packet_id(await self._read(2), 0) if qos else 0
         await self._skip(length - head)
         self._packet_started = None
-        self._drop("oversized", "a message of %d bytes is over the board's %d byte limit" % (length, self.max_packet))
+        self._drop(reason, text)
         if qos:
             await self._puback(packet_id)
 
@@ -219,7 +252,18 @@ class MQTTClient:
         # The handler returns False when it cannot take the message yet: wait (and read
         # nothing more: TCP backpressure) rather than acknowledge and drop it.
         payload = memoryview(body)[pos:]  # a view: a 4 KB chunk is not copied on a 110 KB heap
-        while topic is not None and self.on_message is not None and self.on_message(topic, payload) is False:
+        short = 0  # MemoryErrors of the handler: one collection and a second try, then a drop
+        while topic is not None and self.on_message is not None:
+            try:
+                if self.on_message(topic, payload) is not False:
+                    break
+            except MemoryError:
+                short += 1
+                if short > 1:
+                    self._drop("no_memory", "a message of %d bytes on %s: out of RAM handling it" % (len(body), topic))
+                    break
+                gc.collect()
+                continue
             if self.on_busy is not None:
                 await self.on_busy()
             else:

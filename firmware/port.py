@@ -59,6 +59,28 @@ def connect_wifi(ssid, password, timeout_ms=20000):
     return True
 
 
+async def read_into(reader, buf):
+    """Fill `buf` (a bytearray) from a stream. The bytes land in the buffer the caller could
+    allocate: MicroPython's readexactly(n) builds its result by concatenation (twice n at the
+    peak) and loses what it read if that allocation fails; CPython has no readinto."""
+    size = len(buf)
+    pos = 0
+    if MICROPYTHON:
+        view = memoryview(buf)
+        while pos < size:
+            n = await reader.readinto(view[pos:])
+            if n == 0:
+                raise EOFError
+            pos += n or 0
+        return
+    while pos < size:
+        chunk = await reader.read(size - pos)
+        if not chunk:
+            raise EOFError
+        buf[pos : pos + len(chunk)] = chunk
+        pos += len(chunk)
+
+
 async def open_connection(host, port, tls=False, timeout_ms=5000, cafile=None):
     """A TCP (or TLS) stream pair with Nagle off: MQTT request/response stalls 40+ ms per
     exchange with it on (FACTS.md). TLS verifies the broker against `cafile` (a PEM file; the

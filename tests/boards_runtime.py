@@ -25,13 +25,14 @@ class RunningBoard:
     """A board started with start(); lines() is what it reported so far; stop() ends it."""
 
     def __init__(self, runtime: str, config: dict, folder: Path, bundles: list[bytes], micropython: Path | None,
-                 profile: str = "esp32") -> None:
+                 profile: str = "esp32", heap: str | None = None) -> None:
         self.runtime = runtime
         self.config = config
         self.folder = folder
         self.bundles = bundles
         self.micropython = micropython
         self.profile = profile
+        self.heap = heap or PROFILES[profile].heapsize_arg()  # MicroPython's -X heapsize=...
         self.board = None
         self.proc: asyncio.subprocess.Process | None = None
         self._lines: list[str] = []
@@ -50,7 +51,7 @@ class RunningBoard:
         write_image(image, self.config, self.bundles)
         assert self.micropython is not None
         self.proc = await asyncio.create_subprocess_exec(
-            str(self.micropython), "-X", PROFILES[self.profile].heapsize_arg(), "-m", "microfang.firmware.main",
+            str(self.micropython), "-X", self.heap, "-m", "microfang.firmware.main",
             str(image), "120", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         self._task = asyncio.create_task(self._read())
         return self

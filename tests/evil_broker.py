@@ -26,12 +26,14 @@ def publish(topic: bytes | str, payload: bytes, packet_id: int | None = 7) -> by
 
 
 class EvilBroker:
-    """`bad`: bytes sent after the first SUBSCRIBE of the first connection; `pingresp`: False
+    """`bad`: bytes sent after the first SUBSCRIBE of the first connection (of every one with
+    `again`: a persistent session redelivering an unacknowledged message); `pingresp`: False
     for a broker that never answers a PINGREQ on that connection."""
 
-    def __init__(self, bad: bytes = b"", pingresp: bool = True) -> None:
+    def __init__(self, bad: bytes = b"", pingresp: bool = True, again: bool = False) -> None:
         self.bad = bad
         self.pingresp = pingresp
+        self.again = again
         self.connections: list[list[tuple[int, bytes]]] = []  # per connection: (packet type, body) from the board
         self.changed = asyncio.Event()
         self.server: asyncio.base_events.Server | None = None
@@ -90,7 +92,7 @@ class EvilBroker:
                     writer.write(b"\x20\x02\x00\x00")
                 elif kind == 0x80:
                     writer.write(b"\x90\x03" + body[:2] + b"\x01")
-                    if number == 0:
+                    if number == 0 or self.again:
                         writer.write(self.bad)
                 elif kind == 0x30 and first & 0x06:
                     writer.write(b"\x40\x02" + body[2 + struct.unpack(">H", body[:2])[0]:][:2])

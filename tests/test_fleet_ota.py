@@ -46,8 +46,10 @@ def running(example_bundle):
     return [example_bundle(name) for name in RUNNING]
 
 
-def deploy_to_micropython_boards(mosquitto, tmp_path, micropython, running, data, boards=("mp1", "mp2")):
-    """Boot `boards` with the `running` bundles, deploy bundle `data` to them; (jobs, board lines)."""
+def deploy_to_micropython_boards(mosquitto, tmp_path, micropython, running, data, boards=("mp1", "mp2"),
+                                 heap=None):
+    """Boot `boards` with the `running` bundles (at `heap`, else the ESP32's), deploy bundle
+    `data` to them; (jobs, board lines)."""
     db = tmp_path / "gw.db"
     (tmp_path / "agent.mfa").write_bytes(data)
 
@@ -58,7 +60,8 @@ def deploy_to_micropython_boards(mosquitto, tmp_path, micropython, running, data
                 config = {"device": name, "fleet": "test", "key": gw.add_device(name, fleet="test"),
                           "host": "127.0.0.1", "port": mosquitto.port, **board_trust(),
                           "telemetry_ms": 1000}
-                started.append(await RunningBoard("micropython", config, tmp_path, running, micropython).start())
+                started.append(await RunningBoard("micropython", config, tmp_path, running, micropython,
+                                                  heap=heap).start())
             try:
                 assert await wait_until(lambda: all(gw.devices[b].get("online") for b in boards), 30), \
                     [b.lines() for b in started]
@@ -123,3 +126,20 @@ def test_an_agent_that_does_not_fit_is_refused_at_once_with_the_boards_reason(mo
         assert "[big] state running" not in seen
         after = seen[max(i for i, ln in enumerate(seen) if "link connected" in ln):]
         assert any("[echo] log echoed" in ln for ln in after), seen
+
+
+
+def test_a_board_without_room_for_the_deploys_chunks_fails_the_job_at_once_with_that_reason(
+        mosquitto, tmp_path, micropython):
+    # At a 37 KB heap a board cannot hold a 4 KB chunk: its link reads the chunk through,
+    # acknowledges it (no redelivery on every reconnect) and counts it dropped "no_memory"; the
+    # gateway sees the count in its telemetry and fails the job then, with the reason, instead
+    # of probing again until the deploy's timeout. The board stays connected.
+    jobs, [lines] = deploy_to_micropython_boards(mosquitto, tmp_path, micropython, [], code_heavy(95),
+                                                 boards=("mp1",), heap="heapsize=37k")
+    [(state, detail)] = [(j["state"], j["detail"]) for j in jobs]
+    assert state == "failed" and re.fullmatch(
+        r"not enough free RAM on the board mp1 for this transfer \(it dropped \d+ message\(s\) it had no room "
+        r"for; \d+ bytes free\)", detail), (detail, lines)
+    assert any(ln.startswith("[board] link dropped no_memory: a message of ") for ln in lines), lines
+    assert not any("link disconnected" in ln for ln in lines), lines

@@ -82,6 +82,8 @@ def test_bad_message_is_dropped_counted_and_the_gateway_keeps_serving(mosquitto,
         ("telemetry as a list", "tele", message(5, "tele", [1, 2, 3])),
         ("telemetry agents as a list", "tele", message(5, "tele", {"agents": [1]})),
         ("telemetry agent fuel as text", "tele", message(5, "tele", {"agents": {"a1": {"fuel_used": "lots"}}})),
+        ("telemetry link count as text", "tele", message(5, "tele", {"agents": {}, "link": {"dropped_no_memory": "x"}})),
+        ("telemetry free heap negative", "tele", message(5, "tele", {"agents": {}, "free_heap": -1})),
         ("log records not pairs", "log/a1", message(5, "log", [[1]])),
         ("log payload an integer", "log/a1", message(5, "log", [[1, 100_000_000]])),
         ("log seq 2^32", "log/a1", message(5, "log", [[1 << 32, b"x"]])),
@@ -160,6 +162,6 @@ def test_a_board_announcing_too_many_agents_is_refused_over_quota(mosquitto, tmp
 
 
 def test_oversized_telemetry_is_refused_over_quota(mosquitto, tmp_path):
-    bulky = message(5, "tele", {"agents": {}, "link": {"note": "x" * 12_000}})
+    bulky = message(5, "tele", {"agents": {}, "note": "x" * 12_000})
     metrics = asyncio.run(run_gateway(mosquitto.port, tmp_path, [("mf/f/dev1/tele", bulky)]))
     assert metrics["dropped_over-quota"] == 1 and metrics["telemetry"] == 0

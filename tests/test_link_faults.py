@@ -99,6 +99,27 @@ def test_a_bad_message_is_acknowledged_dropped_and_counted(runtime, name, bad, r
     assert any(report in line for line in lines), (name, lines)
 
 
+def test_a_message_the_heap_cannot_hold_is_dropped_once_not_redelivered_on_every_reconnect(micropython, tmp_path):
+    """A board short of RAM (MicroPython at 40 KB) is sent a 14 KB message on every connection,
+    as a persistent session redelivers one never acknowledged: it is read through in pieces,
+    acknowledged once and dropped with a counted reason, and the connection holds. Before, each
+    try was a MemoryError and a reconnect (16 connections in 4 s, none acknowledged)."""
+    async def scenario():
+        async with EvilBroker(publish(CTL, b"\x00" * 14_000), again=True) as evil:
+            board = await RunningBoard("micropython", board_config(evil.port), tmp_path, [], micropython,
+                                       heap="heapsize=40k").start()
+            try:
+                met = await evil.wait(lambda: 7 in evil.pubacks(0) and evil.count(0, 0xC0) >= 4, 15)
+            finally:
+                lines = await board.stop()
+            return met, len(evil.connections), lines
+
+    met, connections, lines = asyncio.run(scenario())
+    assert met and connections == 1, (connections, lines)
+    assert "[board] link dropped no_memory: a message of 14018 bytes: no block that large free on the heap" in lines
+    assert not any("disconnected" in line for line in lines), lines
+
+
 def test_the_shipped_broker_configs_refuse_messages_over_the_board_limit():
     from microfang.broker import mosquitto_conf
 

@@ -66,6 +66,7 @@ class BoardMessages:
     def _on_telemetry(self, device: str, agent: str, body: Any) -> None:
         self._store.add_telemetry(device, body)
         self.gw.metrics["telemetry"] += 1
+        self.gw.jobrunner.on_telemetry(device, body)
 
     def _on_log_records(self, device: str, agent: str, body: Any) -> None:
         records = [(seq, payload) for seq, payload in body]  # shapes.py: [u32, bytes] pairs

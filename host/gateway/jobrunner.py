@@ -85,6 +85,11 @@ class JobRunner:
         elif row["kind"] in transfers.KINDS:
             self.gw.transfers.take(row)
 
+    def on_telemetry(self, device: str, body: Any) -> None:
+        """A board's telemetry: a transfer running here that the board had no RAM for fails now
+        (on a shared store, telemetry heard by another gateway leaves the owner to its retries)."""
+        self.gw.transfers.on_telemetry(device, body)
+
     def on_board(self, device: str, agent: str, kind: str, body: Any) -> None:
         """A board's answer to a deploy or migration: handled here if the job runs here, else
         forwarded to its owner through the store (dropped if no active job wants it)."""

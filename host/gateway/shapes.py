@@ -22,12 +22,12 @@ Shape = dict[str, tuple[type, int, int]]
 _REQUEST: Shape = {"id": (int, 0, U32), "kind": (str, 1, TEXT_MAX), "body": (bytes, 0, envelope.MAX_ENVELOPE)}
 _PUBLISH: Shape = {"topic": (str, 0, TEXT_MAX), "data": (bytes, 0, envelope.MAX_ENVELOPE)}
 _AGENT: Shape = {"version": (int, 0, U32), "budgets": (dict, 0, 32)}
-_TELE: Shape = {"agents": (dict, 0, 64)}
+_TELE: Shape = {"agents": (dict, 0, 64), "free_heap": (int, 0, 1 << 40), "link": (dict, 0, 32)}
 SHAPES: dict[str, tuple[Shape, tuple[str, ...]]] = {  # kind -> (shape, optional fields)
     protocol.K_REQUEST: (_REQUEST, ("body",)),
     protocol.K_PUBLISH: (_PUBLISH, ("data",)),
     protocol.K_AGENT: (_AGENT, ("budgets",)),
-    protocol.K_TELE: (_TELE, ("agents",)),
+    protocol.K_TELE: (_TELE, ("agents", "free_heap", "link")),
 }
 _TELE_AGENT: Shape = {"state": (str, 0, TEXT_MAX), "fuel_used": (int, 0, 1 << 62), "events": (int, 0, 1 << 62),
                       "traps": (int, 0, 1 << 62)}
@@ -81,6 +81,10 @@ def _telemetry(body: Any) -> str | None:
         if not protocol.name_ok(name):
             return f"tele.agents: agent name {name!r} must be {protocol.NAME_RULE}"
         bad = _map(f"tele.agents.{name}", agent, _TELE_AGENT, tuple(_TELE_AGENT))
+        if bad:
+            return bad
+    for name, count in body.get("link", {}).items():
+        bad = _field(f"tele.link.{name}", count, (int, 0, 1 << 62)) if isinstance(name, str) else "tele.link: names"
         if bad:
             return bad
     return None

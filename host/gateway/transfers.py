@@ -75,6 +75,7 @@ class Transfers:
     def __init__(self, gateway: Boards) -> None:
         self.gw = gateway
         self.active: dict[int, Job] = {}
+        self._no_memory: dict[str, int] = {}  # device -> its link's last dropped_no_memory count
 
     @property
     def store(self) -> Store:
@@ -97,6 +98,22 @@ class Transfers:
             if now - job.heard > RETRY_S and online:
                 job.heard = now
                 self._start(job)
+
+    def on_telemetry(self, device: str, body: dict[str, Any]) -> None:
+        """A board's telemetry (checked by shapes.py): if its link dropped a message it had no
+        RAM for (firmware/mqtt.py "no_memory": read through, acknowledged, never delivered)
+        while a job was putting to it or reading from it, that job fails now with the reason
+        instead of probing again until its timeout."""
+        count = body.get("link", {}).get("dropped_no_memory", 0)
+        before = self._no_memory.get(device)
+        self._no_memory[device] = count
+        if before is None or count <= before:  # first heard, or the board restarted its count
+            return
+        for job in list(self.active.values()):
+            if device in (job.device, job.receiver):
+                self._finish(job, False, f"not enough free RAM on the board {device} for this transfer (it dropped "
+                                         f"{count - before} message(s) it had no room for; "
+                                         f"{body.get('free_heap', '?')} bytes free)")
 
     def drop(self, job_id: int) -> None:
         """Forget a job another gateway has taken over."""
