@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from microfang.firmware import protocol
 from microfang.gateway.jobrunner import JobRunner
+from microfang.gateway.refusals import Refusals
 from microfang.gateway.registry import Registry
 from microfang.gateway.requests import Requests
 from microfang.gateway.router import Router
@@ -30,6 +31,7 @@ class Host(Protocol):
     requests: Requests | None
     router: Router
     jobrunner: JobRunner
+    refusals: Refusals | None
     metrics: dict[str, int]
 
     def send(self, device: str, agent: str, kind: str, body: Any, control: bool = False,
@@ -63,6 +65,11 @@ class BoardMessages:
         assert self.gw.store is not None  # handlers run only once the gateway has started
         return self.gw.store
 
+    @property
+    def _refusals(self) -> Refusals:
+        assert self.gw.refusals is not None
+        return self.gw.refusals
+
     def _on_telemetry(self, device: str, agent: str, body: Any) -> None:
         self._store.add_telemetry(device, body)
         self.gw.metrics["telemetry"] += 1
@@ -83,15 +90,22 @@ class BoardMessages:
         if self.gw.registry.permitted(device, agent, kind):
             return False
         self.gw.metrics["denied"] += 1
-        self._store.audit(device, agent, f"{kind} denied", {"reason": "not allowed by the registered manifest"})
+        self._refusals.count(device, agent, f"{kind} denied", "not allowed by the registered manifest")
         return True
 
     def _on_agent_request(self, device: str, agent: str, body: Any) -> None:
+        """A request is refused before anything of it is stored (not allowed, over its rate
+        limit or budget): an error reply, counted and audited in aggregate (refusals.py)."""
         assert self.gw.requests is not None
         if self._denied(device, agent, protocol.K_REQUEST):
             self.gw.requests.refuse(device, agent, body, "request is not allowed by the agent's registered manifest")
-        else:
-            self.gw.requests.accept(device, agent, body)
+            return
+        refused = self.gw.router.admit(device, agent)
+        if refused is not None:
+            self._refusals.count(device, agent, "request refused", refused)
+            self.gw.requests.refuse(device, agent, body, refused)
+            return
+        self.gw.requests.accept(device, agent, body)
 
     def _on_agent_publish(self, device: str, agent: str, body: Any) -> None:
         if self._denied(device, agent, protocol.K_PUBLISH):
@@ -104,11 +118,14 @@ class BoardMessages:
         budgets = body.get("budgets", {})
         detail: dict[str, Any] = {"version": body.get("version"), "budgets": budgets}
         registered = self.gw.manifest_of(device, agent)
-        if registered is not None:
-            # The installed manifest's budgets apply, not what the board says about itself.
-            if registered.get("budgets", {}) != budgets or registered["version"] != body.get("version"):
-                detail["registered"] = {"version": registered["version"], "budgets": registered.get("budgets")}
-            budgets = registered.get("budgets", {})
+        # The installed manifest's budgets apply, never what the board says about itself: an
+        # agent without a registered manifest gets the gateway's defaults, whatever it announces.
+        if registered is None:
+            if budgets:
+                detail["registered"] = None
+        elif registered.get("budgets", {}) != budgets or registered["version"] != body.get("version"):
+            detail["registered"] = {"version": registered["version"], "budgets": registered.get("budgets")}
+        budgets = {} if registered is None else registered.get("budgets", {})
         self._store.set_agent(device, agent, body["version"], budgets)
         self._store.after_commit(partial(self.gw.router.set_limits, device, agent, budgets))
         self._store.audit(device, agent, "spawned", detail)

@@ -50,6 +50,7 @@ from microfang.gateway.db import StoreFailure
 from microfang.gateway.jobrunner import JobRunner
 from microfang.gateway.peers import Peers
 from microfang.gateway.presence import Presence
+from microfang.gateway.refusals import Refusals
 from microfang.gateway.registry import Registry
 from microfang.gateway.requests import Requests
 from microfang.gateway.router import Router
@@ -89,6 +90,7 @@ class Gateway:
         self.peers: Peers | None = None
         self.requests: Requests | None = None
         self.presence: Presence | None = None  # whom it believes online: status claims checked against envelopes
+        self.refusals: Refusals | None = None
         self.metrics: dict[str, int] = {"messages": 0, "requests": 0, "replies": 0, "telemetry": 0,
                                         "log_records": 0, "publishes": 0, "presence": 0, "denied": 0,
                                         "undelivered": 0}
@@ -140,6 +142,7 @@ class Gateway:
         self.registry = Registry(self.store)
         self.presence = Presence(self.store, lambda: self.devices, self.metrics)
         self.requests = Requests(self.store, self.router, self.send, self.metrics, self.defer, self.name)
+        self.refusals = Refusals(self.store, self.defer)
         self.batches = Batches(self.store, self._handle_one, self._ack, self.log, self.metrics, self._source,
                                self._drop)
         self._tasks.append(asyncio.create_task(self.batches.run(), name="microfang[gateway].process"))

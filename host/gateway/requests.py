@@ -42,8 +42,10 @@ class Requests:
         self.store.after_commit(partial(self._start, request, raw))
 
     def refuse(self, device: str, agent: str, body: dict[str, Any], reason: str) -> None:
-        """Answer a request with an error without handling it."""
-        self.reply(Request(device, agent, body["kind"], body["id"], None), False, reason)
+        """Answer a request refused at intake with an error, sent once the message's transaction
+        commits: no request row, no audit record of its own (refusals.py counts it)."""
+        self.metrics["replies"] += 1
+        self.send(device, agent, protocol.K_REPLY, {"id": body["id"], "ok": False, "error": reason})
 
     def resume(self, pending: list[Pending], devices: Container[str]) -> None:
         """Answer requests accepted earlier (by this gateway before a restart, or by one that
@@ -59,7 +61,7 @@ class Requests:
         except fastcbor.CBORError as e:
             self.reply(request, False, f"request body is not CBOR: {e}")
             return
-        self.router.dispatch(request, self.reply)
+        self.router.dispatch(request, self.reply, admitted=True)
 
     def reply(self, request: Request, ok: bool, body: Any) -> None:
         reply: dict[str, Any] = {"id": request.id, "ok": ok}
