@@ -59,7 +59,7 @@ _SECTIONS: dict[str, dict[str, Any]] = {
     "limits": {"rate": (int, float), "budget": int},
     "llm": {"provider": str, "url": str, "model": str, "key_env": str, "tokens": int},
     "memory": {"embedder": str, "db": str, "url": str, "model": str},
-    "a2a": {"port": int, "expose": list, "peers": dict, "token_env": str, "token_file": str, "max_body": int},  # [a2a.peers.NAME] checked in gateway/services.py
+    "a2a": {"port": int, "host": str, "expose": list, "peers": dict, "token_env": str, "token_file": str, "max_body": int},  # [a2a.peers.NAME] checked in gateway/services.py
 }
 # Tables of named entries: [mcp_servers.NAME] (checked in gateway/services.py).
 _NAMED = ("mcp_servers",)
