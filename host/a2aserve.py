@@ -42,6 +42,7 @@ from microfang.ops import Where, open_store
 ASK_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+NICE = 10  # the A2A process's CPU priority below the gateway's
 CARD_PATH = "/.well-known/agent-card.json"
 
 
@@ -234,6 +235,9 @@ class A2AServer:
 
 
 def main() -> int:
+    # Below the gateway in CPU priority: a flood of refused requests (413 on each of a stream of
+    # 64 MiB POSTs) then takes the CPU time the boards' traffic leaves over.
+    os.nice(NICE)
     try:
         config = json.loads(sys.stdin.buffer.readline())
         asyncio.run(serve(config))
