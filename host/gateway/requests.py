@@ -44,6 +44,7 @@ class Requests:
     def refuse(self, device: str, agent: str, body: dict[str, Any], reason: str) -> None:
         """Answer a request refused at intake with an error, sent once the message's transaction
         commits: no request row, no audit record of its own (refusals.py counts it)."""
+        self.metrics["requests"] += 1  # received, as accepted ones are
         self.metrics["replies"] += 1
         self.send(device, agent, protocol.K_REPLY, {"id": body["id"], "ok": False, "error": reason})
 
