@@ -92,8 +92,10 @@ def flood_isolation(port: int, where: str) -> dict[str, Any]:
     keys = register(where, "quiet", 1)
     noisy = register(where, "noisy", 1)
     (noisy_name, noisy_key), = noisy.items()
-    store = Store(where)
-    store.set_agent(noisy_name, "a1", 1, {"requests_per_s": 1})  # what its registered manifest's [budgets] set
+    store = Store(where)  # the noisy agent's manifest as the host installed it: 1 request/s
+    store.register_manifest(noisy_name, {"agent_id": "a1", "version": 1, "budgets": {"requests_per_s": 1},
+                                         "permissions": {"allowed": ["request"], "denied": []}})
+    store.set_agent(noisy_name, "a1", 1, {"requests_per_s": 1})
     store.close()
     http = free_port()
     gateway = start_gateway(port, where, "flood", http)

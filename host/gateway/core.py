@@ -161,8 +161,9 @@ class Gateway:
         if not self.connected:
             await self.__aexit__(None, None, None)
             raise ConnectionError(self._login_refused or f"cannot reach the MQTT broker at {self.host}:{self.port}")
-        for (device, agent), budgets in self.store.agent_budgets().items():
-            self.router.set_limits(device, agent, budgets)
+        for device, agent in self.store.agent_budgets():  # the registered manifests' (a database of
+            registered = self.registry.manifest_of(device, agent)  # older gateways kept what boards announced)
+            self.router.set_limits(device, agent, {} if registered is None else registered.get("budgets", {}))
         self.requests.resume(self.peers.own() + self.peers.adopt(), self.devices)
         self._tasks.append(asyncio.create_task(self.jobrunner.run(), name="microfang[gateway].jobs"))
         self._tasks.append(asyncio.create_task(self._keep_peers(), name="microfang[gateway].peers"))
@@ -236,6 +237,12 @@ class Gateway:
             self._client.disconnect()
             self._client.loop_stop()
         if self.store is not None:
+            if self.refusals is not None:
+                try:
+                    with self.store.transaction():
+                        self.refusals.flush()  # the last second's refusals, held for their aggregate record
+                except StoreFailure as e:
+                    self.log(f"auditing refusals: {e}")
             if self.peers is not None:
                 try:
                     self.peers.leave()
