@@ -82,33 +82,33 @@ class BoardMessages:
         for listener in self.log_listeners:
             self._store.after_commit(partial(listener, device, agent, records))
 
-    def _denied(self, device: str, agent: str, kind: str) -> bool:
-        """Refuse and audit a request or publish the registered manifest does not allow: the
-        board's sandbox should have stopped it (a tampered board, or a bundle that is not the
-        one the host installed), whatever the board says."""
+    def _denied(self, device: str, agent: str, kind: str) -> str | None:
+        """Why a request or publish the registered manifest does not allow is refused (None: it
+        is allowed): the board's sandbox should have stopped it (a tampered board, or a bundle
+        that is not the one the host installed), whatever the board says."""
         assert self.gw.registry is not None
         if self.gw.registry.permitted(device, agent, kind):
-            return False
+            return None
         self.gw.metrics["denied"] += 1
-        self._refusals.count(device, agent, f"{kind} denied", "not allowed by the registered manifest")
-        return True
+        return f"{kind} is not allowed by the agent's registered manifest"
 
     def _on_agent_request(self, device: str, agent: str, body: Any) -> None:
         """A request is refused before anything of it is stored (not allowed, over its rate
-        limit or budget): an error reply, counted and audited in aggregate (refusals.py)."""
+        limit or budget): counted, audited in aggregate and, within a bound, answered with an
+        error (refusals.py)."""
         assert self.gw.requests is not None
-        if self._denied(device, agent, protocol.K_REQUEST):
-            self.gw.requests.refuse(device, agent, body, "request is not allowed by the agent's registered manifest")
-            return
-        refused = self.gw.router.admit(device, agent)
-        if refused is not None:
-            self._refusals.count(device, agent, "request refused", refused)
+        self.gw.metrics["requests"] += 1  # received: accepted or refused
+        denied = self._denied(device, agent, protocol.K_REQUEST)
+        refused = denied or self.gw.router.admit(device, agent)
+        if refused is None:
+            self.gw.requests.accept(device, agent, body)
+        elif self._refusals.count(device, agent, "request denied" if denied else "request refused", refused):
             self.gw.requests.refuse(device, agent, body, refused)
-            return
-        self.gw.requests.accept(device, agent, body)
 
     def _on_agent_publish(self, device: str, agent: str, body: Any) -> None:
-        if self._denied(device, agent, protocol.K_PUBLISH):
+        denied = self._denied(device, agent, protocol.K_PUBLISH)
+        if denied is not None:
+            self._refusals.count(device, agent, "publish denied", denied)
             return
         self.gw.metrics["publishes"] += 1
         self._store.audit(device, agent, "publish", {"topic": body.get("topic")})

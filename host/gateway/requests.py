@@ -35,7 +35,6 @@ class Requests:
         """An agent's request {id, kind, body} (shapes.py checked it): stored, audited, and
         started once that is committed."""
         request = Request(device, agent, body["kind"], body["id"], None)
-        self.metrics["requests"] += 1
         raw = body.get("body", b"\xf6")
         self.store.audit(device, agent, "request", {"kind": request.kind, "id": request.id})
         self.store.add_request(device, agent, request.id, request.kind, raw, self.owner)
@@ -44,7 +43,6 @@ class Requests:
     def refuse(self, device: str, agent: str, body: dict[str, Any], reason: str) -> None:
         """Answer a request refused at intake with an error, sent once the message's transaction
         commits: no request row, no audit record of its own (refusals.py counts it)."""
-        self.metrics["requests"] += 1  # received, as accepted ones are
         self.metrics["replies"] += 1
         self.send(device, agent, protocol.K_REPLY, {"id": body["id"], "ok": False, "error": reason})
 
