@@ -35,7 +35,8 @@ the outside world: broker URLs and the bundled model files.
     # url = "http://127.0.0.1:9000/mcp"  (streamable HTTP instead of a command)
 
     [a2a]
-    port = 8078                     # serve the fleet as A2A agents (0: off), on 127.0.0.1
+    port = 8078                     # serve the fleet as A2A agents (0: off), on 127.0.0.1 (host = ...),
+                                    # from a process of its own (microfang.a2aserve)
     token_env = "MICROFANG_A2A_TOKEN"  # required with a port (or token_file = "/etc/microfang/a2a.token")
     [a2a.peers.planner]             # remote A2A agents agents may call (a2a.send "planner")
     url = "http://127.0.0.1:9999"
@@ -59,7 +60,7 @@ _SECTIONS: dict[str, dict[str, Any]] = {
     "limits": {"rate": (int, float), "budget": int},
     "llm": {"provider": str, "url": str, "model": str, "key_env": str, "tokens": int},
     "memory": {"embedder": str, "db": str, "url": str, "model": str},
-    "a2a": {"port": int, "expose": list, "peers": dict, "token_env": str, "token_file": str, "max_body": int},  # [a2a.peers.NAME] checked in gateway/services.py
+    "a2a": {"port": int, "host": str, "expose": list, "peers": dict, "token_env": str, "token_file": str, "max_body": int},  # [a2a.peers.NAME] checked in gateway/services.py
 }
 # Tables of named entries: [mcp_servers.NAME] (checked in gateway/services.py).
 _NAMED = ("mcp_servers",)

@@ -106,10 +106,12 @@ def test_the_local_model_answers_an_agent_through_the_whole_path(mosquitto, tmp_
 
 
 def test_an_agents_manifest_budgets_are_enforced_at_the_gateway(mosquitto, tmp_path):
-    """[budgets] in the manifest: the board announces them at spawn, the gateway applies them."""
+    """[budgets] in the registered manifest: the board announces them at spawn, the gateway applies
+    the registered ones (tests/test_gateway_refusals.py: an unregistered agent's are ignored)."""
     from test_fleet_durability import BURST, PERMS
 
     from microfang.firmware import cbor
+    from microfang.firmware.bundle import decode
     from microfang.gateway.store import Store
     from helpers import build_bundle
 
@@ -120,6 +122,7 @@ def test_an_agents_manifest_budgets_are_enforced_at_the_gateway(mosquitto, tmp_p
         async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", router=router,
                            quiet=True) as gw:
             board, rec = make_board("b1", gw.add_device("b1", fleet="test"), mosquitto.port, outbox_bytes=64 * 1024)
+            gw.store.register_manifest("b1", decode(bundle)[0])
             board.spawn(bundle)
             run = asyncio.create_task(board.run(10_000))
             log = board.supervisor.log("burst")

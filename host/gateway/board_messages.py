@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from microfang.firmware import protocol
 from microfang.gateway.jobrunner import JobRunner
+from microfang.gateway.refusals import Refusals
 from microfang.gateway.registry import Registry
 from microfang.gateway.requests import Requests
 from microfang.gateway.router import Router
@@ -30,6 +31,7 @@ class Host(Protocol):
     requests: Requests | None
     router: Router
     jobrunner: JobRunner
+    refusals: Refusals | None
     metrics: dict[str, int]
 
     def send(self, device: str, agent: str, kind: str, body: Any, control: bool = False,
@@ -63,6 +65,11 @@ class BoardMessages:
         assert self.gw.store is not None  # handlers run only once the gateway has started
         return self.gw.store
 
+    @property
+    def _refusals(self) -> Refusals:
+        assert self.gw.refusals is not None
+        return self.gw.refusals
+
     def _on_telemetry(self, device: str, agent: str, body: Any) -> None:
         self._store.add_telemetry(device, body)
         self.gw.metrics["telemetry"] += 1
@@ -76,26 +83,33 @@ class BoardMessages:
         for listener in self.log_listeners:
             self._store.after_commit(partial(listener, device, agent, records))
 
-    def _denied(self, device: str, agent: str, kind: str) -> bool:
-        """Refuse and audit a request or publish the registered manifest does not allow: the
-        board's sandbox should have stopped it (a tampered board, or a bundle that is not the
-        one the host installed), whatever the board says."""
+    def _denied(self, device: str, agent: str, kind: str) -> str | None:
+        """Why a request or publish the registered manifest does not allow is refused (None: it
+        is allowed): the board's sandbox should have stopped it (a tampered board, or a bundle
+        that is not the one the host installed), whatever the board says."""
         assert self.gw.registry is not None
         if self.gw.registry.permitted(device, agent, kind):
-            return False
+            return None
         self.gw.metrics["denied"] += 1
-        self._store.audit(device, agent, f"{kind} denied", {"reason": "not allowed by the registered manifest"})
-        return True
+        return f"{kind} is not allowed by the agent's registered manifest"
 
     def _on_agent_request(self, device: str, agent: str, body: Any) -> None:
+        """A request is refused before anything of it is stored (not allowed, over its rate
+        limit or budget): counted, audited in aggregate and, within a bound, answered with an
+        error (refusals.py)."""
         assert self.gw.requests is not None
-        if self._denied(device, agent, protocol.K_REQUEST):
-            self.gw.requests.refuse(device, agent, body, "request is not allowed by the agent's registered manifest")
-        else:
+        self.gw.metrics["requests"] += 1  # received: accepted or refused
+        denied = self._denied(device, agent, protocol.K_REQUEST)
+        refused = denied or self.gw.router.admit(device, agent)
+        if refused is None:
             self.gw.requests.accept(device, agent, body)
+        elif self._refusals.count(device, agent, "request denied" if denied else "request refused", refused):
+            self.gw.requests.refuse(device, agent, body, refused)
 
     def _on_agent_publish(self, device: str, agent: str, body: Any) -> None:
-        if self._denied(device, agent, protocol.K_PUBLISH):
+        denied = self._denied(device, agent, protocol.K_PUBLISH)
+        if denied is not None:
+            self._refusals.count(device, agent, "publish denied", denied)
             return
         self.gw.metrics["publishes"] += 1
         self._store.audit(device, agent, "publish", {"topic": body.get("topic")})
@@ -105,11 +119,14 @@ class BoardMessages:
         budgets = body.get("budgets", {})
         detail: dict[str, Any] = {"version": body.get("version"), "budgets": budgets}
         registered = self.gw.manifest_of(device, agent)
-        if registered is not None:
-            # The installed manifest's budgets apply, not what the board says about itself.
-            if registered.get("budgets", {}) != budgets or registered["version"] != body.get("version"):
-                detail["registered"] = {"version": registered["version"], "budgets": registered.get("budgets")}
-            budgets = registered.get("budgets", {})
+        # The installed manifest's budgets apply, never what the board says about itself: an
+        # agent without a registered manifest gets the gateway's defaults, whatever it announces.
+        if registered is None:
+            if budgets:
+                detail["registered"] = None
+        elif registered.get("budgets", {}) != budgets or registered["version"] != body.get("version"):
+            detail["registered"] = {"version": registered["version"], "budgets": registered.get("budgets")}
+        budgets = {} if registered is None else registered.get("budgets", {})
         self._store.set_agent(device, agent, body["version"], budgets)
         self._store.after_commit(partial(self.gw.router.set_limits, device, agent, budgets))
         self._store.audit(device, agent, "spawned", detail)

@@ -33,13 +33,16 @@ class Commands:
         assert store is not None
         device, agent, kind = row["device"], row["agent"], row["kind"]
         timeout = 10.0
+        source = "mcp"
         try:
             if device not in self.gw.devices:
                 raise KeyError(f"unknown device {device!r}")
             if kind == MESSAGE:
                 asked = json.loads(store.job_data(row["id"]) or b"{}")
                 timeout = float(asked.get("timeout", 10))
-                answer = await self.gw.ask(device, agent, {"text": str(asked.get("text", "")), "from": "mcp"}, timeout)
+                source = "a2a" if asked.get("from") == "a2a" else "mcp"  # who asked: microfang mcp or a2aserve
+                answer = await self.gw.ask(device, agent, {"text": str(asked.get("text", "")), "from": source},
+                                           timeout)
                 ok, detail = True, publish_text(answer)
             else:
                 self.gw.send(device, agent, kind, 0, control=True)
@@ -49,5 +52,5 @@ class Commands:
         except KeyError as e:
             ok, detail = False, str(e.args[0])
         store.update_job(row["id"], state="done" if ok else "failed", detail=detail)
-        store.audit(device, agent, f"mcp {kind}", {"job": row["id"], "ok": ok})
+        store.audit(device, agent, f"{source} {kind}", {"job": row["id"], "ok": ok})
         self.running.discard(row["id"])

@@ -50,6 +50,7 @@ from microfang.gateway.db import StoreFailure
 from microfang.gateway.jobrunner import JobRunner
 from microfang.gateway.peers import Peers
 from microfang.gateway.presence import Presence
+from microfang.gateway.refusals import Refusals
 from microfang.gateway.registry import Registry
 from microfang.gateway.requests import Requests
 from microfang.gateway.router import Router
@@ -89,6 +90,7 @@ class Gateway:
         self.peers: Peers | None = None
         self.requests: Requests | None = None
         self.presence: Presence | None = None  # whom it believes online: status claims checked against envelopes
+        self.refusals: Refusals | None = None
         self.metrics: dict[str, int] = {"messages": 0, "requests": 0, "replies": 0, "telemetry": 0,
                                         "log_records": 0, "publishes": 0, "presence": 0, "denied": 0,
                                         "undelivered": 0}
@@ -140,6 +142,7 @@ class Gateway:
         self.registry = Registry(self.store)
         self.presence = Presence(self.store, lambda: self.devices, self.metrics)
         self.requests = Requests(self.store, self.router, self.send, self.metrics, self.defer, self.name)
+        self.refusals = Refusals(self.store, self.defer)
         self.batches = Batches(self.store, self._handle_one, self._ack, self.log, self.metrics, self._source,
                                self._drop)
         self._tasks.append(asyncio.create_task(self.batches.run(), name="microfang[gateway].process"))
@@ -158,8 +161,9 @@ class Gateway:
         if not self.connected:
             await self.__aexit__(None, None, None)
             raise ConnectionError(self._login_refused or f"cannot reach the MQTT broker at {self.host}:{self.port}")
-        for (device, agent), budgets in self.store.agent_budgets().items():
-            self.router.set_limits(device, agent, budgets)
+        for device, agent in self.store.agent_budgets():  # the registered manifests' (a database of
+            registered = self.registry.manifest_of(device, agent)  # older gateways kept what boards announced)
+            self.router.set_limits(device, agent, {} if registered is None else registered.get("budgets", {}))
         self.requests.resume(self.peers.own() + self.peers.adopt(), self.devices)
         self._tasks.append(asyncio.create_task(self.jobrunner.run(), name="microfang[gateway].jobs"))
         self._tasks.append(asyncio.create_task(self._keep_peers(), name="microfang[gateway].peers"))
@@ -233,6 +237,12 @@ class Gateway:
             self._client.disconnect()
             self._client.loop_stop()
         if self.store is not None:
+            if self.refusals is not None:
+                try:
+                    with self.store.transaction():
+                        self.refusals.flush()  # the last second's refusals, held for their aggregate record
+                except StoreFailure as e:
+                    self.log(f"auditing refusals: {e}")
             if self.peers is not None:
                 try:
                     self.peers.leave()

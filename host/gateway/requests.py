@@ -35,15 +35,16 @@ class Requests:
         """An agent's request {id, kind, body} (shapes.py checked it): stored, audited, and
         started once that is committed."""
         request = Request(device, agent, body["kind"], body["id"], None)
-        self.metrics["requests"] += 1
         raw = body.get("body", b"\xf6")
         self.store.audit(device, agent, "request", {"kind": request.kind, "id": request.id})
         self.store.add_request(device, agent, request.id, request.kind, raw, self.owner)
         self.store.after_commit(partial(self._start, request, raw))
 
     def refuse(self, device: str, agent: str, body: dict[str, Any], reason: str) -> None:
-        """Answer a request with an error without handling it."""
-        self.reply(Request(device, agent, body["kind"], body["id"], None), False, reason)
+        """Answer a request refused at intake with an error, sent once the message's transaction
+        commits: no request row, no audit record of its own (refusals.py counts it)."""
+        self.metrics["replies"] += 1
+        self.send(device, agent, protocol.K_REPLY, {"id": body["id"], "ok": False, "error": reason})
 
     def resume(self, pending: list[Pending], devices: Container[str]) -> None:
         """Answer requests accepted earlier (by this gateway before a restart, or by one that
@@ -59,7 +60,7 @@ class Requests:
         except fastcbor.CBORError as e:
             self.reply(request, False, f"request body is not CBOR: {e}")
             return
-        self.router.dispatch(request, self.reply)
+        self.router.dispatch(request, self.reply, admitted=True)
 
     def reply(self, request: Request, ok: bool, body: Any) -> None:
         reply: dict[str, Any] = {"id": request.id, "ok": ok}

@@ -79,7 +79,8 @@ class Router:
                                        "busy": 0, "timeouts": 0, "unknown_kind": 0, "over_budget": 0}
 
     def set_limits(self, device: str, agent: str, budgets: dict[str, Any]) -> None:
-        """Apply an agent's manifest budgets (announced by its board at spawn)."""
+        """Apply an agent's budgets: those of its registered manifest, never what a board
+        announces (board_messages.py); {} for the gateway's defaults."""
         self.agent_budgets[(device, agent)] = budgets
         rate = budgets.get("requests_per_s") or 0
         if rate > 0:
@@ -91,8 +92,20 @@ class Router:
         """Register the handler for a request kind (replacing any earlier one)."""
         self.handlers[kind] = handler
 
-    def dispatch(self, request: Request, reply: Reply) -> None:
-        """Start handling a request; `reply(request, ok, body)` is called exactly once."""
+    def admit(self, device: str, agent: str) -> str | None:
+        """Take one request of the agent's rate limit and budget; None if it may run, else why
+        not (the gateway asks at intake, so a refused request is never stored: refusals.py)."""
+        if not self.limiter.allow(device, agent):
+            self.counts["rate_limited"] += 1
+            return "rate limited: too many requests from this agent"
+        if not self.budget.spend(device, agent):
+            self.counts["over_budget"] += 1
+            return f"budget exhausted: {self.budget.limit} requests per {self.budget.window_s:g} s"
+        return None
+
+    def dispatch(self, request: Request, reply: Reply, admitted: bool = False) -> None:
+        """Start handling a request; `reply(request, ok, body)` is called exactly once.
+        `admitted`: its rate limit and budget were taken already (`admit`)."""
         self.counts["requests"] += 1
         request.budgets = self.agent_budgets.get((request.device, request.agent), {})
         handler = self.handlers.get(request.kind)
@@ -100,14 +113,11 @@ class Router:
             self.counts["unknown_kind"] += 1
             reply(request, False, f"no handler for request kind {request.kind!r} on this gateway")
             return
-        if not self.limiter.allow(request.device, request.agent):
-            self.counts["rate_limited"] += 1
-            reply(request, False, "rate limited: too many requests from this agent")
-            return
-        if not self.budget.spend(request.device, request.agent):
-            self.counts["over_budget"] += 1
-            reply(request, False, f"budget exhausted: {self.budget.limit} requests per {self.budget.window_s:g} s")
-            return
+        if not admitted:
+            refused = self.admit(request.device, request.agent)
+            if refused is not None:
+                reply(request, False, refused)
+                return
         if len(self.pending) >= self.max_pending:
             self.counts["busy"] += 1
             reply(request, False, "gateway busy: too many requests in flight")

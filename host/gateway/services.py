@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+from microfang.a2aserve import A2AServer
 from microfang.bridges.a2a import A2ABridge
 from microfang.bridges.mcp_client import ToolBridge
 from microfang.config import GatewaySettings
@@ -98,6 +99,10 @@ class Services:
         bridge = await stack.enter_async_context(A2ABridge(self.s.a2a, self.gw))
         if bridge.peers:
             self.gw.router.add("a2a.send", bridge.handle)
+        if self.s.a2a.get("port"):  # the fleet served as an A2A agent: a process of its own (a2aserve.py)
+            server = await stack.enter_async_context(A2AServer(self.s.a2a, self.s.where))
+            self.gw.add_health_part("a2a", server.health)
+            self.summary.append(server.summary)
         self.summary.extend(bridge.summary)
 
 
