@@ -27,9 +27,10 @@ from pathlib import Path
 from microfang.config import write_private
 from microfang.firmware import protocol
 from microfang.firmware.errors import MicrofangError
+from microfang.gateway.store import SERVICE_PREFIX
 from microfang.ops import Where, open_store
 
-GATEWAY_USER = "microfang-gateway"
+GATEWAY_USER = SERVICE_PREFIX + "gateway"
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's (Mosquitto 2.0)
 SALT_BYTES = 12
 

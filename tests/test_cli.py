@@ -204,3 +204,18 @@ def test_sim_and_run_want_a_finite_time(tmp_path, seconds):
     for command in (["sim", "--db", tmp_path / "s.db"], ["run", EXAMPLES / "hello" / "agent.toml"]):
         out = microfang(*command, "-t", seconds)
         assert out.returncode == 1 and "--seconds must be" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("a/b", "must be 1-32 of a-z 0-9 _ - starting with a letter or digit"),
+    ("+", "must be 1-32 of a-z 0-9 _ - starting with a letter or digit"),
+    ("#", "must be 1-32 of a-z 0-9 _ - starting with a letter or digit"),
+    ("..", "must be 1-32 of a-z 0-9 _ - starting with a letter or digit"),
+    ("two words", "must be 1-32 of a-z 0-9 _ - starting with a letter or digit"),
+    ("esc\x1b[2J", "must be 1-32 of a-z 0-9 _ - starting with a letter or digit"),
+    ("microfang-gateway", "names starting with microfang- are the gateways' own broker users and client ids"),
+])
+def test_a_device_name_that_could_not_be_a_topic_level_or_is_a_gateways_is_refused(tmp_path, name, problem):
+    out = microfang("keys", "add", name, "--db", tmp_path / "g.db")
+    assert out.returncode == 1 and problem in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
+    assert json.loads(microfang("keys", "list", "--json", "--db", tmp_path / "g.db").stdout) == []

@@ -54,7 +54,7 @@ from microfang.gateway.refusals import Refusals
 from microfang.gateway.registry import Registry
 from microfang.gateway.requests import Requests
 from microfang.gateway.router import Router
-from microfang.gateway.store import QuotaExceeded, Store
+from microfang.gateway.store import SERVICE_PREFIX, QuotaExceeded, Store
 from microfang.gateway.transfers import Transfers
 
 DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", "unknown-agent", "over-quota",
@@ -80,7 +80,7 @@ class Gateway:
         self.name = name or peers.default_name(str(db))  # unique among the gateways on one store
         # With a broker user, the client id is the user name: the production broker binds them
         # (use_username_as_clientid), so each gateway has a user of its own.
-        self.client_id = user or f"microfang-gateway-{self.name}"
+        self.client_id = user or f"{SERVICE_PREFIX}gateway-{self.name}"
         self.user = user
         self.password = password
         self.cafile = cafile

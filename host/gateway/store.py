@@ -28,6 +28,8 @@ from microfang.gateway import jobstore
 from microfang.gateway.db import Database, StoreFailure, connect
 from microfang.gateway.jobstore import JobStore
 
+SERVICE_PREFIX = "microfang-"  # broker users and client ids of gateways (core.py, brokerauth.py): no device's
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY,
@@ -178,6 +180,9 @@ class Store(JobStore):
         for what, name in (("device", device), ("fleet", fleet)):
             if not protocol.name_ok(name):
                 raise MicrofangError(f"{what} name {name!r}: must be {protocol.NAME_RULE}")
+        if device.startswith(SERVICE_PREFIX):
+            raise MicrofangError(f"device name {device!r}: names starting with {SERVICE_PREFIX} are the gateways' own "
+                                 "broker users and client ids")
         key = key or os.urandom(32)
         self.db.execute("INSERT INTO devices (id, fleet, key, created) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (device, fleet, key, time.time()))
