@@ -225,6 +225,9 @@ def device_bundles() -> dict[str, bytes]:
         "too_long": build(log_call(0, 100000), **NEVER_RESTART),
         "trap": build(UNREACHABLE, **{"agent.restart": {"policy": "on-failure", "max_restarts": 2,
                                                                "backoff_ms": 100}}),
+        # 6 KB of wasm (a data segment): what RAM its module bytes take is easy to see.
+        "big_wasm": build(HELLO.replace('(data (i32.const 0) "hi")', '(data (i32.const 0) "hi") (data (i32.const 1024) "%s")'
+                                        % ("x" * 6000)), **{"sandbox.agent_id": "big", "sandbox.memory.max_heap_kb": 8}),
         "trap_later": build(TRAP_AFTER_START, **{"sandbox.agent_id": "later", "agent.timers": [{"id": 1, "every_ms": 100}],
                                                  "agent.restart": {"policy": "always", "backoff_ms": 10}}),
         "trap_40k": build(UNREACHABLE, **{"sandbox.agent_id": "big", "sandbox.memory.max_heap_kb": 40,

@@ -62,7 +62,7 @@ def escalated(data: bytes) -> bytes:
 
 def write_signed_bundles(folder: Path, plain: dict[str, bytes]) -> None:
     """The signed bundles the device suite installs, beside the plain ones (NAME.mfs...)."""
-    for name in ("hello", "hello_v2", "trap_v3", "trap_later", "example_hello", "example_bootcount"):
+    for name in ("hello", "hello_v2", "trap_v3", "trap_later", "big_wasm", "example_hello", "example_bootcount"):
         (folder / f"{name}.mfs").write_bytes(OPERATOR.sign(plain[name]))
     hello, v2, v3 = plain["hello"], plain["hello_v2"], plain["trap_v3"]
     variants = {

@@ -89,16 +89,14 @@ def test_a_6_kb_agent_deploys_over_the_air_to_micropython_boards_running_an_agen
         assert "[hello] state running" in seen, seen
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 acceptance: passed 4/4 after boards/patches/0001 and collect_often, "
-                                       "fails again since the Ed25519 firmware (+0.7 KB imports, more live state): "
-                                       "the heap is full (3.9 KB free at the 6 KB agent's code page), not fragmented")
 def test_a_6_kb_agent_deploys_over_the_air_to_micropython_boards_already_running_three_agents(
         mosquitto, tmp_path, micropython, running):
     # Issue 16's acceptance: beside hello, echo (a request a second) and threshold, the 6 KB
     # agent finds room for its wasm, runtime and code on the 110 KB heap (once the largest free
     # block at install time was 3.7 KB, below the 5,693 B its wasm needs: the objects a board
     # keeps lay spread over the heap until it collected often and took the engine's blocks
-    # from the top, boards/patches/0001).
+    # from the top, boards/patches/0001; then the three agents' own wasm, 5 KB, stayed in RAM
+    # after compiling because wasm3 kept a pointer to it, patches/0022).
     data = code_heavy(95)
     jobs, lines = deploy_to_micropython_boards(mosquitto, tmp_path, micropython, running, data)
     assert [(j["state"], j["detail"]) for j in jobs] == [("done", "version 1 running")] * 2, lines

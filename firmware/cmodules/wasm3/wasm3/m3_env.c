@@ -581,6 +581,23 @@ _           (CompileFunction (f));
         TrimCodePages (runtime, full);
     }
 
+    // microfang (patches/0022): loaded and compiled, the module reads its bytes no more, so it
+    // forgets where they were: on a garbage-collected heap (MicroPython scans wasm3's blocks
+    // for pointers) wasmStart, a pointer to the bytes' first byte, kept the whole module's
+    // bytes alive after the embedder let go of them. Bodies a function owns (a copy) stay.
+    io_module->wasmStart = io_module->wasmEnd = NULL;
+    io_module->elementSection = io_module->elementSectionEnd = NULL;
+    for (u32 i = 0; i < io_module->numFunctions; ++i)
+    {
+        IM3Function f = & io_module->functions [i];
+        if (not f->ownsWasmCode)
+            f->wasm = f->wasmEnd = NULL;
+    }
+    for (u32 i = 0; i < io_module->numDataSegments; ++i)
+        io_module->dataSegments [i].initExpr = io_module->dataSegments [i].data = NULL;
+    for (u32 i = 0; i < io_module->numGlobals; ++i)
+        io_module->globals [i].initExpr = NULL;
+
     _catch: return result;
 }
 
