@@ -51,12 +51,27 @@ PERMS = {"sandbox.permissions.allowed_host_functions": ["request", "mem_append"]
 def start_gateway(port, db):
     """A gateway process, returned once it is subscribed (its persistent session then queues
     messages for it at the broker even while it is down)."""
+    # Its stderr goes beside the database; with PYTHONFAULTHANDLER a SIGABRT writes every
+    # thread's stack there (stop_gateway, when it does not stop).
     proc = subprocess.Popen([sys.executable, "-m", "microfang", "gateway", "--broker", f"mqtt://127.0.0.1:{port}",
-                             "--db", str(db), "--http", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+                             "--db", str(db), "--http", "0"], stdout=subprocess.PIPE,
+                            stderr=open(f"{db}.stderr", "w"),  # the child writes to it
+                            text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     line = proc.stdout.readline()
     assert line.startswith("gateway up"), line
     return proc
+
+
+def stop_gateway(proc, db, seconds=10):
+    """SIGTERM, and the gateway must be gone within `seconds`; if not, the stacks it hung in."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        proc.wait(timeout=10)
+        raise AssertionError(f"the gateway did not stop within {seconds} s of SIGTERM; its threads were in:\n"
+                             + open(f"{db}.stderr").read()[-4000:]) from None
 
 
 def replies(board):

@@ -66,8 +66,9 @@ async def answered_more(boards, more=3, seconds=20):
 
 async def stop_all(boards, gateway):
     lines = [await b.stop() for b in boards]
-    gateway.send_signal(signal.SIGTERM)
-    gateway.wait(timeout=10)
+    from test_fleet_durability import stop_gateway
+
+    stop_gateway(gateway, gateway.args[gateway.args.index("--db") + 1])
     return lines
 
 
