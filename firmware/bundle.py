@@ -320,6 +320,9 @@ def decode_file(f, span, with_wasm=True):
                     value(f, spans, "sha256"), version)
 
 
+RESTART_POLICIES = ("never", "on-failure", "always")
+BUDGETS = ("requests_per_s", "llm_tokens_per_hour")  # the budgets a board announces (link.py)
+
 # The normalized manifest's shape (docs/protocol.md): field -> (type, low, high) or a sub-table.
 _SHAPE = {
     "agent_id": str,
@@ -333,6 +336,40 @@ _SHAPE = {
     "timers": list,
     "memory_log": {"max_kb": (int, 1, 1 << 20)},
 }
+
+
+def board_manifest(manifest):
+    """What a running agent keeps of its checked manifest: the fields the board reads (_SHAPE)
+    and the budgets it announces, in tables keyed by this module's own strings, with host
+    function names and the restart policy taken from the firmware's own copies. Interned
+    strings cost a board nothing per agent; a decoded manifest holds each of its keys and names
+    as a string of its own, and the fields only the host reads (description, tool access, ...):
+    1,104 B for the hello agent on MicroPython, ~0.3 KB kept."""
+    kept = _kept(manifest, _SHAPE)
+    permissions = kept["permissions"]
+    for field in ("allowed", "denied"):
+        permissions[field] = [_own(name, abi.HOST_FUNCTIONS) for name in permissions[field]]
+    kept["timers"] = [_kept(timer, _TIMER) for timer in kept["timers"]]
+    kept["restart"]["policy"] = _own(kept["restart"]["policy"], RESTART_POLICIES)
+    budgets = manifest.get("budgets")
+    if isinstance(budgets, dict):
+        kept["budgets"] = {name: budgets[name] for name in BUDGETS if name in budgets}
+    return kept
+
+
+def _kept(table, shape):
+    return {key: _kept(table[key], shape[key]) if isinstance(shape[key], dict) else table[key] for key in shape}
+
+
+def _own(text, known):
+    # The firmware's own copy of a string it knows (interned in the firmware image), else `text`.
+    for name in known:
+        if name == text:
+            return name
+    return text
+
+
+_TIMER = {"id": (int, 1, 65535), "every_ms": (int, 10, 1 << 31)}
 
 
 def _check(table, shape, where):
@@ -362,4 +399,4 @@ def check_manifest(manifest):
     for timer in manifest["timers"]:
         if not isinstance(timer, dict):
             raise BundleError("bundle manifest: timers must be tables")
-        _check(timer, {"id": (int, 1, 65535), "every_ms": (int, 10, 1 << 31)}, "timers.")
+        _check(timer, _TIMER, "timers.")

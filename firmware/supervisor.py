@@ -110,6 +110,7 @@ class Supervisor:
         old = self.agents.get(agent_id)
         if old is not None and old.state != STOPPED:
             raise SandboxError("agent %s is already running (reclaim it first)" % agent_id)
+        manifest = self._same_tables(bundle.board_manifest(manifest))
         agent = Agent(manifest, self._same_wasm(wasm), self._clock(), source if self.flash is not None else None)
         self._start_agent(agent)  # raises before the agent is registered if it cannot spawn
         if memory is not None:
@@ -123,6 +124,16 @@ class Supervisor:
         if self.on_spawn is not None:
             self.on_spawn(agent_id, manifest)
         return agent_id
+
+    def _same_tables(self, manifest):
+        # A manifest's tables are read, never written, once it runs: one equal to a running
+        # agent's (the default fuel, restart and log settings, say) is that agent's, ~50 B each.
+        for agent in self.agents.values():
+            for key in manifest:
+                theirs = agent.manifest.get(key)
+                if isinstance(theirs, (dict, list)) and theirs is not manifest[key] and theirs == manifest[key]:
+                    manifest[key] = theirs
+        return manifest
 
     def _same_wasm(self, wasm):
         # Agents of one module whose bytes stay in RAM (spawned without a source on flash: the

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from microfang.firmware import abi, protocol
+from microfang.firmware.bundle import BUDGETS, RESTART_POLICIES
 from microfang.firmware.errors import ManifestError
 
 SCHEMA_VERSION = 1
@@ -20,7 +21,6 @@ MAX_HEAP_BYTES = abi.MAX_AGENT_MEMORY
 MAX_STACK_KB = abi.MAX_AGENT_STACK >> 10
 MAX_FUEL = abi.MAX_FUEL
 MIN_TIMER_MS = 10
-RESTART_POLICIES = ("never", "on-failure", "always")
 
 _KNOWN_KEYS = {
     "": {"schema_version", "agent", "sandbox", "memory_log", "vector_memory", "budgets"},
@@ -33,7 +33,7 @@ _KNOWN_KEYS = {
                             "data_exfil_detection"},
     "memory_log": {"max_kb"},
     "vector_memory": {"shared"},
-    "budgets": {"requests_per_s", "llm_tokens_per_hour"},
+    "budgets": set(BUDGETS),
 }
 
 

@@ -1,13 +1,18 @@
 # Runs on microfang's MicroPython (bench/bench_micropython.py drives it). Prints one JSON line.
-#   micropython -X heapsize=110k board_bench.py BUNDLE   (the compute loop: loop_bench.py)
+#   micropython -X heapsize=110k board_bench.py BUNDLE [SIGNED_V1 SIGNED_V2 OPERATOR_PUB]
+# (the compute loop: loop_bench.py)
 import gc
+import hashlib
 import json
+import os
 import sys
 import time
 
-from microfang.firmware import bundle
+from microfang.firmware import bundle, port
 from microfang.firmware.errors import MicrofangError
 from microfang.firmware.supervisor import Supervisor
+
+port.collect_often()  # as a board does from its first import on (firmware/main.py)
 
 
 def read(path):
@@ -20,33 +25,79 @@ def free():
     return gc.mem_free()
 
 
-def agents_that_fit(manifest, wasm):
-    """Spawn copies (each with its own wasm bytes, as if loaded from flash) until the heap is
-    full; return (count, bytes per agent measured on the first few)."""
-    sup = Supervisor()
-    deltas = []
+def fill(sup, data, first, deltas=None):
+    """Spawn copies of the bundle `data` as agents a<first>, a<first+1>, ... until the heap is
+    full, each with its own manifest decoded from the bundle as a board decodes each of its
+    agents' (the module's bytes are shared, as they would be freed once compiled from flash);
+    return the ids spawned. `deltas` gets the heap each of the first eight took."""
     spawned = []  # kept as the heap fills: a list(sup.agents) at the end needs memory it has not
-    count = 0
-    while True:
+    while len(spawned) < 2000:
         before = free()
-        m = dict(manifest)
-        m["agent_id"] = "a%d" % count
         try:
-            sup.spawn(manifest=m, wasm=bytes(bytearray(wasm)))
+            manifest, wasm = bundle.decode(data)
+            manifest["agent_id"] = "a%d" % (first + len(spawned))
+            sup.spawn(manifest=manifest, wasm=wasm)
             sup.step()  # the start event: the agent has run once and is now idle
         except (MemoryError, MicrofangError):
             break
-        count += 1
-        spawned.append(m["agent_id"])
-        if count <= 8:
+        manifest = wasm = None
+        spawned.append("a%d" % (first + len(spawned)))
+        if deltas is not None and len(deltas) < 8:
             deltas.append(before - free())
-        if count >= 2000:
-            break
-    deltas.sort()
-    per_agent = deltas[len(deltas) // 2] if deltas else 0
+    return spawned
+
+
+def agents_that_fit(data):
+    """(agents that fit at once, bytes per agent measured on the first few)."""
+    sup = Supervisor()
+    deltas = []
+    spawned = fill(sup, data, 0, deltas)
+    count = len(spawned)
     while spawned:
         sup.reclaim(spawned.pop())
-    return count, per_agent
+    deltas.sort()
+    return count, deltas[len(deltas) // 2] if deltas else 0
+
+
+def agents_with_room_for_an_update(data, signed_v1, signed_v2, operator_key):
+    """The most agents a board holds while an over-the-air update of one of them still goes
+    through: a0 installed from its signed bundle, the heap filled with more agents, then a0's
+    version 2 sent in chunks (begin, chunk, finish, install: the board's deploy path, flash and
+    all); while the update fails, one agent is reclaimed and it is tried again. Returns
+    (agents running with a0 at version 2, the last refusal seen or None)."""
+    from microfang.firmware import protocol
+    from microfang.firmware.blockdev import FileBlockDevice
+    from microfang.firmware.deploy import Installer
+    from microfang.firmware.port import Flash
+    from microfang.firmware.trust import Trust
+
+    image = "/tmp/mf_board_bench_%d.img" % time.ticks_us()
+    device = FileBlockDevice(image, 4096, 64)
+    flash = Flash(device, "/bench")
+    sup = Supervisor(flash=flash)
+    installer = Installer(flash, sup, Trust(flash, {"sign_keys": [operator_key], "trust_serial": 1}))
+    installer.install(signed_v1)
+    spawned = fill(sup, data, 1)
+    refusal = None
+    while True:
+        try:
+            installer.begin("ota", len(signed_v2), hashlib.sha256(signed_v2).digest(), "a0")
+            for offset in range(0, len(signed_v2), protocol.CHUNK_MAX):
+                installer.chunk("ota", offset, signed_v2[offset:offset + protocol.CHUNK_MAX])
+            installer.install_file(installer.finish("ota"))
+            break
+        except (MemoryError, MicrofangError) as e:
+            refusal = str(e) or "MemoryError"
+            if not spawned:
+                return 0, refusal
+            sup.reclaim(spawned.pop())
+    count = len(sup.agents)
+    for agent_id in spawned + ["a0"]:
+        sup.reclaim(agent_id)
+    flash.unmount()
+    device.file.close()
+    os.remove(image)
+    return count, refusal
 
 
 def spawn_time_us(manifest, wasm, rounds):
@@ -63,10 +114,17 @@ def spawn_time_us(manifest, wasm, rounds):
 
 
 def main():
-    bundle_path = sys.argv[1]
-    manifest, wasm = bundle.decode(read(bundle_path))
+    # board_bench.py BUNDLE: agents that fit, RAM per agent, spawn time;
+    # board_bench.py BUNDLE SIGNED_V1 SIGNED_V2 OPERATOR_PUB: the room left for an update (version
+    # 1 and 2 of the bundle's agent as a0, signed by the operator), on a heap of its own.
+    data = read(sys.argv[1])
+    if len(sys.argv) > 4:
+        count, refusal = agents_with_room_for_an_update(data, read(sys.argv[2]), read(sys.argv[3]), read(sys.argv[4]))
+        print(json.dumps({"agents_with_an_update": count, "update_refusal": refusal}))
+        return
+    manifest, wasm = bundle.decode(data)
     heap = free()
-    count, per_agent = agents_that_fit(manifest, wasm)
+    count, per_agent = agents_that_fit(data)
     print(json.dumps({
         "heap_free_after_boot": heap,
         "agents_fit": count,

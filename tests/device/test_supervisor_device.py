@@ -164,6 +164,34 @@ def test_reclaimed_agents_give_their_memory_back(bundle):
     assert left < one_agent // 2, (one_agent, left)  # 30 leaked agents would be 30 * one_agent
 
 
+def test_a_running_agent_keeps_only_the_manifest_fields_the_board_reads(bundle):
+    sup, _ = started(bundle("example_hello"))  # its manifest also has description, module, vector_memory, ...
+    kept = sup.agents["hello"].manifest
+    assert sorted(kept) == ["agent_id", "budgets", "fuel", "memory", "memory_log", "permissions", "restart", "timers",
+                            "version"], sorted(kept)
+    assert sorted(kept["permissions"]) == ["allowed", "denied"], kept["permissions"]  # no tool_access, a2a_access
+    assert kept["permissions"]["allowed"] == ["log"] and kept["timers"] == [{"id": 1, "every_ms": 200}], kept
+
+
+def test_agents_with_the_same_settings_share_their_manifest_tables(bundle):
+    from microfang.firmware import bundle as bundles
+
+    sup = Supervisor()
+    sup.spawn(bundle("hello"))
+    manifest, wasm = bundles.decode(bundle("hello"))
+    manifest["agent_id"] = "a2"
+    sup.spawn(manifest=manifest, wasm=wasm)
+    manifest, wasm = bundles.decode(bundle("hello"))
+    manifest["agent_id"] = "a3"
+    manifest["fuel"]["max"] += 1
+    sup.spawn(manifest=manifest, wasm=wasm)
+    one, two, three = (sup.agents[a].manifest for a in ("a1", "a2", "a3"))
+    assert one["fuel"] is two["fuel"] and one["restart"] is two["restart"] and one["permissions"] is two["permissions"]
+    assert three["fuel"] is not one["fuel"] and three["fuel"]["max"] == one["fuel"]["max"] + 1
+    assert three["restart"] is one["restart"]
+    assert (one["agent_id"], two["agent_id"], three["agent_id"]) == ("a1", "a2", "a3")
+
+
 def test_example_agents_run_their_timers_and_requests(bundle):
     from microfang.firmware import cbor, port
 
