@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = {"microfang": ROOT / "host", "microfang.firmware": ROOT / "firmware", "microfang.tools": ROOT / "tools",
            "microfang.boards": ROOT / "boards"}
 PLUGINS = ("microfang.llm", "microfang.memory", "microfang.bridges")
-PLUGIN_MAY_IMPORT = ("microfang.request", "microfang.config", "microfang.httpguard")
+PLUGIN_MAY_IMPORT = ("microfang.request", "microfang.config", "microfang.httpguard",
+                     "microfang.llamacpp")  # llamacpp: the one way to load a GGUF model (llm and memory)
 EXTENSIONS = ("microfang._wasm3", "microfang._ed25519")  # built from C (setup.py): no source to read, imports nothing
 
 

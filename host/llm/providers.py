@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from microfang import llamacpp
 from microfang.config import smollm2_path
-from microfang.llm import llamacpp
 
 
 class ProviderError(Exception):

@@ -25,9 +25,9 @@ from typing import Protocol
 
 import numpy as np
 
+from microfang import llamacpp
 from microfang.config import minilm_path, smollm2_path
 from microfang.firmware.errors import MicrofangError
-from microfang.llm import llamacpp
 
 
 class EmbedError(MicrofangError):
