@@ -4,8 +4,10 @@ Each emulated board is what the gateway sees of a real one: its own MQTT connect
 socket, client id = device name), its own device key, envelopes sealed with it
 (firmware/envelope.py, the board's own code), QoS 1 publishes acknowledged both ways, replies
 opened and verified as the board's link does. What it leaves out is the board itself (no wasm,
-no flash): a few hundred bytes of MQTT framing written here instead of paho, so one process
-drives thousands of boards and the bench measures the gateway, not the simulator. The firmware
+no flash): a few hundred bytes of MQTT framing written here instead of paho, and CBOR in C
+(the gateway's fastcbor: firmware/cbor.py's exact bytes, tests/test_fastcbor.py), so one
+process drives thousands of boards and the bench measures the gateway, not the simulator
+(on two cores, the pure-Python codec made the boards cost about a third of the gateway). The firmware
 simulator (sim.py, tests/fleet.py) stays the reference for fidelity.
 
     async with Fleet(port, boards={"b00001": key, ...}, fleet="bench") as fleet:
@@ -25,6 +27,7 @@ import time
 from typing import Any
 
 from microfang.firmware import envelope, protocol
+from microfang.gateway import fastcbor
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 8, 9
 
@@ -97,7 +100,8 @@ class WireBoard:
 
     def _seal(self, kind: str, body: Any) -> bytes:
         self.seq += 1
-        return envelope.seal(self.key, self.device, self.seq, self.agent, kind, body, int(time.time() * 1000))
+        return envelope.seal(self.key, self.device, self.seq, self.agent, kind, body, int(time.time() * 1000),
+                             codec=fastcbor)
 
     def ask(self) -> None:
         """One echo request."""
@@ -128,7 +132,8 @@ class WireBoard:
 
     def _on_reply(self, payload: bytes) -> None:
         try:
-            doc = envelope.open_envelope(payload, lambda dev: self.key if dev == self.device else None)
+            doc = envelope.open_envelope(payload, lambda dev: self.key if dev == self.device else None,
+                                         codec=fastcbor)
             request_id = doc["body"]["id"]
         except (envelope.EnvelopeError, KeyError, TypeError):
             self.bad += 1

@@ -1,8 +1,8 @@
 """The gateway's intake: messages from the broker and deferred writes, committed in batches,
 every device served in turn.
 
-paho's thread hands each message (topic, payload, mid, qos) to `offer`, which only appends it
-and wakes the event loop once. There each message goes into the queue of the device its topic
+paho's client (on the event loop, mqttloop.py) hands each message (topic, payload, mid, qos)
+to `offer`, which only appends it and wakes `run`. There each message goes into the queue of the device its topic
 names (`source`: a message whose topic names no device at all is dropped and acknowledged at
 once; one queue holds everything from names the gateway does not know yet), and `run` takes
 ONE message from each queue in turn: a round, and more rounds until the batch holds BATCH
@@ -54,8 +54,7 @@ class Batches:
         self.drop = drop
         self.problem: str | None = None  # why the store fails right now (None: it works)
         self._loop = asyncio.get_running_loop()
-        self._arrived: deque[Message] = deque()  # appended by paho's thread, taken by the loop
-        self._wake_pending = False  # a wake-up is on its way to the loop
+        self._arrived: deque[Message] = deque()  # from the broker, not yet in a device's queue
         self._work = asyncio.Event()
         self._queues: dict[str, deque[Message]] = {}  # device -> its messages, oldest first
         self._bytes: dict[str, int] = {}  # device -> payload bytes in its queue
@@ -63,11 +62,9 @@ class Batches:
         self._deferred: list[Callable[[], None]] = []
 
     def offer(self, message: Message) -> None:
-        """paho's thread: a message from the broker."""
+        """A message from the broker (paho's on_message)."""
         self._arrived.append(message)
-        if not self._wake_pending:
-            self._wake_pending = True
-            self._loop.call_soon_threadsafe(self._work.set)
+        self._work.set()
 
     def defer(self, action: Callable[[], None]) -> None:
         """Run `action` (a write) in the next batch's transaction."""
@@ -79,12 +76,16 @@ class Batches:
         """Messages waiting for their turn."""
         return sum(len(q) for q in self._queues.values()) + len(self._arrived)
 
+    def backlog(self, device: str) -> int:
+        """The device's messages waiting for their turn."""
+        queue = self._queues.get(device)
+        return 0 if queue is None else len(queue)
+
     async def run(self) -> None:
         while True:
             if not (self._arrived or self._turns or self._deferred):
                 self._work.clear()
                 await self._work.wait()
-            self._wake_pending = False  # before taking what arrived: a later message wakes us again
             self._sort()
             actions, self._deferred = self._deferred, []
             taken = await self._commit(actions)
@@ -95,7 +96,7 @@ class Batches:
 
     def _sort(self) -> None:
         """Put what arrived into its device's queue (what names no device is dropped now).
-        Only what is there now: paho's thread may append as fast as this takes."""
+        Only what is there now."""
         for _ in range(len(self._arrived)):
             message = self._arrived.popleft()
             topic, payload, mid, qos = message
@@ -151,7 +152,7 @@ class Batches:
                         first = False
                         # Replies are waiting to go out: one round only, so they are not held
                         # up by a flood's budget.
-                        budget = 0.0 if actions else BUDGET_S
+                        budget = BUDGET_S / 4 if actions else BUDGET_S
                         deadline = time.perf_counter() + budget
                         for _ in range(min(len(self._turns), BATCH)):  # a round: each device one message
                             self._take(taken)
@@ -165,6 +166,7 @@ class Batches:
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, RETRY_S[1])
                 continue
+            self.metrics["batches"] += 1
             if self.problem is not None:
                 self.log("store works again")
                 self.problem = None

@@ -15,7 +15,7 @@ with envelopes sealed with the device's key. Jobs queued in the store run as tra
 Plug-ins see it as a `microfang.request.GatewayAPI`; they hook in with `router.add(kind,
 handler)`, `add_log_listener` (replicated memory-log records) and `add_health_part`.
 
-Delivery: paho runs the socket in its own thread and hands messages to the event loop. Each
+Delivery: paho's client runs on the event loop (mqttloop.py: no thread of its own). Each
 message is handled in one store transaction and acknowledged to the broker (manual PUBACK) only
 once that has committed: what it makes the gateway do (publishing, starting a request) waits
 for the commit too (`Store.after_commit`). When the store fails (disk full, locked, damaged)
@@ -42,12 +42,14 @@ from paho.mqtt.properties import Properties
 from microfang import console
 from microfang.config import parse_broker
 from microfang.firmware import envelope, protocol
-from microfang.gateway import fastcbor, http, peers, shapes
+from microfang.gateway import fastcbor, http, mqttloop, peers, shapes
 from microfang.gateway.batches import Batches
 from microfang.gateway.board_messages import BoardMessages, LogListener
 from microfang.gateway.commands import Commands
 from microfang.gateway.db import StoreFailure
 from microfang.gateway.jobrunner import JobRunner
+from microfang.gateway.mqttloop import OnLoop
+from microfang.gateway.overlimit import BACKLOG, Unverified
 from microfang.gateway.peers import Peers
 from microfang.gateway.presence import Presence
 from microfang.gateway.refusals import Refusals
@@ -63,6 +65,7 @@ DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", 
 DROP_LOG_S = 1.0  # one log line per drop reason a second, at most
 RECEIVE_MAXIMUM = 65535  # unacknowledged messages the broker may send the gateway (MQTT v5's largest)
 SESSION_EXPIRY_S = 0xFFFFFFFF  # MQTT v5: the broker keeps the gateway's session for ever
+RECONNECT_S = (0.1, 5.0)  # waits between attempts to reach the broker: the first and the longest
 LOGIN_REFUSED = (134, 135)  # CONNACK reason codes: bad user name or password, not authorized (3.1.1's 4, 5)
 
 
@@ -91,17 +94,22 @@ class Gateway:
         self.requests: Requests | None = None
         self.presence: Presence | None = None  # whom it believes online: status claims checked against envelopes
         self.refusals: Refusals | None = None
+        self.unverified: Unverified | None = None  # requests over their rate limit refused cheaply
         self.metrics: dict[str, int] = {"messages": 0, "requests": 0, "replies": 0, "telemetry": 0,
                                         "log_records": 0, "publishes": 0, "presence": 0, "denied": 0,
                                         "undelivered": 0}
         for reason in DROP_REASONS:
             self.metrics[f"dropped_{reason}"] = 0
         self.metrics["store_failures"] = 0
+        self.metrics["batches"] = 0
+        self.metrics["refused_unverified"] = 0
+        self.metrics["fenced"] = 0
         self.connected = False
         self.started = time.time()
         self.batches: Batches | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
+        self._driver: OnLoop | None = None  # runs the client on the event loop
         self._drop_logged: dict[str, float] = {}  # reason -> when a drop of it was last logged
         self._drops_unlogged: dict[str, int] = {}  # reason -> drops since then
         self._refused: str | None = None  # why the broker refused or dropped our CONNECT
@@ -143,6 +151,7 @@ class Gateway:
         self.presence = Presence(self.store, lambda: self.devices, self.metrics)
         self.requests = Requests(self.store, self.router, self.send, self.metrics, self.defer, self.name)
         self.refusals = Refusals(self.store, self.defer)
+        self.unverified = Unverified(self.store, self.router, self.refusals, self.metrics)
         self.batches = Batches(self.store, self._handle_one, self._ack, self.log, self.metrics, self._source,
                                self._drop)
         self._tasks.append(asyncio.create_task(self.batches.run(), name="microfang[gateway].process"))
@@ -155,7 +164,7 @@ class Gateway:
             if self._client.protocol == mqtt.MQTTv5 and (self._refused is not None or time.monotonic() > v5_until):
                 # A broker that speaks MQTT 3.1.1 only (the embedded amqtt refuses or ignores
                 # a v5 CONNECT): that, then.
-                self._client.loop_stop()
+                await self._stop_client()
                 self._client = self._connect(mqtt.MQTTv311)
             await asyncio.sleep(0.01)
         if not self.connected:
@@ -171,12 +180,12 @@ class Gateway:
         return self
 
     def _connect(self, version: mqtt.MQTTProtocolVersion) -> mqtt.Client:
-        """A paho client connecting in its own thread. MQTT v5 lets the gateway say how many
+        """A paho client connecting, driven by the event loop (mqttloop.py). MQTT v5 lets the gateway say how many
         unacknowledged messages the broker may send it (Receive Maximum): each waits for its
         batch's commit to be acknowledged, and the broker must not hold a quiet board's message
         behind a flood's (with MQTT 3.1.1 Mosquitto allows max_inflight_messages, 20 by default)."""
         v5 = version == mqtt.MQTTv5
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=version,
+        client = mqttloop.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=version,
                              manual_ack=True, clean_session=None if v5 else False)
         if self.user is not None:
             client.username_pw_set(self.user, self.password)
@@ -188,7 +197,6 @@ class Gateway:
         client.on_publish = self._on_publish
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(0.1, 5)  # type: ignore[arg-type]  # paho says int; it sleeps floats
         self._refused = None
         if v5:
             properties = Properties(PacketTypes.CONNECT)
@@ -197,7 +205,7 @@ class Gateway:
             client.connect_async(self.host, self.port, keepalive=30, clean_start=False, properties=properties)
         else:
             client.connect_async(self.host, self.port, keepalive=30)
-        client.loop_start()
+        self._driver = OnLoop(client, RECONNECT_S)
         return client
 
     def _ack(self, mid: int, qos: int) -> None:
@@ -235,7 +243,7 @@ class Gateway:
             self._http.close()
         if self._client is not None:
             self._client.disconnect()
-            self._client.loop_stop()
+            await self._stop_client()
         if self.store is not None:
             if self.refusals is not None:
                 try:
@@ -263,7 +271,12 @@ class Gateway:
         assert self.registry is not None
         return self.registry.add(device, fleet, key)
 
-    # ---- paho thread -> event loop -------------------------------------------------------
+    async def _stop_client(self) -> None:
+        if self._driver is not None:
+            await self._driver.stop()
+            self._driver = None
+
+    # ---- paho's callbacks (on the event loop) ----------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
@@ -292,8 +305,7 @@ class Gateway:
         self.connected = False
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._reply_delivered, mid)
+        self._reply_delivered(mid)
 
     def _reply_delivered(self, mid: int) -> None:
         action = self._delivery.pop(mid, None)
@@ -357,6 +369,7 @@ class Gateway:
     def handle(self, topic: str, payload: bytes) -> None:
         """Handle one message from the broker (synchronously; requests run as tasks)."""
         assert self.store is not None and self.registry is not None and self.presence is not None
+        assert self.unverified is not None
         self.metrics["messages"] += 1
         parsed = protocol.parse_topic(topic)
         if parsed is None:
@@ -369,6 +382,13 @@ class Gateway:
             return
         if channel == protocol.STATUS:  # plain text, no envelope (the broker publishes the last will): a claim
             self.presence.claim(device, record, payload == protocol.ONLINE)
+            return
+        # Before the HMAC: a flood's replays, requests over their rate limit (fenced at commit).
+        screened = self.unverified.screen(device, record, agent if channel == protocol.UP else None, payload,
+                                          self.batches is not None and self.batches.backlog(device) >= BACKLOG)
+        if screened is not None:
+            if screened == "replay":
+                self._drop("replay", topic, "sequence number already accepted (seen before checking its HMAC)")
             return
         try:
             doc = envelope.open_envelope(payload, lambda dev: record["key"] if dev == device else None,
@@ -385,20 +405,28 @@ class Gateway:
             return
         with self.store.transaction(savepoint=True):
             # The replay window as committed (gateways sharing a store take turns on it).
-            stored = self.store.device(device, for_update=True)
-            window = record["window"] if stored is None else stored["window"]
+            window = self.store.window(device, record["window"])
+            undo = window.highest, window.bits
             if not window.accept(doc["seq"]):
                 self._drop("replay", topic, f"sequence {doc['seq']} was already accepted (latest {window.highest})")
                 return
-            self.presence.heard(device, record)
-            handler = self.board_messages.handlers.get((channel, doc["kind"]))
+            if self.unverified.copy_of_refused(device, doc["seq"], payload):
+                self.store.save_window(device, window)  # verified: its number is taken
+                self._drop("replay", topic, f"sequence {doc['seq']}: a copy of a request refused in this batch")
+                return
             try:
-                if handler is not None:
-                    handler(device, doc["agent"], doc["body"])
-            except QuotaExceeded as e:  # refused before anything of it was written
-                self._drop("over-quota", topic, str(e))
-            self.store.save_window(device, window)
-        record["window"] = window
+                self.presence.heard(device, record)
+                handler = self.board_messages.handlers.get((channel, doc["kind"]))
+                try:
+                    if handler is not None:
+                        handler(device, doc["agent"], doc["body"])
+                except QuotaExceeded as e:  # refused before anything of it was written
+                    self._drop("over-quota", topic, str(e))
+                self.store.save_window(device, window)
+            except BaseException:
+                window.highest, window.bits = undo  # rolled back with its savepoint
+                raise
+        self.store.after_commit(partial(record.__setitem__, "window", window))
 
     def answered(self, device: str, agent: str, body: Any) -> None:
         """An agent published `body`: the answer the oldest ask() waiting on it gets."""

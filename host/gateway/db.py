@@ -53,7 +53,9 @@ class Database:
 
     def __init__(self) -> None:
         self._depth = 0
+        self.transactions = 0  # transactions begun: state kept for one (store.py) knows when it is over
         self._after: list[Callable[[], None]] = []
+        self._staged: list[tuple[Callable[[list[Any]], None], Any]] = []  # (flush, item), in order
         self.problem: str | None = None  # the last failure, until a transaction commits again
         self._hooks: list[Callable[[], None]] = []
 
@@ -68,7 +70,7 @@ class Database:
     def _run(self, sql: str, args: Sequence[Any]) -> Any:
         raise NotImplementedError
 
-    def _run_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
+    def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         raise NotImplementedError
 
     def _failure(self, e: Exception) -> str | None:
@@ -88,7 +90,7 @@ class Database:
             self._raise_failure(e)
             raise
 
-    def executemany(self, sql: str, rows: list[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         try:
             self._run_many(sql, rows)
         except Exception as e:
@@ -137,13 +139,16 @@ class Database:
                 self._depth -= 1
             return
         self.execute(self._begin)
+        self.transactions += 1
         self._depth = 1
         try:
             yield
+            self._flush_staged()
             self.execute("COMMIT")
         except BaseException:
             self._depth = 0
             self._after.clear()
+            self._staged.clear()
             with contextlib.suppress(Exception):
                 self._rollback()
             raise
@@ -160,7 +165,7 @@ class Database:
 
     @contextlib.contextmanager
     def _savepoint(self) -> Iterator[None]:
-        name, mark = f"sp{self._depth}", len(self._after)
+        name, mark, staged = f"sp{self._depth}", len(self._after), len(self._staged)
         self.execute(f"SAVEPOINT {name}")
         self._depth += 1
         try:
@@ -168,11 +173,32 @@ class Database:
             self.execute(f"RELEASE SAVEPOINT {name}")
         except BaseException:
             del self._after[mark:]
+            del self._staged[staged:]
             with contextlib.suppress(Exception):
                 self._run(f"ROLLBACK TO SAVEPOINT {name}", ())
             raise
         finally:
             self._depth -= 1
+
+    def stage(self, flush: Callable[[list[Any]], None], item: Any) -> None:
+        """Write `item` with the transaction's other items of `flush`: `flush(items)` runs once,
+        inside the transaction just before it commits, with the items staged since it began, in
+        order (those of a savepoint rolled back are gone with it). Outside a transaction: now.
+        So a batch of messages appends its audit records in one statement, not one each."""
+        if self._depth:
+            self._staged.append((flush, item))
+        else:
+            with self.transaction():
+                flush([item])
+
+    def _flush_staged(self) -> None:
+        while self._staged:
+            staged, self._staged = self._staged, []
+            groups: dict[Callable[[list[Any]], None], list[Any]] = {}
+            for flush, item in staged:
+                groups.setdefault(flush, []).append(item)
+            for flush, items in groups.items():
+                flush(items)
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run `action` once the current transaction has committed (now, if there is none):
@@ -233,7 +259,7 @@ class SqliteDatabase(Database):
     def _run(self, sql: str, args: Sequence[Any]) -> Any:
         return self.db.execute(sql, args)
 
-    def _run_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
+    def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self.db.executemany(sql, rows)
 
     def _script(self, text: str) -> None:
@@ -304,7 +330,7 @@ class PostgresDatabase(Database):
         if not (self.db.closed or self.db.broken):  # a lost session rolled back with it
             self._run("ROLLBACK", ())
 
-    def _run_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
+    def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if self.db.closed or self.db.broken:
             self._reconnect()
         with self.db.cursor() as cur:

@@ -7,6 +7,8 @@ record per device and action a second at most, with the counts:
 
     request refused  {"agent": "a1", "reason": "rate limited: ...", "count": 1834, "window_s": 1.0}
 
+(with "unverified": n when n of them were refused before their HMAC was checked, overlimit.py).
+
 The first refusal of a quiet spell is written at once (an attack shows in the audit log as it
 starts); what follows within the second is held and written when the second is over, in a
 gateway batch (`defer`), so one board's flood costs O(1) audit records a second, not one per
@@ -39,25 +41,27 @@ class Refusals:
         self.defer = defer
         self.window_s = window_s
         self.counted = 0  # refusals since the gateway started
-        self._held: dict[Key, list[int]] = {}  # refusals counted but not yet audited: [count, unanswered]
+        self._held: dict[Key, list[int]] = {}  # counted, not yet audited: [count, unanswered, unverified]
         self._replies: dict[tuple[str, str], list[float]] = {}  # (device, agent) -> reply bucket [tokens, at]
         self._written: dict[tuple[str, str], float] = {}  # (device, action) -> when last audited
         self._flush_due = False  # a flush is scheduled
 
-    def count(self, device: str, agent: str, action: str, reason: str) -> bool:
-        """One refusal, inside its message's transaction; whether to answer it (an error reply)."""
+    def count(self, device: str, agent: str, action: str, reason: str, verified: bool = True) -> bool:
+        """One refusal, inside its message's transaction; whether to answer it (an error reply).
+        `verified`: its HMAC was checked (overlimit.py refuses some before: never answered)."""
         self.counted += 1
         now = time.monotonic()
-        answer = self._may_answer(device, agent, now)
+        answer = verified and self._may_answer(device, agent, now)
         if now - self._written.get((device, action), -self.window_s) >= self.window_s and not self._pending(device,
                                                                                                            action):
             self._written[(device, action)] = now
-            self.store.audit(device, agent, action, {"agent": agent, "reason": reason, "count": 1,
-                                                     "unanswered": 0 if answer else 1, "window_s": 0})
+            self.store.audit(device, agent, action, _detail(agent, reason, [1, 0 if answer else 1, 0 if verified else 1],
+                                                            0))
             return answer
-        held = self._held.setdefault((device, action, agent, reason), [0, 0])
+        held = self._held.setdefault((device, action, agent, reason), [0, 0, 0])
         held[0] += 1
         held[1] += 0 if answer else 1
+        held[2] += 0 if verified else 1
         if not self._flush_due:
             self._flush_due = True
             asyncio.get_running_loop().call_later(self.window_s, self.defer, self.flush)
@@ -76,6 +80,13 @@ class Refusals:
         bucket[0] -= 1
         return True
 
+    def may_answer(self, device: str, agent: str) -> bool:
+        """Whether a refusal now would get an error reply (nothing is taken)."""
+        bucket = self._replies.get((device, agent))
+        if bucket is None:
+            return True
+        return bucket[0] + (time.monotonic() - bucket[1]) * REPLIES_PER_S >= 1
+
     def _pending(self, device: str, action: str) -> bool:
         return any(d == device and a == action for d, a, _, _ in self._held)
 
@@ -85,8 +96,16 @@ class Refusals:
         self._flush_due = False
         now = time.monotonic()
         held, self._held = self._held, {}
-        for (device, action, agent, reason), (n, unanswered) in held.items():
+        for (device, action, agent, reason), counts in held.items():
             since = self._written.get((device, action), now - self.window_s)
             self._written[(device, action)] = now
-            self.store.audit(device, agent, action, {"agent": agent, "reason": reason, "count": n,
-                                                     "unanswered": unanswered, "window_s": round(now - since, 3)})
+            self.store.audit(device, agent, action, _detail(agent, reason, counts, round(now - since, 3)))
+
+
+def _detail(agent: str, reason: str, counts: list[int], window_s: float) -> dict[str, object]:
+    n, unanswered, unverified = counts
+    detail: dict[str, object] = {"agent": agent, "reason": reason, "count": n, "unanswered": unanswered,
+                                 "window_s": window_s}
+    if unverified:
+        detail["unverified"] = unverified
+    return detail

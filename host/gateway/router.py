@@ -14,6 +14,8 @@ from typing import Any
 
 from microfang.request import Handler, Reply, Request, SpendWindow
 
+RATE_LIMITED = "rate limited: too many requests from this agent"
+
 
 class RateLimiter:
     """Token buckets per (device, agent): `rate` requests per second, bursts of `burst`; an
@@ -36,6 +38,15 @@ class RateLimiter:
             return False
         bucket[0] -= 1
         return True
+
+    def empty(self, device: str, agent: str) -> bool:
+        """Whether the agent's bucket holds no whole token now (nothing is taken). An agent not
+        seen yet has a full one."""
+        bucket = self._buckets.get((device, agent))
+        if bucket is None:
+            return False
+        rate = self.rates.get((device, agent), self.rate)
+        return bucket[0] + (time.monotonic() - bucket[1]) * rate < 1
 
 
 class Budget:
@@ -97,7 +108,7 @@ class Router:
         not (the gateway asks at intake, so a refused request is never stored: refusals.py)."""
         if not self.limiter.allow(device, agent):
             self.counts["rate_limited"] += 1
-            return "rate limited: too many requests from this agent"
+            return RATE_LIMITED
         if not self.budget.spend(device, agent):
             self.counts["over_budget"] += 1
             return f"budget exhausted: {self.budget.limit} requests per {self.budget.window_s:g} s"

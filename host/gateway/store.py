@@ -147,6 +147,14 @@ class Store(JobStore):
         except StoreFailure as e:
             self.db.close()
             raise MicrofangError(f"{self.db.name}: not a gateway database ({str(e).split(': ', 1)[-1]})") from None
+        self._tx_of = -1  # the transaction (Database.transactions) _tx_state belongs to
+        self._tx_state: dict[str, dict[str, Any]] = {}
+
+    def _tx(self, part: str) -> dict[str, Any]:
+        """State kept for the current transaction only (working copies written at its commit)."""
+        if self._tx_of != self.db.transactions:
+            self._tx_of, self._tx_state = self.db.transactions, {}
+        return self._tx_state.setdefault(part, {})
 
     @property
     def shared(self) -> bool:
@@ -163,6 +171,11 @@ class Store(JobStore):
 
     def after_commit(self, action: Callable[[], None]) -> None:
         self.db.after_commit(action)
+
+    def before_commit(self, flush: Callable[[list[Any]], None], item: Any) -> None:
+        """`flush(items)` once just before the transaction commits, with every item given for it
+        (Database.stage)."""
+        self.db.stage(flush, item)
 
     def serialize(self) -> None:
         """Inside a transaction on a shared store: wait for the other gateways' transactions
@@ -227,33 +240,81 @@ class Store(JobStore):
         """What the gateway believes (gateway/presence.py); last_seen stays the last verified message's."""
         self.db.execute("UPDATE devices SET online = ? WHERE id = ?", (int(online), device))
 
+    def window(self, device: str, committed: ReplayWindow) -> ReplayWindow:
+        """The device's replay window to check a message against, inside its transaction, then
+        `save_window`. Shared: the stored row, locked until the transaction ends (gateways take
+        turns on it). Else this gateway alone writes it and `committed` (its own copy as of the
+        last commit) is it: the transaction works on a copy, so a rollback leaves `committed`
+        as it was; the caller takes the copy once the transaction has committed."""
+        if self.db.shared:
+            stored = self.device(device, for_update=True)
+            return committed if stored is None else stored["window"]
+        copies = self._tx("windows") if self.db.in_transaction else {}
+        if device not in copies:
+            copies[device] = ReplayWindow(committed.highest, committed.bits, committed.size)
+        return copies[device]
+
     def save_window(self, device: str, window: ReplayWindow) -> None:
-        self.db.execute("UPDATE devices SET up_window = ?, last_seen = ? WHERE id = ?",
-                        (window.dumps(), time.time(), device))
+        """Store the device's window (and when it was last heard): at once on a shared store,
+        else once per device when the transaction commits, however many messages it took."""
+        if self.db.shared:
+            self.db.execute("UPDATE devices SET up_window = ?, last_seen = ? WHERE id = ?",
+                            (window.dumps(), time.time(), device))
+        else:
+            self.db.stage(self._write_windows, (device, window))
+
+    def _write_windows(self, staged: list[tuple[str, ReplayWindow]]) -> None:
+        now = time.time()
+        last = dict(staged)  # device -> its window (the same object each time, in a transaction)
+        self.db.executemany("UPDATE devices SET up_window = ?, last_seen = ? WHERE id = ?",
+                            [(window.dumps(), now, device) for device, window in last.items()])
 
     def next_down_seq(self, device: str) -> int:
-        """The sequence number of the next message to the device (one statement: gateways
-        sharing the store never hand out the same one)."""
-        row = self.db.execute("UPDATE devices SET down_seq = down_seq + 1 WHERE id = ? RETURNING down_seq",
-                              (device,)).fetchone()
-        if row is None:
-            raise KeyError(f"no device {device!r}")
-        return int(row[0])
+        """The sequence number of the next message to the device. Shared: one statement each
+        (gateways sharing the store never hand out the same one). Else the first in a
+        transaction reads the row, the rest count on in memory, and the last is written once at
+        commit (a message rolled back may leave a gap: boards accept any newer number)."""
+        counted = self._tx("down_seq")
+        if self.db.shared or not self.db.in_transaction or device not in counted:
+            row = self.db.execute("UPDATE devices SET down_seq = down_seq + 1 WHERE id = ? RETURNING down_seq",
+                                  (device,)).fetchone()
+            if row is None:
+                raise KeyError(f"no device {device!r}")
+            if not self.db.shared and self.db.in_transaction:
+                counted[device] = int(row[0])
+            return int(row[0])
+        counted[device] += 1
+        self.db.stage(self._write_down_seqs, device)
+        return int(counted[device])
+
+    def _write_down_seqs(self, devices: list[str]) -> None:
+        counted = self._tx("down_seq")
+        self.db.executemany("UPDATE devices SET down_seq = ? WHERE id = ?",
+                            [(counted[device], device) for device in dict.fromkeys(devices)])
 
     # ---- audit ---------------------------------------------------------------------------
 
     def audit(self, device: str, agent: str, action: str, detail: Any) -> None:
-        """Append one audit record, chained to the previous one by SHA-256. The head is read in
-        the transaction, so a record rolled back leaves no trace in the chain."""
-        ts = time.time()
+        """Append one audit record, chained to the previous one by SHA-256: with the other
+        records of its transaction, just before it commits (Database.stage), in the order they
+        were made. The head is read then, in the transaction, so a record rolled back leaves no
+        trace in the chain."""
         text = detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"), default=str)
-        with self.transaction():
-            self.serialize()
-            row = self.db.execute("SELECT hash FROM audit ORDER BY n DESC LIMIT 1").fetchone()
-            head = bytes(row[0]) if row else GENESIS
-            self.db.execute("INSERT INTO audit (ts, device, agent, action, detail, prev, hash) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (ts, device, agent, action, text, head, _audit_hash(head, ts, device, agent, action, text)))
+        if self.db.in_transaction:
+            self.serialize()  # as early as before: the lock first, then any row lock (no deadlock)
+        self.db.stage(self._append_audit, (time.time(), device, agent, action, text))
+
+    def _append_audit(self, records: list[tuple[float, str, str, str, str]]) -> None:
+        self.serialize()
+        row = self.db.execute("SELECT hash FROM audit ORDER BY n DESC LIMIT 1").fetchone()
+        head = bytes(row[0]) if row else GENESIS
+        rows = []
+        for ts, device, agent, action, text in records:
+            digest = _audit_hash(head, ts, device, agent, action, text)
+            rows.append((ts, device, agent, action, text, head, digest))
+            head = digest
+        self.db.executemany("INSERT INTO audit (ts, device, agent, action, detail, prev, hash) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def verify_audit(self) -> tuple[int, int | None]:
         """Walk the chain; return (records checked, number of the first bad record or None)."""
@@ -352,7 +413,11 @@ class Store(JobStore):
                         "owner = ?", (device, agent, request_id, kind, body, time.time(), owner, kind, body, owner))
 
     def finish_request(self, device: str, agent: str, request_id: int) -> None:
-        self.db.execute("DELETE FROM requests WHERE device = ? AND agent = ? AND id = ?", (device, agent, request_id))
+        """The request's reply reached the broker: forget it (with the transaction's others)."""
+        self.db.stage(self._delete_requests, (device, agent, request_id))
+
+    def _delete_requests(self, done: list[tuple[str, str, int]]) -> None:
+        self.db.executemany("DELETE FROM requests WHERE device = ? AND agent = ? AND id = ?", done)
 
     # ---- registered manifests -------------------------------------------------------------
 
