@@ -6,7 +6,7 @@ to `offer`, which only appends it and wakes `run`. There each message goes into 
 names (`source`: a message whose topic names no device at all is dropped and acknowledged at
 once; one queue holds everything from names the gateway does not know yet), and `run` takes
 ONE message from each queue in turn: a round, and more rounds until the batch holds BATCH
-messages or has taken BUDGET_S of handling time (one round only when replies are waiting to
+messages or has taken BUDGET_S of handling time (a quarter of it when replies are waiting to
 be written: they go out with that batch). So a device that floods the gateway, with garbage or with valid
 messages that are refused, has one turn in each round like every other device: a quiet board's
 message waits for at most about one batch, not for the flood's backlog.
@@ -150,8 +150,8 @@ class Batches:
                         self.handle(topic, payload)
                     if first:
                         first = False
-                        # Replies are waiting to go out: one round only, so they are not held
-                        # up by a flood's budget.
+                        # Replies are waiting to go out: a short budget, so they are not held
+                        # up by a flood's.
                         budget = BUDGET_S / 4 if actions else BUDGET_S
                         deadline = time.perf_counter() + budget
                         for _ in range(min(len(self._turns), BATCH)):  # a round: each device one message
