@@ -309,6 +309,7 @@ def wire_phases(total: int, quick: bool) -> dict:
             print(f"PostgreSQL store: one gateway {side['gateways_1']['per_s']:,.0f}/s, two "
                   f"{side['gateways_2']['per_s']:,.0f}/s ({side['two_vs_one']:.2f}x); one of two killed -9 under "
                   f"200 boards at 1/s: {fo['answered']}/{fo['asked']} answered, {fo['duplicates']} duplicates, "
+                  f"{fo['redelivered']} envelopes again, "
                   f"longest reply {fo['max_ms']:.0f} ms (restart took {fo['gateway_restart_s']:.1f} s)")
         finally:
             if cluster is not None:

@@ -70,7 +70,9 @@ class WireBoard:
         self.asked: dict[int, float] = {}  # request id -> when sent
         self.rtt_ms: list[float] = []
         self.answered: set[int] = set()
-        self.duplicates = 0
+        self.down = envelope.ReplayWindow()  # envelopes taken, by sequence number, as the board's link keeps
+        self.redelivered = 0  # the same envelope again (QoS 1 is at least once): the link drops it
+        self.duplicates = 0  # a second answer to a request: what exactly-once forbids
         self.bad = 0
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
@@ -137,6 +139,9 @@ class WireBoard:
             request_id = doc["body"]["id"]
         except (envelope.EnvelopeError, KeyError, TypeError):
             self.bad += 1
+            return
+        if not self.down.accept(doc["seq"]):
+            self.redelivered += 1
             return
         sent = self.asked.pop(request_id, None)
         if sent is None:
@@ -222,5 +227,6 @@ class Fleet:
         answered = sum(len(b.answered) for b in self.boards)
         return {"boards": len(self.boards), "asked": asked, "answered": answered, "lost": asked - answered,
                 "duplicates": sum(b.duplicates for b in self.boards), "bad": sum(b.bad for b in self.boards),
+                "redelivered": sum(b.redelivered for b in self.boards),
                 "p50_ms": percentile(rtts, 0.5), "p99_ms": percentile(rtts, 0.99)}
 

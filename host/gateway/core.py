@@ -104,6 +104,7 @@ class Gateway:
         self.metrics["batches"] = 0
         self.metrics["refused_unverified"] = 0
         self.metrics["fenced"] = 0
+        self.metrics["replies_resent"] = 0
         self.connected = False
         self.started = time.time()
         self.batches: Batches | None = None
@@ -149,7 +150,7 @@ class Gateway:
             raise
         self.registry = Registry(self.store)
         self.presence = Presence(self.store, lambda: self.devices, self.metrics)
-        self.requests = Requests(self.store, self.router, self.send, self.metrics, self.defer, self.name)
+        self.requests = Requests(self.store, self.router, self.send, self.resend, self.metrics, self.defer, self.name)
         self.refusals = Refusals(self.store, self.defer)
         self.unverified = Unverified(self.store, self.router, self.refusals, self.metrics)
         self.batches = Batches(self.store, self._handle_one, self._ack, self.log, self.metrics, self._source,
@@ -438,16 +439,23 @@ class Gateway:
                 break
 
     def send(self, device: str, agent: str, kind: str, body: Any, control: bool = False,
-             on_delivered: Callable[[], None] | None = None) -> None:
+             on_delivered: Callable[[], None] | None = None) -> bytes:
         """Seal and publish a message to a device: down/{agent}, or ctl for commands; once the
         current transaction commits (at once outside one). `on_delivered()` runs when the
-        broker has it."""
+        broker has it. Returns the sealed envelope."""
         assert self.store is not None
         record = self.devices[device]
         seq = self.store.next_down_seq(device)
         sealed = envelope.seal(record["key"], device, seq, agent, kind, body, int(time.time() * 1000), codec=fastcbor)
         topic = protocol.topic(record["fleet"], device, protocol.CTL) if control else \
             protocol.topic(record["fleet"], device, protocol.DOWN, agent)
+        self.store.after_commit(partial(self._publish, topic, sealed, on_delivered))
+        return sealed
+
+    def resend(self, device: str, agent: str, sealed: bytes, on_delivered: Callable[[], None] | None = None) -> None:
+        """Publish an envelope sealed earlier (a kept reply) on down/{agent} again, as send() does."""
+        assert self.store is not None
+        topic = protocol.topic(self.devices[device]["fleet"], device, protocol.DOWN, agent)
         self.store.after_commit(partial(self._publish, topic, sealed, on_delivered))
 
     def _publish(self, topic: str, sealed: bytes, on_delivered: Callable[[], None] | None) -> None:

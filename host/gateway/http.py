@@ -25,6 +25,7 @@ HELP = {
     "dropped": "messages dropped, by reason", "batches": "store transactions of board messages and deferred writes",
     "refused_unverified": "requests over their rate limit refused before their HMAC was checked",
     "fenced": "replay windows closed over requests refused unverified (overlimit.py)",
+    "replies_resent": "kept replies published again by a gateway finishing another's (or its own earlier) requests",
     "router_requests": "requests routed", "router_replies_ok": "requests answered",
     "router_replies_error": "requests answered with an error", "router_rate_limited": "requests over the rate limit",
     "router_over_budget": "requests over the budget", "router_unknown_kind": "requests of a kind nobody handles",

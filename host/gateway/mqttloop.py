@@ -39,7 +39,7 @@ import paho.mqtt.client as mqtt
 
 MISC_S = 1.0  # keepalive checks (paho sends PINGREQ when due)
 READ_BYTES = 1 << 16  # asked of the socket at once
-READ_S = 0.005  # the reader's turn, at most, before the loop runs anything else
+READ_S = 0.001  # the reader's turn, at most, before the loop runs anything else
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError)
 
 

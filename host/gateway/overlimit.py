@@ -80,7 +80,7 @@ class Unverified:
             return None  # malformed: the full check names it
         if not self.store.window(device, record["window"]).fresh(seq):
             return "replay"
-        if not over or doc.get("kind") != protocol.K_REQUEST or doc.get("agent") != agent:
+        if not over or agent is None or doc.get("kind") != protocol.K_REQUEST or doc.get("agent") != agent:
             return None
         pending = self._pending()
         if device not in pending:

@@ -35,7 +35,7 @@ HEARTBEAT_S = 1.0
 STALE_S = 5.0  # silent this long: dead, its requests adopted by another gateway
 JOIN_WAIT_S = 2.0
 
-Pending = tuple[str, str, int, str, bytes]  # (device, agent, request id, kind, body)
+Pending = tuple[str, str, int, str, bytes, bytes | None]  # (device, agent, request id, kind, body, sealed reply)
 
 
 def default_name(where: str) -> str:
@@ -98,10 +98,15 @@ class Peers:
             live = [n for n in self.live() if n != self.name]
             alive = f" AND owner NOT IN ({','.join('?' * len(live))})" if live else ""
             rows = self.store.db.execute(f"UPDATE requests SET owner = ? WHERE owner <> ?{alive} "
-                                         "RETURNING device, agent, id, kind, body",
+                                         "RETURNING device, agent, id, kind, body, reply",
                                          (self.name, self.name, *live)).fetchall()
-        return [(d, a, i, k, bytes(b)) for d, a, i, k, b in rows]
+        return [_pending(row) for row in rows]
 
     def own(self) -> list[Pending]:
-        return [(d, a, i, k, bytes(b)) for d, a, i, k, b in self.store.db.execute(
-            "SELECT device, agent, id, kind, body FROM requests WHERE owner = ? ORDER BY received", (self.name,))]
+        return [_pending(row) for row in self.store.db.execute(
+            "SELECT device, agent, id, kind, body, reply FROM requests WHERE owner = ? ORDER BY received", (self.name,))]
+
+
+def _pending(row: tuple) -> Pending:
+    device, agent, request_id, kind, body, reply = row
+    return device, agent, request_id, kind, bytes(body), None if reply is None else bytes(reply)

@@ -1,5 +1,7 @@
 """Agents' requests, from accepted to answered. A request is kept in the store until the broker
-has acknowledged its reply, so a gateway killed in between answers it again after a restart;
+has acknowledged its reply, so a gateway killed in between answers it again after a restart
+(with the reply it kept, the same envelope, if it had sealed one: the board's replay window
+drops a second copy, where a second answer would run the handler twice and reach the agent);
 the router (router.py) runs its handler once the request is committed; every reply is audited
 next to its request, written with the gateway's next batch (`defer`), and published once that
 has committed."""
@@ -17,16 +19,20 @@ from microfang.gateway.router import Router
 from microfang.gateway.store import Store
 from microfang.request import Request
 
-Send = Callable[..., None]  # (device, agent, kind, body, on_delivered=...) -> None
+Send = Callable[..., bytes]  # (device, agent, kind, body, on_delivered=...) -> the sealed envelope
+Resend = Callable[..., None]  # (device, agent, sealed, on_delivered=...) -> None
+RESEND_WINDOW = 512  # a kept reply is sent again only this close to the device's latest sequence number
+# (a board's replay window holds 1024: an older one would be dropped as a replay, never answered)
 Defer = Callable[[Callable[[], None]], None]  # run a write in the gateway's next batch
 
 
 class Requests:
-    def __init__(self, store: Store, router: Router, send: Send, metrics: dict[str, int], defer: Defer,
-                 owner: str) -> None:
+    def __init__(self, store: Store, router: Router, send: Send, resend: Resend, metrics: dict[str, int],
+                 defer: Defer, owner: str) -> None:
         self.store = store
         self.router = router
         self.send = send
+        self.resend = resend
         self.metrics = metrics
         self.defer = defer
         self.owner = owner  # this gateway's name (peers.py)
@@ -49,9 +55,22 @@ class Requests:
     def resume(self, pending: list[Pending], devices: Container[str]) -> None:
         """Answer requests accepted earlier (by this gateway before a restart, or by one that
         died) that had no reply delivered yet."""
-        for device, agent, request_id, kind, body in pending:
-            if device in devices:
+        for device, agent, request_id, kind, body, sealed in pending:
+            if device not in devices:
+                continue
+            if sealed is not None and self._recent(device, sealed):
+                self.metrics["replies_resent"] += 1
+                self.resend(device, agent, sealed,
+                            on_delivered=partial(self.store.finish_request, device, agent, request_id))
+            else:
                 self._start(Request(device, agent, kind, request_id, None), body)
+
+    def _recent(self, device: str, sealed: bytes) -> bool:
+        try:
+            seq = fastcbor.loads(sealed, max_bytes=envelope.MAX_ENVELOPE)["seq"]
+        except (fastcbor.CBORError, KeyError, TypeError):
+            return False
+        return isinstance(seq, int) and self.store.down_seq(device) - seq < RESEND_WINDOW
 
     def _start(self, request: Request, raw: bytes) -> None:
         try:
@@ -81,6 +100,7 @@ class Requests:
     def _write(self, request: Request, reply: dict[str, Any], detail: dict[str, Any]) -> None:
         # The device's row first (its sequence), then the audit chain: the order a message takes.
         # Once the broker has the reply the request is done (the gateway writes that in a batch too).
-        self.send(request.device, request.agent, protocol.K_REPLY, reply,
-                  on_delivered=partial(self.store.finish_request, request.device, request.agent, request.id))
+        sealed = self.send(request.device, request.agent, protocol.K_REPLY, reply,
+                           on_delivered=partial(self.store.finish_request, request.device, request.agent, request.id))
+        self.store.keep_reply(request.device, request.agent, request.id, sealed)
         self.store.audit(request.device, request.agent, "reply", detail)

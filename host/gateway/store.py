@@ -87,6 +87,7 @@ CREATE TABLE IF NOT EXISTS requests (        -- accepted, not yet answered to th
     body {blob} NOT NULL,
     received DOUBLE PRECISION NOT NULL,
     owner TEXT NOT NULL DEFAULT '',          -- the gateway answering it (peers.py)
+    reply {blob},                            -- its reply as sealed and published (NULL: not yet)
     PRIMARY KEY (device, agent, id)
 );
 CREATE TABLE IF NOT EXISTS fleets (          -- the key deploys are signed with, per fleet
@@ -144,6 +145,8 @@ class Store(JobStore):
                 columns = [c[0] for c in self.db.execute(f"SELECT * FROM {table} LIMIT 0").description]
                 if "owner" not in columns:
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+                if table == "requests" and "reply" not in columns:  # a database from before replies were kept
+                    self.db.execute(f"ALTER TABLE requests ADD COLUMN reply {self.db.types['blob']}")
         except StoreFailure as e:
             self.db.close()
             raise MicrofangError(f"{self.db.name}: not a gateway database ({str(e).split(': ', 1)[-1]})") from None
@@ -411,6 +414,19 @@ class Store(JobStore):
         self.db.execute("INSERT INTO requests (device, agent, id, kind, body, received, owner) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, agent, id) DO UPDATE SET kind = ?, body = ?, "
                         "owner = ?", (device, agent, request_id, kind, body, time.time(), owner, kind, body, owner))
+
+    def keep_reply(self, device: str, agent: str, request_id: int, sealed: bytes) -> None:
+        """The request's reply as published (with the transaction's others): a gateway that
+        answers it again after a crash sends these same bytes, not a second answer."""
+        self.db.stage(self._write_replies, (sealed, device, agent, request_id))
+
+    def _write_replies(self, replies: list[tuple[bytes, str, str, int]]) -> None:
+        self.db.executemany("UPDATE requests SET reply = ? WHERE device = ? AND agent = ? AND id = ?", replies)
+
+    def down_seq(self, device: str) -> int:
+        """The sequence number of the last message sent to the device."""
+        row = self.db.execute("SELECT down_seq FROM devices WHERE id = ?", (device,)).fetchone()
+        return 0 if row is None else int(row[0])
 
     def finish_request(self, device: str, agent: str, request_id: int) -> None:
         """The request's reply reached the broker: forget it (with the transaction's others)."""
