@@ -123,7 +123,7 @@ class OnLoop:
             running = False
         if running:
             action(*args)
-        else:
+        elif not self._loop.is_closed():  # a client collected after its loop closed: nothing to undo
             self._loop.call_soon_threadsafe(action, *args)
 
     def _opened(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
