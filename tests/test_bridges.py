@@ -1,8 +1,11 @@
 """tool.call through the gateway to a real MCP server process, with the guard at the gateway:
 permissions from the registered manifest, exfiltration blocked, output filtered, all audited."""
 
+import asyncio
 import sys
 from pathlib import Path
+
+import pytest
 
 from agents import request_chain
 from fleet import agent_replies
@@ -11,20 +14,25 @@ from microfang.bridges.guard import find_secrets, filter_output
 from microfang.firmware import bundle, cbor
 
 SERVER = Path(__file__).parent / "mcp_tools_server.py"
+HOSTILE = Path(__file__).parent / "mcp_hostile_server.py"
 
 
 PARTS = {"mcp_servers": {"parts": {"command": [sys.executable, str(SERVER)]}}}
 
 
-def run_chain(mosquitto, tmp_path, steps, register=True, **manifest_changes):
-    """A request_chain agent against a gateway bridged to the parts server: its replies, the
-    gateway's audit actions and its services' summary."""
+def hostile(**spec):
+    return {"mcp_servers": {"bad": {"command": [sys.executable, str(HOSTILE)], **spec}}}
+
+
+def run_chain(mosquitto, tmp_path, steps, register=True, settings=PARTS, then=None, **manifest_changes):
+    """A request_chain agent against a gateway bridged to the parts server (or `settings`'):
+    its replies, the gateway's audit actions and its services' summary (or what `then` returned)."""
     chain = request_chain(steps, **manifest_changes)
 
     async def summary(gw, services):
         return services.summary
 
-    return agent_replies(mosquitto.port, tmp_path, chain, len(steps), settings=PARTS, then=summary,
+    return agent_replies(mosquitto.port, tmp_path, chain, len(steps), settings=settings, then=then or summary,
                          registered=bundle.decode(chain)[0] if register else None)
 
 
@@ -125,3 +133,58 @@ def test_the_registered_manifests_budgets_apply_not_the_ones_a_board_announces(m
     assert store.agent_budgets()[("b1", "burst")] == {"requests_per_s": 1, "llm_tokens_per_hour": 0}
     store.close()
     assert sum(1 for r in replies if not r["ok"]) >= 100  # rate limited at the registered 1 request/s
+
+
+def test_a_tool_that_does_not_answer_in_time_fails_that_call_and_the_next_one_is_answered(mosquitto, tmp_path):
+    replies, audit, _ = run_chain(mosquitto, tmp_path, [call("bad.slow", seconds=30), call("bad.pid")],
+                                  settings=hostile(timeout_s=1), **{"sandbox.permissions.tool_access": ["bad.*"]})
+    assert replies[0] == {"id": 1, "ok": False, "error": "tool.call failed: tool bad.slow did not answer in 1 s"}
+    assert replies[1]["ok"] is True and int(replies[1]["result"]) > 0
+    assert audit.count("tool.call") == 2
+
+
+def test_a_crashed_mcp_server_is_started_again_for_the_next_call(mosquitto, tmp_path):
+    async def restarts(gw, services):
+        return gw.router.handlers["tool.call"].__self__.sessions["bad"][0].restarts
+
+    replies, _, restarted = run_chain(mosquitto, tmp_path, [call("bad.pid"), call("bad.crash"), call("bad.pid")],
+                                      settings=hostile(), then=restarts,
+                                      **{"sandbox.permissions.tool_access": ["bad.*"]})
+    assert replies[1] == {"id": 2, "ok": False, "error": "tool.call failed: tool bad.crash: MCPError: Connection closed"}
+    assert replies[2]["ok"] is True and replies[2]["result"] != replies[0]["result"]  # another server process
+    assert restarted == 1
+
+
+def test_a_megabyte_of_tool_output_reaches_the_board_cut_and_without_control_characters(mosquitto, tmp_path):
+    replies, _, _ = run_chain(mosquitto, tmp_path, [call("bad.flood")], settings=hostile(),
+                              **{"sandbox.permissions.tool_access": ["bad.flood"]})
+    assert replies[0]["ok"] is True and replies[0]["result"] == filter_output("\x1b[2J" + "x" * 1_000_000)
+    assert "\x1b" not in replies[0]["result"] and len(replies[0]["result"]) < 400
+
+
+def test_concurrent_calls_go_to_the_least_busy_of_a_servers_sessions(mosquitto, tmp_path):
+    """Two sessions are two server processes; four calls at once are split two and two."""
+    from microfang.request import Request
+
+    async def pids(gw, services):
+        handle = gw.router.handlers["tool.call"]
+        asks = [Request("b1", "chain", "tool.call", n, {"name": "bad.pid", "args": {"seconds": 0.5}}) for n in range(4)]
+        answers = await asyncio.gather(*(handle(r) for r in asks))
+        return sorted(a["result"] for a in answers)
+
+    _, _, answered = run_chain(mosquitto, tmp_path, [call("bad.pid")], settings=hostile(sessions=2), then=pids,
+                               **{"sandbox.permissions.tool_access": ["bad.*"]})
+    assert len(set(answered)) == 2 and answered[0] == answered[1] and answered[2] == answered[3]
+
+
+def test_mcp_server_settings_out_of_range_are_one_line_errors():
+    from microfang.bridges.mcp_client import server_spec
+    from microfang.firmware.errors import MicrofangError
+
+    for spec, message in [({"command": ["x"], "sessions": 0}, "mcp_servers.bad.sessions: must be a whole number from 1 to 16"),
+                          ({"command": ["x"], "sessions": "2"}, "mcp_servers.bad.sessions: must be a whole number from 1 to 16"),
+                          ({"command": ["x"], "timeout_s": -1}, "mcp_servers.bad.timeout_s: must be a number of seconds from 0 to 3600"),
+                          ({"command": "python server.py"}, "mcp_servers.bad.command: must be a list of strings")]:
+        with pytest.raises(MicrofangError) as e:
+            server_spec("bad", spec)
+        assert str(e.value) == message, spec
