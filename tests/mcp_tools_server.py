@@ -1,8 +1,11 @@
-"""A real MCP server process for the tool.call tests (official SDK, stdio): a parts catalogue."""
+"""A real MCP server process for the tool.call tests and bench (official SDK): a parts
+catalogue, over stdio, or streamable HTTP on 127.0.0.1 with `--http PORT`."""
+
+import sys
 
 from mcp.server.mcpserver import MCPServer
 
-server = MCPServer("parts")
+server = MCPServer("parts", log_level="WARNING")  # no access log line per HTTP call
 PARTS = {"fuse": "5 A glass fuse, drawer 12", "relay": "12 V relay, drawer 3"}
 
 
@@ -25,4 +28,7 @@ def send_report(text: str) -> str:
 
 
 if __name__ == "__main__":
-    server.run("stdio")
+    if sys.argv[1:2] == ["--http"]:
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]), json_response=True)
+    else:
+        server.run("stdio")
