@@ -6,11 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from agents import request_chain
 from fleet import agent_replies
 
-from microfang.bridges.guard import find_secrets, filter_output
+from microfang.bridges.guard import filter_output, find_secrets
 from microfang.firmware import bundle, cbor
 
 SERVER = Path(__file__).parent / "mcp_tools_server.py"

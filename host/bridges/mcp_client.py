@@ -76,7 +76,7 @@ class Session:
                 self.client = client
                 ready.set_result(listed)
                 await stop.wait()
-        except BaseException as e:  # noqa: BLE001  (told to open(), or the end of a session that died)
+        except BaseException as e:  # (told to open(), or the end of a session that died)
             if not ready.done():
                 ready.set_exception(e if isinstance(e, Exception) else ConnectionError("closed while connecting"))
         finally:
@@ -106,7 +106,7 @@ class Session:
         self._stop.set()
         try:
             await asyncio.wait_for(task, 10)
-        except BaseException:  # noqa: BLE001  (a server that died closes with the SDK's errors; it is gone either way)
+        except BaseException:  # (a server that died closes with the SDK's errors; it is gone either way)
             task.cancel()
 
 
