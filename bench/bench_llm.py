@@ -165,7 +165,8 @@ def main() -> None:
           f"tokens {med['direct_tokens']:.0f} vs {med['through_tokens']:.0f}")
     print(f"local model: {tokens_per_s:.0f} tokens/s (SmolLM2-135M-Instruct Q4_1, llama.cpp, {platform.machine()})")
     first = None if args.no_demo else demo_first_answer(12 if args.quick else 20)
-    print(f"microfang demo: first LLM answer {first} s after start")
+    if first is not None:
+        print(f"microfang demo: first LLM answer {first} s after start")
     save("llm", direct_ms=med["direct"], through_gateway_ms=med["through"], ratio=ratio, goal=1.05,
          model_ms={"direct": med["direct_model"], "through": med["through_model"]},
          beyond_model_ms={"direct": hop_ms, "through": path_ms}, calls_each_way=count, threads=threads,
