@@ -8,7 +8,9 @@ once with one session (one server process) and once with SESSIONS. Every tool ca
 guard (registered manifest, exfiltration screen, output filter) and is audited.
 Baselines: the bare MCP SDK client calling the same server, nothing else (same concurrency):
 over stdio with 1 and SESSIONS sessions, and over streamable HTTP (one server process): the
-ceiling a Python MCP server sets here, and which transport carries more. Goal: >= 3,000
+ceiling a Python MCP server sets here, and which transport carries more. Each phase also records
+the CPU milliseconds per task of the boards (this process), the gateway, its MCP server processes
+and Mosquitto: where a task's time goes. Goal: >= 3,000
 tool-chain tasks/s. Rounds alternate so drift hits every phase; the load average is recorded.
 
 Usage: python bench/bench_bridges.py [--quick]; results go to bench/results/bridges.json.
@@ -94,26 +96,47 @@ def http_server() -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the HTTP MCP server did not start")
 
 
-def run(port: int, db: str, prefix: str, kind: str, body: bytes, boards_n: int, per_board: int) -> dict:
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text(encoding="ascii").split()]
+    return found
+
+
+def run(port: int, db: str, prefix: str, kind: str, body: bytes, boards_n: int, per_board: int,
+        procs: dict[str, list[int]]) -> dict:
+    """Fresh boards pumping `kind` requests; tasks/s and the CPU milliseconds per task each of
+    `procs` (name -> pids) used meanwhile, with the boards' (this process)."""
     agent = pump(per_board, WINDOW, kind, body, **{"sandbox.permissions.tool_access": ["parts.lookup"]})
     boards = make_boards(db, port, boards_n, agent, prefix)
     store = Store(db)
     for board in boards:
         store.register_manifest(board.device, bundle.decode(agent)[0])
     store.close()
+    procs = {"boards": [os.getpid()], **procs}
+    before = {name: sum(cpu_s(p) for p in pids) for name, pids in procs.items()}
     got, elapsed = asyncio.run(drive(boards, boards_n * per_board, 120))
-    return {"kind": kind, "boards": boards_n, "tasks": got, "per_s": got / elapsed}
+    cpu_ms = {name: (sum(cpu_s(p) for p in pids) - before[name]) * 1000 / max(got, 1) for name, pids in procs.items()}
+    return {"kind": kind, "boards": boards_n, "tasks": got, "per_s": got / elapsed, "cpu_ms_per_task": cpu_ms}
 
 
-def through_gateway(broker_port: int, tmp: str, n: int, sessions: int, phases: list[tuple[str, str, bytes]],
+def through_gateway(broker: Mosquitto, tmp: str, n: int, sessions: int, phases: list[tuple[str, str, bytes]],
                     boards_n: int, per_board: int) -> dict[str, dict]:
     """A gateway bridged to the parts server with `sessions` sessions; each phase (label, kind,
     CBOR body) run by fresh boards in turn."""
     db = str(Path(tmp) / f"gw-{n}-{sessions}.db")
     servers = {"parts": {"command": SERVER, "sessions": sessions}}
-    gateway, stop = start_gateway(broker_port, db, {"mcp_servers": servers})
+    gateway, stop = start_gateway(broker.port, db, {"mcp_servers": servers})
+    assert gateway.pid is not None and broker.proc is not None
+    procs = {"gateway": [gateway.pid], "mcp_servers": children(gateway.pid), "mosquitto": [broker.proc.pid]}
     try:
-        return {label: run(broker_port, db, f"{label[:1]}{n}{sessions}", kind, body, boards_n, per_board)
+        return {label: run(broker.port, db, f"{label[:1]}{n}{sessions}", kind, body, boards_n, per_board, procs)
                 for label, kind, body in phases}
     finally:
         stop.set()
@@ -135,9 +158,9 @@ def main() -> None:
         try:
             for n in range(1 if args.quick else 2):  # alternate, so drift hits every phase
                 load = os.getloadavg()[0]
-                one = through_gateway(broker.port, tmp, n, 1, [("echo", "echo", b"\xf6"), ("tool", "tool.call", tool)],
+                one = through_gateway(broker, tmp, n, 1, [("echo", "echo", b"\xf6"), ("tool", "tool.call", tool)],
                                       boards_n, per_board)
-                many = through_gateway(broker.port, tmp, n, SESSIONS, [("tool", "tool.call", tool)], boards_n, per_board)
+                many = through_gateway(broker, tmp, n, SESSIONS, [("tool", "tool.call", tool)], boards_n, per_board)
                 bare = {"stdio_1": bare_mcp(stdio_targets(1), calls, boards_n * WINDOW),
                         f"stdio_{SESSIONS}": bare_mcp(stdio_targets(SESSIONS), calls, boards_n * WINDOW),
                         "http_1": bare_mcp([url], calls, boards_n * WINDOW)}
@@ -152,6 +175,9 @@ def main() -> None:
                       f"{bare[f'stdio_{SESSIONS}']:,.0f}/s ({SESSIONS}), streamable HTTP {bare['http_1']:,.0f}/s -> "
                       f"chain {best / max(bare.values()):.2f}x the best bare ({boards_n} boards x window {WINDOW}; "
                       f"goal >= 3,000/s)")
+                for label, phase in (("echo", one["echo"]), ("tool, 1 session", one["tool"]),
+                                     (f"tool, {SESSIONS} sessions", many["tool"])):
+                    print(f"  CPU ms per task, {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in phase["cpu_ms_per_task"].items()))
         finally:
             http.terminate()
             http.wait(10)
