@@ -145,7 +145,10 @@ def test_a_board_without_room_for_the_deploys_chunks_fails_the_job_at_once_with_
     assert state == "failed" and (dropped or refused), (detail, lines)
     if dropped:
         assert any(ln.startswith("[board] link dropped no_memory: a message of ") for ln in lines), lines
-    # So close to its heap's end the board may also lose its connection to a MemoryError once
-    # (CI saw "allocating 513 bytes"); it is connected again, not looping on a redelivered chunk.
+    # So close to its heap's end the board may also lose its connection to a MemoryError once or
+    # twice (CI saw "allocating 513 bytes", then "212 bytes" twice); it is connected again at the
+    # end, not looping on a redelivered chunk (which would reconnect for as long as the test ran).
+    # The gateway's side of this path is tested deterministically in tests/test_gateway_board_ram.py.
     link = [ln for ln in lines if ln.startswith("[board] link ") and " dropped " not in ln]
-    assert link[-1].startswith("[board] link connected") and len(link) <= 3, lines
+    disconnects = [ln for ln in link if ln.startswith("[board] link disconnected")]
+    assert link[-1].startswith("[board] link connected") and len(disconnects) <= 3, lines
