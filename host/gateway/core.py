@@ -15,7 +15,7 @@ with envelopes sealed with the device's key. Jobs queued in the store run as tra
 Plug-ins see it as a `microfang.request.GatewayAPI`; they hook in with `router.add(kind,
 handler)`, `add_log_listener` (replicated memory-log records) and `add_health_part`.
 
-Delivery: paho's client runs on the event loop (mqttloop.py: no thread of its own). Each
+Delivery: the broker session (broker_session.py) runs on the event loop. Each
 message is handled in one store transaction and acknowledged to the broker (manual PUBACK) only
 once that has committed: what it makes the gateway do (publishing, starting a request) waits
 for the commit too (`Store.after_commit`). When the store fails (disk full, locked, damaged)
@@ -28,27 +28,22 @@ board sends is checked (shapes.py) before it is used.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from microfang import console
 from microfang.config import parse_broker
 from microfang.firmware import envelope, protocol
-from microfang.gateway import fastcbor, http, mqttloop, peers, shapes
+from microfang.gateway import fastcbor, http, peers, shapes
 from microfang.gateway.batches import Batches
 from microfang.gateway.board_messages import BoardMessages, LogListener
+from microfang.gateway.broker_session import BrokerSession, BrokerSettings
 from microfang.gateway.commands import Commands
 from microfang.gateway.db import StoreFailure
 from microfang.gateway.jobrunner import JobRunner
-from microfang.gateway.mqttloop import OnLoop
 from microfang.gateway.overlimit import BACKLOG, Unverified
 from microfang.gateway.peers import Peers
 from microfang.gateway.presence import Presence
@@ -63,10 +58,6 @@ DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", 
                 "error")
 
 DROP_LOG_S = 1.0  # one log line per drop reason a second, at most
-RECEIVE_MAXIMUM = 65535  # unacknowledged messages the broker may send the gateway (MQTT v5's largest)
-SESSION_EXPIRY_S = 0xFFFFFFFF  # MQTT v5: the broker keeps the gateway's session for ever
-RECONNECT_S = (0.1, 5.0)  # waits between attempts to reach the broker: the first and the longest
-LOGIN_REFUSED = (134, 135)  # CONNACK reason codes: bad user name or password, not authorized (3.1.1's 4, 5)
 
 
 class Gateway:
@@ -105,20 +96,15 @@ class Gateway:
         self.metrics["refused_unverified"] = 0
         self.metrics["fenced"] = 0
         self.metrics["replies_resent"] = 0
-        self.connected = False
         self.started = time.time()
         self.batches: Batches | None = None
+        self.session: BrokerSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: mqtt.Client | None = None
-        self._driver: OnLoop | None = None  # runs the client on the event loop
         self._drop_logged: dict[str, float] = {}  # reason -> when a drop of it was last logged
         self._drops_unlogged: dict[str, int] = {}  # reason -> drops since then
-        self._refused: str | None = None  # why the broker refused or dropped our CONNECT
-        self._login_refused: str | None = None  # the broker refused our credentials: no use trying again
         self._tasks: list[asyncio.Task] = []
         self._http: asyncio.base_events.Server | None = None
         self._answers: dict[tuple[str, str], list[asyncio.Future]] = {}  # ask(): waiting for an agent's publish
-        self._delivery: dict[int, Callable[[], None]] = {}  # MQTT message id -> what to do once the broker has it
         self._health_parts: dict[str, Callable[[], Any]] = {}
         self.transfers = Transfers(self)
         self.commands = Commands(self)
@@ -156,21 +142,16 @@ class Gateway:
         self.batches = Batches(self.store, self._handle_one, self._ack, self.log, self.metrics, self._source,
                                self._drop)
         self._tasks.append(asyncio.create_task(self.batches.run(), name="microfang[gateway].process"))
-        self._client = self._connect(mqtt.MQTTv5)
+        self.session = BrokerSession(BrokerSettings(self.host, self.port, self.tls, self.client_id, self.user,
+                                                    self.password, self.cafile),
+                                     shared=self._shared, on_message=self.batches.offer, on_delivered=self.defer)
         if self.http_port is not None:
             self._http = await http.serve(self.health, lambda: (self.metrics, self.router.counts), self.http_port)
-        deadline = time.monotonic() + 10
-        v5_until = time.monotonic() + 2
-        while not self.connected and self._login_refused is None and time.monotonic() < deadline:
-            if self._client.protocol == mqtt.MQTTv5 and (self._refused is not None or time.monotonic() > v5_until):
-                # A broker that speaks MQTT 3.1.1 only (the embedded amqtt refuses or ignores
-                # a v5 CONNECT): that, then.
-                await self._stop_client()
-                self._client = self._connect(mqtt.MQTTv311)
-            await asyncio.sleep(0.01)
-        if not self.connected:
+        try:
+            await self.session.open()
+        except ConnectionError:
             await self.__aexit__(None, None, None)
-            raise ConnectionError(self._login_refused or f"cannot reach the MQTT broker at {self.host}:{self.port}")
+            raise
         for device, agent in self.store.agent_budgets():  # the registered manifests' (a database of
             registered = self.registry.manifest_of(device, agent)  # older gateways kept what boards announced)
             self.router.set_limits(device, agent, {} if registered is None else registered.get("budgets", {}))
@@ -180,38 +161,9 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self._keep_presence(), name="microfang[gateway].presence"))
         return self
 
-    def _connect(self, version: mqtt.MQTTProtocolVersion) -> mqtt.Client:
-        """A paho client connecting, driven by the event loop (mqttloop.py). MQTT v5 lets the gateway say how many
-        unacknowledged messages the broker may send it (Receive Maximum): each waits for its
-        batch's commit to be acknowledged, and the broker must not hold a quiet board's message
-        behind a flood's (with MQTT 3.1.1 Mosquitto allows max_inflight_messages, 20 by default)."""
-        v5 = version == mqtt.MQTTv5
-        client = mqttloop.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=version,
-                             manual_ack=True, clean_session=None if v5 else False)
-        if self.user is not None:
-            client.username_pw_set(self.user, self.password)
-        if self.tls:
-            client.tls_set(ca_certs=self.cafile)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_publish = self._on_publish
-        client.max_inflight_messages_set(1000)
-        client.max_queued_messages_set(0)
-        self._refused = None
-        if v5:
-            properties = Properties(PacketTypes.CONNECT)
-            properties.SessionExpiryInterval = SESSION_EXPIRY_S  # the session (its queued messages) outlives us
-            properties.ReceiveMaximum = RECEIVE_MAXIMUM
-            client.connect_async(self.host, self.port, keepalive=30, clean_start=False, properties=properties)
-        else:
-            client.connect_async(self.host, self.port, keepalive=30)
-        self._driver = OnLoop(client, RECONNECT_S)
-        return client
-
     def _ack(self, mid: int, qos: int) -> None:
-        assert self._client is not None
-        self._client.ack(mid, qos)
+        assert self.session is not None
+        self.session.ack(mid, qos)
 
     async def _keep_peers(self) -> None:
         """Say this gateway is alive; finish the requests of gateways that died."""
@@ -242,9 +194,8 @@ class Gateway:
                 pass
         if self._http is not None:
             self._http.close()
-        if self._client is not None:
-            self._client.disconnect()
-            await self._stop_client()
+        if self.session is not None:
+            await self.session.close()
         if self.store is not None:
             if self.refusals is not None:
                 try:
@@ -263,6 +214,11 @@ class Gateway:
         await asyncio.Event().wait()
 
     @property
+    def connected(self) -> bool:
+        """Connected to the broker now."""
+        return self.session is not None and self.session.connected
+
+    @property
     def devices(self) -> dict[str, dict[str, Any]]:
         """The registered devices: key, fleet, replay window, presence (empty until started)."""
         return {} if self.registry is None else self.registry.devices
@@ -272,26 +228,6 @@ class Gateway:
         assert self.registry is not None
         return self.registry.add(device, fleet, key)
 
-    async def _stop_client(self) -> None:
-        if self._driver is not None:
-            await self._driver.stop()
-            self._driver = None
-
-    # ---- paho's callbacks (on the event loop) ----------------------------------------------
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if reason.is_failure:
-            self._refused = str(reason)
-            if reason.value in LOGIN_REFUSED:
-                who = f"user {self.user!r}" if self.user else "no user name: give --user or [broker] user"
-                self._login_refused = f"broker refused login: {str(reason).lower()} ({who})"
-            return
-        sock = client.socket()
-        if isinstance(sock, socket.socket):  # TLS sockets too (ssl.SSLSocket is one)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.subscribe([(self._shared(topic), 1) for topic in protocol.subscriptions()])
-        self.connected = True
-
     def _shared(self, topic: str) -> str:
         """Gateways on a shared store split the fleet's messages (an MQTT shared subscription:
         each message goes to one of them); presence is retained, which shared subscriptions do
@@ -299,23 +235,6 @@ class Gateway:
         if self.store is None or not self.store.shared or topic.endswith("/" + protocol.STATUS):
             return topic
         return f"$share/microfang/{topic}"
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if not self.connected:
-            self._refused = str(reason)  # before any CONNACK: a broker that does not speak MQTT v5 hangs up
-        self.connected = False
-
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        self._reply_delivered(mid)
-
-    def _reply_delivered(self, mid: int) -> None:
-        action = self._delivery.pop(mid, None)
-        if action is not None:
-            self.defer(action)
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        assert self.batches is not None
-        self.batches.offer((message.topic, bytes(message.payload), message.mid, message.qos))
 
     # ---- processing ----------------------------------------------------------------------
 
@@ -459,10 +378,8 @@ class Gateway:
         self.store.after_commit(partial(self._publish, topic, sealed, on_delivered))
 
     def _publish(self, topic: str, sealed: bytes, on_delivered: Callable[[], None] | None) -> None:
-        assert self._client is not None
-        info = self._client.publish(topic, sealed, qos=1)
-        if on_delivered is not None:
-            self._delivery[info.mid] = on_delivered
+        assert self.session is not None
+        self.session.publish(topic, sealed, on_delivered)
 
     async def ask(self, device: str, agent: str, body: Any, timeout: float = 10.0) -> Any:
         """Send an agent a message event and wait for what it publishes next: {topic, data}
