@@ -35,32 +35,47 @@ _MAX_DEPTH = cbor._MAX_DEPTH  # the one nesting limit both decoders keep
 
 def _left(value: Any, depth: int, left: int) -> int:
     """The items left of `left` once `value` is counted (keys count too, as firmware/cbor.py's
-    decoder counts them); negative if `value` is not plain or over its nesting limit."""
+    decoder counts them); negative if `value` is not plain or over its nesting limit. Strings,
+    bytes and small ints inside a container are counted in its loop (a call each was most of
+    the time a request took here)."""
     left -= 1
     kind = type(value)
     if depth > _MAX_DEPTH or left < 0:
         return -1
+    if kind is list:
+        for item in value:
+            if type(item) in _FLAT:
+                left -= 1
+            else:
+                left = _left(item, depth + 1, left)
+            if left < 0:
+                return -1
+        return left if depth < _MAX_DEPTH or not value else -1
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) in _FLAT:
+                left -= 1
+            elif type(key) in _SCALARS:
+                left = _left(key, depth + 1, left)
+            else:
+                return -1
+            if type(item) in _FLAT:
+                left -= 1
+            else:
+                left = _left(item, depth + 1, left)
+            if left < 0:
+                return -1
+        return left if depth < _MAX_DEPTH or not value else -1
     if kind is str or kind is bytes or kind is bool or value is None:
         return left
     if kind is int:
         return left if _INT_MIN <= value < _INT_END else -1
     if kind is float:
         return left if value - value == 0.0 else -1  # finite (inf - inf and nan are nan)
-    if kind is list:
-        for item in value:
-            left = _left(item, depth + 1, left)
-            if left < 0:
-                return -1
-        return left
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) not in _SCALARS:
-                return -1
-            left = _left(item, depth + 1, _left(key, depth + 1, left))
-            if left < 0:
-                return -1
-        return left
     return -1
+
+
+_FLAT = {str, bytes, bool, type(None)}  # plain at any depth, one item each
 
 
 def loads(data: bytes, max_bytes: int = 1 << 20, max_items: int = 10000, views: bool = False) -> Any:
@@ -78,11 +93,25 @@ def loads(data: bytes, max_bytes: int = 1 << 20, max_items: int = 10000, views: 
 
 def _sorted(value: Any) -> Any:
     """`value` with every dict's keys in the bytewise order of their encodings."""
-    if type(value) is list:
-        return [_sorted(item) for item in value]
-    if type(value) is dict:
-        return {key: _sorted(value[key]) for key in sorted(value, key=cbor2.dumps)}
+    kind = type(value)
+    if kind is list:
+        return [_sorted(item) if type(item) in _NESTED else item for item in value]
+    if kind is dict:
+        keys = tuple(value)
+        order = _ORDERS.get(keys)  # only all-str key tuples are kept: a str equals no other type
+        if order is None:
+            order = tuple(sorted(keys, key=cbor2.dumps))
+            if all(type(key) is str for key in keys):
+                if len(_ORDERS) >= _ORDERS_MAX:
+                    _ORDERS.clear()
+                _ORDERS[keys] = order
+        return {key: _sorted(value[key]) if type(value[key]) in _NESTED else value[key] for key in order}
     return value
+
+
+_NESTED = {list, dict}
+_ORDERS: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # a dict's str keys in order -> in canonical order
+_ORDERS_MAX = 4096  # the shapes of the messages the gateway seals are few
 
 
 def dumps(value: Any, canonical: bool = False) -> bytes:
