@@ -68,7 +68,8 @@ class BrokerSession:
         self._client: mqtt.Client | None = None
         self._driver: OnLoop | None = None
         self._refused: str | None = None  # why the broker refused or dropped our CONNECT
-        self._login_refused: str | None = None  # the broker refused our credentials: no use trying again
+        self._login_refused: str | None = None  # the broker refused our credentials or subscriptions
+        self._subscribing: int | None = None  # the SUBSCRIBE whose SUBACK makes the session connected
         self._delivery: dict[int, Callable[[], None]] = {}  # MQTT message id -> what to do once the broker has it
 
     async def open(self) -> None:
@@ -121,6 +122,7 @@ class BrokerSession:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
         self._refused = None
@@ -152,7 +154,17 @@ class BrokerSession:
         sock = client.socket()
         if isinstance(sock, socket.socket):  # TLS sockets too (ssl.SSLSocket is one)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.subscribe([(self._shared(topic), 1) for topic in protocol.subscriptions()])
+        self._subscribing = client.subscribe([(self._shared(topic), 1) for topic in protocol.subscriptions()])[1]
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        # Connected once the broker has the subscriptions: a message published before would
+        # not reach a session the broker has just created.
+        if mid != self._subscribing:
+            return
+        refused = [f"{f} ({r})" for f, r in zip(protocol.subscriptions(), reasons, strict=False) if r.is_failure]
+        if refused:
+            self._login_refused = "broker refused the subscriptions " + ", ".join(refused)
+            return
         self.connected = True
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
