@@ -105,6 +105,14 @@ def open_envelope(data, key_for, views=False, codec=cbor):
     Returns the document without its mac (`views`: its byte strings are memoryviews into
     `data`, see cbor.loads). Raises EnvelopeError with reason one of "oversized", "malformed",
     "unknown-device", "forged"."""
+    doc, mac = decode_envelope(data, views, codec)
+    verify_envelope(doc, mac, key_for, codec)
+    return doc
+
+
+def decode_envelope(data, views=False, codec=cbor):
+    """The first half of open_envelope: decode a message and check its shape, not its mac.
+    Returns (the document without its mac, the mac); EnvelopeError "oversized" or "malformed"."""
     if len(data) > MAX_ENVELOPE:
         raise EnvelopeError("oversized", "message of %d bytes is over the %d byte limit" % (len(data), MAX_ENVELOPE))
     try:
@@ -122,12 +130,18 @@ def open_envelope(data, key_for, views=False, codec=cbor):
         raise EnvelopeError("malformed", "sequence %d is over %d" % (seq, SEQ_MAX))
     if not isinstance(doc.get("kind"), str) or not isinstance(doc.get("agent"), str):
         raise EnvelopeError("malformed", "envelope lacks kind or agent")
+    return doc, mac
+
+
+def verify_envelope(doc, mac, key_for, codec=cbor):
+    """The second half of open_envelope: the sender's key and the mac of a decoded document;
+    EnvelopeError "unknown-device" or "forged"."""
+    dev = doc["dev"]
     key = key_for(dev)
     if key is None:
         raise EnvelopeError("unknown-device", "unknown device %r" % dev)
     if not macs_equal(mac, _doc_mac(key, doc, codec)):
         raise EnvelopeError("forged", "bad HMAC from device %r" % dev)
-    return doc
 
 
 class ReplayWindow:

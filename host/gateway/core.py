@@ -303,16 +303,20 @@ class Gateway:
         if channel == protocol.STATUS:  # plain text, no envelope (the broker publishes the last will): a claim
             self.presence.claim(device, record, payload == protocol.ONLINE)
             return
+        try:
+            doc, mac = envelope.decode_envelope(payload, codec=fastcbor)
+        except envelope.EnvelopeError as e:
+            self._drop(e.reason, topic, str(e))
+            return
         # Before the HMAC: a flood's replays, requests over their rate limit (fenced at commit).
-        screened = self.unverified.screen(device, record, agent if channel == protocol.UP else None, payload,
-                                          self.batches is not None and self.batches.backlog(device) >= BACKLOG)
+        screened = self.unverified.screen(device, record, agent if channel == protocol.UP else None, doc, mac,
+                                          payload, self.batches is not None and self.batches.backlog(device) >= BACKLOG)
         if screened is not None:
             if screened == "replay":
                 self._drop("replay", topic, "sequence number already accepted (seen before checking its HMAC)")
             return
         try:
-            doc = envelope.open_envelope(payload, lambda dev: record["key"] if dev == device else None,
-                                         codec=fastcbor)
+            envelope.verify_envelope(doc, mac, lambda dev: record["key"] if dev == device else None, codec=fastcbor)
         except envelope.EnvelopeError as e:
             self._drop(e.reason, topic, str(e))
             return
@@ -330,7 +334,7 @@ class Gateway:
             if not window.accept(doc["seq"]):
                 self._drop("replay", topic, f"sequence {doc['seq']} was already accepted (latest {window.highest})")
                 return
-            if self.unverified.copy_of_refused(device, doc["seq"], payload):
+            if self.unverified.copy_of_refused(device, doc["seq"], mac):
                 self.store.save_window(device, window)  # verified: its number is taken
                 self._drop("replay", topic, f"sequence {doc['seq']}: a copy of a request refused in this batch")
                 return

@@ -60,46 +60,37 @@ class Unverified:
             self._of, self._refused = self.store.db.transactions, {}
         return self._refused
 
-    def screen(self, device: str, record: dict[str, Any], agent: str | None, payload: bytes,
-               flooding: bool) -> str | None:
-        """Inside the message's batch, before its HMAC: "replay" (`flooding` and its number is
-        taken: drop it), "refused" (a request on up/{agent} over its agent's rate limit with no
-        error replies left: counted, fenced at commit), or None: check it fully."""
+    def screen(self, device: str, record: dict[str, Any], agent: str | None, doc: dict[str, Any], mac: bytes,
+               payload: bytes, flooding: bool) -> str | None:
+        """Inside the message's batch, before its HMAC (`doc` and `mac` decoded from `payload` by
+        envelope.decode_envelope): "replay" (`flooding` and its number is taken: drop it),
+        "refused" (a request on up/{agent} over its agent's rate limit with no error replies
+        left: counted, fenced at commit), or None: check it fully."""
         over = agent is not None and self.router.limiter.empty(device, agent) and \
             not self.refusals.may_answer(device, agent)
-        if not (over or flooding):
-            return None
-        try:
-            doc = fastcbor.loads(payload, max_bytes=envelope.MAX_ENVELOPE, max_items=512)
-        except fastcbor.CBORError:
-            return None
-        if not isinstance(doc, dict) or doc.get("dev") != device or doc.get("v") != envelope.VERSION:
-            return None
-        seq, mac = doc.get("seq"), doc.get("mac")
-        if type(seq) is not int or not 1 <= seq <= envelope.SEQ_MAX or not isinstance(mac, bytes):
-            return None  # malformed: the full check names it
+        if not (over or flooding) or doc["dev"] != device:
+            return None  # another device's name: the full check names it
+        seq = doc["seq"]
         if not self.store.window(device, record["window"]).fresh(seq):
             return "replay"
-        if not over or agent is None or doc.get("kind") != protocol.K_REQUEST or doc.get("agent") != agent:
+        if not over or agent is None or doc["kind"] != protocol.K_REQUEST or doc["agent"] != agent:
             return None
         pending = self._pending()
         if device not in pending:
             pending[device] = {}
             self.store.before_commit(self._fence, (device, record))
-        pending[device].setdefault(seq, {})[mac] = payload
+        pending[device].setdefault(seq, {})[bytes(mac)] = payload
         self.metrics["requests"] += 1
         self.metrics["refused_unverified"] += 1
         self.router.counts["rate_limited"] += 1
         self.refusals.count(device, agent, "request refused", RATE_LIMITED, verified=False)
         return "refused"
 
-    def copy_of_refused(self, device: str, seq: int, payload: bytes) -> bool:
-        """Whether a verified message is a copy of one refused unverified in this batch."""
+    def copy_of_refused(self, device: str, seq: int, mac: bytes) -> bool:
+        """Whether a verified message (its sequence number and mac) is a copy of one refused
+        unverified in this batch."""
         macs = self._pending().get(device, {}).get(seq)
-        if not macs:
-            return False
-        doc = fastcbor.loads(payload, max_bytes=envelope.MAX_ENVELOPE, max_items=512)  # it verified: it decodes
-        return bytes(doc["mac"]) in macs
+        return bool(macs) and bytes(mac) in macs
 
     def _fence(self, devices: list[tuple[str, dict[str, Any]]]) -> None:
         """Just before the batch commits: each device's refused numbers into its window, bounded

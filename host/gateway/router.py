@@ -140,7 +140,8 @@ class Router:
 
     async def _run(self, handler: Handler, request: Request, reply: Reply) -> None:
         try:
-            body = await asyncio.wait_for(handler(request), self.timeout)
+            async with asyncio.timeout(self.timeout):  # in this task: wait_for would start another
+                body = await handler(request)
         except TimeoutError:
             self.counts["timeouts"] += 1
             reply(request, False, f"{request.kind} timed out after {self.timeout:g} s")
