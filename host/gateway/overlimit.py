@@ -90,7 +90,9 @@ class Unverified:
         """Whether a verified message (its sequence number and mac) is a copy of one refused
         unverified in this batch."""
         macs = self._pending().get(device, {}).get(seq)
-        return bool(macs) and bytes(mac) in macs
+        if not macs:
+            return False
+        return bytes(mac) in macs
 
     def _fence(self, devices: list[tuple[str, dict[str, Any]]]) -> None:
         """Just before the batch commits: each device's refused numbers into its window, bounded
