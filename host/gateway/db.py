@@ -57,6 +57,11 @@ class Database:
         self._after: list[Callable[[], None]] = []
         self._staged: list[tuple[Callable[[list[Any]], None], Any]] = []  # (flush, item), in order
         self.problem: str | None = None  # the last failure, until a transaction commits again
+        # What a gateway may keep in memory between transactions (store.py) holds while `epoch`
+        # stays the same: it moves when another connection may have written (each transaction
+        # on a store this process does not own alone) and when anything is rolled back.
+        self.epoch = 0
+        self._lazy: list[str] = []  # savepoints begun but not issued yet: nothing ran inside them
         self._hooks: list[Callable[[], None]] = []
 
     def add_session_hook(self, hook: Callable[[], None]) -> None:
@@ -85,6 +90,8 @@ class Database:
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
         """Run one statement; returns a cursor (fetchone/fetchall/iteration)."""
         try:
+            if self._lazy:
+                self._issue_savepoints()
             return self._run(sql, args)
         except Exception as e:
             self._raise_failure(e)
@@ -92,6 +99,8 @@ class Database:
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         try:
+            if self._lazy:
+                self._issue_savepoints()
             self._run_many(sql, rows)
         except Exception as e:
             self._raise_failure(e)
@@ -142,11 +151,14 @@ class Database:
         self.transactions += 1
         self._depth = 1
         try:
+            self._begun()
             yield
             self._flush_staged()
             self.execute("COMMIT")
         except BaseException:
             self._depth = 0
+            self.epoch += 1
+            self._lazy.clear()
             self._after.clear()
             self._staged.clear()
             with contextlib.suppress(Exception):
@@ -163,22 +175,44 @@ class Database:
     def _rollback(self) -> None:
         self._run("ROLLBACK", ())
 
+    def _begun(self) -> None:
+        """Just after BEGIN: move `epoch` if another connection may have written since."""
+        self.epoch += 1
+
     @contextlib.contextmanager
     def _savepoint(self) -> Iterator[None]:
+        # Issued only when a statement runs inside it (most of a message's writes are staged
+        # for the commit): one with none has nothing to release or roll back but its own
+        # staged items and after-commit actions.
         name, mark, staged = f"sp{self._depth}", len(self._after), len(self._staged)
-        self.execute(f"SAVEPOINT {name}")
+        self._lazy.append(name)
         self._depth += 1
         try:
             yield
-            self.execute(f"RELEASE SAVEPOINT {name}")
+            if not self._forget_lazy(name):
+                self.execute(f"RELEASE SAVEPOINT {name}")
         except BaseException:
             del self._after[mark:]
             del self._staged[staged:]
-            with contextlib.suppress(Exception):
-                self._run(f"ROLLBACK TO SAVEPOINT {name}", ())
+            if not self._forget_lazy(name):
+                self.epoch += 1
+                with contextlib.suppress(Exception):
+                    self._run(f"ROLLBACK TO SAVEPOINT {name}", ())
             raise
         finally:
             self._depth -= 1
+
+    def _forget_lazy(self, name: str) -> bool:
+        """Whether the savepoint `name` was never issued (then it is forgotten)."""
+        if self._lazy and self._lazy[-1] == name:
+            self._lazy.pop()
+            return True
+        return False
+
+    def _issue_savepoints(self) -> None:
+        lazy, self._lazy = self._lazy, []
+        for name in lazy:
+            self._run(f"SAVEPOINT {name}", ())
 
     def stage(self, flush: Callable[[list[Any]], None], item: Any) -> None:
         """Write `item` with the transaction's other items of `flush`: `flush(items)` runs once,
@@ -230,6 +264,18 @@ class SqliteDatabase(Database):
             raise MicrofangError(f"{self.path}: not a gateway database ({str(e).split(': ', 1)[1]})") from None
 
     _begin = "BEGIN IMMEDIATE"  # take the write lock up front: no deadlock with another writer
+    _data_version = None
+
+    def _begun(self) -> None:
+        # The running gateway's own file (locked against a second gateway): only other
+        # processes' writes (`microfang flash`, `keys`) move the epoch; SQLite counts them.
+        if self._lock is None:
+            self.epoch += 1
+            return
+        version = self._run("PRAGMA data_version", ()).fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            self.epoch += 1
 
     @property
     def name(self) -> str:

@@ -61,8 +61,8 @@ class Registry:
     def permitted(self, device: str, agent: str, host_function: str) -> bool:
         """Whether the registered manifest lets the agent call `host_function` (no record: the
         board's own check stands, as for agents started outside flash/deploy)."""
-        manifest = self.manifest_of(device, agent)
-        if manifest is None:
+        permissions = self.store.permissions(device, agent)
+        if permissions is None:
             return True
-        permissions = manifest.get("permissions", {})
-        return host_function in permissions.get("allowed", []) and host_function not in permissions.get("denied", [])
+        allowed, denied = permissions
+        return host_function in allowed and host_function not in denied

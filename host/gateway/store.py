@@ -152,12 +152,32 @@ class Store(JobStore):
             raise MicrofangError(f"{self.db.name}: not a gateway database ({str(e).split(': ', 1)[-1]})") from None
         self._tx_of = -1  # the transaction (Database.transactions) _tx_state belongs to
         self._tx_state: dict[str, dict[str, Any]] = {}
+        self._kept_epoch = -1  # the Database.epoch _kept_state belongs to
+        self._kept_state: dict[str, dict[Any, Any]] = {}
 
     def _tx(self, part: str) -> dict[str, Any]:
         """State kept for the current transaction only (working copies written at its commit)."""
         if self._tx_of != self.db.transactions:
             self._tx_of, self._tx_state = self.db.transactions, {}
         return self._tx_state.setdefault(part, {})
+
+    def _kept(self, part: str) -> dict[Any, Any]:
+        """What this gateway counts on between transactions (the down sequence numbers, agents'
+        permissions), read inside transactions only, while the database's epoch holds: on the
+        running gateway's own SQLite file until another process writes to it or something is
+        rolled back; on a shared store, one transaction. Writes of this store's own to the same
+        rows forget their part (`_forget`)."""
+        if self._kept_epoch != self.db.epoch:
+            self._kept_epoch, self._kept_state = self.db.epoch, {}
+        return self._kept_state.setdefault(part, {})
+
+    def _forget(self, part: str, key: Any = None) -> None:
+        """Forget one part of what is kept (or one key of it), for a write of this store's own."""
+        kept = self._kept_state.get(part, {})
+        if key is None:
+            kept.clear()
+        else:
+            kept.pop(key, None)
 
     @property
     def shared(self) -> bool:
@@ -211,6 +231,8 @@ class Store(JobStore):
         if self.db.execute("SELECT 1 FROM devices WHERE id = ?", (device,)).fetchone() is None:
             return self.add_device(device, fleet)
         key = os.urandom(32)
+        self._forget("down_seq", device)
+        self._forget("permissions")
         with self.transaction():
             self.db.execute("UPDATE devices SET key = ?, up_window = NULL, down_seq = 0, online = 0 WHERE id = ?",
                             (key, device))
@@ -274,26 +296,31 @@ class Store(JobStore):
 
     def next_down_seq(self, device: str) -> int:
         """The sequence number of the next message to the device. Shared: one statement each
-        (gateways sharing the store never hand out the same one). Else the first in a
-        transaction reads the row, the rest count on in memory, and the last is written once at
-        commit (a message rolled back may leave a gap: boards accept any newer number)."""
-        counted = self._tx("down_seq")
-        if self.db.shared or not self.db.in_transaction or device not in counted:
-            row = self.db.execute("UPDATE devices SET down_seq = down_seq + 1 WHERE id = ? RETURNING down_seq",
-                                  (device,)).fetchone()
-            if row is None:
-                raise KeyError(f"no device {device!r}")
-            if not self.db.shared and self.db.in_transaction:
-                counted[device] = int(row[0])
-            return int(row[0])
+        (gateways sharing the store never hand out the same one). Else, inside transactions,
+        the row is read once and then counted on in memory (`_kept`), its last value written
+        once at each commit (a message rolled back may leave a gap: boards accept any newer
+        number); outside one, one statement."""
+        if self.db.shared or not self.db.in_transaction:
+            self._forget("down_seq", device)  # a count in memory would be behind the row now
+            return self._count_down_seq(device)
+        counted = self._kept("down_seq")
+        if device not in counted:
+            counted[device] = self._count_down_seq(device)
+            return int(counted[device])
         counted[device] += 1
-        self.db.stage(self._write_down_seqs, device)
+        self.db.stage(self._write_down_seqs, (device, counted[device]))
         return int(counted[device])
 
-    def _write_down_seqs(self, devices: list[str]) -> None:
-        counted = self._tx("down_seq")
-        self.db.executemany("UPDATE devices SET down_seq = ? WHERE id = ?",
-                            [(counted[device], device) for device in dict.fromkeys(devices)])
+    def _count_down_seq(self, device: str) -> int:
+        row = self.db.execute("UPDATE devices SET down_seq = down_seq + 1 WHERE id = ? RETURNING down_seq",
+                              (device,)).fetchone()
+        if row is None:
+            raise KeyError(f"no device {device!r}")
+        return int(row[0])
+
+    def _write_down_seqs(self, staged: list[tuple[str, int]]) -> None:
+        last = dict(staged)  # device -> the last number handed out in this transaction
+        self.db.executemany("UPDATE devices SET down_seq = ? WHERE id = ?", [(seq, device) for device, seq in last.items()])
 
     # ---- audit ---------------------------------------------------------------------------
 
@@ -439,6 +466,7 @@ class Store(JobStore):
 
     def register_manifest(self, device: str, manifest: dict[str, Any]) -> None:
         text = json.dumps(manifest)
+        self._forget("permissions")
         self.db.execute("INSERT INTO agent_manifests VALUES (?, ?, ?, ?, ?) ON CONFLICT (device, agent) DO UPDATE "
                         "SET version = ?, manifest = ?, registered = ?",
                         (device, manifest["agent_id"], manifest["version"], text, time.time(),
@@ -449,5 +477,23 @@ class Store(JobStore):
                               (device, agent)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def permissions(self, device: str, agent: str) -> tuple[frozenset[str], frozenset[str]] | None:
+        """The registered manifest's (allowed, denied) host functions, or None without one:
+        asked of every request, so kept between transactions (`_kept`)."""
+        if not self.db.in_transaction:
+            return self._read_permissions(device, agent)
+        kept = self._kept("permissions")
+        if (device, agent) not in kept:
+            kept[(device, agent)] = self._read_permissions(device, agent)
+        return kept[(device, agent)]
+
+    def _read_permissions(self, device: str, agent: str) -> tuple[frozenset[str], frozenset[str]] | None:
+        manifest = self.manifest(device, agent)
+        if manifest is None:
+            return None
+        permissions = manifest.get("permissions", {})
+        return frozenset(permissions.get("allowed", [])), frozenset(permissions.get("denied", []))
+
     def drop_manifest(self, device: str, agent: str) -> None:
+        self._forget("permissions")
         self.db.execute("DELETE FROM agent_manifests WHERE device = ? AND agent = ?", (device, agent))
