@@ -57,6 +57,7 @@ from microfang.gateway.transfers import Transfers
 DROP_REASONS = ("malformed", "oversized", "unknown-device", "forged", "replay", "unknown-agent", "over-quota",
                 "error")
 
+TOPICS_KEPT = 100_000  # parsed topics remembered (a 10,000-board fleet has ~3 each)
 DROP_LOG_S = 1.0  # one log line per drop reason a second, at most
 
 
@@ -106,6 +107,7 @@ class Gateway:
         self._http: asyncio.base_events.Server | None = None
         self._answers: dict[tuple[str, str], list[asyncio.Future]] = {}  # ask(): waiting for an agent's publish
         self._health_parts: dict[str, Callable[[], Any]] = {}
+        self._topics: dict[str, tuple[str, str, str, str | None] | None] = {}  # _parse()
         self.transfers = Transfers(self)
         self.commands = Commands(self)
         self.board_messages = BoardMessages(self)  # a handler per kind of message a board sends
@@ -255,7 +257,7 @@ class Gateway:
         """The queue a message joins (batches.py): its device's; "" for a name not known yet
         (handle() looks it up); None for a topic outside the scheme or a device of another
         fleet, dropped now."""
-        parsed = protocol.parse_topic(topic)
+        parsed = self._parse(topic)
         if parsed is None:
             self.metrics["messages"] += 1
             self._drop("malformed", topic, "topic outside mf/{fleet}/{device}/{channel}[/{agent}]")
@@ -268,6 +270,18 @@ class Gateway:
             self._drop("unknown-device", topic, f"unknown device {parsed[1]!r} in fleet {parsed[0]!r}")
             return None
         return parsed[1]
+
+    def _parse(self, topic: str) -> tuple[str, str, str, str | None] | None:
+        """protocol.parse_topic, remembered: a fleet's topics are few, and each message's
+        topic is parsed twice (its queue, its handling)."""
+        try:
+            return self._topics[topic]
+        except KeyError:
+            pass
+        if len(self._topics) >= TOPICS_KEPT:
+            self._topics.clear()  # a flood of made-up topics: forgetting costs a parse each
+        parsed = self._topics[topic] = protocol.parse_topic(topic)
+        return parsed
 
     def log(self, line: str) -> None:
         """One line on stderr, unless quiet."""
@@ -291,7 +305,7 @@ class Gateway:
         assert self.store is not None and self.registry is not None and self.presence is not None
         assert self.unverified is not None
         self.metrics["messages"] += 1
-        parsed = protocol.parse_topic(topic)
+        parsed = self._parse(topic)
         if parsed is None:
             self._drop("malformed", topic, "topic outside mf/{fleet}/{device}/{channel}[/{agent}]")
             return

@@ -120,10 +120,12 @@ class QuotaExceeded(MicrofangError):
 
 
 def _audit_hash(prev: bytes, ts: float, device: str, agent: str, action: str, detail: str) -> bytes:
-    record = json.dumps([ts, device, agent, action, detail], separators=(",", ":")).encode()
+    record = _compact([ts, device, agent, action, detail]).encode()
     return hashlib.sha256(prev + record).digest()
 
 
+_compact = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps(..., separators=...) without
+_compact_any = json.JSONEncoder(separators=(",", ":"), default=str).encode  # a new encoder each call
 _DEVICE_COLUMNS = "id, fleet, key, last_seen, online, up_window, down_seq"
 
 
@@ -329,7 +331,7 @@ class Store(JobStore):
         records of its transaction, just before it commits (Database.stage), in the order they
         were made. The head is read then, in the transaction, so a record rolled back leaves no
         trace in the chain."""
-        text = detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"), default=str)
+        text = detail if isinstance(detail, str) else _compact_any(detail)
         if self.db.in_transaction:
             self.serialize()  # as early as before: the lock first, then any row lock (no deadlock)
         self.db.stage(self._append_audit, (time.time(), device, agent, action, text))
