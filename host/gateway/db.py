@@ -131,22 +131,24 @@ class Database:
     def in_transaction(self) -> bool:
         return self._depth > 0
 
-    @contextlib.contextmanager
-    def transaction(self, savepoint: bool = False) -> Iterator[None]:
+    def transaction(self, savepoint: bool = False) -> contextlib.AbstractContextManager[None]:
         """One transaction; a nested one joins the outer, or with `savepoint` is rolled back
         alone (with its after-commit actions) on an exception. On commit the `after_commit`
         actions run; on any exception everything is rolled back and they are dropped."""
-        if self._depth:
-            if savepoint:
-                with self._savepoint():
-                    yield
-                return
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
+        if not self._depth:
+            return self._transaction()
+        return self._savepoint() if savepoint else self._joined()
+
+    @contextlib.contextmanager
+    def _joined(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
         self.execute(self._begin)
         self.transactions += 1
         self._depth = 1

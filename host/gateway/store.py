@@ -16,8 +16,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -189,10 +189,8 @@ class Store(JobStore):
     def close(self) -> None:
         self.db.close()
 
-    @contextmanager
-    def transaction(self, savepoint: bool = False) -> Iterator[None]:
-        with self.db.transaction(savepoint):
-            yield
+    def transaction(self, savepoint: bool = False) -> AbstractContextManager[None]:
+        return self.db.transaction(savepoint)
 
     def after_commit(self, action: Callable[[], None]) -> None:
         self.db.after_commit(action)
