@@ -76,3 +76,39 @@ def test_a_flood_is_handled_in_bounded_batches_each_acknowledged_after_its_commi
     # Acknowledged only once its batch committed: no transaction open, the one it was handled in done.
     for mid, message in enumerate(arrivals, 1):
         assert acked[mid] == (batch_of[message], False), (message, acked[mid], batch_of[message])
+
+
+def test_a_bug_in_a_batchs_commit_holds_its_messages_unacknowledged_and_the_intake_goes_on(tmp_path):
+    # A staged write that raises (not a store failure) at the first commit: the batch is
+    # rolled back, nothing of it acknowledged, `problem` names the bug, and it is tried again.
+    store = Store(tmp_path / "gw.db")
+    failures = ["KeyError('dev9')"]
+    acked, problems = [], []
+
+    def flush(items):
+        if failures:
+            problems.append(failures.pop())
+            raise KeyError("dev9")
+
+    async def scenario():
+        batches = Batches(store, lambda topic, payload: store.before_commit(flush, topic),
+                          lambda mid, qos: acked.append((mid, batches.problem)), lambda line: None,
+                          {"store_failures": 0, "batches": 0}, lambda topic: protocol.parse_topic(topic)[1],
+                          lambda reason, topic, detail: None)
+        for mid in range(1, 4):
+            batches.offer((f"mf/f/dev{mid}/up/a1", b"x", mid, 1))
+        task = asyncio.create_task(batches.run())
+        for _ in range(500):  # a bound: the retry comes after RETRY_S[0]
+            if len(acked) == 3:
+                break
+            await asyncio.sleep(0.01)
+        problem_seen = batches.problem
+        task.cancel()
+        return problem_seen, batches.metrics["store_failures"]
+
+    problem, store_failures = asyncio.run(scenario())
+    store.close()
+    assert problems == ["KeyError('dev9')"]
+    assert sorted(mid for mid, _ in acked) == [1, 2, 3]  # all three, after the retry
+    assert all(p is None for _, p in acked)  # none while the commit failed
+    assert store_failures == 1 and problem is None

@@ -14,9 +14,11 @@ message waits for at most about one batch, not for the flood's backlog.
 A batch's messages are handled, with the writes deferred since the last batch (replies, the
 end of requests whose reply the broker has), in ONE store transaction (a savepoint per message,
 so a bug rolls back only its own message) and acknowledged to the broker only once it has
-committed. While the store fails the batch is tried again with back-off and nothing is
-acknowledged; `problem` says why (/healthz reports it). Between batches the loop yields, so
-/healthz, /metrics and the requests' own tasks run however long the backlog is.
+committed. While the store fails (or a bug breaks the commit itself, a staged write: only a
+message's own handling has a savepoint) the batch is tried again with back-off and nothing is
+acknowledged; `problem` says why (/healthz reports it), and the intake never stops for good.
+Between batches the loop yields, so /healthz, /metrics and the requests' own tasks run however
+long the backlog is.
 
 A device's queue holds at most DEVICE_BYTES of payloads: past that its messages are dropped as
 over-quota (and acknowledged), so a flood cannot exhaust the gateway's memory either. MQTT 3.1.1
@@ -158,11 +160,12 @@ class Batches:
                             self._take(taken)
                         while self._turns and len(taken) < BATCH and time.perf_counter() < deadline:
                             self._take(taken)
-            except StoreFailure as e:
+            except Exception as e:  # the store failing, or a bug in what commits (a staged write)
+                failure = str(e) if isinstance(e, StoreFailure) else f"internal error committing a batch: {e!r}"
                 self.metrics["store_failures"] += 1
-                if self.problem != str(e):
-                    self.log(f"store failing, not acknowledging, retrying: {e}")
-                self.problem = str(e)
+                if self.problem != failure:
+                    self.log(f"store failing, not acknowledging, retrying: {failure}")
+                self.problem = failure
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, RETRY_S[1])
                 continue
