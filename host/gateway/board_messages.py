@@ -128,7 +128,9 @@ class BoardMessages:
             detail["registered"] = {"version": registered["version"], "budgets": registered.get("budgets")}
         budgets = {} if registered is None else registered.get("budgets", {})
         self._store.set_agent(device, agent, body["version"], budgets)
-        self._store.after_commit(partial(self.gw.router.set_limits, device, agent, budgets))
+        # At once, not after the commit: the agent's requests in the same batch are held to them
+        # (they are the registered manifest's, the gateway's own, whatever becomes of this batch).
+        self.gw.router.set_limits(device, agent, budgets)
         self._store.audit(device, agent, "spawned", detail)
 
     def _on_undelivered(self, device: str, agent: str, body: Any) -> None:

@@ -145,6 +145,7 @@ class OnLoop:
         self.delays = delays
         self._loop = asyncio.get_running_loop()
         self._closed = asyncio.Event()
+        self._stopping = False
         self._sock: Any = None
         client.on_socket_open = self._opened
         client.on_socket_close = self._on_close
@@ -222,7 +223,7 @@ class OnLoop:
     async def _run(self) -> None:
         """Connect, keep alive, and connect again when the connection is lost."""
         wait = self.delays[0]
-        while True:
+        while not self._stopping:
             self._closed.clear()
             try:
                 await self._loop.run_in_executor(None, self.client.reconnect)
@@ -235,13 +236,17 @@ class OnLoop:
                     wait = self.delays[0]  # a CONNACK: the next loss starts the back-off over
                 if self.client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
                     break
+                # Not asyncio.wait_for: in Python 3.11 it swallows a cancel that comes in the turn
+                # the socket closes (stop() right after disconnect()), and stop() then waited on.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closed.wait(), MISC_S)
+                    async with asyncio.timeout(MISC_S):
+                        await self._closed.wait()
             await asyncio.sleep(wait)
             wait = min(wait * 2, self.delays[1])
 
     async def stop(self) -> None:
         """Stop driving the client: send what it has queued (its DISCONNECT), close its socket."""
+        self._stopping = True
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
