@@ -41,3 +41,42 @@ def test_the_requests_of_a_silent_gateway_are_adopted_and_a_live_ones_are_not(pg
     assert b.adopt() == []  # once: they are gw-b's now
     assert sorted(r[2] for r in b.own()) == [1, 2, 3]
     store.close()
+
+
+def test_a_request_being_adopted_is_not_also_claimed_by_its_old_owner_coming_back(pg_store):
+    # gw-b adopts silent gw-a's requests while gw-a restarts and asks for its own: one of the two
+    # gets each request, never both (own() was a SELECT that still saw them as gw-a's).
+    import threading
+
+    store_a, store_b = Store(pg_store), Store(pg_store)
+    store_a.add_device("b1", "f")
+    a, b = Peers(store_a, "gw-a"), Peers(store_b, "gw-b")
+    a.join()
+    b.join()
+    pending(store_a, "gw-a", [1, 2])
+    store_a.db.execute("UPDATE gateways SET seen = ? WHERE name = 'gw-a'", (time.time() - peers.STALE_S - 1,))
+    claimed_by_a: list = []
+    with store_b.transaction():
+        adopted = b.adopt()  # not committed yet
+        back = threading.Thread(target=lambda: claimed_by_a.extend(a.own()))
+        back.start()
+        back.join(0.5)
+    back.join(10)
+    assert sorted(r[2] for r in adopted) == [1, 2]
+    assert claimed_by_a == []
+    store_a.close()
+    store_b.close()
+
+
+def test_a_request_id_used_again_is_a_new_request_without_the_old_reply(tmp_path):
+    # A board restarted and numbers its requests from 1 again while the gateway still holds
+    # request 1's kept reply: a restart would have resent that old reply as the new answer.
+    store = Store(tmp_path / "gw.db")
+    store.add_device("b1", "f")
+    own = Peers(store, "gw-a")
+    with store.transaction():
+        store.add_request("b1", "a1", 1, "echo", b"\x01", "gw-a")
+        store.keep_reply("b1", "a1", 1, b"the old reply")
+    store.add_request("b1", "a1", 1, "echo", b"\x02", "gw-a")
+    assert own.own() == [("b1", "a1", 1, "echo", b"\x02", None)]
+    store.close()

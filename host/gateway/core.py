@@ -149,6 +149,10 @@ class Gateway:
                                      shared=self._shared, on_message=self.batches.offer, on_delivered=self.defer)
         if self.http_port is not None:
             self._http = await http.serve(self.health, lambda: (self.metrics, self.router.counts), self.http_port)
+        # The unfinished requests of an earlier run (and of dead peers), claimed before the
+        # session delivers this run's first message: one accepted now is started once, by intake,
+        # never resumed as well (that answered it twice).
+        pending = self.peers.own() + self.peers.adopt()
         try:
             await self.session.open()
         except ConnectionError:
@@ -157,7 +161,7 @@ class Gateway:
         for device, agent in self.store.agent_budgets():  # the registered manifests' (a database of
             registered = self.registry.manifest_of(device, agent)  # older gateways kept what boards announced)
             self.router.set_limits(device, agent, {} if registered is None else registered.get("budgets", {}))
-        self.requests.resume(self.peers.own() + self.peers.adopt(), self.devices)
+        self.requests.resume(pending, self.devices)
         self._tasks.append(asyncio.create_task(self.jobrunner.run(), name="microfang[gateway].jobs"))
         self._tasks.append(asyncio.create_task(self._keep_peers(), name="microfang[gateway].peers"))
         self._tasks.append(asyncio.create_task(self._keep_presence(), name="microfang[gateway].presence"))

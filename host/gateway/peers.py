@@ -103,10 +103,16 @@ class Peers:
         return [_pending(row) for row in rows]
 
     def own(self) -> list[Pending]:
-        return [_pending(row) for row in self.store.db.execute(
-            "SELECT device, agent, id, kind, body, reply FROM requests WHERE owner = ? ORDER BY received", (self.name,))]
+        """This gateway's unfinished requests, oldest first. Claimed as adopt() claims (an UPDATE,
+        not a SELECT): a peer adopting them at the same moment gets them or this gateway does,
+        never both (PostgreSQL's row locks order the two)."""
+        with self.store.transaction():
+            rows = self.store.db.execute("UPDATE requests SET owner = ? WHERE owner = ? "
+                                         "RETURNING device, agent, id, kind, body, reply, received",
+                                         (self.name, self.name)).fetchall()
+        return [_pending(row) for row in sorted(rows, key=lambda row: row[6])]
 
 
 def _pending(row: tuple) -> Pending:
-    device, agent, request_id, kind, body, reply = row
+    device, agent, request_id, kind, body, reply = row[:6]
     return device, agent, request_id, kind, bytes(body), None if reply is None else bytes(reply)

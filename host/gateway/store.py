@@ -438,9 +438,11 @@ class Store(JobStore):
     # ---- requests in flight (survive a gateway crash) ------------------------------------
 
     def add_request(self, device: str, agent: str, request_id: int, kind: str, body: bytes, owner: str = "") -> None:
+        now = time.time()
         self.db.execute("INSERT INTO requests (device, agent, id, kind, body, received, owner) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, agent, id) DO UPDATE SET kind = ?, body = ?, "
-                        "owner = ?", (device, agent, request_id, kind, body, time.time(), owner, kind, body, owner))
+                        "received = ?, owner = ?, reply = NULL",  # an id used again (a board restarted): a new request
+                        (device, agent, request_id, kind, body, now, owner, kind, body, now, owner))
 
     def keep_reply(self, device: str, agent: str, request_id: int, sealed: bytes) -> None:
         """The request's reply as published (with the transaction's others): a gateway that
