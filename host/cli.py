@@ -284,6 +284,25 @@ def do_status(args: argparse.Namespace) -> None:
     console.out.print(table)
 
 
+def argparse_logs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("logs", help="agents' log lines (mf_log) as boards forward them; -f follows new ones")
+    p.add_argument("target", nargs="?", metavar="DEVICE[/AGENT]", help="one device or one agent (default: all)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines as they come (Ctrl-C ends)")
+    p.add_argument("-n", "--lines", type=int, default=20, help="how many of the latest lines first (default 20)")
+    add_store(p)
+    add_json(p)
+
+
+def do_logs(args: argparse.Namespace) -> None:
+    from microfang.logs import agent_lines, format_line, line_json
+
+    for line in agent_lines(store_of(args), args.target, max(0, args.lines), args.follow):
+        if args.json:
+            print(json.dumps(line_json(line)), flush=True)  # one JSON object per line (follow-friendly)
+        else:
+            print(format_line(line), flush=True)
+
+
 def argparse_jobs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("jobs", help="the latest deploy, migration and control jobs and their results")
     add_store(p)
@@ -693,6 +712,7 @@ _COMMANDS = {
     "port": (do_port, argparse_port),
     "gateway": (do_gateway, argparse_gateway),
     "status": (do_status, argparse_status),
+    "logs": (do_logs, argparse_logs),
     "audit": (do_audit, argparse_audit),
     "jobs": (do_jobs, argparse_jobs),
     "keys": (do_keys, argparse_keys),

@@ -7,11 +7,13 @@ it writes commits (or rolls back) with the message; what it makes the gateway do
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
 
 from microfang.firmware import protocol
+from microfang.gateway.agentlines import AgentLines
 from microfang.gateway.jobrunner import JobRunner
 from microfang.gateway.refusals import Refusals
 from microfang.gateway.registry import Registry
@@ -27,6 +29,7 @@ class Host(Protocol):
     """What handling board messages takes of the gateway (core.Gateway)."""
 
     store: Store | None
+    agent_lines: AgentLines | None
     registry: Registry | None
     requests: Requests | None
     router: Router
@@ -56,6 +59,7 @@ class BoardMessages:
             (protocol.UP, protocol.K_PUBLISH): self._on_agent_publish,
             (protocol.UP, protocol.K_AGENT): self._on_agent_spawned,
             (protocol.UP, protocol.K_UNDELIVERED): self._on_undelivered,
+            (protocol.UP, protocol.K_LINES): self._on_agent_line,
         }
         for kind in protocol.BOARD_ANSWERS:
             self.handlers[(protocol.UP, kind)] = partial(self._on_board_answer, kind)
@@ -92,6 +96,11 @@ class BoardMessages:
             return None
         self.gw.metrics["denied"] += 1
         return f"{kind} is not allowed by the agent's registered manifest"
+
+    def _on_agent_line(self, device: str, agent: str, body: Any) -> None:
+        assert self.gw.agent_lines is not None
+        self.gw.agent_lines.add(device, agent, body, time.time())
+        self.gw.metrics["lines"] += 1
 
     def _on_agent_request(self, device: str, agent: str, body: Any) -> None:
         """A request is refused before anything of it is stored (not allowed, over its rate

@@ -38,6 +38,7 @@ from microfang import console
 from microfang.config import parse_broker
 from microfang.firmware import envelope, protocol
 from microfang.gateway import fastcbor, http, peers, shapes
+from microfang.gateway.agentlines import AgentLines
 from microfang.gateway.batches import Batches
 from microfang.gateway.board_messages import BoardMessages, LogListener
 from microfang.gateway.broker_session import BrokerSession, BrokerSettings
@@ -81,6 +82,7 @@ class Gateway:
         self.cafile = cafile
         self.quiet = quiet
         self.store: Store | None = None
+        self.agent_lines: AgentLines | None = None  # agents' mf_log lines (agentlines.py)
         self.registry: Registry | None = None
         self.peers: Peers | None = None
         self.requests: Requests | None = None
@@ -89,7 +91,7 @@ class Gateway:
         self.unverified: Unverified | None = None  # requests over their rate limit refused cheaply
         self.metrics: dict[str, int] = {"messages": 0, "requests": 0, "replies": 0, "telemetry": 0,
                                         "log_records": 0, "publishes": 0, "presence": 0, "denied": 0,
-                                        "undelivered": 0}
+                                        "undelivered": 0, "lines": 0}
         for reason in DROP_REASONS:
             self.metrics[f"dropped_{reason}"] = 0
         self.metrics["store_failures"] = 0
@@ -137,6 +139,7 @@ class Gateway:
             self.store.close()
             raise
         self.registry = Registry(self.store)
+        self.agent_lines = AgentLines(self.store)
         self.presence = Presence(self.store, lambda: self.devices, self.metrics)
         self.requests = Requests(self.store, self.router, self.send, self.resend, self.metrics, self.defer, self.name)
         self.refusals = Refusals(self.store, self.defer)
