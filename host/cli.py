@@ -216,6 +216,8 @@ def argparse_gateway(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="this gateway's name, unique among those on one --store (default: host name and "
                                   "a digest of the store)")
     p.add_argument("--http", type=int, metavar="PORT", help="port for /healthz and /metrics (default 8077; 0: off)")
+    p.add_argument("--outputs", metavar="PREFIX", help="re-publish agents' publishes and log lines as JSON under "
+                                                       "PREFIX/{fleet}/{device}/{agent}/ (default microfang; '': off)")
     p.add_argument("--user", help="broker user name")
     add_secret(p, "password", "MICROFANG_BROKER_PASSWORD", "broker password")
     p.add_argument("--cafile", help="CA certificate (PEM) to verify an mqtts:// broker (default: system CAs)")

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from microfang.firmware import protocol
 from microfang.gateway.agentlines import AgentLines
 from microfang.gateway.jobrunner import JobRunner
+from microfang.gateway.outputs import Outputs
 from microfang.gateway.refusals import Refusals
 from microfang.gateway.registry import Registry
 from microfang.gateway.requests import Requests
@@ -30,6 +31,7 @@ class Host(Protocol):
 
     store: Store | None
     agent_lines: AgentLines | None
+    outputs: Outputs | None
     registry: Registry | None
     requests: Requests | None
     router: Router
@@ -101,6 +103,8 @@ class BoardMessages:
         assert self.gw.agent_lines is not None
         self.gw.agent_lines.add(device, agent, body, time.time())
         self.gw.metrics["lines"] += 1
+        if self.gw.outputs is not None:
+            self._store.after_commit(partial(self.gw.outputs.agent_line, device, agent, body))
 
     def _on_agent_request(self, device: str, agent: str, body: Any) -> None:
         """A request is refused before anything of it is stored (not allowed, over its rate
@@ -123,6 +127,8 @@ class BoardMessages:
         self.gw.metrics["publishes"] += 1
         self._store.audit(device, agent, "publish", {"topic": body.get("topic")})
         self._store.after_commit(partial(self.gw.answered, device, agent, body))
+        if self.gw.outputs is not None:
+            self._store.after_commit(partial(self.gw.outputs.agent_published, device, agent, body))
 
     def _on_agent_spawned(self, device: str, agent: str, body: Any) -> None:
         budgets = body.get("budgets", {})

@@ -45,6 +45,7 @@ from microfang.gateway.broker_session import BrokerSession, BrokerSettings
 from microfang.gateway.commands import Commands
 from microfang.gateway.db import StoreFailure
 from microfang.gateway.jobrunner import JobRunner
+from microfang.gateway.outputs import DEFAULT_PREFIX, Outputs
 from microfang.gateway.overlimit import BACKLOG, Unverified
 from microfang.gateway.peers import Peers
 from microfang.gateway.presence import Presence
@@ -68,7 +69,7 @@ class Gateway:
     def __init__(self, *, broker: str = "mqtt://127.0.0.1:1883", db: str | Path = "gateway.db",
                  router: Router | None = None, http_port: int | None = None, name: str | None = None,
                  user: str | None = None, password: str | None = None, cafile: str | None = None,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, outputs: str = DEFAULT_PREFIX) -> None:
         self.host, self.port, self.tls = parse_broker(broker)
         self.db_path = db
         self.router = router or Router()
@@ -81,6 +82,8 @@ class Gateway:
         self.password = password
         self.cafile = cafile
         self.quiet = quiet
+        # Agents' publishes and lines as JSON on the users' topic tree ("" : none).
+        self.outputs = Outputs(outputs, self.fleet_of, self._publish_once) if outputs else None
         self.store: Store | None = None
         self.agent_lines: AgentLines | None = None  # agents' mf_log lines (agentlines.py)
         self.registry: Registry | None = None
@@ -405,6 +408,10 @@ class Gateway:
     def _publish(self, topic: str, sealed: bytes, on_delivered: Callable[[], None] | None) -> None:
         assert self.session is not None
         self.session.publish(topic, sealed, on_delivered)
+
+    def _publish_once(self, topic: str, payload: bytes, retain: bool) -> None:
+        if self.session is not None:
+            self.session.publish_once(topic, payload, retain)
 
     async def ask(self, device: str, agent: str, body: Any, timeout: float = 10.0) -> Any:
         """Send an agent a message event and wait for what it publishes next: {topic, data}
