@@ -218,6 +218,8 @@ def argparse_gateway(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--http", type=int, metavar="PORT", help="port for /healthz and /metrics (default 8077; 0: off)")
     p.add_argument("--outputs", metavar="PREFIX", help="re-publish agents' publishes and log lines as JSON under "
                                                        "PREFIX/{fleet}/{device}/{agent}/ (default microfang; '': off)")
+    p.add_argument("--discovery", metavar="PREFIX", help="Home Assistant MQTT discovery of boards and agents' "
+                                                         "outputs under PREFIX/ (default homeassistant; '': off)")
     p.add_argument("--user", help="broker user name")
     add_secret(p, "password", "MICROFANG_BROKER_PASSWORD", "broker password")
     p.add_argument("--cafile", help="CA certificate (PEM) to verify an mqtts:// broker (default: system CAs)")

@@ -79,6 +79,8 @@ class BoardMessages:
     def _on_telemetry(self, device: str, agent: str, body: Any) -> None:
         self._store.add_telemetry(device, body)
         self.gw.metrics["telemetry"] += 1
+        if self.gw.outputs is not None:
+            self._store.after_commit(partial(self.gw.outputs.telemetry, device, body))
         self.gw.jobrunner.on_telemetry(device, body)
 
     def _on_log_records(self, device: str, agent: str, body: Any) -> None:

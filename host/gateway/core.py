@@ -44,6 +44,7 @@ from microfang.gateway.board_messages import BoardMessages, LogListener
 from microfang.gateway.broker_session import BrokerSession, BrokerSettings
 from microfang.gateway.commands import Commands
 from microfang.gateway.db import StoreFailure
+from microfang.gateway.discovery import DEFAULT_PREFIX as DISCOVERY_PREFIX
 from microfang.gateway.jobrunner import JobRunner
 from microfang.gateway.outputs import DEFAULT_PREFIX, Outputs
 from microfang.gateway.overlimit import BACKLOG, Unverified
@@ -69,7 +70,7 @@ class Gateway:
     def __init__(self, *, broker: str = "mqtt://127.0.0.1:1883", db: str | Path = "gateway.db",
                  router: Router | None = None, http_port: int | None = None, name: str | None = None,
                  user: str | None = None, password: str | None = None, cafile: str | None = None,
-                 quiet: bool = False, outputs: str = DEFAULT_PREFIX) -> None:
+                 quiet: bool = False, outputs: str = DEFAULT_PREFIX, discovery: str = DISCOVERY_PREFIX) -> None:
         self.host, self.port, self.tls = parse_broker(broker)
         self.db_path = db
         self.router = router or Router()
@@ -83,7 +84,7 @@ class Gateway:
         self.cafile = cafile
         self.quiet = quiet
         # Agents' publishes and lines as JSON on the users' topic tree ("" : none).
-        self.outputs = Outputs(outputs, self.fleet_of, self._publish_once) if outputs else None
+        self.outputs = Outputs(outputs, self.fleet_of, self._publish_once, discovery) if outputs else None
         self.store: Store | None = None
         self.agent_lines: AgentLines | None = None  # agents' mf_log lines (agentlines.py)
         self.registry: Registry | None = None

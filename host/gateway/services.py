@@ -132,7 +132,7 @@ async def open_gateway(settings: GatewaySettings, *, quiet: bool = False) -> Asy
     try:
         async with Gateway(broker=s.broker, db=s.where, name=s.name, http_port=s.http or None, user=s.user,
                            password=s.password, cafile=s.cafile, router=router_for(s, ledger), quiet=quiet,
-                           outputs=s.outputs) as gw, \
+                           outputs=s.outputs, discovery=s.discovery) as gw, \
                 Services(gw, s, ledger) as services:
             yield gw, services.summary
     finally:
