@@ -288,3 +288,17 @@ def test_microfang_jobs_lists_what_was_asked_and_how_it_ended(tmp_path, hello_ve
     assert main(["jobs", "--db", str(tmp_path / "gw.db")]) == 0
     out = capsys.readouterr().out
     assert "deploy" in out and "failed" in out and "10/10 B" in out and "did not start" in out
+
+
+def test_deploy_with_no_gateway_running_says_so_at_once_and_leaves_the_job_queued(tmp_path, hello_versions, capsys):
+    from microfang.cli import main
+
+    db = tmp_path / "gw.db"
+    assert main(["keys", "add", "d1", "--fleet", "test", "--db", str(db)]) == 0
+    capsys.readouterr()
+    assert main(["deploy", str(hello_versions[1]), "--device", "d1", "--db", str(db)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"microfang: no gateway is running on {db} (none heard in the last 5 s): the jobs stay queued until "
+        "`microfang gateway` runs on this store (`microfang jobs` shows them)")
+    assert main(["jobs", "--db", str(db), "--json"]) == 0
+    assert '"state": "queued"' in capsys.readouterr().out
