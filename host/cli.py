@@ -679,6 +679,27 @@ def do_demo(args: argparse.Namespace) -> None:
                  f"audit chain intact over {s['audit_records']} records")
 
 
+def argparse_dashboard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dashboard", help="the fleet in a web page: boards, agents, live logs, jobs (behind a token)")
+    add_store(p)
+    p.add_argument("--port", type=int, default=8078, help="serve http://127.0.0.1:PORT/ (default 8078)")
+    add_secret(p, "token", "MICROFANG_DASHBOARD_TOKEN", "bearer token the page sends (default: a new random one)")
+
+
+def do_dashboard(args: argparse.Namespace) -> None:
+    import asyncio
+    import secrets
+
+    from microfang.dashboard import serve
+    from microfang.ops import open_store
+
+    where = store_of(args)
+    open_store(where).close()  # a clear error now rather than in the page
+    token = secret(args, "token") or secrets.token_urlsafe(24)
+    asyncio.run(serve(where, args.port, token, ready=lambda: console.info(
+        f"dashboard of {display(where)}: http://127.0.0.1:{args.port}/#token={token}")))
+
+
 def argparse_mcp(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mcp", help="serve the fleet to LLM applications over MCP (stdio, or HTTP with a token); "
                                    "control tools need `microfang gateway` running on the same --db")
@@ -748,6 +769,7 @@ _COMMANDS = {
     "gateway": (do_gateway, argparse_gateway),
     "status": (do_status, argparse_status),
     "logs": (do_logs, argparse_logs),
+    "dashboard": (do_dashboard, argparse_dashboard),
     "audit": (do_audit, argparse_audit),
     "jobs": (do_jobs, argparse_jobs),
     "keys": (do_keys, argparse_keys),

@@ -1,0 +1,115 @@
+"""`microfang dashboard` in a real headless Chromium (Debian's, driven by Playwright) against a
+running `microfang sim` of two boards: the page lists both boards and their agents and shows an
+agent's log line within 2 s of the gateway storing it; the data needs the token."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from microfang.broker import free_port
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+TOKEN = "dashboard-test-token"
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (tests/run installs it)")
+
+
+def started(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "microfang", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, env={**os.environ, **(env or {})})
+
+
+def stopped(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def newest_line(db: Path) -> str | None:
+    try:
+        with sqlite3.connect(db) as con:
+            row = con.execute("SELECT device, agent, line FROM agent_lines ORDER BY n DESC LIMIT 1").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return None if row is None else f"{row[0]}/{row[1]}: {row[2]}"
+
+
+def until(check, seconds: float):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    return None
+
+
+@pytest.fixture
+def dashboard(tmp_path):
+    """A sim of two boards running hello, and the dashboard on its store: the page's port."""
+    sim = started(["sim", "--boards", "2", "--agents", "hello", "-t", "0", "--db", "s.db"], tmp_path)
+    port = free_port()
+    board = None
+    try:
+        assert until(lambda: newest_line(tmp_path / "s.db"), 60), "the sim's agents logged nothing"
+        board = started(["dashboard", "--db", "s.db", "--port", str(port)], tmp_path,
+                        {"MICROFANG_DASHBOARD_TOKEN": TOKEN})
+        assert board.stdout is not None
+        first = board.stdout.readline()
+        assert first.strip() == f"dashboard of s.db: http://127.0.0.1:{port}/#token={TOKEN}", first
+        yield port, tmp_path
+    finally:
+        stopped(*(p for p in (board, sim) if p is not None))
+
+
+def test_the_dashboard_shows_both_boards_their_agents_and_a_fresh_log_line(dashboard):
+    from playwright.sync_api import sync_playwright
+
+    port, folder = dashboard
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(bypass_csp=True)  # the page forbids eval; Playwright waits by evaluating
+            page.goto(f"http://127.0.0.1:{port}/#token={TOKEN}")
+            page.wait_for_function("document.querySelectorAll('#boards tbody tr').length == 2", timeout=10_000)
+            page.wait_for_function("document.querySelectorAll('#agents tbody tr').length == 2", timeout=10_000)
+            boards = page.locator("#boards tbody tr td:first-child").all_inner_texts()
+            agents = [[page.locator(f"#agents tbody tr:nth-child({n}) td:nth-child({c})").inner_text() for c in (1, 2)]
+                      for n in (1, 2)]
+            line = newest_line(folder / "s.db")
+            page.wait_for_function("text => document.getElementById('log').textContent.includes(text)", arg=line,
+                                   timeout=2_000)  # shown within 2 s of the gateway storing it
+            page.screenshot(path=str(folder / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+    assert sorted(boards) == ["sim1", "sim2"]
+    assert sorted(agents) == [["sim1", "hello"], ["sim2", "hello"]]
+    assert (folder / "dashboard.png").stat().st_size > 0
+
+
+def test_the_fleet_data_needs_the_token_and_the_page_does_not(dashboard):
+    port, _ = dashboard
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/fleet", timeout=5)
+    assert refused.value.code == 401
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
+        assert b"microfang fleet" in page.read()
+    asked = urllib.request.Request(f"http://127.0.0.1:{port}/api/fleet", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(asked, timeout=5) as answer:
+        fleet = json.load(answer)
+    assert sorted(b["device"] for b in fleet["boards"]) == ["sim1", "sim2"]
