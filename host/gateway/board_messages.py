@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from microfang.firmware import protocol
 from microfang.gateway.jobrunner import JobRunner
+from microfang.gateway.metrics import FleetTelemetry
 from microfang.gateway.refusals import Refusals
 from microfang.gateway.registry import Registry
 from microfang.gateway.requests import Requests
@@ -48,6 +49,7 @@ class BoardMessages:
     def __init__(self, gateway: Host) -> None:
         self.gw = gateway
         self.log_listeners: list[LogListener] = []
+        self.telemetry = FleetTelemetry()  # each board's latest numbers, for /metrics
         # (channel, message kind) -> handler(device, agent, body), called inside the message's transaction.
         self.handlers: dict[tuple[str, str], Handler] = {
             (protocol.TELE, protocol.K_TELE): self._on_telemetry,
@@ -73,6 +75,7 @@ class BoardMessages:
     def _on_telemetry(self, device: str, agent: str, body: Any) -> None:
         self._store.add_telemetry(device, body)
         self.gw.metrics["telemetry"] += 1
+        self.telemetry.note(device, body)
         self.gw.jobrunner.on_telemetry(device, body)
 
     def _on_log_records(self, device: str, agent: str, body: Any) -> None:

@@ -37,7 +37,7 @@ from typing import Any
 from microfang import console
 from microfang.config import parse_broker
 from microfang.firmware import envelope, protocol
-from microfang.gateway import fastcbor, http, peers, shapes
+from microfang.gateway import fastcbor, http, metrics, peers, shapes
 from microfang.gateway.batches import Batches
 from microfang.gateway.board_messages import BoardMessages, LogListener
 from microfang.gateway.broker_session import BrokerSession, BrokerSettings
@@ -148,7 +148,7 @@ class Gateway:
                                                     self.password, self.cafile),
                                      shared=self._shared, on_message=self.batches.offer, on_delivered=self.defer)
         if self.http_port is not None:
-            self._http = await http.serve(self.health, lambda: (self.metrics, self.router.counts), self.http_port)
+            self._http = await http.serve(self.health, partial(metrics.exposition, self), self.http_port)
         # The unfinished requests of an earlier run (and of dead peers), claimed before the
         # session delivers this run's first message: one accepted now is started once, by intake,
         # never resumed as well (that answered it twice).

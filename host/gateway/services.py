@@ -65,7 +65,8 @@ class Services:
             raise MicrofangError(str(e)) from None
         stack.callback(provider.close)
         spending = None if self.ledger is None else SharedSpendWindow(self.ledger, "llm_tokens")
-        self.gw.router.add("llm", llm_handler(provider, TokenBudget(s.llm_tokens, spending=spending)))
+        self.gw.router.add("llm", llm_handler(provider, TokenBudget(s.llm_tokens, spending=spending),
+                                                  counts=self.gw.metrics))
         self.summary.append(f"llm {s.llm}")
 
     def _memory(self, stack: AsyncExitStack) -> None:
