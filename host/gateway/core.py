@@ -183,11 +183,11 @@ class Gateway:
                 self.log(f"heartbeat: {e}")
 
     async def _keep_presence(self) -> None:
-        """Once a second: believe the "offline" claims nothing disproved (presence.py)."""
+        """Once a second: believe the "offline" claims nothing disproved and the boards' silence (presence.py)."""
         assert self.presence is not None
         while True:
             await asyncio.sleep(1.0)
-            if self.presence.unconfirmed:
+            if self.presence.due():
                 self.defer(self.presence.expire)
 
     async def __aexit__(self, *exc: object) -> None:
