@@ -359,6 +359,10 @@ def argparse_keys(sub: argparse._SubParsersAction) -> None:
     a.add_argument("device")
     a.add_argument("--fleet", default="default")
     add_store(a)
+    remove = actions.add_parser("remove", help="remove a device: its key stops working (a running gateway drops "
+                                               "its messages within seconds); the audit log keeps its records")
+    remove.add_argument("device")
+    add_store(remove)
     listing = actions.add_parser("list", help="the registered devices, their fleets and presence (no keys)")
     listing.add_argument("--signing", action="store_true", help="list the signing keys instead (ids, no secrets)")
     add_store(listing)
@@ -395,7 +399,7 @@ def do_signing_keys(args: argparse.Namespace) -> None:
 
 
 def do_keys(args: argparse.Namespace) -> None:
-    from microfang.ops import add_key, registered_devices
+    from microfang.ops import add_key, registered_devices, remove_key
 
     if args.keys_action in ("generate", "rotate", "revoke") or getattr(args, "signing", False):
         do_signing_keys(args)
@@ -407,6 +411,11 @@ def do_keys(args: argparse.Namespace) -> None:
             return
         for row in rows:
             console.info(f"{row['device']:<24} fleet {row['fleet']:<16} {'online' if row['online'] else 'offline'}")
+        return
+    if args.keys_action == "remove":
+        remove_key(store_of(args), args.device)
+        console.info(f"removed {args.device}: its key, presence, telemetry, replicas and requests; with the production "
+                     "broker run `microfang broker --out DIR` again and kill -HUP mosquitto")
         return
     console.out.print(add_key(store_of(args), args.device, args.fleet).hex(), markup=False, highlight=False)
 

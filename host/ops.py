@@ -10,6 +10,7 @@ from typing import Any
 from microfang.firmware.errors import MicrofangError
 from microfang.gateway.db import is_url
 from microfang.gateway.presence import believed_online
+from microfang.gateway.registry import remove_device
 from microfang.gateway.store import Store
 
 Where = str | Path  # a SQLite file or a postgresql:// URL
@@ -80,6 +81,15 @@ def add_key(db: Where, device: str, fleet: str) -> bytes:
     finally:
         store.close()
     return key
+
+
+def remove_key(db: Where, device: str) -> None:
+    """Remove a device from the registry (registry.remove_device); MicrofangError if unknown."""
+    store = open_store(db)
+    try:
+        remove_device(store, device)
+    finally:
+        store.close()
 
 
 def registered_devices(db: Where) -> list[dict[str, Any]]:

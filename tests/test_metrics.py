@@ -63,10 +63,19 @@ def test_telemetry_fields_of_the_wrong_type_export_nothing():
     fleet = FleetTelemetry()
     fleet.note("b1", {"free_heap": True, "uptime_ms": "long", "agents": {"a1": {"fuel_used": None, "traps": 3}}})
     out = Exposition()
-    fleet.families(out, {})
+    fleet.families(out, {"b1": {"fleet": "f", "online": True}})
     samples = [line for line in out.lines if not line.startswith("#")]
-    assert samples == ['microfang_agent_state{device="b1",agent="a1",state="unknown"} 1',
+    assert samples == ['microfang_device_online{device="b1",fleet="f"} 1',
+                       'microfang_agent_state{device="b1",agent="a1",state="unknown"} 1',
                        'microfang_agent_traps_total{device="b1",agent="a1"} 3']
+
+
+def test_a_board_removed_from_the_registry_leaves_the_page():
+    fleet = FleetTelemetry()
+    fleet.note("gone", {"free_heap": 1000, "agents": {"a1": {"state": "running", "traps": 1}}})
+    out = Exposition()
+    fleet.families(out, {})
+    assert [line for line in out.lines if not line.startswith("#")] == []
 
 
 def test_llm_calls_errors_and_tokens_are_counted():

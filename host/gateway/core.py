@@ -189,6 +189,8 @@ class Gateway:
             await asyncio.sleep(1.0)
             if self.presence.due():
                 self.defer(self.presence.expire)
+            if self.registry is not None and self.registry.due():
+                self.defer(self.registry.prune)  # devices removed from the store (`keys remove`)
 
     async def __aexit__(self, *exc: object) -> None:
         for task in self._tasks:

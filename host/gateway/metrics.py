@@ -127,18 +127,14 @@ class FleetTelemetry:
                     if isinstance(stats.get(field), int | float) and not isinstance(stats[field], bool)})
             for name, stats in body.get("agents", {}).items() if isinstance(stats, dict)}
 
-    def forget(self, device: str) -> None:
-        self.devices.pop(device, None)
-        self.agents.pop(device, None)
-
     def families(self, out: Exposition, registry: dict[str, dict[str, Any]]) -> None:
         out.family("device_online", "gauge", [({"device": d, "fleet": str(r["fleet"])}, int(bool(r.get("online"))))
                                               for d, r in sorted(registry.items())],
                    "1 while the gateway believes the board online (presence.py)")
-        for name, field, kind, scale, text in DEVICE_SERIES:
-            out.family(name, kind, [({"device": d}, numbers[field] * scale)
-                                    for d, numbers in sorted(self.devices.items()) if field in numbers], text)
-        agents = [(d, a, state, numbers) for d, per in sorted(self.agents.items())
+        for name, field, kind, scale, text in DEVICE_SERIES:  # only registered boards: not a removed one's
+            out.family(name, kind, [({"device": d}, numbers[field] * scale) for d, numbers in sorted(self.devices.items())
+                                    if field in numbers and d in registry], text)
+        agents = [(d, a, state, numbers) for d, per in sorted(self.agents.items()) if d in registry
                   for a, (state, numbers) in sorted(per.items())]
         out.family("agent_state", "gauge", [({"device": d, "agent": a, "state": state}, 1)
                                             for d, a, state, _ in agents],
