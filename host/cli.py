@@ -219,6 +219,8 @@ def argparse_gateway(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--user", help="broker user name")
     add_secret(p, "password", "MICROFANG_BROKER_PASSWORD", "broker password")
     p.add_argument("--cafile", help="CA certificate (PEM) to verify an mqtts:// broker (default: system CAs)")
+    p.add_argument("--offline-after", type=float, metavar="SECONDS", dest="offline_after",
+                   help="a board not heard for this long is offline, though no last will came (default 60)")
     p.add_argument("--rate", type=float, help="requests per second per agent (default 50, bursts of 2x)")
     p.add_argument("--budget", type=int, help="requests per hour per agent (default: no budget)")
     p.add_argument("--llm", choices=["none", "local", "openai"],

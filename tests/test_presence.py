@@ -225,3 +225,16 @@ def test_status_does_not_call_a_board_online_its_gateway_stopped_hearing(tmp_pat
     rows = fleet_status(tmp_path / "gw.db")
     assert [(r["device"], r["online"]) for r in rows] == [("b1", False), ("b2", True)]
     assert [(r["device"], r["online"]) for r in registered_devices(tmp_path / "gw.db")] == [("b1", False), ("b2", True)]
+
+
+def test_the_gateways_offline_after_setting_is_the_silence_it_believes(mosquitto, tmp_path):
+    from microfang.config import GatewaySettings
+    from microfang.gateway.services import open_gateway
+
+    async def scenario():
+        settings = GatewaySettings(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", http=0,
+                                   memory="none", offline_after=7.5)
+        async with open_gateway(settings, quiet=True) as (gw, _):
+            return gw.presence.silence_s
+
+    assert asyncio.run(scenario()) == 7.5

@@ -134,6 +134,8 @@ async def open_gateway(settings: GatewaySettings, *, quiet: bool = False) -> Asy
         async with Gateway(broker=s.broker, db=s.where, name=s.name, http_port=s.http or None, user=s.user,
                            password=s.password, cafile=s.cafile, router=router_for(s, ledger), quiet=quiet) as gw, \
                 Services(gw, s, ledger) as services:
+            assert gw.presence is not None
+            gw.presence.silence_s = s.offline_after
             yield gw, services.summary
     finally:
         if ledger is not None:
