@@ -295,6 +295,7 @@ def argparse_jobs(sub: argparse._SubParsersAction) -> None:
 
 def do_jobs(args: argparse.Namespace) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from microfang.ops import recent_jobs
 
@@ -309,7 +310,9 @@ def do_jobs(args: argparse.Namespace) -> None:
     for job in rows:
         board = f"{job['device']} -> {job['target']}" if job["target"] else job["device"]
         progress = f"{job['progress']:,}/{job['size']:,} B" if job["size"] else "-"
-        table.add_row(str(job["id"]), job["kind"], job["agent"], board, job["state"], progress, job["detail"][:60])
+        # The whole result, wrapped in its column (not cut mid-sentence), as text: no markup, no escapes.
+        table.add_row(str(job["id"]), job["kind"], job["agent"], board, job["state"], progress,
+                      Text(console.printable(job["detail"])))
     console.out.print(table)
 
 
