@@ -129,3 +129,23 @@ def test_curl_metrics_of_a_running_gateway_passes_promtool(mosquitto, tmp_path, 
     assert any(line.startswith('microfang_agent_fuel_used_total{device="board1",agent="echo"} ') for line in lines)
     assert any(line.startswith('microfang_jobs{kind="suspend",state=') for line in lines)
     assert any(line.startswith('microfang_build_info{version="') for line in lines)
+
+
+def test_a_gateway_with_an_llm_exports_its_calls_and_tokens(mosquitto, tmp_path):
+    from microfang.config import GatewaySettings
+    from microfang.gateway.metrics import exposition
+    from microfang.gateway.services import open_gateway
+
+    async def scenario(url):
+        settings = GatewaySettings(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", http=0,
+                                   memory="none", llm="openai", llm_url=url, llm_model="m")
+        async with open_gateway(settings, quiet=True) as (gw, _):
+            await gw.router.handlers["llm"](Request("d1", "a1", "llm", 1, {"prompt": "hello board"}, None))
+            return exposition(gw)
+
+    with OpenAIServer() as server:
+        page = asyncio.run(scenario(server.url))
+    done = promtool_check(page)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = page.splitlines()
+    assert {"microfang_llm_calls_total 1", "microfang_llm_errors_total 0", "microfang_llm_tokens_total 5"} <= set(lines)
