@@ -596,6 +596,7 @@ def argparse_sim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fleet", default="sim", help="without a fleet file: the fleet's name (default sim)")
     p.add_argument("-t", "--seconds", type=float, default=10.0, help="how long to run (default 10; 0: forever)")
     p.add_argument("--broker", help="MQTT broker URL (default: start a private one)")
+    p.add_argument("--http", type=int, metavar="PORT", help="serve the sim's gateway's /healthz and /metrics on PORT")
     p.add_argument("--db", type=Path, default=SIM_DB, help=f"the simulated fleet's registry (default {SIM_DB})")  # where the boards are registered: never the production gateway.db by default
     p.add_argument("--runtime", choices=["cpython", "micropython"], default="cpython",
                    help="without a fleet file: cpython (boards in this process) or micropython (each board a "
@@ -614,7 +615,7 @@ def do_sim(args: argparse.Namespace) -> None:
     else:
         plan = plan_from_flags(args.boards, [a for a in args.agents.split(",") if a], args.runtime, args.profile,
                                args.fleet)
-    metrics = run_sim(plan, args.seconds or None, args.broker, args.db)
+    metrics = run_sim(plan, args.seconds or None, args.broker, args.db, args.http)
     dropped = sum(v for k, v in metrics.items() if k.startswith("dropped_"))
     console.info(f"gateway: {metrics['messages']} messages, {metrics['requests']} requests, "
                  f"{metrics['replies']} replies, {metrics['telemetry']} telemetry reports, {dropped} dropped")
