@@ -155,13 +155,17 @@ def job_families(out: Exposition, store: Store) -> None:
                "jobs in the store (deploy, migrate, commands), by kind and state")
 
 
+class _Telemetry(Protocol):
+    telemetry: FleetTelemetry  # board_messages.BoardMessages notes each board's latest there
+
+
 class Source(Protocol):
     """What /metrics reads of the gateway (core.Gateway)."""
 
     metrics: dict[str, int]
     router: Router
     store: Store | None
-    board_messages: Any  # board_messages.BoardMessages: its `telemetry` (FleetTelemetry)
+    board_messages: _Telemetry
 
     @property
     def devices(self) -> dict[str, dict[str, Any]]: ...
