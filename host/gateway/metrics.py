@@ -165,7 +165,9 @@ class Source(Protocol):
     metrics: dict[str, int]
     router: Router
     store: Store | None
-    board_messages: _Telemetry
+
+    @property
+    def board_messages(self) -> _Telemetry: ...
 
     @property
     def devices(self) -> dict[str, dict[str, Any]]: ...
