@@ -18,7 +18,7 @@ class Board:
             sensors = Sensors(config.get("sensors"), clock, report)
         self.supervisor = Supervisor(report=report, sensors=sensors, clock=clock, flash=flash)
         self.link = Link(config, flash, self.supervisor, clock)
-        self.supervisor.connect(self.link.agent_outbox, self.link.announce, self.link.logged)
+        self.supervisor.connect(self.link.agent_outbox, self.link.announce, self.link.logged, self.link.lines.forward)
 
     def spawn(self, data):
         return self.supervisor.spawn(data)

@@ -13,6 +13,7 @@ import os
 import struct
 
 from . import abi, cbor, envelope, port, protocol
+from .agentlines import AgentLines
 from .deploy import Installer
 from .errors import MicrofangError
 from .memlog import LogError, MemoryLog
@@ -74,6 +75,7 @@ class Link:
         self.cursor_written = clock()
         self.down_window = self._read_down_window()
         self.replicator = Replicator(supervisor, self._send_log, clock)
+        self.lines = AgentLines(self._send_line, clock)  # agents' mf_log lines, within their budget
         self.answered = {}  # agent -> ReplayWindow of request ids answered (a crashed gateway may answer again)
         self.asked = {}  # (agent, request id) -> when it was asked, for the round-trip figures
         self.rtt_ms = []  # the latest request round trips, agent to agent (telemetry reports them)
@@ -282,6 +284,9 @@ class Link:
 
     def _send_up(self, agent_id, kind, body):
         return self.send(protocol.UP + "/" + agent_id, agent_id, kind, body)
+
+    def _send_line(self, agent_id, body):
+        return self._send_up(agent_id, protocol.K_LINES, body) > 0
 
     def logged(self, agent_id):
         """The Supervisor's on_log hook: an agent appended to its memory log (replicator.py)."""

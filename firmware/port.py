@@ -38,7 +38,13 @@ async def sleep_ms(ms):
 
 
 async def wait_for(coro, timeout_ms):
-    return await asyncio.wait_for(coro, timeout_ms / 1000)
+    # CPython 3.11's asyncio.wait_for swallows a cancel that comes in the turn `coro` finishes
+    # (the cancelled task goes on); asyncio.timeout does not. MicroPython has only wait_for.
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is None:
+        return await asyncio.wait_for(coro, timeout_ms / 1000)
+    async with timeout(timeout_ms / 1000):
+        return await coro
 
 
 def connect_wifi(ssid, password, timeout_ms=20000):

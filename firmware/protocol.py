@@ -9,7 +9,8 @@
 #   channel      direction          payload
 #   status       board -> gateway   b"online" / b"offline" (retained; the last will says offline)
 #   tele         board -> gateway   envelope, kind "tele"
-#   up/{agent}   board -> gateway   envelope, kinds UP_KINDS and the deploy answers BOARD_ANSWERS
+#   up/{agent}   board -> gateway   envelope: an agent's requests, publishes, spawns, log lines
+#                                   (the K_ kinds below) and the deploy answers BOARD_ANSWERS
 #   log/{agent}  board -> gateway   envelope, kind "log": [[seq, payload], ...]
 #   down/{agent} gateway -> board   envelope, kind "reply" or "message"
 #   ctl          gateway -> board   envelope, kinds CTL_KINDS
@@ -36,6 +37,10 @@ K_REQUEST = "request"  # {id, kind, body}: an agent's request (body: the agent's
 K_PUBLISH = "publish"  # {topic, data}: an agent's publish
 K_AGENT = "agent"  # {version, budgets}: an agent was spawned; the gateway enforces its budgets
 K_UNDELIVERED = "undelivered"  # {kind, id, reason}: a down/ message the board took but could not queue
+K_LINES = "lines"  # {line, ms, dropped}: an agent's mf_log line (agentlines.py), within the budget below
+LINE_MAX = 160  # bytes of a line forwarded (longer ones are cut)
+LINES_PER_S = 5  # lines an agent may forward a second, on average ...
+LINES_BURST = 20  # ... and at once
 
 # The board's answers to deploy and migration commands (firmware/deploy.py), on up/{agent}.
 K_PUT_ACK = "put_ack"  # {xfer, offset, probe?}: what the board holds of a transfer

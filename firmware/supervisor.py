@@ -75,6 +75,7 @@ class Supervisor:
         self.outbox = outbox
         self.on_spawn = None  # on_spawn(agent_id, manifest): the link tells the gateway
         self.on_log = None  # on_log(agent_id): a record was appended to the agent's memory log
+        self.on_line = None  # on_line(agent_id, line): the agent wrote an mf_log line
         self.flash = flash
         self._logs = {}
         self._env = None
@@ -180,13 +181,15 @@ class Supervisor:
             self._deliver(agent, *agent.queue.pop(0))
         return agent.state
 
-    def connect(self, outbox, on_spawn, on_log=None):
+    def connect(self, outbox, on_spawn, on_log=None, on_line=None):
         """Hook a link in (board.py): agents' publishes and requests go to `outbox`,
-        `on_spawn(agent_id, manifest)` hears of every agent started and `on_log(agent_id)` of
-        every memory-log record appended (the link replicates it soon, not at the next tick)."""
+        `on_spawn(agent_id, manifest)` hears of every agent started, `on_log(agent_id)` of
+        every memory-log record appended (the link replicates it soon, not at the next tick)
+        and `on_line(agent_id, line)` of every mf_log line (agentlines.py)."""
         self.outbox = outbox
         self.on_spawn = on_spawn
         self.on_log = on_log
+        self.on_line = on_line
 
     def suspend(self, agent_id):
         agent = self._get(agent_id)
@@ -399,6 +402,8 @@ class Supervisor:
         except UnicodeError:
             line = repr(text)
         self.report(sandbox.agent_id, "log", line)
+        if self.on_line is not None:
+            self.on_line(sandbox.agent_id, line)
 
     def host_now_ms(self, sandbox):
         self._agent_of(sandbox)

@@ -27,6 +27,8 @@ from pathlib import Path
 from microfang.config import write_private
 from microfang.firmware import protocol
 from microfang.firmware.errors import MicrofangError
+from microfang.gateway.discovery import DEFAULT_PREFIX as DISCOVERY_PREFIX
+from microfang.gateway.outputs import DEFAULT_PREFIX
 from microfang.gateway.store import SERVICE_PREFIX
 from microfang.ops import Where, open_store
 
@@ -60,6 +62,8 @@ GATEWAY_TOPICS = (
     "topic read mf/+/+/log/#",
     "topic write mf/+/+/down/#",
     "topic write mf/+/+/ctl",
+    f"topic write {DEFAULT_PREFIX}/#",  # agents' outputs as JSON (gateway/outputs.py)
+    f"topic write {DISCOVERY_PREFIX}/#",  # Home Assistant discovery (gateway/discovery.py)
 )
 
 

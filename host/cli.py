@@ -216,6 +216,10 @@ def argparse_gateway(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="this gateway's name, unique among those on one --store (default: host name and "
                                   "a digest of the store)")
     p.add_argument("--http", type=int, metavar="PORT", help="port for /healthz and /metrics (default 8077; 0: off)")
+    p.add_argument("--outputs", metavar="PREFIX", help="re-publish agents' publishes and log lines as JSON under "
+                                                       "PREFIX/{fleet}/{device}/{agent}/ (default microfang; '': off)")
+    p.add_argument("--discovery", metavar="PREFIX", help="Home Assistant MQTT discovery of boards and agents' "
+                                                         "outputs under PREFIX/ (default homeassistant; '': off)")
     p.add_argument("--user", help="broker user name")
     add_secret(p, "password", "MICROFANG_BROKER_PASSWORD", "broker password")
     p.add_argument("--cafile", help="CA certificate (PEM) to verify an mqtts:// broker (default: system CAs)")
@@ -284,6 +288,25 @@ def do_status(args: argparse.Namespace) -> None:
         table.add_row(r["device"], r["fleet"], "online" if r["online"] else "offline", seen, str(r["agents"]),
                       ", ".join(r["states"]) or "-", f"{r['fuel_used']:,}", str(r["events"]), str(r["traps"]))
     console.out.print(table)
+
+
+def argparse_logs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("logs", help="agents' log lines (mf_log) as boards forward them; -f follows new ones")
+    p.add_argument("target", nargs="?", metavar="DEVICE[/AGENT]", help="one device or one agent (default: all)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines as they come (Ctrl-C ends)")
+    p.add_argument("-n", "--lines", type=int, default=20, help="how many of the latest lines first (default 20)")
+    add_store(p)
+    add_json(p)
+
+
+def do_logs(args: argparse.Namespace) -> None:
+    from microfang.logs import agent_lines, format_line, line_json
+
+    for line in agent_lines(store_of(args), args.target, max(0, args.lines), args.follow):
+        if args.json:
+            print(json.dumps(line_json(line)), flush=True)  # one JSON object per line (follow-friendly)
+        else:
+            print(format_line(line), flush=True)
 
 
 def argparse_jobs(sub: argparse._SubParsersAction) -> None:
@@ -708,6 +731,7 @@ _COMMANDS = {
     "port": (do_port, argparse_port),
     "gateway": (do_gateway, argparse_gateway),
     "status": (do_status, argparse_status),
+    "logs": (do_logs, argparse_logs),
     "audit": (do_audit, argparse_audit),
     "jobs": (do_jobs, argparse_jobs),
     "keys": (do_keys, argparse_keys),

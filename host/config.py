@@ -127,6 +127,8 @@ class GatewaySettings:
     embed_model: str | None = None
     mcp_servers: dict[str, Any] = field(default_factory=dict)
     a2a: dict[str, Any] = field(default_factory=dict)
+    outputs: str = "microfang"  # the users' JSON topic tree (gateway/outputs.py; "": none)
+    discovery: str = "homeassistant"  # Home Assistant discovery's prefix (gateway/discovery.py; "": none)
 
     @property
     def where(self) -> str:
@@ -147,6 +149,7 @@ _SOURCES: dict[str, tuple[str, str, str | None]] = {
     "db": ("gateway", "db", None), "http": ("gateway", "http", None),
     "store": ("gateway", "store", "MICROFANG_STORE"), "name": ("gateway", "name", None),
     "offline_after": ("gateway", "offline_after", None),
+    "outputs": ("gateway", "outputs", None), "discovery": ("gateway", "discovery", None),
     "rate": ("limits", "rate", None), "budget": ("limits", "budget", None),
     "llm": ("llm", "provider", None), "llm_url": ("llm", "url", "MICROFANG_LLM_URL"),
     "llm_model": ("llm", "model", "MICROFANG_LLM_MODEL"), "llm_key": ("llm", "key_env", "MICROFANG_LLM_KEY"),

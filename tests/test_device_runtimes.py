@@ -35,7 +35,7 @@ def microfang_micropython():
 
 
 SUITE = ["test_supervisor_device", "test_hostile_device", "test_memlog_device", "test_deploy_device", "test_sensors_device",
-         "test_protocol_device", "test_ed25519_device", "test_memory_device"]
+         "test_protocol_device", "test_ed25519_device", "test_memory_device", "test_agentlines_device"]
 
 
 def run_device_suite(command, bundles):

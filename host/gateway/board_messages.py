@@ -7,13 +7,16 @@ it writes commits (or rolls back) with the message; what it makes the gateway do
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
 
 from microfang.firmware import protocol
+from microfang.gateway.agentlines import AgentLines
 from microfang.gateway.jobrunner import JobRunner
 from microfang.gateway.metrics import FleetTelemetry
+from microfang.gateway.outputs import Outputs
 from microfang.gateway.refusals import Refusals
 from microfang.gateway.registry import Registry
 from microfang.gateway.requests import Requests
@@ -28,6 +31,8 @@ class Host(Protocol):
     """What handling board messages takes of the gateway (core.Gateway)."""
 
     store: Store | None
+    agent_lines: AgentLines | None
+    outputs: Outputs | None
     registry: Registry | None
     requests: Requests | None
     router: Router
@@ -58,6 +63,7 @@ class BoardMessages:
             (protocol.UP, protocol.K_PUBLISH): self._on_agent_publish,
             (protocol.UP, protocol.K_AGENT): self._on_agent_spawned,
             (protocol.UP, protocol.K_UNDELIVERED): self._on_undelivered,
+            (protocol.UP, protocol.K_LINES): self._on_agent_line,
         }
         for kind in protocol.BOARD_ANSWERS:
             self.handlers[(protocol.UP, kind)] = partial(self._on_board_answer, kind)
@@ -76,6 +82,8 @@ class BoardMessages:
         self._store.add_telemetry(device, body)
         self.gw.metrics["telemetry"] += 1
         self.telemetry.note(device, body)
+        if self.gw.outputs is not None:
+            self._store.after_commit(partial(self.gw.outputs.telemetry, device, body))
         self.gw.jobrunner.on_telemetry(device, body)
 
     def _on_log_records(self, device: str, agent: str, body: Any) -> None:
@@ -95,6 +103,13 @@ class BoardMessages:
             return None
         self.gw.metrics["denied"] += 1
         return f"{kind} is not allowed by the agent's registered manifest"
+
+    def _on_agent_line(self, device: str, agent: str, body: Any) -> None:
+        assert self.gw.agent_lines is not None
+        self.gw.agent_lines.add(device, agent, body, time.time())
+        self.gw.metrics["lines"] += 1
+        if self.gw.outputs is not None:
+            self._store.after_commit(partial(self.gw.outputs.agent_line, device, agent, body))
 
     def _on_agent_request(self, device: str, agent: str, body: Any) -> None:
         """A request is refused before anything of it is stored (not allowed, over its rate
@@ -117,6 +132,8 @@ class BoardMessages:
         self.gw.metrics["publishes"] += 1
         self._store.audit(device, agent, "publish", {"topic": body.get("topic")})
         self._store.after_commit(partial(self.gw.answered, device, agent, body))
+        if self.gw.outputs is not None:
+            self._store.after_commit(partial(self.gw.outputs.agent_published, device, agent, body))
 
     def _on_agent_spawned(self, device: str, agent: str, body: Any) -> None:
         budgets = body.get("budgets", {})

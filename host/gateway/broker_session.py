@@ -105,6 +105,12 @@ class BrokerSession:
         if on_delivered is not None:
             self._delivery[info.mid] = on_delivered
 
+    def publish_once(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """Publish at QoS 0 (outputs.py: users' copies, nothing waits on them); dropped while
+        the session is down."""
+        if self._client is not None and self.connected:
+            self._client.publish(topic, payload, qos=0, retain=retain)
+
     def _connect(self, version: mqtt.MQTTProtocolVersion) -> mqtt.Client:
         """A paho client connecting, driven by the event loop (mqttloop.py). MQTT v5 lets the gateway say how many
         unacknowledged messages the broker may send it (Receive Maximum): each waits for its

@@ -38,12 +38,15 @@ from microfang import console
 from microfang.config import parse_broker
 from microfang.firmware import envelope, protocol
 from microfang.gateway import fastcbor, http, metrics, peers, shapes
+from microfang.gateway.agentlines import AgentLines
 from microfang.gateway.batches import Batches
 from microfang.gateway.board_messages import BoardMessages, LogListener
 from microfang.gateway.broker_session import BrokerSession, BrokerSettings
 from microfang.gateway.commands import Commands
 from microfang.gateway.db import StoreFailure
+from microfang.gateway.discovery import DEFAULT_PREFIX as DISCOVERY_PREFIX
 from microfang.gateway.jobrunner import JobRunner
+from microfang.gateway.outputs import DEFAULT_PREFIX, Outputs
 from microfang.gateway.overlimit import BACKLOG, Unverified
 from microfang.gateway.peers import Peers
 from microfang.gateway.presence import Presence
@@ -67,7 +70,7 @@ class Gateway:
     def __init__(self, *, broker: str = "mqtt://127.0.0.1:1883", db: str | Path = "gateway.db",
                  router: Router | None = None, http_port: int | None = None, name: str | None = None,
                  user: str | None = None, password: str | None = None, cafile: str | None = None,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, outputs: str = DEFAULT_PREFIX, discovery: str = DISCOVERY_PREFIX) -> None:
         self.host, self.port, self.tls = parse_broker(broker)
         self.db_path = db
         self.router = router or Router()
@@ -80,7 +83,10 @@ class Gateway:
         self.password = password
         self.cafile = cafile
         self.quiet = quiet
+        # Agents' publishes and lines as JSON on the users' topic tree ("" : none).
+        self.outputs = Outputs(outputs, self.fleet_of, self._publish_once, discovery) if outputs else None
         self.store: Store | None = None
+        self.agent_lines: AgentLines | None = None  # agents' mf_log lines (agentlines.py)
         self.registry: Registry | None = None
         self.peers: Peers | None = None
         self.requests: Requests | None = None
@@ -89,7 +95,7 @@ class Gateway:
         self.unverified: Unverified | None = None  # requests over their rate limit refused cheaply
         self.metrics: dict[str, int] = {"messages": 0, "requests": 0, "replies": 0, "telemetry": 0,
                                         "log_records": 0, "publishes": 0, "presence": 0, "denied": 0,
-                                        "undelivered": 0}
+                                        "undelivered": 0, "lines": 0}
         for reason in DROP_REASONS:
             self.metrics[f"dropped_{reason}"] = 0
         self.metrics["store_failures"] = 0
@@ -137,6 +143,7 @@ class Gateway:
             self.store.close()
             raise
         self.registry = Registry(self.store)
+        self.agent_lines = AgentLines(self.store)
         self.presence = Presence(self.store, lambda: self.devices, self.metrics)
         self.requests = Requests(self.store, self.router, self.send, self.resend, self.metrics, self.defer, self.name)
         self.refusals = Refusals(self.store, self.defer)
@@ -404,6 +411,10 @@ class Gateway:
     def _publish(self, topic: str, sealed: bytes, on_delivered: Callable[[], None] | None) -> None:
         assert self.session is not None
         self.session.publish(topic, sealed, on_delivered)
+
+    def _publish_once(self, topic: str, payload: bytes, retain: bool) -> None:
+        if self.session is not None:
+            self.session.publish_once(topic, payload, retain)
 
     async def ask(self, device: str, agent: str, body: Any, timeout: float = 10.0) -> Any:
         """Send an agent a message event and wait for what it publishes next: {topic, data}

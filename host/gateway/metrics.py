@@ -33,6 +33,7 @@ HELP = {
     "log_records": "memory-log records replicated", "publishes": "agent publishes received",
     "presence": "presence changes seen", "denied": "requests refused by the registered manifest",
     "undelivered": "replies a board reported it could not deliver to its agent",
+    "lines": "agents' log lines received from boards (microfang logs)",
     "store_failures": "store transactions that failed (the work was tried again)",
     "dropped": "messages dropped, by reason", "batches": "store transactions of board messages and deferred writes",
     "refused_unverified": "requests over their rate limit refused before their HMAC was checked",

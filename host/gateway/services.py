@@ -132,7 +132,8 @@ async def open_gateway(settings: GatewaySettings, *, quiet: bool = False) -> Asy
     ledger = Ledger(s.where) if is_url(s.where) else None  # several gateways may share the store: and its limits
     try:
         async with Gateway(broker=s.broker, db=s.where, name=s.name, http_port=s.http or None, user=s.user,
-                           password=s.password, cafile=s.cafile, router=router_for(s, ledger), quiet=quiet) as gw, \
+                           password=s.password, cafile=s.cafile, router=router_for(s, ledger), quiet=quiet,
+                           outputs=s.outputs, discovery=s.discovery) as gw, \
                 Services(gw, s, ledger) as services:
             assert gw.presence is not None
             gw.presence.silence_s = s.offline_after

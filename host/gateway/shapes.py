@@ -23,11 +23,13 @@ _REQUEST: Shape = {"id": (int, 0, U32), "kind": (str, 1, TEXT_MAX), "body": (byt
 _PUBLISH: Shape = {"topic": (str, 0, TEXT_MAX), "data": (bytes, 0, envelope.MAX_ENVELOPE)}
 _AGENT: Shape = {"version": (int, 0, U32), "budgets": (dict, 0, 32)}
 _TELE: Shape = {"agents": (dict, 0, 64), "free_heap": (int, 0, 1 << 40), "link": (dict, 0, 32)}
+_LINES: Shape = {"line": (str, 0, protocol.LINE_MAX), "ms": (int, 0, U32), "dropped": (int, 0, U32)}
 SHAPES: dict[str, tuple[Shape, tuple[str, ...]]] = {  # kind -> (shape, optional fields)
     protocol.K_REQUEST: (_REQUEST, ("body",)),
     protocol.K_PUBLISH: (_PUBLISH, ("data",)),
     protocol.K_AGENT: (_AGENT, ("budgets",)),
     protocol.K_TELE: (_TELE, ("agents", "free_heap", "link")),
+    protocol.K_LINES: (_LINES, ("dropped",)),
 }
 _TELE_AGENT: Shape = {"state": (str, 0, TEXT_MAX), "fuel_used": (int, 0, 1 << 62), "events": (int, 0, 1 << 62),
                       "traps": (int, 0, 1 << 62)}
