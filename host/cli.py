@@ -522,6 +522,11 @@ def argparse_deploy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the boards (default 120)")
     p.add_argument("--supersede", type=int, default=0, metavar="VERSION",
                    help="this bundle replaces installed VERSION although it is not newer (VERSION is withdrawn)")
+    staged = p.add_argument_group("staged rollout (with --fleet): canary boards first, then growing waves")
+    staged.add_argument("--canary", type=int, metavar="N", help="boards in the first wave")
+    staged.add_argument("--ramp", type=float, metavar="X", help="each wave X times the last (default 2)")
+    staged.add_argument("--abort-at", type=float, metavar="PERCENT",
+                        help="stop once more than PERCENT of the boards reached failed (default 100: never)")
     add_signing_keys(p)
 
 
@@ -575,11 +580,37 @@ def do_deploy(args: argparse.Namespace) -> None:
                               lambda copied, total: progress.update(bar, completed=copied, total=total), args.supersede)
         console.info(f"{done.device}: {done.agent} version {done.version} {done.state} ({', '.join(done.figures)})")
         return
+    if (args.canary, args.ramp, args.abort_at) != (None, None, None):
+        _roll_out(args)
+        return
     from microfang.deploy import queue_deploy
 
     where = store_of(args)
     _wait_jobs(where, queue_deploy(where, args.bundle, args.device, args.fleet, args.signing_keys, args.supersede),
                args.timeout)
+
+
+def _roll_out(args: argparse.Namespace) -> None:
+    from microfang.rollout import Plan, roll_out
+
+    if args.fleet is None:
+        raise MicrofangError("--canary, --ramp and --abort-at stage a rollout to a --fleet")
+    plan = Plan(1 if args.canary is None else args.canary, 2.0 if args.ramp is None else args.ramp,
+                100.0 if args.abort_at is None else args.abort_at)
+    result = roll_out(store_of(args), args.bundle, args.fleet, plan, args.signing_keys, args.supersede, args.timeout,
+                      wave_started=lambda n, wave: console.info(f"wave {n + 1}: {len(wave)} boards ({', '.join(wave)})"))
+    for job in result.rows:
+        if job["state"] == "done":
+            console.info(f"{job['agent']} on {job['device']}: {job['detail']}")
+        else:
+            console.error(f"{job['agent']} on {job['device']}: {job['state']}: {job['detail']}")
+    reached, failed = len(result.rows), len(result.failed)
+    if result.state == "aborted":
+        raise MicrofangError(f"rollout aborted: {failed} of {reached} boards failed ({100 * failed / reached:.0f}% > "
+                             f"{plan.abort_at:g}%); not deployed: {', '.join(result.untouched) or 'none'}")
+    console.info(f"rollout done: {reached - failed} of {reached} boards took it")
+    if failed:
+        raise MicrofangError(f"{failed} of {reached} deploy jobs did not succeed")
 
 
 def argparse_migrate(sub: argparse._SubParsersAction) -> None:

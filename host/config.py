@@ -227,12 +227,14 @@ def private_file(path: Path) -> Path:
     images, key files) is readable by its owner only: created 0600, an existing one tightened."""
     if str(path) in (":memory:", ""):
         return path
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    # An existing file is not opened: closing any descriptor of a file drops every POSIX lock
+    # this process holds on it, SQLite's too; a SQLite connection elsewhere then believed it
+    # was the file's last one and deleted the WAL this process was still writing to.
     try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o600)
     return path
 
 

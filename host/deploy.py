@@ -12,6 +12,7 @@ from typing import Any
 from microfang import signing
 from microfang.firmware.errors import MicrofangError
 from microfang.gateway.jobs import wait_jobs
+from microfang.gateway.peers import STALE_S, live_gateways
 from microfang.ops import Where, open_store
 from microfang.signing import signed_bundle
 
@@ -67,6 +68,10 @@ def wait(db: Where, job_ids: list[int], timeout: float = 120.0,
     gateway.jobs.JobsFailed (with every row) if any failed or did not end in `timeout` seconds."""
     store = open_store(db)
     try:
+        if not live_gateways(store):
+            raise MicrofangError(f"no gateway is running on {db} (none heard in the last {STALE_S:.0f} s): the jobs "
+                                 f"stay queued until `microfang gateway` runs on this store (`microfang jobs` shows "
+                                 "them)")
         return asyncio.run(wait_jobs(store, job_ids, timeout, progress))
     finally:
         store.close()

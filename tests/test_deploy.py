@@ -309,3 +309,17 @@ def test_microfang_jobs_shows_a_long_result_whole_and_as_plain_text(tmp_path):
                           capture_output=True, text=True, timeout=60, check=True)
     assert "end-of-detail" in done.stdout and "[red]kept[/red]" in done.stdout
     assert "\x1b" not in done.stdout and "\\x1b]0;owned\\x07" in done.stdout
+
+
+def test_deploy_with_no_gateway_running_says_so_at_once_and_leaves_the_job_queued(tmp_path, hello_versions, capsys):
+    from microfang.cli import main
+
+    db = tmp_path / "gw.db"
+    assert main(["keys", "add", "d1", "--fleet", "test", "--db", str(db)]) == 0
+    capsys.readouterr()
+    assert main(["deploy", str(hello_versions[1]), "--device", "d1", "--db", str(db)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"microfang: no gateway is running on {db} (none heard in the last 5 s): the jobs stay queued until "
+        "`microfang gateway` runs on this store (`microfang jobs` shows them)")
+    assert main(["jobs", "--db", str(db), "--json"]) == 0
+    assert '"state": "queued"' in capsys.readouterr().out

@@ -21,6 +21,7 @@ import socket
 import time
 
 from microfang.firmware.errors import MicrofangError
+from microfang.gateway.db import StoreFailure
 from microfang.gateway.store import Store
 
 SCHEMA = """
@@ -88,8 +89,7 @@ class Peers:
         self.store.db.execute("UPDATE gateways SET seen = 0 WHERE name = ?", (self.name,))
 
     def live(self) -> list[str]:
-        return [r[0] for r in self.store.db.execute("SELECT name FROM gateways WHERE seen > ? ORDER BY name",
-                                                    (time.time() - STALE_S,))]
+        return live_gateways(self.store)
 
     def adopt(self) -> list[Pending]:
         """The unfinished requests that are this gateway's to answer and not running here yet:
@@ -111,6 +111,17 @@ class Peers:
                                          "RETURNING device, agent, id, kind, body, reply, received",
                                          (self.name, self.name)).fetchall()
         return [_pending(row) for row in sorted(rows, key=lambda row: row[6])]
+
+
+def live_gateways(store: Store) -> list[str]:
+    """The names of the gateways running on the store (heard within STALE_S)."""
+    try:
+        return [r[0] for r in store.db.execute("SELECT name FROM gateways WHERE seen > ? ORDER BY name",
+                                               (time.time() - STALE_S,))]
+    except StoreFailure:
+        if store.db.in_transaction:
+            raise
+        return []  # no gateway ever ran on this store: no gateways table yet
 
 
 def _pending(row: tuple) -> Pending:
