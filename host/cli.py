@@ -223,6 +223,8 @@ def argparse_gateway(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--user", help="broker user name")
     add_secret(p, "password", "MICROFANG_BROKER_PASSWORD", "broker password")
     p.add_argument("--cafile", help="CA certificate (PEM) to verify an mqtts:// broker (default: system CAs)")
+    p.add_argument("--offline-after", type=float, metavar="SECONDS", dest="offline_after",
+                   help="a board not heard for this long is offline, though no last will came (default 60)")
     p.add_argument("--rate", type=float, help="requests per second per agent (default 50, bursts of 2x)")
     p.add_argument("--budget", type=int, help="requests per hour per agent (default: no budget)")
     p.add_argument("--llm", choices=["none", "local", "openai"],
@@ -316,6 +318,7 @@ def argparse_jobs(sub: argparse._SubParsersAction) -> None:
 
 def do_jobs(args: argparse.Namespace) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from microfang.ops import recent_jobs
 
@@ -330,7 +333,9 @@ def do_jobs(args: argparse.Namespace) -> None:
     for job in rows:
         board = f"{job['device']} -> {job['target']}" if job["target"] else job["device"]
         progress = f"{job['progress']:,}/{job['size']:,} B" if job["size"] else "-"
-        table.add_row(str(job["id"]), job["kind"], job["agent"], board, job["state"], progress, job["detail"][:60])
+        # The whole result, wrapped in its column (not cut mid-sentence), as text: no markup, no escapes.
+        table.add_row(str(job["id"]), job["kind"], job["agent"], board, job["state"], progress,
+                      Text(console.printable(job["detail"])))
     console.out.print(table)
 
 
@@ -382,6 +387,10 @@ def argparse_keys(sub: argparse._SubParsersAction) -> None:
     a.add_argument("device")
     a.add_argument("--fleet", default="default")
     add_store(a)
+    remove = actions.add_parser("remove", help="remove a device: its key stops working (a running gateway drops "
+                                               "its messages within seconds); the audit log keeps its records")
+    remove.add_argument("device")
+    add_store(remove)
     listing = actions.add_parser("list", help="the registered devices, their fleets and presence (no keys)")
     listing.add_argument("--signing", action="store_true", help="list the signing keys instead (ids, no secrets)")
     add_store(listing)
@@ -418,7 +427,7 @@ def do_signing_keys(args: argparse.Namespace) -> None:
 
 
 def do_keys(args: argparse.Namespace) -> None:
-    from microfang.ops import add_key, registered_devices
+    from microfang.ops import add_key, registered_devices, remove_key
 
     if args.keys_action in ("generate", "rotate", "revoke") or getattr(args, "signing", False):
         do_signing_keys(args)
@@ -430,6 +439,11 @@ def do_keys(args: argparse.Namespace) -> None:
             return
         for row in rows:
             console.info(f"{row['device']:<24} fleet {row['fleet']:<16} {'online' if row['online'] else 'offline'}")
+        return
+    if args.keys_action == "remove":
+        remove_key(store_of(args), args.device)
+        console.info(f"removed {args.device}: its key, presence, telemetry, replicas and requests; with the production "
+                     "broker run `microfang broker --out DIR` again and kill -HUP mosquitto")
         return
     console.out.print(add_key(store_of(args), args.device, args.fleet).hex(), markup=False, highlight=False)
 
@@ -636,6 +650,7 @@ def argparse_sim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fleet", default="sim", help="without a fleet file: the fleet's name (default sim)")
     p.add_argument("-t", "--seconds", type=float, default=10.0, help="how long to run (default 10; 0: forever)")
     p.add_argument("--broker", help="MQTT broker URL (default: start a private one)")
+    p.add_argument("--http", type=int, metavar="PORT", help="serve the sim's gateway's /healthz and /metrics on PORT")
     p.add_argument("--db", type=Path, default=SIM_DB, help=f"the simulated fleet's registry (default {SIM_DB})")  # where the boards are registered: never the production gateway.db by default
     p.add_argument("--runtime", choices=["cpython", "micropython"], default="cpython",
                    help="without a fleet file: cpython (boards in this process) or micropython (each board a "
@@ -654,7 +669,7 @@ def do_sim(args: argparse.Namespace) -> None:
     else:
         plan = plan_from_flags(args.boards, [a for a in args.agents.split(",") if a], args.runtime, args.profile,
                                args.fleet)
-    metrics = run_sim(plan, args.seconds or None, args.broker, args.db)
+    metrics = run_sim(plan, args.seconds or None, args.broker, args.db, args.http)
     dropped = sum(v for k, v in metrics.items() if k.startswith("dropped_"))
     console.info(f"gateway: {metrics['messages']} messages, {metrics['requests']} requests, "
                  f"{metrics['replies']} replies, {metrics['telemetry']} telemetry reports, {dropped} dropped")

@@ -56,7 +56,7 @@ from microfang.firmware.errors import MicrofangError
 
 _SECTIONS: dict[str, dict[str, Any]] = {
     "broker": {"url": str, "user": str, "password_env": str, "password_file": str, "cafile": str},
-    "gateway": {"db": str, "store": str, "name": str, "http": int},
+    "gateway": {"db": str, "store": str, "name": str, "http": int, "offline_after": (int, float)},
     "limits": {"rate": (int, float), "budget": int},
     "llm": {"provider": str, "url": str, "model": str, "key_env": str, "tokens": int},
     "memory": {"embedder": str, "db": str, "url": str, "model": str},
@@ -113,6 +113,7 @@ class GatewaySettings:
     store: str | None = None  # a postgresql:// URL (or a SQLite path) instead of db: the gateway's shared state
     name: str | None = None  # this gateway among those on one store (peers.default_name)
     http: int = 8077  # /healthz and /metrics (0: off)
+    offline_after: float = 60.0  # s of silence after which a board is offline (presence.SILENCE_S)
     rate: float = 50.0  # requests per second per agent
     budget: int | None = None  # requests per hour per agent
     llm: str = "none"  # none | local | openai
@@ -147,6 +148,7 @@ _SOURCES: dict[str, tuple[str, str, str | None]] = {
     "password": ("broker", "password_env", None), "cafile": ("broker", "cafile", None),
     "db": ("gateway", "db", None), "http": ("gateway", "http", None),
     "store": ("gateway", "store", "MICROFANG_STORE"), "name": ("gateway", "name", None),
+    "offline_after": ("gateway", "offline_after", None),
     "outputs": ("gateway", "outputs", None), "discovery": ("gateway", "discovery", None),
     "rate": ("limits", "rate", None), "budget": ("limits", "budget", None),
     "llm": ("llm", "provider", None), "llm_url": ("llm", "url", "MICROFANG_LLM_URL"),
@@ -175,12 +177,24 @@ def gateway_settings(path: Path | None = None, flags: Mapping[str, Any] | None =
             if value is not None:
                 values[name] = Path(value) if name in _PATHS else value
                 break
-    if "rate" in values:
-        values["rate"] = float(values["rate"])
+    for name in ("rate", "offline_after"):
+        if name in values:
+            values[name] = _positive(name, values[name])
     password_file = table.get("broker", {}).get("password_file")
     if values.get("password") is None and password_file is not None:
         values["password"] = read_secret_file(Path(password_file), "[broker] password_file")
     return GatewaySettings(**values, mcp_servers=table.get("mcp_servers", {}), a2a=table.get("a2a", {}))
+
+
+def _positive(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise MicrofangError(f"{name.replace('_', '-')}: {value!r} is not a positive number of "
+                             f"{'seconds' if name == 'offline_after' else 'requests per second'}")
+    return number
 
 
 def store_setting(path: Path | None, flag: str | Path | None, default: str | Path = DEFAULT_DB) -> str:

@@ -20,6 +20,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
+from microfang.gateway.presence import believed_online
 from microfang.gateway.store import Store
 from microfang.mcpcontrol import FleetControl, MemorySearch
 from microfang.ops import Where, open_store
@@ -51,7 +52,7 @@ class FleetReader:
         """List the fleet's boards with their fleet, presence and when they were last seen."""
         with self._store() as store:
             now = time.time()
-            return [{"device": name, "fleet": d["fleet"], "online": d["online"],
+            return [{"device": name, "fleet": d["fleet"], "online": believed_online(d, now),
                      "last_seen_s_ago": None if d["last_seen"] is None else round(now - d["last_seen"], 1)}
                     for name, d in sorted(store.devices().items())]
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from microfang.firmware.errors import MicrofangError
 from microfang.gateway.db import is_url
+from microfang.gateway.presence import believed_online
+from microfang.gateway.registry import remove_device
 from microfang.gateway.store import Store
 
 Where = str | Path  # a SQLite file or a postgresql:// URL
@@ -27,14 +29,16 @@ def open_store(db: Where) -> Store:
 
 
 def fleet_status(db: Where) -> list[dict[str, Any]]:
-    """One row per device: fleet, presence, when last seen (None: never) and, from its latest
-    telemetry, its agents' states, fuel used, events and traps."""
+    """One row per device: fleet, presence (online: the gateway believes it and heard it within
+    presence.SILENCE_S), when last seen (None: never) and, from its latest telemetry, its
+    agents' states, fuel used, events and traps."""
     store = open_store(db)
     try:
         rows = []
+        now = time.time()
         for device, d in sorted(store.devices().items()):
             agents = _agents_of(store.latest_telemetry(device))
-            rows.append({"device": device, "fleet": d["fleet"], "online": d["online"],
+            rows.append({"device": device, "fleet": d["fleet"], "online": believed_online(d, now),
                          "last_seen_s_ago": None if d["last_seen"] is None else time.time() - d["last_seen"],
                          "agents": len(agents), "states": sorted({a.get("state", "?") for a in agents.values()}),
                          "fuel_used": sum(a.get("fuel_used", 0) for a in agents.values()),
@@ -79,11 +83,21 @@ def add_key(db: Where, device: str, fleet: str) -> bytes:
     return key
 
 
+def remove_key(db: Where, device: str) -> None:
+    """Remove a device from the registry (registry.remove_device); MicrofangError if unknown."""
+    store = open_store(db)
+    try:
+        remove_device(store, device)
+    finally:
+        store.close()
+
+
 def registered_devices(db: Where) -> list[dict[str, Any]]:
     """The registry without its secrets: one row per device with its fleet and presence."""
     store = open_store(db)
     try:
-        return [{"device": device, "fleet": d["fleet"], "online": bool(d["online"]), "last_seen": d["last_seen"]}
+        now = time.time()
+        return [{"device": device, "fleet": d["fleet"], "online": believed_online(d, now), "last_seen": d["last_seen"]}
                 for device, d in sorted(store.devices().items())]
     finally:
         store.close()

@@ -343,7 +343,8 @@ def view(boards: list[SimBoard], gateway: Gateway, fleet: str, started: float, d
     return table
 
 
-async def simulate(plan: FleetPlan, seconds: float | None, broker: str, db: Path, folder: Path) -> dict:
+async def simulate(plan: FleetPlan, seconds: float | None, broker: str, db: Path, folder: Path,
+                   http_port: int | None = None) -> dict:
     from microfang.config import parse_broker
 
     host, port, _ = parse_broker(broker)
@@ -355,7 +356,7 @@ async def simulate(plan: FleetPlan, seconds: float | None, broker: str, db: Path
 
         with console.stage("port build --board unix") as step:
             micropython = portbuild.build_unix(step)
-    async with Gateway(broker=broker, db=db, quiet=True) as gateway:
+    async with Gateway(broker=broker, db=db, http_port=http_port, quiet=True) as gateway:
         boards: list[SimBoard] = []
         for board, config in zip(plan.boards, configs):
             if board.runtime == "micropython":
@@ -380,12 +381,12 @@ async def simulate(plan: FleetPlan, seconds: float | None, broker: str, db: Path
         return dict(gateway.metrics)
 
 
-def run_sim(plan: FleetPlan, seconds: float | None, broker: str | None, db: Path) -> dict:
+def run_sim(plan: FleetPlan, seconds: float | None, broker: str | None, db: Path, http_port: int | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="microfang-sim-") as tmp:
 
         def go(url: str) -> dict:
             try:
-                return asyncio.run(simulate(plan, seconds, url, db, Path(tmp)))
+                return asyncio.run(simulate(plan, seconds, url, db, Path(tmp), http_port))
             except ConnectionError as e:
                 raise MicrofangError(str(e)) from None
 

@@ -102,3 +102,21 @@ def test_the_composition_root_builds_the_gateway_with_the_plugins_the_settings_t
     assert kinds == ["echo", "mem.put", "mem.search", "ping"]
     assert summary == [f"memory minilm ({tmp_path / 'gw-memory.db'})"]
     assert health["memory"] == {"embedder": "minilm", "episodic_indexed": 0}
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf"])
+def test_an_offline_after_that_is_not_a_positive_number_is_refused_naming_it(tmp_path, value):
+    with pytest.raises(MicrofangError, match="offline-after: .* is not a positive number of seconds"):
+        gateway_settings(config(tmp_path, f"[gateway]\noffline_after = {value}\n"), {}, env={})
+
+
+def test_an_offline_after_flag_that_is_not_a_positive_number_is_refused():
+    with pytest.raises(MicrofangError, match="offline-after: -1.0 is not a positive number of seconds"):
+        gateway_settings(None, {"offline_after": -1.0}, env={})
+
+
+def test_offline_after_comes_from_the_flag_else_the_file(tmp_path):
+    path = config(tmp_path, "[gateway]\noffline_after = 90\n")
+    assert gateway_settings(path, {}, env={}).offline_after == 90.0
+    assert gateway_settings(path, {"offline_after": 5}, env={}).offline_after == 5.0
+    assert gateway_settings(None, {}, env={}).offline_after == 60.0

@@ -290,6 +290,27 @@ def test_microfang_jobs_lists_what_was_asked_and_how_it_ended(tmp_path, hello_ve
     assert "deploy" in out and "failed" in out and "10/10 B" in out and "did not start" in out
 
 
+def test_microfang_jobs_shows_a_long_result_whole_and_as_plain_text(tmp_path):
+    """The table wraps a job's result in its column instead of cutting it at 60 characters; what
+    a board said goes in it as text (no rich markup, no terminal escapes)."""
+    import subprocess
+    import sys
+
+    from microfang.gateway.store import Store
+
+    detail = ("agent a1 version 2 did not start: trap in init after 3 restarts, rolled back to version 1 "
+              "[red]kept[/red] \x1b]0;owned\x07 end-of-detail")
+    store = Store(tmp_path / "gw.db")
+    store.add_device("d1", "test")
+    job = store.add_job("deploy", "d1", "a1", b"x" * 10, version=2)
+    store.update_job(job, state="failed", detail=detail)
+    store.close()
+    done = subprocess.run([sys.executable, "-m", "microfang", "jobs", "--db", str(tmp_path / "gw.db")],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert "end-of-detail" in done.stdout and "[red]kept[/red]" in done.stdout
+    assert "\x1b" not in done.stdout and "\\x1b]0;owned\\x07" in done.stdout
+
+
 def test_deploy_with_no_gateway_running_says_so_at_once_and_leaves_the_job_queued(tmp_path, hello_versions, capsys):
     from microfang.cli import main
 

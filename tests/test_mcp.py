@@ -20,6 +20,8 @@ def fleet_db(tmp_path):
     store.add_device("board1", "lab")
     store.add_device("board2", "lab")
     store.set_presence("board1", True)
+    with store.transaction():  # a verified message from it: last_seen now
+        store.save_window("board1", store.device("board1")["window"])
     store.add_telemetry("board1", {"uptime_ms": 1234, "agents": {"echo": {"state": "running", "events": 7}}})
     store.replicate("board1", "notes", [(1, b"first note"), (2, b"\xff\xfe")])
     store.audit("board1", "echo", "request", {"kind": "echo", "id": 1})

@@ -138,3 +138,103 @@ def test_a_board_that_stopped_is_offline_once_the_grace_passes(mosquitto, tmp_pa
             return online, offline, gw.store.device("b1")["online"]
 
     assert asyncio.run(scenario()) == (True, True, False)
+
+
+SILENCE_S = 60.0
+
+
+def heard_at(store, device, when):
+    """What a gateway writes for a verified message from `device` at `when` (store.save_window)."""
+    store.db.execute("UPDATE devices SET last_seen = ? WHERE id = ?", (when, device))
+
+
+def test_a_board_silent_for_the_silence_is_offline(presence):
+    """No last will reached the gateway (a broker restarted, the gateway was down): silence alone."""
+    p, records, now = presence
+    p.heard("b1", records["b1"])
+    heard_at(p.store, "b1", now[0])
+    now[0] += SILENCE_S + 1
+    with p.store.transaction():
+        p.expire()
+    assert (records["b1"]["online"], stored_online(p)) == (False, False)
+
+
+def test_a_board_heard_within_the_silence_stays_online(presence):
+    p, records, now = presence
+    p.heard("b1", records["b1"])
+    heard_at(p.store, "b1", now[0])
+    now[0] += SILENCE_S - 1
+    with p.store.transaction():
+        p.expire()
+    assert (records["b1"]["online"], stored_online(p)) == (True, True)
+
+
+def test_a_board_another_gateway_hears_is_not_silent(presence):
+    """Gateways on one store each hear a share of the boards: the store's last_seen counts."""
+    p, records, now = presence
+    p.heard("b1", records["b1"])
+    now[0] += SILENCE_S + 1
+    heard_at(p.store, "b1", now[0] - 1)  # the other gateway, a second ago
+    with p.store.transaction():
+        p.expire()
+    assert (records["b1"]["online"], stored_online(p)) == (True, True)
+
+
+def test_a_board_heard_here_but_not_yet_committed_is_not_silent(presence):
+    """last_seen is written when the transaction commits: a message of this one counts already."""
+    p, records, now = presence
+    heard_at(p.store, "b1", now[0])
+    now[0] += SILENCE_S + 1
+    with p.store.transaction():
+        p.heard("b1", records["b1"])
+        p.expire()
+    assert (records["b1"]["online"], stored_online(p)) == (True, True)
+
+
+def test_a_silent_board_left_online_by_a_gateway_that_died_is_offline_after_the_next_start(mosquitto, tmp_path):
+    """The store says online (its gateway stopped before the board's last will came): the next
+    gateway believes the silence, with no board and no status message at all."""
+    store = Store(tmp_path / "gw.db")
+    store.add_device("b1", "test")
+    store.set_presence("b1", True)
+    heard_at(store, "b1", time.time() - 2)
+    store.close()
+
+    async def scenario():
+        async with Gateway(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", quiet=True) as gw:
+            gw.presence.silence_s = 1.0
+            before = gw.devices["b1"]["online"]
+            offline = await wait_until(lambda: not gw.devices["b1"]["online"], 10)
+            return before, offline, gw.store.device("b1")["online"]
+
+    assert asyncio.run(scenario()) == (True, True, False)
+
+
+def test_status_does_not_call_a_board_online_its_gateway_stopped_hearing(tmp_path):
+    """`microfang status` with no gateway running: a board last heard long ago is not online."""
+    from microfang.ops import fleet_status, registered_devices
+
+    store = Store(tmp_path / "gw.db")
+    store.add_device("b1", "test")
+    store.add_device("b2", "test")
+    store.set_presence("b1", True)
+    store.set_presence("b2", True)
+    heard_at(store, "b1", time.time() - SILENCE_S - 5)
+    heard_at(store, "b2", time.time())
+    store.close()
+    rows = fleet_status(tmp_path / "gw.db")
+    assert [(r["device"], r["online"]) for r in rows] == [("b1", False), ("b2", True)]
+    assert [(r["device"], r["online"]) for r in registered_devices(tmp_path / "gw.db")] == [("b1", False), ("b2", True)]
+
+
+def test_the_gateways_offline_after_setting_is_the_silence_it_believes(mosquitto, tmp_path):
+    from microfang.config import GatewaySettings
+    from microfang.gateway.services import open_gateway
+
+    async def scenario():
+        settings = GatewaySettings(broker=f"mqtt://127.0.0.1:{mosquitto.port}", db=tmp_path / "gw.db", http=0,
+                                   memory="none", offline_after=7.5)
+        async with open_gateway(settings, quiet=True) as (gw, _):
+            return gw.presence.silence_s
+
+    assert asyncio.run(scenario()) == 7.5

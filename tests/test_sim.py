@@ -125,3 +125,37 @@ def test_the_table_of_30_boards_fits_an_80x24_terminal(tmp_path):
     assert any(line.startswith("greenhouse-00 ") for line in lines), lines  # names are not cut
     assert any("+12 more" in line for line in lines), lines
     assert bundle.decode(plan.boards[0].agents[0])[0]["agent_id"] == "hello"
+
+
+RUNNING = ['microfang_agent_state{device="sim1",agent="hello",state="running"} 1',
+           'microfang_agent_state{device="sim2",agent="hello",state="running"} 1']
+
+
+def curl_until(url, lines, seconds=30.0):
+    """The page at `url` once it holds every one of `lines` (or as it was when `seconds` passed)."""
+    deadline = time.monotonic() + seconds
+    page = ""
+    while time.monotonic() < deadline:
+        page = subprocess.run(["curl", "-s", url], capture_output=True, text=True, check=False).stdout
+        if set(lines) <= set(page.splitlines()):
+            break
+        time.sleep(0.3)
+    return page
+
+
+def test_curl_metrics_of_a_running_sim_passes_promtool(tmp_path):
+    """The acceptance line against `microfang sim --http`: two boards with hello, their agents'
+    series on a page `curl | promtool check metrics` accepts."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    proc = subprocess.Popen([sys.executable, "-m", "microfang", "sim", "--boards", "2", "--agents", "hello", "-t", "12",
+                             "--db", "s.db", "--http", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        page = curl_until(url, RUNNING)
+        piped = subprocess.run(f"set -o pipefail; curl -sf {url} | promtool check metrics", shell=True,
+                               executable="/bin/bash", capture_output=True, text=True, check=False)
+    finally:
+        proc.wait(60)
+    assert set(RUNNING) <= set(page.splitlines()), page
+    assert piped.returncode == 0, piped.stdout + piped.stderr

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from microfang.firmware import protocol
 from microfang.gateway.agentlines import AgentLines
 from microfang.gateway.jobrunner import JobRunner
+from microfang.gateway.metrics import FleetTelemetry
 from microfang.gateway.outputs import Outputs
 from microfang.gateway.refusals import Refusals
 from microfang.gateway.registry import Registry
@@ -53,6 +54,7 @@ class BoardMessages:
     def __init__(self, gateway: Host) -> None:
         self.gw = gateway
         self.log_listeners: list[LogListener] = []
+        self.telemetry = FleetTelemetry()  # each board's latest numbers, for /metrics
         # (channel, message kind) -> handler(device, agent, body), called inside the message's transaction.
         self.handlers: dict[tuple[str, str], Handler] = {
             (protocol.TELE, protocol.K_TELE): self._on_telemetry,
@@ -79,6 +81,7 @@ class BoardMessages:
     def _on_telemetry(self, device: str, agent: str, body: Any) -> None:
         self._store.add_telemetry(device, body)
         self.gw.metrics["telemetry"] += 1
+        self.telemetry.note(device, body)
         if self.gw.outputs is not None:
             self._store.after_commit(partial(self.gw.outputs.telemetry, device, body))
         self.gw.jobrunner.on_telemetry(device, body)

@@ -37,7 +37,7 @@ from typing import Any
 from microfang import console
 from microfang.config import parse_broker
 from microfang.firmware import envelope, protocol
-from microfang.gateway import fastcbor, http, peers, shapes
+from microfang.gateway import fastcbor, http, metrics, peers, shapes
 from microfang.gateway.agentlines import AgentLines
 from microfang.gateway.batches import Batches
 from microfang.gateway.board_messages import BoardMessages, LogListener
@@ -155,7 +155,7 @@ class Gateway:
                                                     self.password, self.cafile),
                                      shared=self._shared, on_message=self.batches.offer, on_delivered=self.defer)
         if self.http_port is not None:
-            self._http = await http.serve(self.health, lambda: (self.metrics, self.router.counts), self.http_port)
+            self._http = await http.serve(self.health, partial(metrics.exposition, self), self.http_port)
         # The unfinished requests of an earlier run (and of dead peers), claimed before the
         # session delivers this run's first message: one accepted now is started once, by intake,
         # never resumed as well (that answered it twice).
@@ -190,12 +190,14 @@ class Gateway:
                 self.log(f"heartbeat: {e}")
 
     async def _keep_presence(self) -> None:
-        """Once a second: believe the "offline" claims nothing disproved (presence.py)."""
+        """Once a second: believe the "offline" claims nothing disproved and the boards' silence (presence.py)."""
         assert self.presence is not None
         while True:
             await asyncio.sleep(1.0)
-            if self.presence.unconfirmed:
+            if self.presence.due():
                 self.defer(self.presence.expire)
+            if self.registry is not None and self.registry.due():
+                self.defer(self.registry.prune)  # devices removed from the store (`keys remove`)
 
     async def __aexit__(self, *exc: object) -> None:
         for task in self._tasks:

@@ -70,6 +70,11 @@ class JobStore:
                  "created", "updated", "owner")
         return [dict(zip(names, r, strict=True)) for r in rows]
 
+    def job_counts(self) -> dict[tuple[str, str], int]:
+        """(kind, state) -> how many jobs the store holds (/metrics)."""
+        rows = self.db.execute("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state").fetchall()
+        return {(str(kind), str(state)): int(n) for kind, state, n in rows}
+
     def job_data(self, job_id: int) -> bytes:
         row = self.db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return bytes(row[0] or b"") if row else b""

@@ -7,7 +7,34 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from microfang.firmware.errors import MicrofangError
+from microfang.gateway.jobstore import JOB_ACTIVE
 from microfang.gateway.store import Store
+
+PRUNE_S = 5.0  # how often a running gateway looks for devices removed from the store (`keys remove`)
+# What the store keeps of a device besides its row, all dropped with it (the audit log stays).
+_DEVICE_TABLES = ("telemetry", "log_replica", "replica_usage", "agents", "agent_manifests", "requests", "job_answers")
+
+
+def remove_device(store: Store, device: str) -> None:
+    """Remove a device from the registry: its key (its envelopes are dropped from now on, by a
+    running gateway within PRUNE_S), presence, telemetry, replicas, agents and requests; its
+    active jobs fail. The audit log keeps its records and gets one saying so.
+
+    Raises:
+        MicrofangError: no such device.
+    """
+    with store.transaction():
+        if store.device(device, for_update=True) is None:
+            raise MicrofangError(f"no device {device!r} in {store.db.name}")
+        for table in _DEVICE_TABLES:
+            store.db.execute(f"DELETE FROM {table} WHERE device = ?", (device,))
+        states = ",".join("?" * len(JOB_ACTIVE))
+        store.db.execute(f"UPDATE jobs SET state = 'failed', detail = 'device removed', updated = ? "
+                         f"WHERE (device = ? OR target = ?) AND state IN ({states})",
+                         (time.time(), device, device, *JOB_ACTIVE))
+        store.db.execute("DELETE FROM devices WHERE id = ?", (device,))
+        store.audit(device, "-", "device removed", {"by": "keys remove"})
 
 
 class Registry:
@@ -15,6 +42,7 @@ class Registry:
         self.store = store
         self.devices: dict[str, dict[str, Any]] = store.devices()
         self._missing: dict[str, float] = {}  # unknown device -> when it was last looked up
+        self._next_prune = time.monotonic() + PRUNE_S
 
     def add(self, device: str, fleet: str = "default", key: bytes | None = None) -> bytes:
         """Register a device and return its key (existing devices keep theirs)."""
@@ -41,6 +69,19 @@ class Registry:
         self._missing.pop(device, None)
         self.devices[device] = record
         return record
+
+    def due(self) -> bool:
+        """Whether it is time to prune()."""
+        return time.monotonic() >= self._next_prune
+
+    def prune(self) -> None:
+        """Forget the devices removed from the store since they were read (`microfang keys
+        remove`, maybe while this gateway runs, maybe on another gateway's store); one query."""
+        self._next_prune = time.monotonic() + PRUNE_S
+        kept = {row[0] for row in self.store.db.execute("SELECT id FROM devices")}
+        gone = [device for device in self.devices if device not in kept]
+        for device in gone:
+            del self.devices[device]
 
     def fleet_of(self, device: str) -> str | None:
         record = self.devices.get(device)

@@ -65,7 +65,8 @@ class Services:
             raise MicrofangError(str(e)) from None
         stack.callback(provider.close)
         spending = None if self.ledger is None else SharedSpendWindow(self.ledger, "llm_tokens")
-        self.gw.router.add("llm", llm_handler(provider, TokenBudget(s.llm_tokens, spending=spending)))
+        self.gw.router.add("llm", llm_handler(provider, TokenBudget(s.llm_tokens, spending=spending),
+                                                  counts=self.gw.metrics))
         self.summary.append(f"llm {s.llm}")
 
     def _memory(self, stack: AsyncExitStack) -> None:
@@ -134,6 +135,8 @@ async def open_gateway(settings: GatewaySettings, *, quiet: bool = False) -> Asy
                            password=s.password, cafile=s.cafile, router=router_for(s, ledger), quiet=quiet,
                            outputs=s.outputs, discovery=s.discovery) as gw, \
                 Services(gw, s, ledger) as services:
+            assert gw.presence is not None
+            gw.presence.silence_s = s.offline_after
             yield gw, services.summary
     finally:
         if ledger is not None:

@@ -49,12 +49,30 @@ def _messages(body: Any) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt}]
 
 
-def llm_handler(provider: Provider, budget: TokenBudget | None = None, reply_bytes: int = REPLY_BYTES) -> Handler:
+LLM_COUNTS = ("llm_calls", "llm_errors", "llm_tokens")  # what llm_handler counts in `counts`
+
+
+def llm_handler(provider: Provider, budget: TokenBudget | None = None, reply_bytes: int = REPLY_BYTES,
+                counts: dict[str, int] | None = None) -> Handler:
     """A router handler for kind `llm` (register with `router.add("llm", llm_handler(p))`); the
-    agents' manifest budgets (Request.budgets) apply besides `budget`."""
+    agents' manifest budgets (Request.budgets) apply besides `budget`. Calls answered, calls
+    failed and tokens generated are added up in `counts` (the gateway's metrics) when given."""
     budget = budget or TokenBudget()
+    counts = {} if counts is None else counts
+    for name in LLM_COUNTS:
+        counts.setdefault(name, 0)
 
     async def handle(request: Request) -> dict[str, Any]:
+        try:
+            reply = await _answer(request)
+        except Exception:
+            counts["llm_errors"] += 1
+            raise
+        counts["llm_calls"] += 1
+        counts["llm_tokens"] += reply["tokens"]
+        return reply
+
+    async def _answer(request: Request) -> dict[str, Any]:
         messages = _messages(request.body)
         asked = request.body.get("max_tokens", 64) if isinstance(request.body, dict) else 64
         max_tokens = max(1, min(int(asked) if isinstance(asked, int) else 64, MAX_TOKENS))
