@@ -290,6 +290,15 @@ def do_status(args: argparse.Namespace) -> None:
     console.out.print(table)
 
 
+def _cancel_jobs(where: str, ids: list[int] | None) -> None:
+    from microfang.ops import cancel_jobs
+
+    cancelled, problems = cancel_jobs(where, ids)
+    console.info(f"cancelled {len(cancelled)} queued jobs" + (f": {', '.join(map(str, cancelled))}" if cancelled else ""))
+    if problems:
+        raise MicrofangError("; ".join(problems))
+
+
 def argparse_logs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("logs", help="agents' log lines (mf_log) as boards forward them; -f follows new ones")
     p.add_argument("target", nargs="?", metavar="DEVICE[/AGENT]", help="one device or one agent (default: all)")
@@ -310,7 +319,10 @@ def do_logs(args: argparse.Namespace) -> None:
 
 
 def argparse_jobs(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("jobs", help="the latest deploy, migration and control jobs and their results")
+    p = sub.add_parser("jobs", help="the latest deploy, migration and control jobs and their results; "
+                                    "`jobs cancel [ID...]` cancels queued ones")
+    p.add_argument("action", nargs="?", choices=["cancel"], help="cancel the queued jobs given (default: all)")
+    p.add_argument("ids", nargs="*", type=int, metavar="ID", help="jobs to cancel")
     add_store(p)
     add_json(p)
     p.add_argument("-n", "--limit", type=int, default=20)
@@ -323,6 +335,11 @@ def do_jobs(args: argparse.Namespace) -> None:
     from microfang.ops import recent_jobs
 
     where = store_of(args)
+    if args.action == "cancel":
+        _cancel_jobs(where, args.ids or None)
+        return
+    if args.ids:
+        raise MicrofangError("job ids go with `jobs cancel ID...`")
     rows = recent_jobs(where, args.limit)
     if args.json:
         print_json(rows)

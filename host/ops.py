@@ -119,3 +119,33 @@ def recent_jobs(db: Where, limit: int = 20) -> list[dict[str, Any]]:
         return store.jobs()[-limit:]
     finally:
         store.close()
+
+
+CANCELLED = "cancelled by the operator"
+
+
+def cancel_jobs(db: Where, ids: list[int] | None = None) -> tuple[list[int], list[str]]:
+    """Cancel queued jobs no gateway has taken yet (`ids`, or every such job): (the cancelled,
+    one line for each that could not be). A job a gateway has taken runs to its end: its board
+    may already hold part of it (a deploy rolls back by itself if it does not start)."""
+    store = open_store(db)
+    try:
+        rows = {row["id"]: row for row in store.jobs(ids)}
+        problems = [f"job {job_id}: no such job" for job_id in ids or [] if job_id not in rows]
+        cancelled = []
+        for row in rows.values():
+            if row["state"] == "queued" and not row["owner"]:
+                with store.transaction():
+                    taken = store.db.execute("UPDATE jobs SET state = 'failed', detail = ?, updated = ? "
+                                             "WHERE id = ? AND state = 'queued' AND owner = '' RETURNING id",
+                                             (CANCELLED, time.time(), row["id"])).fetchall()
+                if taken:
+                    cancelled.append(row["id"])
+                    continue
+                row = store.jobs([row["id"]])[0]
+            if ids is not None:
+                holder = f" with gateway {row['owner']}" if row["owner"] else ""
+                problems.append(f"job {row['id']}: {row['state']}{holder}, not cancelled")
+        return cancelled, problems
+    finally:
+        store.close()
