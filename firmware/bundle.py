@@ -37,7 +37,13 @@ KEY_ID_BYTES = 8
 MAX_HEAD = 1024  # a signed head is ~100 bytes, ~250 with a trust list of 4 keys
 # A bundle larger than this is refused before decoding: it would not fit a board anyway.
 MAX_BUNDLE = 512 * 1024
-_PIECE = 512  # bytes read from flash at a time when a span is hashed or copied
+_PIECE = 256  # bytes read from flash at a time when a span is hashed or copied
+# The one buffer those reads go through, allocated with the firmware at boot: a read of its own
+# per piece left a 512 B block of garbage each time, which a full board at the ESP32 heap had no
+# hole for (issue 16: the update of a 16th agent failed here). Pieces are consumed before the
+# next is read, never across an await, so one buffer serves every transfer of the board.
+_BUF = bytearray(_PIECE)
+_VIEW = memoryview(_BUF)
 _SPAN_ITEMS = 2000  # CBOR items walked to find a map's fields (a manifest has ~60)
 
 
@@ -221,16 +227,17 @@ def value(f, spans, key):
 
 
 def pieces(f, span):
-    """The bytes of `span` of file `f`, _PIECE at a time (to hash or copy a span)."""
+    """The bytes of `span` of file `f`, _PIECE at a time (to hash or copy a span), each a view of
+    the board's one piece buffer: valid until the next piece is read, nothing allocated per read."""
     offset, left = span[0], span[1]
     while left > 0:
         f.seek(offset)
-        data = f.read(min(left, _PIECE))
-        if not data:
+        n = f.readinto(_VIEW[:left] if left < _PIECE else _BUF)
+        if not n:
             raise BundleError("truncated file at byte %d" % offset)
-        offset += len(data)
-        left -= len(data)
-        yield data
+        offset += n
+        left -= n
+        yield _VIEW[:n] if n < _PIECE else _BUF
 
 
 def open_signed_file(f, size, keys):

@@ -27,7 +27,7 @@
 
 import hashlib
 
-from . import bundle, cbor, protocol
+from . import bundle, cbor, port, protocol
 from .errors import MicrofangError
 from .memlog import MemoryLog
 from .trust import Trust
@@ -113,6 +113,8 @@ class Installer:
         # (a gateway that took the job over from one that died before it heard the answer)
         # gets the same answer instead of a refusal of what this very transfer installed.
         self.installed = []
+        # The chunk size this board asks the gateway for (its put_ack's `chunk`).
+        self.chunk_bytes = protocol.chunk_for(port.heap_size())
 
     def recover(self):
         """At boot: finish or undo a swap a power cut interrupted. A new version that was never
@@ -409,7 +411,7 @@ class Installer:
                 send(agent, protocol.K_DEPLOYED, answer)
                 return
         have = self.begin(xfer, int(body["size"]), bytes(body["sha256"]), agent_id)
-        send(agent_id, protocol.K_PUT_ACK, {"xfer": xfer, "offset": have, "probe": True})
+        send(agent_id, protocol.K_PUT_ACK, {"xfer": xfer, "offset": have, "probe": True, "chunk": self.chunk_bytes})
         if have == body["size"]:
             self._complete(xfer, body.get("what"), agent_id, send)
 

@@ -123,6 +123,16 @@ def heap_free(need=0):
     return gc.mem_free()
 
 
+def heap_size():
+    """The size of the heap wasm3 and the firmware allocate from (MicroPython's GC heap), or
+    None off a board (CPython)."""
+    if not MICROPYTHON:
+        return None
+    import gc
+
+    return gc.mem_free() + gc.mem_alloc()
+
+
 def collect_often():
     """On MicroPython, collect garbage after every 1/16 of the heap allocated, not only when it is
     full: garbage piled up between collections pushes the objects that live on (a manifest
@@ -214,6 +224,9 @@ class _LfsFile:
 
     def read(self, *size):
         return self._call("read", *size)
+
+    def readinto(self, buf):
+        return self._call("readinto", buf)
 
     def seek(self, offset):
         return self._call("seek", offset)
