@@ -1,8 +1,10 @@
 # A board's memory diet (issue 16): what agents share and what a full heap does to a spawn.
 # Runs under MicroPython with each board heap and under CPython (tests/test_device_runtimes.py).
 # Plain asserts only.
+import gc
+
+from microfang.firmware import abi, port
 from microfang.firmware import bundle as bundles
-from microfang.firmware import port
 from microfang.firmware.errors import SandboxError
 from microfang.firmware.supervisor import Supervisor
 from test_hostile_device import board
@@ -79,3 +81,42 @@ def test_a_trapped_agent_with_half_the_free_heap_restarts_again_and_again_among_
     assert [f for f in faults if "restart failed" in f] == [], faults
     assert sup.stats("big")["restarts"] >= 12 and sup.stats("big")["state"] == "backoff", rec.seen
     assert sup.agents["big"].sandbox.memory_bytes == 40 * 1024
+
+
+def fragment_heap(hole):
+    # MicroPython: fill the heap with blocks of `hole` bytes (and what is left with small ones),
+    # then free every other large one: what is free now lies in pieces of about `hole` bytes.
+    # Returns the blocks that stay (hold them). CPython: nothing to fragment.
+    if port.heap_free() is None:
+        return []
+    blocks, small = [], []
+    for size, into in ((hole, blocks), (16, small)):
+        try:
+            while True:
+                into.append(bytearray(size))
+        except MemoryError:
+            pass
+    for i in range(0, len(blocks), 2):
+        blocks[i] = None  # (the heap is full: nothing here may allocate)
+    gc.collect()
+    return blocks, small
+
+
+def test_an_agent_compiles_on_a_heap_whose_free_blocks_are_all_smaller_than_a_code_page(bundle):
+    # Issue 16: a board full of agents had 7 KB free, no free block over ~1 KB, and wasm3 asked
+    # for whole 1 KiB code pages: "memory allocation failed when acquiring a new M3 code page".
+    # wasm3 now takes a smaller page when a whole one does not fit (patches/0023).
+    manifest, wasm = bundles.decode(bundle("example_hello"))
+    env = port.engine.Environment()
+    runtime = env.new_runtime(manifest["memory"]["stack_bytes"], manifest["memory"]["max_bytes"])
+    module = env.parse_module(bytes(wasm))
+    memory = bytearray(manifest["memory"]["max_bytes"] + 400)  # kept whole for the linear memory
+    kept = fragment_heap(400)  # the rest free in blocks of ~400 B: a quarter code page fits, a whole one not
+    memory = None
+    gc.collect()
+    runtime.load(module)  # the linear memory, and a code page to run the globals' initialisers
+    for name in manifest["permissions"]["allowed"]:
+        module.link_function(abi.HOST_MODULE, name, abi.HOST_FUNCTIONS[name], lambda *args: 0)
+    module.compile()
+    runtime.find_function("mf_on_event")
+    assert port.heap_free() is None or len(kept[0]) > 100, len(kept[0])
