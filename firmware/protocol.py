@@ -71,17 +71,11 @@ WHAT_SNAPSHOT = "snapshot"  # a migrating agent's snapshot: restored
 MAX_TRANSFER = 1 << 20  # a bundle or a snapshot; more would not fit a board's flash anyway
 CHUNK_MAX = 4096  # gateway -> board: one chunk per message, written to flash before the ack
 # The chunk size a board asks for in its put_ack (`chunk`); the gateway sends that, clamped to
-# CHUNK_MIN..CHUNK_MAX, and CHUNK_MAX to a board that names none. A board with a heap under
-# SMALL_HEAP (a plain ESP32: ~110 KB) asks for CHUNK_SMALL: a 4 KB message needs a 4 KB hole,
-# which a heap full of agents has not (issue 16).
+# CHUNK_MIN..CHUNK_MAX, and CHUNK_MAX to a board that names none. A board with a small heap
+# (port.SMALL_HEAP: a plain ESP32, ~110 KB) asks for CHUNK_SMALL: a 4 KB message needs a 4 KB
+# hole, which a heap full of agents has not (issue 16); others ask for CHUNK_MAX.
 CHUNK_MIN = 256
 CHUNK_SMALL = 512
-SMALL_HEAP = 512 * 1024
-
-
-def chunk_for(heap):
-    """The chunk size a board with `heap` bytes of heap (None: a host's memory) asks for."""
-    return CHUNK_SMALL if heap is not None and heap < SMALL_HEAP else CHUNK_MAX
 
 
 def chunk_size(asked):

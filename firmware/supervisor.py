@@ -110,6 +110,7 @@ class Supervisor:
         old = self.agents.get(agent_id)
         if old is not None and old.state != STOPPED:
             raise SandboxError("agent %s is already running (reclaim it first)" % agent_id)
+        port.collect_before_records()
         manifest = self._same_tables(bundle.board_manifest(manifest))
         agent = Agent(manifest, self._same_wasm(wasm), self._clock(), source if self.flash is not None else None)
         self._start_agent(agent)  # raises before the agent is registered if it cannot spawn

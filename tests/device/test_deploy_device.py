@@ -173,6 +173,31 @@ def test_a_staged_file_is_hashed_without_a_block_of_garbage_per_piece(bundle):
     b.close()
 
 
+def test_a_bundles_id_and_version_are_read_from_flash_field_by_field(bundle):
+    # Issue 16: an update is checked while the version it replaces runs on; the whole manifest
+    # decoded (~1.1 KB of small objects and a 0.5 KB read) did not fit on a full ESP32 board.
+    b = Board(bundle)
+    data = bundle("hello_v2")
+    with b.flash.open("/b.mfa", "wb") as f:
+        f.write(data)
+    with b.flash.open("/b.mfa", "rb") as f:
+        assert bundles.identity(f, (0, len(data), 2)) == {"agent_id": "a1", "version": 2}
+    b.close()
+
+
+def test_a_bundle_whose_manifest_has_a_key_that_is_not_text_is_refused_before_anything_is_read(bundle):
+    manifest, wasm = bundles.decode(bundle("hello"))
+    manifest[7] = "x"  # a key no normalized manifest has
+    data = bundles.encode(manifest, wasm)
+    b = Board(bundle)
+    with b.flash.open("/b.mfa", "wb") as f:
+        f.write(data)
+    with b.flash.open("/b.mfa", "rb") as f:
+        why = raises(BundleError, bundles.identity, f, (0, len(data), 2))
+    assert why == "not a bundle manifest: a map key is not a short text", why
+    b.close()
+
+
 def test_a_put_of_an_installed_transfer_again_gets_the_same_answer(bundle):
     # A gateway that takes a job over from one that died before the board's answer reached it
     # asks again: the board answers what it did, not "not newer than the installed version".
