@@ -194,7 +194,10 @@ def map_spans(f, start, end, what):
         kmajor, klen = heads.head()
         if kmajor != 3 or klen > 32:
             raise BundleError("not a %s: a map key is not a short text" % what)
-        key = str(heads.take(klen), "utf-8")
+        try:
+            key = str(heads.take(klen), "utf-8")
+        except UnicodeError:
+            raise BundleError("not a %s: a map key is not UTF-8" % what)
         at = heads.pos
         vmajor, vlen = heads.head()
         if vmajor in (2, 3):
@@ -222,7 +225,10 @@ def value(f, spans, key):
     if span[2] == 2:
         return data
     if span[2] == 3:
-        return str(data, "utf-8")
+        try:
+            return str(data, "utf-8")
+        except UnicodeError:
+            raise BundleError("field %s is not UTF-8 text" % key)
     return cbor.loads(data)
 
 

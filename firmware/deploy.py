@@ -184,8 +184,12 @@ class Installer:
             self.flash.remove(sig + ".new")
             if installed:
                 self.flash.rename(path + ".prev", path)
-                self._restart(agent_id, None, None, path)
-                back = "version %d runs again" % installed
+                try:
+                    self._restart(agent_id, None, None, path)
+                    back = "version %d runs again" % installed
+                except (MicrofangError, MemoryError) as again:
+                    back = ("version %d did not start again either (%s): it starts again at the next boot"
+                            % (installed, _reason(again)))
             else:
                 self.flash.remove(path)
                 back = "nothing installed"

@@ -106,6 +106,43 @@ def test_version_that_traps_on_start_is_rolled_back(bundle):
     b.close()
 
 
+def test_a_version_that_traps_on_start_over_a_previous_one_that_cannot_start_again_says_so(bundle):
+    # Seen on a full ESP32 board (issue 16): the new version did not fit, nor did the previous
+    # one after it; the install ended with the bare "does not fit" of the second attempt, as if
+    # the previous version ran. Here the previous version's bundle is damaged on flash.
+    b = Board(bundle)
+    b.installer.install(bundle("hello.mfs"))
+    with b.flash.open("/agents/a1.mfa", "rb") as f:
+        data = bytearray(f.read())
+    data[-5] ^= 0xFF  # inside the wasm's sha256, the bundle's last field
+    with b.flash.open("/agents/a1.mfa", "wb") as f:
+        f.write(data)
+    why = raises(DeployError, b.installer.install, bundle("trap_v3.mfs"))
+    assert "agent a1 version 3 did not start (it trapped on start)" in why, why
+    assert "version 1 did not start again either (" in why and "it starts again at the next boot" in why, why
+    assert "a1" not in b.sup.agents
+    assert b.flash.listdir("/agents") == ["a1.mfa", "a1.sig"], b.flash.listdir("/agents")
+    b.close()
+
+
+def test_an_installed_bundle_whose_map_key_is_damaged_on_flash_counts_as_no_version(bundle):
+    # A key that is not UTF-8 any more raised UnicodeError out of the bundle's map walk, past
+    # every handler that expects a BundleError: the next install of that agent failed with it.
+    b = Board(bundle)
+    b.installer.install(bundle("hello.mfs"))
+    with b.flash.open("/agents/a1.mfa", "rb") as f:
+        data = bytearray(f.read())
+    at = bytes(data).index(b"format")
+    data[at] = 0x8C  # not UTF-8
+    with b.flash.open("/agents/a1.mfa", "wb") as f:
+        f.write(data)
+    assert b.installer.installed_version("a1") == 0
+    with b.flash.open("/agents/a1.mfa", "rb") as f:
+        why = raises(BundleError, bundles.identity, f, (0, len(data), 2))
+    assert why == "not a bundle: a map key is not UTF-8", why
+    b.close()
+
+
 def test_interrupted_swap_falls_back_to_the_previous_version_at_boot(bundle):
     b = Board(bundle)
     b.installer.install(bundle("hello.mfs"))
