@@ -120,3 +120,51 @@ def test_an_agent_compiles_on_a_heap_whose_free_blocks_are_all_smaller_than_a_co
     module.compile()
     runtime.find_function("mf_on_event")
     assert port.heap_free() is None or len(kept[0]) > 100, len(kept[0])
+
+
+def test_a_spawned_agent_keeps_no_names_and_runs_on(bundle):
+    # Issue 16: each import and export name was a heap block of its own for the agent's life,
+    # though nothing looks a name up once the agent is linked and its functions are found.
+    sup, rec = board(bundle("hello"))
+    steps(sup, 1)
+    try:
+        sup.agents["a1"].sandbox._runtime.find_function("mf_on_event")
+    except port.engine.Wasm3Error:
+        pass
+    else:
+        raise AssertionError("the module still knows its export names")
+    sup.post("a1", abi.EV_MESSAGE, b"hi")
+    steps(sup, 1)
+    assert sup.stats("a1")["events"] == 2 and sup.stats("a1")["traps"] == 0, sup.stats("a1")
+
+
+def test_an_agent_spawns_when_the_one_hole_for_its_memory_is_the_highest_among_small_ones(bundle):
+    # Issue 16: on a full board the update of an agent spawns its new version where the old one
+    # was: one hole for the linear memory at the top of the heap, small holes below. The
+    # engine's blocks are taken from the highest free run that fits (boards/patches/0001), so
+    # the parse's small blocks went into that hole first and the memory found no room ("load:
+    # memory allocation failed" with 11 KB free). The memory's block is now taken first
+    # (patches/0025).
+    manifest, wasm = bundles.decode(bundle("example_hello"))
+    env = port.engine.Environment()
+    env.new_runtime(manifest["memory"]["stack_bytes"]).close()  # the environment's shared stack, made once
+    blocks = []
+    if port.heap_free() is not None:
+        try:
+            while True:
+                blocks.append(bytearray(400))
+        except MemoryError:
+            pass
+        for i in range(0, len(blocks) - 8, 2):
+            blocks[i] = None  # holes of ~400 B, a small block between each two
+        for i in range(len(blocks) - 7, len(blocks)):
+            blocks[i] = None  # the last 7, together: one hole of ~3 KB at the top
+        gc.collect()
+    runtime = env.new_runtime(manifest["memory"]["stack_bytes"], manifest["memory"]["max_bytes"])
+    module = env.parse_module(bytes(wasm))
+    runtime.load(module)
+    for name in manifest["permissions"]["allowed"]:
+        module.link_function(abi.HOST_MODULE, name, abi.HOST_FUNCTIONS[name], lambda *args: 0)
+    module.compile()
+    runtime.find_function("mf_on_event")
+    assert runtime.memory_size == manifest["memory"]["max_bytes"], runtime.memory_size
