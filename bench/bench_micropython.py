@@ -132,9 +132,11 @@ def main() -> None:
                   f"{mp['wasm_bytes']} B module")
             print(f"  agents that fit at once: {mp['agents_fit']}: {row['agents_ratio_to_goal']:.2f}x the goal of "
                   f"{GOALS[name]}, {row['agents_ratio_to_before_diet']:.2f}x the {BEFORE_DIET[name]} before the diet")
+            refused = (f"the refusal one more met: {mp['update_refusal']}" if mp["update_refusal"] else
+                       "never refused: that is every agent the board held beside its flash and deploy path")
             print(f"  agents on a board with its flash and deploy path that still take an over-the-air update of "
                   f"one of them: {mp['agents_with_an_update']} ({mp['agents_with_an_update'] / GOALS[name]:.2f}x the goal; "
-                  f"the refusal one more met: {mp['update_refusal']})")
+                  f"{refused})")
             print(f"  spawn: MicroPython {mp['spawn_us']:.0f} us vs pywasm3 parse+load on CPython {py_spawn:.0f} us "
                   f"-> {row['spawn_ratio_micropython_vs_pywasm3']:.2f}x")
             print(f"  metered {iterations:,}-iteration loop: MicroPython {mp['loop_metered_ms']:.1f} ms vs pywasm3 "

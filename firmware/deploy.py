@@ -27,7 +27,7 @@
 
 import hashlib
 
-from . import bundle, cbor, protocol
+from . import bundle, cbor, port, protocol
 from .errors import MicrofangError
 from .memlog import MemoryLog
 from .trust import Trust
@@ -113,6 +113,8 @@ class Installer:
         # (a gateway that took the job over from one that died before it heard the answer)
         # gets the same answer instead of a refusal of what this very transfer installed.
         self.installed = []
+        # The chunk size this board asks the gateway for (its put_ack's `chunk`).
+        self.chunk_bytes = protocol.CHUNK_SMALL if port.small_heap() else protocol.CHUNK_MAX
 
     def recover(self):
         """At boot: finish or undo a swap a power cut interrupted. A new version that was never
@@ -130,11 +132,12 @@ class Installer:
     # ---- install ---------------------------------------------------------------------------
 
     def installed_version(self, agent_id):
+        path = AGENTS + "/" + agent_id + ".mfa"
         try:
-            manifest, _ = bundle.read_file(self.flash, AGENTS + "/" + agent_id + ".mfa", with_wasm=False)
+            with self.flash.open(path, "rb") as f:
+                return bundle.identity(f, (0, self.flash.size(path), 2))["version"]
         except (OSError, MicrofangError):
             return 0
-        return manifest["version"]
 
     def install(self, signed):
         """Verify a signed bundle (bytes) and run it in place of the installed version: staged
@@ -158,9 +161,9 @@ class Installer:
 
     def _install(self, staged, size):
         with self.flash.open(staged, "rb") as f:
-            span, manifest, head, proof = bundle.open_signed_file(f, size, self.trust.keys)
+            span, ident, head, proof = bundle.open_signed_file(f, size, self.trust.keys)
             self.trust.update(head)
-            agent_id, version = manifest["agent_id"], manifest["version"]
+            agent_id, version = ident["agent_id"], ident["version"]
             if not protocol.name_ok(agent_id):
                 raise DeployError("agent id %r is not a valid name" % agent_id)
             installed = self.installed_version(agent_id)
@@ -168,7 +171,7 @@ class Installer:
             path, sig = AGENTS + "/" + agent_id + ".mfa", AGENTS + "/" + agent_id + ".sig"
             self.flash.makedirs(AGENTS)
             _write(self.flash, sig + ".new", cbor.dumps(proof))
-            head = proof = manifest = None  # small blocks freed before the wasm and the spawn take theirs
+            head = proof = ident = None  # small blocks freed before the wasm and the spawn take theirs
             manifest, wasm = bundle.decode_file(f, span)
             _copy(f, span, self.flash, path + ".new")
         if installed:
@@ -181,8 +184,12 @@ class Installer:
             self.flash.remove(sig + ".new")
             if installed:
                 self.flash.rename(path + ".prev", path)
-                self._restart(agent_id, *bundle.read_file(self.flash, path), path)
-                back = "version %d runs again" % installed
+                try:
+                    self._restart(agent_id, None, None, path)
+                    back = "version %d runs again" % installed
+                except (MicrofangError, MemoryError) as again:
+                    back = ("version %d did not start again either (%s): it starts again at the next boot"
+                            % (installed, _reason(again)))
             else:
                 self.flash.remove(path)
                 back = "nothing installed"
@@ -207,9 +214,13 @@ class Installer:
                           % (agent_id, version, installed, installed))
 
     def _restart(self, agent_id, manifest, wasm, path):
+        # Stop the running version (if any) and start `manifest` and `wasm`, or without them
+        # the bundle at `path`, read once the running version's RAM is back.
         sup = self.supervisor
         if agent_id in sup.agents:
             sup.reclaim(agent_id)
+        if manifest is None:
+            manifest, wasm = bundle.read_file(self.flash, path)
         sup.spawn(manifest=manifest, wasm=wasm, source=path)
         state = sup.start_now(agent_id)
         if state not in ("running", "exhausted"):
@@ -409,7 +420,7 @@ class Installer:
                 send(agent, protocol.K_DEPLOYED, answer)
                 return
         have = self.begin(xfer, int(body["size"]), bytes(body["sha256"]), agent_id)
-        send(agent_id, protocol.K_PUT_ACK, {"xfer": xfer, "offset": have, "probe": True})
+        send(agent_id, protocol.K_PUT_ACK, {"xfer": xfer, "offset": have, "probe": True, "chunk": self.chunk_bytes})
         if have == body["size"]:
             self._complete(xfer, body.get("what"), agent_id, send)
 

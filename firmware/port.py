@@ -129,6 +129,40 @@ def heap_free(need=0):
     return gc.mem_free()
 
 
+def heap_size():
+    """The size of the heap wasm3 and the firmware allocate from (MicroPython's GC heap), or
+    None off a board (CPython)."""
+    if not MICROPYTHON:
+        return None
+    import gc
+
+    return gc.mem_free() + gc.mem_alloc()
+
+
+SMALL_HEAP = 512 * 1024  # a heap under this (a plain ESP32's ~110 KB) is a small one
+_SMALL = MICROPYTHON and heap_size() < SMALL_HEAP
+
+
+def small_heap():
+    """True on MicroPython with a heap under SMALL_HEAP: such a board asks for small chunks
+    (deploy.py, protocol.CHUNK_SMALL) and collects garbage before an agent's records are made."""
+    return _SMALL
+
+
+def collect_before_records():
+    """On MicroPython with a small heap (under SMALL_HEAP: a plain ESP32), collect
+    garbage now, before the records of an agent that will live long are made: they then take
+    the lowest holes the garbage leaves (MicroPython allocates first fit from the bottom)
+    instead of landing above it, where they would cut the free middle into holes once it is
+    collected. On a full board at 110 KB the free room was otherwise in pieces of at most 416 B
+    and an update's 512 B chunk did not arrive (issue 16). Nothing on CPython or a large heap:
+    a collection walks the whole heap."""
+    if _SMALL:
+        import gc
+
+        gc.collect()
+
+
 def collect_often():
     """On MicroPython, collect garbage after every 1/16 of the heap allocated, not only when it is
     full: garbage piled up between collections pushes the objects that live on (a manifest
@@ -140,6 +174,7 @@ def collect_often():
         import gc
 
         gc.threshold((gc.mem_free() + gc.mem_alloc()) // 16)
+
 
 
 def adc(pin, atten):
@@ -220,6 +255,9 @@ class _LfsFile:
 
     def read(self, *size):
         return self._call("read", *size)
+
+    def readinto(self, buf):
+        return self._call("readinto", buf)
 
     def seek(self, offset):
         return self._call("seek", offset)

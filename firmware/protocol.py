@@ -43,7 +43,7 @@ LINES_PER_S = 5  # lines an agent may forward a second, on average ...
 LINES_BURST = 20  # ... and at once
 
 # The board's answers to deploy and migration commands (firmware/deploy.py), on up/{agent}.
-K_PUT_ACK = "put_ack"  # {xfer, offset, probe?}: what the board holds of a transfer
+K_PUT_ACK = "put_ack"  # {xfer, offset, probe?, chunk?}: what the board holds of a transfer, the chunk size it wants
 K_DEPLOYED = "deploy"  # {xfer, ok, version | reason}: a transfer was installed (or refused)
 K_SNAPSHOT = "snapshot"  # {ok, size, sha256 | reason}: a snapshot was taken (also a ctl command)
 K_SNAP_CHUNK = "snap_chunk"  # {offset, data}: a piece of a snapshot
@@ -75,6 +75,20 @@ WHAT_SNAPSHOT = "snapshot"  # a migrating agent's snapshot: restored
 # Transfer sizes.
 MAX_TRANSFER = 1 << 20  # a bundle or a snapshot; more would not fit a board's flash anyway
 CHUNK_MAX = 4096  # gateway -> board: one chunk per message, written to flash before the ack
+# The chunk size a board asks for in its put_ack (`chunk`); the gateway sends that, clamped to
+# CHUNK_MIN..CHUNK_MAX, and CHUNK_MAX to a board that names none. A board with a small heap
+# (port.SMALL_HEAP: a plain ESP32, ~110 KB) asks for CHUNK_SMALL: a 4 KB message needs a 4 KB
+# hole, which a heap full of agents has not (issue 16); others ask for CHUNK_MAX.
+CHUNK_MIN = 256
+CHUNK_SMALL = 512
+
+
+def chunk_size(asked):
+    """The chunk size the gateway sends a board that asked for `asked` (None: it did not say)."""
+    if not isinstance(asked, int) or isinstance(asked, bool):
+        return CHUNK_MAX
+    return max(CHUNK_MIN, min(CHUNK_MAX, asked))
+
 READ_MAX = 2048  # board -> gateway: one snapshot piece, fits one outbox record with its envelope
 
 # A reply's text or results: what fits the SDK's 512-byte event buffer with the reply's CBOR

@@ -25,19 +25,24 @@ class Sandbox:
     """A spawned agent. `services` implements the host functions (see Supervisor); `env` is a
     wasm3 Environment to share with the board's other agents (a new one if None)."""
 
+    fuel_used = 0
+    _running = False  # inside an invocation: host work is charged to it
+
     def __init__(self, manifest, wasm, services, env=None):
+        # Few attributes (issue 16: a record is paid once per agent on a full board): the
+        # environment is the module's and the runtime's to keep, the id is the manifest's.
         self.manifest = manifest
-        self._env = env
-        self.agent_id = manifest["agent_id"]
         self.services = services
-        self.fuel_used = 0
         self._tank = manifest["fuel"]["max"]
-        self._running = False  # inside an invocation: host work is charged to it
-        self._spawn(wasm)
+        self._spawn(wasm, env)
+
+    @property
+    def agent_id(self):
+        return self.manifest["agent_id"]
 
     # ---- spawn ---------------------------------------------------------------------------
 
-    def _spawn(self, wasm):
+    def _spawn(self, wasm, env):
         engine = port.engine
         if engine is None:
             raise SandboxError("this build has no wasm engine (wasm3 module missing)")
@@ -67,11 +72,11 @@ class Sandbox:
         self._admit(footprint(self.manifest, wasm, declared))
         step = "runtime"  # what was being allocated, for a refusal
         try:
-            if self._env is None:
-                self._env = engine.Environment()
-            self._runtime = self._env.new_runtime(memory["stack_bytes"], cap)
+            if env is None:
+                env = engine.Environment()
+            self._runtime = env.new_runtime(memory["stack_bytes"], cap)
             step = "parse"
-            self._module = self._env.parse_module(bytes(wasm))
+            self._module = env.parse_module(bytes(wasm))
             step = "load"
             self._runtime.load(self._module)
             for name in allowed:
@@ -94,6 +99,8 @@ class Sandbox:
             init = self._runtime.find_function("mf_init")
         except engine.Wasm3Error:
             init = None
+        # Linked and found: the names are ~150 B of heap blocks per agent (patches/0024).
+        self._module.forget_names()
         if init is not None:
             self._call(init)
 

@@ -29,33 +29,51 @@ def _text(raw):
         return ""
 
 
+# An agent's counters (Agent.counts), by index, and their names in its stats (Agent.snapshot).
+_EVENTS, _TRAPS, _EXHAUSTED, _DROPPED, _RESTARTS, _HOST_CALLS, _FUEL_USED, _SLICED = range(8)
+_COUNTS = ("events", "traps", "exhausted", "dropped", "restarts", "host_calls", "fuel_used", "sliced")
+
+
 class Agent:
-    """The supervisor's record of one agent: its sandbox, queue, timers and counters."""
+    """The supervisor's record of one agent: its sandbox, queue, timers and counters.
+
+    Compact (issue 16: every byte of a record is paid 16 times on a full ESP32 board): the
+    counters are one list, not a dict; what is rarely set (a restart's count and time, the next
+    request id, the bundle's path) is a class default until it is; the id is the manifest's.
+    An instance's attributes live in a hash table that grows as they are first set: 9 of them
+    take 80 bytes, 13 took 136 and left the smaller tables before it as garbage."""
+
+    sandbox = None
+    source = None
+    restarts = 0
+    restart_at = 0
+    next_request = 1
 
     def __init__(self, manifest, wasm, now, source=None):
         self.manifest = manifest
         # The module's bytes, until the engine has compiled them when the agent's bundle lies on
         # flash at `source`: then the board lets go of them and a restart reads them again.
         self.wasm = wasm
-        self.source = source
-        self.agent_id = manifest["agent_id"]
-        self.sandbox = None
+        if source is not None:
+            self.source = source
         self.state = STOPPED
         self.queue = []
         self.timers = [[t["id"], t["every_ms"], now + t["every_ms"]] for t in manifest["timers"]]
         self.next_refuel = now + manifest["fuel"]["refuel_interval_ms"]
-        self.restarts = 0
-        self.restart_at = 0
-        self.next_request = 1
-        self.stats = {"events": 0, "traps": 0, "exhausted": 0, "dropped": 0, "restarts": 0, "host_calls": 0, "fuel_used": 0,
-                      "sliced": 0}
+        self.counts = [0] * len(_COUNTS)
+
+    @property
+    def agent_id(self):
+        return self.manifest["agent_id"]
 
     def snapshot(self):
-        s = dict(self.stats)
+        s = {}
+        for i in range(len(_COUNTS)):
+            s[_COUNTS[i]] = self.counts[i]
         s["state"] = self.state
         s["queued"] = len(self.queue)
         if self.sandbox is not None:
-            s["fuel_used"] = self.stats["fuel_used"] + self.sandbox.fuel_used
+            s["fuel_used"] = self.counts[_FUEL_USED] + self.sandbox.fuel_used
             s["fuel"] = self.sandbox.fuel
             s["memory"] = self.sandbox.memory_bytes
         else:
@@ -111,6 +129,7 @@ class Supervisor:
         old = self.agents.get(agent_id)
         if old is not None and old.state != STOPPED:
             raise SandboxError("agent %s is already running (reclaim it first)" % agent_id)
+        port.collect_before_records()
         manifest = self._same_tables(bundle.board_manifest(manifest))
         agent = Agent(manifest, self._same_wasm(wasm), self._clock(), source if self.flash is not None else None)
         self._start_agent(agent)  # raises before the agent is registered if it cannot spawn
@@ -146,7 +165,7 @@ class Supervisor:
 
     def _start_agent(self, agent):
         if agent.sandbox is not None:
-            agent.stats["fuel_used"] += agent.sandbox.fuel_used
+            agent.counts[_FUEL_USED] += agent.sandbox.fuel_used
             # A restart: the old runtime goes first. Its blocks were the engine's, at the top of
             # the heap (boards/patches/0001), and the new runtime's take their place there.
             agent.sandbox.close()
@@ -243,7 +262,7 @@ class Supervisor:
         agent = self._get(agent_id)
         if len(agent.queue) >= _QUEUE_LIMIT:
             if count_drop:
-                agent.stats["dropped"] += 1
+                agent.counts[_DROPPED] += 1
             return False
         agent.queue.append((kind, payload))
         self._kick()
@@ -308,10 +327,10 @@ class Supervisor:
                 if len(agent.queue) < _QUEUE_LIMIT:
                     agent.queue.append((abi.EV_TIMER, cbor.dumps(timer[0])))
                 else:
-                    agent.stats["dropped"] += 1
+                    agent.counts[_DROPPED] += 1
 
     def _deliver(self, agent, kind, payload):
-        agent.stats["events"] += 1
+        agent.counts[_EVENTS] += 1
         if self.trace_events:
             self.report(agent.agent_id, "event", "%s (%d bytes)" % (abi.EVENT_NAMES.get(kind, kind), len(payload)))
         try:
@@ -321,16 +340,16 @@ class Supervisor:
 
     def _fault(self, agent, fault):
         if fault.reason == "slice":
-            agent.stats["sliced"] += 1
+            agent.counts[_SLICED] += 1
             self.report(agent.agent_id, "fault", "%s: event aborted, memory kept" % fault)
             return
         if fault.reason == "fuel":
-            agent.stats["exhausted"] += 1
+            agent.counts[_EXHAUSTED] += 1
             agent.state = EXHAUSTED
             self.report(agent.agent_id, "fault", "out of fuel: suspended until refuel (memory kept)")
             self.report(agent.agent_id, "state", EXHAUSTED)
             return
-        agent.stats["traps"] += 1
+        agent.counts[_TRAPS] += 1
         self.report(agent.agent_id, "fault", str(fault))
         restart = agent.manifest["restart"]
         # on-failure gives up after max_restarts; always keeps restarting (with capped backoff).
@@ -342,7 +361,7 @@ class Supervisor:
         # Exponential backoff, capped at 64x the base delay.
         delay = restart["backoff_ms"] << min(agent.restarts, 6)
         agent.restarts += 1
-        agent.stats["restarts"] += 1
+        agent.counts[_RESTARTS] += 1
         agent.state = BACKOFF
         agent.restart_at = self._clock() + delay
         agent.queue = []
@@ -391,7 +410,7 @@ class Supervisor:
     def _agent_of(self, sandbox):
         agent = self.agents.get(sandbox.agent_id)
         if agent is not None:
-            agent.stats["host_calls"] += 1
+            agent.counts[_HOST_CALLS] += 1
         return agent
 
     def host_log(self, sandbox, ptr, length):

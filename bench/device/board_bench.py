@@ -25,16 +25,18 @@ def free():
     return gc.mem_free()
 
 
-def fill(sup, data, first, deltas=None):
-    """Spawn copies of the bundle `data` as agents a<first>, a<first+1>, ... until the heap is
-    full, each with its own manifest decoded from the bundle as a board decodes each of its
-    agents' (the module's bytes are shared, as they would be freed once compiled from flash);
+def fill(sup, path, first, deltas=None):
+    """Spawn copies of the bundle in the file `path` as agents a<first>, a<first+1>, ... until
+    the heap is full, each with its own manifest decoded from the file as a board reads each of
+    its agents' bundles from flash (bundle.decode_file: only the manifest and the wasm come into
+    RAM; the module's bytes are shared, as they would be freed once compiled from flash);
     return the ids spawned. `deltas` gets the heap each of the first eight took."""
     spawned = []  # kept as the heap fills: a list(sup.agents) at the end needs memory it has not
     while len(spawned) < 2000:
         before = free()
         try:
-            manifest, wasm = bundle.decode(data)
+            with open(path, "rb") as f:
+                manifest, wasm = bundle.decode_file(f, (0, os.stat(path)[6], 2))
             manifest["agent_id"] = "a%d" % (first + len(spawned))
             sup.spawn(manifest=manifest, wasm=wasm)
             sup.step()  # the start event: the agent has run once and is now idle
@@ -47,11 +49,11 @@ def fill(sup, data, first, deltas=None):
     return spawned
 
 
-def agents_that_fit(data):
+def agents_that_fit(path):
     """(agents that fit at once, bytes per agent measured on the first few)."""
     sup = Supervisor()
     deltas = []
-    spawned = fill(sup, data, 0, deltas)
+    spawned = fill(sup, path, 0, deltas)
     count = len(spawned)
     while spawned:
         sup.reclaim(spawned.pop())
@@ -59,13 +61,15 @@ def agents_that_fit(data):
     return count, deltas[len(deltas) // 2] if deltas else 0
 
 
-def agents_with_room_for_an_update(data, signed_v1, signed_v2, operator_key):
+def agents_with_room_for_an_update(path, signed_v1, signed_v2, operator_key):
     """The most agents a board holds while an over-the-air update of one of them still goes
-    through: a0 installed from its signed bundle, the heap filled with more agents, then a0's
-    version 2 sent in chunks (begin, chunk, finish, install: the board's deploy path, flash and
-    all); while the update fails, one agent is reclaimed and it is tried again. Returns
-    (agents running with a0 at version 2, the last refusal seen or None)."""
-    from microfang.firmware import protocol
+    through: a0 installed from its signed bundle (the file `signed_v1`), the heap filled with
+    more agents, then a0's version 2 (the file `signed_v2`) sent in chunks as the gateway sends
+    them (begin, chunk, finish, install: the board's deploy path, flash and all): each chunk read
+    from the file into a block of its own, as a message's payload arrives, in the size the board
+    asks for (Installer.chunk_bytes, its put_ack's `chunk`); while the update fails, one agent is
+    reclaimed and it is tried again. Returns (agents running with a0 at version 2, the last
+    refusal seen or None)."""
     from microfang.firmware.blockdev import FileBlockDevice
     from microfang.firmware.deploy import Installer
     from microfang.firmware.port import Flash
@@ -76,14 +80,22 @@ def agents_with_room_for_an_update(data, signed_v1, signed_v2, operator_key):
     flash = Flash(device, "/bench")
     sup = Supervisor(flash=flash)
     installer = Installer(flash, sup, Trust(flash, {"sign_keys": [operator_key], "trust_serial": 1}))
-    installer.install(signed_v1)
-    spawned = fill(sup, data, 1)
+    installer.install(read(signed_v1))
+    size = os.stat(signed_v2)[6]
+    with open(signed_v2, "rb") as f:
+        sha256 = hashlib.sha256(f.read()).digest()  # what the gateway's put carries
+    spawned = fill(sup, path, 1)
     refusal = None
     while True:
         try:
-            installer.begin("ota", len(signed_v2), hashlib.sha256(signed_v2).digest(), "a0")
-            for offset in range(0, len(signed_v2), protocol.CHUNK_MAX):
-                installer.chunk("ota", offset, signed_v2[offset:offset + protocol.CHUNK_MAX])
+            installer.begin("ota", size, sha256, "a0")
+            with open(signed_v2, "rb") as f:
+                offset = 0
+                while offset < size:
+                    piece = f.read(installer.chunk_bytes)
+                    installer.chunk("ota", offset, piece)
+                    offset += len(piece)
+                    piece = None
             installer.install_file(installer.finish("ota"))
             break
         except (MemoryError, MicrofangError) as e:
@@ -117,14 +129,14 @@ def main():
     # board_bench.py BUNDLE: agents that fit, RAM per agent, spawn time;
     # board_bench.py BUNDLE SIGNED_V1 SIGNED_V2 OPERATOR_PUB: the room left for an update (version
     # 1 and 2 of the bundle's agent as a0, signed by the operator), on a heap of its own.
-    data = read(sys.argv[1])
     if len(sys.argv) > 4:
-        count, refusal = agents_with_room_for_an_update(data, read(sys.argv[2]), read(sys.argv[3]), read(sys.argv[4]))
+        count, refusal = agents_with_room_for_an_update(sys.argv[1], sys.argv[2], sys.argv[3], read(sys.argv[4]))
         print(json.dumps({"agents_with_an_update": count, "update_refusal": refusal}))
         return
-    manifest, wasm = bundle.decode(data)
     heap = free()
-    count, per_agent = agents_that_fit(data)
+    count, per_agent = agents_that_fit(sys.argv[1])
+    with open(sys.argv[1], "rb") as f:
+        manifest, wasm = bundle.decode_file(f, (0, os.stat(sys.argv[1])[6], 2))
     print(json.dumps({
         "heap_free_after_boot": heap,
         "agents_fit": count,

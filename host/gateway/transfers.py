@@ -35,7 +35,7 @@ from microfang.gateway.jobs import Boards
 from microfang.gateway.store import Store
 
 KINDS = ("deploy", "migrate")  # job kinds carried out here
-WINDOW = 4  # chunks in flight to one board (16 KB: what one board buffers in its MQTT socket)
+WINDOW = 4  # chunks in flight to one board (at most 16 KB: what one board buffers in its MQTT socket)
 READ_WINDOW = 2  # snapshot reads in flight: each answer takes a record of the board's outbox
 RETRY_S = 3.0
 
@@ -56,6 +56,7 @@ class Job:
         self.heard = time.monotonic()
         self.started = time.monotonic()
         self.read_upto = 0
+        self.chunk = protocol.CHUNK_MAX  # what the board asked for in its probe answer (put_ack chunk)
 
     @property
     def receiver(self) -> str:
@@ -154,6 +155,8 @@ class Transfers:
         return True
 
     def _put_acked(self, job: Job, body: dict[str, Any]) -> None:
+        if body.get("probe"):
+            job.chunk = protocol.chunk_size(body.get("chunk"))
         self._acked(job, int(body.get("offset", 0)), bool(body.get("probe")))
 
     def _snapshot_taken(self, job: Job, body: dict[str, Any]) -> None:
@@ -182,8 +185,8 @@ class Transfers:
         if probe:
             job.sent = offset  # the board's word after a (re)start: go on from there
         job.sent = max(job.sent, offset)
-        while job.sent < size and job.sent < offset + WINDOW * protocol.CHUNK_MAX:
-            piece = job.data[job.sent:job.sent + protocol.CHUNK_MAX]
+        while job.sent < size and job.sent < offset + WINDOW * job.chunk:
+            piece = job.data[job.sent:job.sent + job.chunk]
             self._send(job.receiver, job.agent, protocol.C_CHUNK, {"xfer": job.xfer, "offset": job.sent, "data": piece,
                                                                    "size": size, "what": job.what})
             job.sent += len(piece)

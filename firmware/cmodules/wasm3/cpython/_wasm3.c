@@ -117,7 +117,11 @@ Environment_new_runtime(Environment *env, PyObject *args, PyObject *kw)
     self->r = m3_NewRuntime(env->e, stack, NULL);
     if (!self->r) { self->env = NULL; self->module = NULL; Py_DECREF(self); return PyErr_NoMemory(); }
     // 0 means "no limit" in wasm3; ResizeMemory clamps every (re)allocation to this many bytes.
-    self->r->memoryLimit = limit;
+    // With a limit the block is taken now, before the module's (patches/0025).
+    if (m3_ReserveMemory(self->r, limit) != m3Err_none) {
+        m3_FreeRuntime(self->r);
+        self->r = NULL; self->env = NULL; self->module = NULL; Py_DECREF(self); return PyErr_NoMemory();
+    }
     Py_INCREF(env);
     self->env = (PyObject *)env;
     self->module = NULL;
@@ -431,11 +435,26 @@ Module_compile(Module *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+// Free the names of the module's functions, imports and globals (patches/0024): for a compiled
+// module whose functions the caller has found; find_function finds nothing after.
+static PyObject *
+Module_forget_names(Module *self, PyObject *unused)
+{
+    if (!self->loaded || !self->m) {
+        PyErr_SetString(Wasm3Error, "forget_names needs a loaded module");
+        return NULL;
+    }
+    m3_ForgetNames(self->m);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Module_methods[] = {
     {"link_function", (PyCFunction)Module_link_function, METH_VARARGS,
      "link_function(module, name, signature, callable) -> bool (False if not imported)"},
     {"compile", (PyCFunction)Module_compile, METH_NOARGS,
      "compile() -> None: compile every function now, refusing code that skips fuel"},
+    {"forget_names", (PyCFunction)Module_forget_names, METH_NOARGS,
+     "forget_names() -> None: free the names once linked and found (find_function finds nothing after)"},
     {NULL, NULL}
 };
 

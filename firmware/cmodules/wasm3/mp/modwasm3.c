@@ -230,8 +230,11 @@ static mp_obj_t env_new_runtime(size_t n_args, const mp_obj_t *args) {
     }
     self->core = env->core;
     self->core->runtimes++;
-    // ResizeMemory clamps every (re)allocation of linear memory to this many bytes.
-    self->r->memoryLimit = (uint32_t)limit;
+    // ResizeMemory clamps every (re)allocation of linear memory to this many bytes; the block is
+    // taken now, before the module's small ones (patches/0025).
+    if (m3_ReserveMemory(self->r, (uint32_t)limit) != m3Err_none) {
+        mp_raise_msg(&mp_type_MemoryError, MP_ERROR_TEXT("wasm3 linear memory"));
+    }
     return MP_OBJ_FROM_PTR(self);
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(env_new_runtime_obj, 2, 3, env_new_runtime);
@@ -602,10 +605,23 @@ static mp_obj_t module_compile(mp_obj_t self_in) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(module_compile_obj, module_compile);
 
+// Free the names of the module's functions, imports and globals (patches/0024): for a compiled
+// module whose functions the caller has found; find_function finds nothing after.
+static mp_obj_t module_forget_names(mp_obj_t self_in) {
+    module_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    if (!self->loaded || self->m == NULL) {
+        mp_raise_msg(&mp_type_Wasm3Error, MP_ERROR_TEXT("forget_names needs a loaded module"));
+    }
+    m3_ForgetNames(self->m);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(module_forget_names_obj, module_forget_names);
+
 static const mp_rom_map_elem_t module_locals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___del__), MP_ROM_PTR(&module_del_obj) },
     { MP_ROM_QSTR(MP_QSTR_link_function), MP_ROM_PTR(&module_link_function_obj) },
     { MP_ROM_QSTR(MP_QSTR_compile), MP_ROM_PTR(&module_compile_obj) },
+    { MP_ROM_QSTR(MP_QSTR_forget_names), MP_ROM_PTR(&module_forget_names_obj) },
 };
 static MP_DEFINE_CONST_DICT(module_locals, module_locals_table);
 

@@ -23,9 +23,21 @@ IM3CodePage  NewCodePage  (u32 i_minNumLines)
     u32 pageSize = sizeof (M3CodePageHeader) + sizeof (code_t) * i_minNumLines;
     if (pageSize < sizeof (M3CodePageHeader)) return NULL;
 
+    u32 minSize = pageSize;
     pageSize = (pageSize + (d_m3CodePageAlignSize-1)) & ~(d_m3CodePageAlignSize-1); // align
     if (pageSize == 0) return NULL;
     page = (IM3CodePage)m3_Malloc (pageSize);
+
+    // microfang (patches/0023): on a fragmented heap (a board full of agents) no block of a whole
+    // page may be free while smaller ones are: try half the size, and half again, down to
+    // d_m3CodePageMinSize or the lines asked for, whichever is larger. The compiler goes on in a
+    // new page when one fills up (a bridge), so code on small pages runs the same.
+    if (minSize < d_m3CodePageMinSize) minSize = d_m3CodePageMinSize;
+    while (not page and pageSize > minSize)
+    {
+        pageSize = pageSize / 2 > minSize ? pageSize / 2 : minSize;
+        page = (IM3CodePage)m3_Malloc (pageSize);
+    }
 
     if (page)
     {

@@ -28,6 +28,12 @@
 #   define d_m3CodePageAlignSize                4096
 # endif
 
+// microfang (patches/0023): the smallest code page wasm3 falls back to when a whole page does not
+// fit on the heap (m3_code.c NewCodePage)
+# ifndef d_m3CodePageMinSize
+#   define d_m3CodePageMinSize                  128
+# endif
+
 # ifndef d_m3EnableCodePageRefCounting
 #   define d_m3EnableCodePageRefCounting        0
 # endif

@@ -210,6 +210,24 @@ IM3Runtime  m3_NewRuntimeOnStack  (IM3Environment i_environment, u32 i_stackSize
     return runtime;
 }
 
+// microfang (patches/0025): the linear memory's block is taken when the runtime is made, before
+// the module's many small blocks. The embedder's allocator may take blocks from the highest free
+// run that fits (the board's MicroPython does: boards/patches/0001), so on a full heap the small
+// blocks of a parse went into the hole an updated agent's old memory left, and its new memory,
+// the one large block, then found no room ("load: memory allocation failed" with 11 KB free).
+// The block is the cap, the most the memory can be: ResizeMemory sizes it in place.
+M3Result  m3_ReserveMemory  (IM3Runtime io_runtime, uint32_t i_memoryLimit)
+{
+    io_runtime->memoryLimit = i_memoryLimit;
+    if (i_memoryLimit and not io_runtime->memory.mallocated)
+    {
+        io_runtime->memory.mallocated = (M3MemoryHeader *) m3_Malloc (sizeof (M3MemoryHeader) + i_memoryLimit);
+        if (not io_runtime->memory.mallocated)
+            return m3Err_mallocFailed;
+    }
+    return m3Err_none;
+}
+
 void *  m3_GetUserData  (IM3Runtime i_runtime)
 {
     return i_runtime ? i_runtime->userdata : NULL;
@@ -556,6 +574,31 @@ static void  TrimCodePages  (IM3Runtime io_runtime, IM3CodePage i_list)
         i_list->info.numLines = used;
         PushCodePage (& io_runtime->pagesFull, i_list);
         i_list = next;
+    }
+}
+
+// microfang (patches/0024): a compiled module whose embedder has linked its imports and found
+// the functions it calls reads no name again (imports are matched by name at link time, exports
+// by m3_FindFunction), yet each name is a heap block of its own: ~150 bytes per agent on a
+// board, where 16 agents and an update share 110 KB (issue 16).
+void  m3_ForgetNames  (IM3Module io_module)
+{
+    for (u32 i = 0; i < io_module->numFunctions; ++i)
+    {
+        IM3Function f = & io_module->functions [i];
+        for (int n = 0; n < f->numNames; ++n)
+        {
+            if (f->names [n] != f->import.fieldUtf8)  // an import's first name is its field name
+                m3_Free (f->names [n]);
+            f->names [n] = NULL;
+        }
+        f->numNames = 0;
+        FreeImportInfo (& f->import);
+    }
+    for (u32 i = 0; i < io_module->numGlobals; ++i)
+    {
+        m3_Free (io_module->globals [i].name);
+        FreeImportInfo (& io_module->globals [i].import);
     }
 }
 

@@ -206,6 +206,12 @@ d_m3ErrorConst  (trapNegativeFuel,              "[trap] negative fuel charge") /
                                                      uint32_t               i_stackSizeInBytes,
                                                      void *                 i_stack);
 
+    // microfang (patches/0025): cap a new runtime's linear memory at i_memoryLimit bytes (0:
+    // no cap) and, with a cap, take its block now, before the module's: ResizeMemory then sizes
+    // it in place. m3Err_mallocFailed if the block cannot be allocated
+    M3Result            m3_ReserveMemory            (IM3Runtime             io_runtime,
+                                                     uint32_t               i_memoryLimit);
+
     IM3Runtime          m3_NewRuntime               (IM3Environment         io_environment,
                                                      uint32_t               i_stackSizeInBytes,
                                                      void *                 i_userdata);
@@ -243,6 +249,11 @@ d_m3ErrorConst  (trapNegativeFuel,              "[trap] negative fuel charge") /
 
     // Optional, compiles all functions in the module
     M3Result            m3_CompileModule            (IM3Module io_module);
+
+    // microfang (patches/0024): free the names of a compiled module's functions, imports and
+    // globals once the embedder has linked and found all it will; m3_FindFunction and
+    // m3_FindGlobal find nothing in it after
+    void                m3_ForgetNames              (IM3Module io_module);
 
     // Calling m3_RunStart is optional
     M3Result            m3_RunStart                 (IM3Module i_module);
