@@ -3,7 +3,8 @@
 # protocol.LINES_BURST lines refilled at protocol.LINES_PER_S) so a chatty agent cannot fill the
 # outbox or the flash under it; a line is cut to protocol.LINE_MAX bytes; the lines over budget
 # are counted, and the count goes up with the next line that fits ("dropped"), so a reader
-# sees that lines are missing and how many. Runs on MicroPython and CPython.
+# sees that lines are missing and how many. Lines are best effort: the link sends them only
+# while it is connected (link.py). Runs on MicroPython and CPython.
 #
 #     lines = AgentLines(send, clock)      # send(agent_id, body) -> stored in the outbox or not
 #     lines.forward("hello", "tick 3")     # True: sent; False: over budget (counted)

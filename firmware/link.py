@@ -286,7 +286,9 @@ class Link:
         return self.send(protocol.UP + "/" + agent_id, agent_id, kind, body)
 
     def _send_line(self, agent_id, body):
-        return self._send_up(agent_id, protocol.K_LINES, body) > 0
+        # Only while connected: lines queued through an outage would take the outbox's room
+        # from the requests and replicas that must survive it (a dropped line is counted).
+        return self.connected and self._send_up(agent_id, protocol.K_LINES, body) > 0
 
     def logged(self, agent_id):
         """The Supervisor's on_log hook: an agent appended to its memory log (replicator.py)."""

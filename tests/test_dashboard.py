@@ -5,18 +5,15 @@ agent's log line within 2 s of the gateway storing it; the data needs the token.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from commands import started, stopped
 
 from microfang.broker import free_port
 
@@ -25,19 +22,8 @@ TOKEN = "dashboard-test-token"
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (tests/run installs it)")
 
 
-def started(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "microfang", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True, env={**os.environ, **(env or {})})
 
 
-def stopped(*procs: subprocess.Popen) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def newest_line(db: Path) -> str | None:
@@ -74,7 +60,7 @@ def dashboard(tmp_path):
         assert first.strip() == f"dashboard of s.db: http://127.0.0.1:{port}/#token={TOKEN}", first
         yield port, tmp_path
     finally:
-        stopped(*(p for p in (board, sim) if p is not None))
+        stopped(board, sim)
 
 
 def test_the_dashboard_shows_both_boards_their_agents_and_a_fresh_log_line(dashboard):

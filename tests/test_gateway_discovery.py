@@ -12,12 +12,8 @@ import time
 
 import jsonschema
 import paho.mqtt.client as mqtt
-from fleet import make_board
-from helpers import build_bundle
-from test_gateway_outputs import SAYS, SAYS_BUNDLE
+from test_gateway_outputs import board_says
 
-from microfang.firmware.bundle import decode
-from microfang.gateway.core import Gateway
 from microfang.gateway.discovery import object_id
 
 # <discovery_prefix>/<component>/[<node_id>/]<object_id>/config; ids of [a-zA-Z0-9_-]
@@ -60,22 +56,6 @@ SENSOR_CONFIG = {
 }
 
 
-async def board_runs(port: int, db, configs: dict, discovery: str = "homeassistant") -> None:
-    bundle = build_bundle(SAYS, **SAYS_BUNDLE)
-    async with Gateway(broker=f"mqtt://127.0.0.1:{port}", db=db, quiet=True, discovery=discovery) as gw:
-        board, _ = make_board("b1", gw.add_device("b1", fleet="test"), port)
-        gw.store.register_manifest("b1", decode(bundle)[0])
-        board.spawn(bundle)
-        run = asyncio.create_task(board.run(10_000))
-        for _ in range(100):
-            if len(configs) >= 3:
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
-        board.stop()
-        await run
-
-
 def home_assistant(port: int, configs: dict) -> mqtt.Client:
     """A client subscribed to the discovery prefix, as Home Assistant is: topic -> (config, retained)."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
@@ -91,7 +71,7 @@ def discovered(port: int, db, discovery: str = "homeassistant") -> tuple[dict, d
     live: dict = {}
     client = home_assistant(port, live)
     try:
-        asyncio.run(board_runs(port, db, live, discovery))
+        asyncio.run(board_says(port, db, lambda: len(live) >= 3, discovery=discovery))
     finally:
         client.loop_stop()
         client.disconnect()

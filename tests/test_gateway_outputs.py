@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -25,7 +26,8 @@ SAYS = agent_wat("""
     (drop (call $publish (i32.const 0) (i32.const 4) (i32.const 8) (i32.const 1)))
     (i32.const 0))""", imports='(import "mf" "log" (func $log (param i32 i32))) '
                                '(import "mf" "publish" (func $publish (param i32 i32 i32 i32) (result i32)))')
-SAYS_BUNDLE = {"sandbox.agent_id": "says", "sandbox.permissions.allowed_host_functions": ["log", "publish"]}
+SAYS_BUNDLE = {"sandbox.agent_id": "says", "sandbox.permissions.allowed_host_functions": ["log", "publish"],
+               "agent.timers": [{"id": 1, "every_ms": 100}]}  # lines go up only once the link is connected
 
 
 def subscriber(port: int, messages: list) -> mqtt.Client:
@@ -37,15 +39,16 @@ def subscriber(port: int, messages: list) -> mqtt.Client:
     return client
 
 
-async def board_says(port: int, db, messages: list, outputs: str = "microfang") -> None:
+async def board_says(port: int, db, heard: Callable[[], bool], **gateway_options: str) -> None:
+    """A gateway and a board running SAYS until `heard()` (or 5 s), then 0.3 s more."""
     bundle = build_bundle(SAYS, **SAYS_BUNDLE)
-    async with Gateway(broker=f"mqtt://127.0.0.1:{port}", db=db, quiet=True, outputs=outputs) as gw:
+    async with Gateway(broker=f"mqtt://127.0.0.1:{port}", db=db, quiet=True, **gateway_options) as gw:
         board, _ = make_board("b1", gw.add_device("b1", fleet="test"), port)
         gw.store.register_manifest("b1", decode(bundle)[0])
         board.spawn(bundle)
         run = asyncio.create_task(board.run(10_000))
         for _ in range(100):
-            if len({topic for topic, _, _ in messages}) >= 2:
+            if heard():
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)
@@ -57,7 +60,7 @@ def test_an_agents_publish_and_log_line_reach_users_as_json(mosquitto, tmp_path)
     messages: list = []
     user = subscriber(mosquitto.port, messages)
     try:
-        asyncio.run(board_says(mosquitto.port, tmp_path / "gw.db", messages))
+        asyncio.run(board_says(mosquitto.port, tmp_path / "gw.db", lambda: len({m[0] for m in messages}) >= 2))
     finally:
         user.loop_stop()
         user.disconnect()
@@ -72,7 +75,7 @@ def test_outputs_can_be_turned_off(mosquitto, tmp_path):
     messages: list = []
     user = subscriber(mosquitto.port, messages)
     try:
-        asyncio.run(board_says(mosquitto.port, tmp_path / "gw.db", messages, outputs=""))
+        asyncio.run(board_says(mosquitto.port, tmp_path / "gw.db", lambda: False, outputs=""))
     finally:
         user.loop_stop()
         user.disconnect()

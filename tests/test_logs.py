@@ -4,18 +4,17 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import re
-import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from commands import started, stopped
+from helpers import HELLO_WAT as TICKER
 
 from microfang.cli import main
 from microfang.firmware import protocol
@@ -24,25 +23,12 @@ from microfang.gateway.agentlines import LINES_KEEP, AgentLines
 from microfang.gateway.store import Store
 
 
-def microfang(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "microfang", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
 def lines_of(proc: subprocess.Popen) -> queue.Queue:
     out: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [out.put(line.rstrip("\n")) for line in proc.stdout], daemon=True).start()
     return out
 
 
-def ended(*procs: subprocess.Popen) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def registered(db: Path) -> bool:
@@ -56,14 +42,14 @@ def registered(db: Path) -> bool:
 
 @pytest.mark.parametrize("runtime", ["cpython", "micropython"])
 def test_logs_follow_prints_an_agents_ticks_as_they_happen(runtime, tmp_path, micropython):
-    sim = microfang("sim", "--boards", "1", "--agents", "hello", "--runtime", runtime, "-t", "0", "--db", "s.db",
+    sim = started(["sim", "--boards", "1", "--agents", "hello", "--runtime", runtime, "-t", "0", "--db", "s.db"],
                     cwd=tmp_path)
     follow = None
     try:
         deadline = time.monotonic() + 90
         while not registered(tmp_path / "s.db") and time.monotonic() < deadline:
             time.sleep(0.2)
-        follow = microfang("logs", "-f", "sim1/hello", "--db", "s.db", cwd=tmp_path)
+        follow = started(["logs", "-f", "sim1/hello", "--db", "s.db"], cwd=tmp_path)
         out = lines_of(follow)
         ticks: list[tuple[float, int]] = []
         seen: list[str] = []
@@ -77,7 +63,7 @@ def test_logs_follow_prints_an_agents_ticks_as_they_happen(runtime, tmp_path, mi
             if tick:
                 ticks.append((time.monotonic(), int(tick[1])))
     finally:
-        ended(*(p for p in (follow, sim) if p is not None))
+        stopped(follow, sim)
     assert len(ticks) == 5, seen
     numbers = [n for _, n in ticks]
     assert numbers == sorted(numbers) and len(set(numbers)) == 5, numbers
@@ -141,3 +127,22 @@ def test_a_device_keeps_only_its_newest_lines(tmp_path):
     assert len(kept) == LINES_KEEP and kept[0].text == "50" and kept[-1].text == str(LINES_KEEP + 49)
     assert [line.text for line in lines.after(0, device="b2")] == ["other"]
     store.close()
+
+
+def test_a_board_offline_does_not_queue_log_lines_in_its_outbox(tmp_path):
+    # The outbox's room is for what must survive an outage (requests, replicas, telemetry).
+    import asyncio
+
+    from fleet import make_board
+    from helpers import build_bundle
+
+    from microfang.broker import free_port
+    from microfang.firmware import cbor
+    from microfang.gateway import fastcbor
+
+    board, rec = make_board("b1", b"k" * 32, free_port())  # no broker there
+    board.spawn(build_bundle(TICKER, **{"agent.timers": [{"id": 1, "every_ms": 20}]}))
+    asyncio.run(board.run(1000))
+    kinds = [fastcbor.loads(cbor.loads(record)[1])["kind"] for _, record in board.link.outbox.records(1)]
+    assert protocol.K_LINES not in kinds, kinds
+    assert board.link.lines.dropped > 10  # the agent did log: its lines were counted, not queued
