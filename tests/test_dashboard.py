@@ -96,6 +96,14 @@ def test_the_fleet_data_needs_the_token_and_the_page_does_not(dashboard):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
         assert b"microfang fleet" in page.read()
     asked = urllib.request.Request(f"http://127.0.0.1:{port}/api/fleet", headers={"Authorization": f"Bearer {TOKEN}"})
-    with urllib.request.urlopen(asked, timeout=5) as answer:
-        fleet = json.load(answer)
+
+    def fleet_with_agents() -> dict | None:  # agents are known from the boards' telemetry
+        with urllib.request.urlopen(asked, timeout=5) as answer:
+            fleet = json.load(answer)
+        return fleet if all(b["agents"] for b in fleet["boards"]) else None
+
+    fleet = until(fleet_with_agents, 20)
+    assert fleet is not None
     assert sorted(b["device"] for b in fleet["boards"]) == ["sim1", "sim2"]
+    agents = [a for b in fleet["boards"] for a in b["agents"]]
+    assert agents and all(a["agent"] == "hello" and a["memory"] > 0 and a["fuel_used"] > 0 for a in agents), agents

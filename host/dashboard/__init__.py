@@ -1,6 +1,6 @@
 """`microfang dashboard`: the fleet in a web page, served from the gateway's store (SQLite or
 PostgreSQL, as `status` and `mcp` read it) behind a bearer token: boards with presence and its
-age, agents with state, fuel, events, traps and restarts, their log lines as they come, jobs
+age, agents with state, fuel, memory, events, traps and restarts, their log lines as they come, jobs
 with progress. The page (page.html: plain HTML and a small script, no framework, nothing
 fetched from elsewhere) is public; what it shows comes from /api/fleet, which needs the token
 (httpguard.py). The URL printed carries the token in its fragment (#token=...), which browsers
@@ -37,7 +37,7 @@ def snapshot(store: Store, since: int = 0) -> dict[str, Any]:
         telemetry = store.latest_telemetry(device)
         agents = [{"agent": name, "state": str(a.get("state", "?")), "fuel_used": a.get("fuel_used", 0),
                    "events": a.get("events", 0), "traps": a.get("traps", 0), "restarts": a.get("restarts", 0),
-                   "memory": a.get("memory_bytes", a.get("memory", 0))}
+                   "memory": a.get("memory", 0)}
                   for name, a in sorted(_agents(telemetry).items())]
         boards.append({"device": device, "fleet": d["fleet"], "online": bool(d["online"]),
                        "seen_s_ago": None if d["last_seen"] is None else round(now - d["last_seen"], 1),
