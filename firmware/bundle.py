@@ -303,17 +303,23 @@ def check_signature(f, spans, keys, what):
     return ident, head, {"head": raw, "key_id": kid, "sig": sig}
 
 
-def identity(f, span):
-    """{agent_id, version} of the bundle at `span` of file `f`, read from its manifest's map
-    field by field. The whole manifest decoded is ~1.1 KB of small objects and a 0.5 KB read:
-    a board at the ESP32 heap full of agents has no room for them while it checks an update,
-    before the agent the update replaces has stopped (deploy.py). decode_file checks the rest."""
+def _bundle_spans(f, span):
+    # The top-level map of the bundle at `span` of file `f`, its size and format checked.
     start, length = span[0], span[1]
     if length > MAX_BUNDLE:
         raise BundleError("bundle of %d bytes is over the %d byte limit" % (length, MAX_BUNDLE))
     spans = map_spans(f, start, start + length, "bundle")
     if value(f, spans, "format") != FORMAT:
         raise BundleError("not a bundle: build one with `microfang build`")
+    return spans
+
+
+def identity(f, span):
+    """{agent_id, version} of the bundle at `span` of file `f`, read from its manifest's map
+    field by field. The whole manifest decoded is ~1.1 KB of small objects and a 0.5 KB read:
+    a board at the ESP32 heap full of agents has no room for them while it checks an update,
+    before the agent the update replaces has stopped (deploy.py). decode_file checks the rest."""
+    spans = _bundle_spans(f, span)
     table = spans.get("manifest")
     if table is None or table[2] != 5:
         raise BundleError("bundle lacks manifest, wasm or sha256")
@@ -333,12 +339,7 @@ def decode_file(f, span, with_wasm=True):
     """(manifest, wasm) of the bundle at `span` of file `f`, checked as decode() checks; the
     wasm is the only large read. Without `with_wasm`: (manifest, None), only the manifest read
     (the version of a bundle already installed)."""
-    start, length = span[0], span[1]
-    if length > MAX_BUNDLE:
-        raise BundleError("bundle of %d bytes is over the %d byte limit" % (length, MAX_BUNDLE))
-    spans = map_spans(f, start, start + length, "bundle")
-    if value(f, spans, "format") != FORMAT:
-        raise BundleError("not a bundle: build one with `microfang build`")
+    spans = _bundle_spans(f, span)
     try:
         manifest, version = value(f, spans, "manifest"), value(f, spans, "version")
     except cbor.CBORError as e:

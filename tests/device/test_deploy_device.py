@@ -106,17 +106,23 @@ def test_version_that_traps_on_start_is_rolled_back(bundle):
     b.close()
 
 
+def damage(flash, path, where, flip):
+    """XOR the byte at where(data) of a file on flash with `flip`; the damaged bytes."""
+    with flash.open(path, "rb") as f:
+        data = bytearray(f.read())
+    data[where(data)] ^= flip
+    with flash.open(path, "wb") as f:
+        f.write(data)
+    return data
+
+
 def test_a_version_that_traps_on_start_over_a_previous_one_that_cannot_start_again_says_so(bundle):
     # Seen on a full ESP32 board (issue 16): the new version did not fit, nor did the previous
     # one after it; the install ended with the bare "does not fit" of the second attempt, as if
     # the previous version ran. Here the previous version's bundle is damaged on flash.
     b = Board(bundle)
     b.installer.install(bundle("hello.mfs"))
-    with b.flash.open("/agents/a1.mfa", "rb") as f:
-        data = bytearray(f.read())
-    data[-5] ^= 0xFF  # inside the wasm's sha256, the bundle's last field
-    with b.flash.open("/agents/a1.mfa", "wb") as f:
-        f.write(data)
+    damage(b.flash, "/agents/a1.mfa", lambda data: len(data) - 5, 0xFF)  # inside the wasm's sha256, the last field
     why = raises(DeployError, b.installer.install, bundle("trap_v3.mfs"))
     assert "agent a1 version 3 did not start (it trapped on start)" in why, why
     assert "version 1 did not start again either (" in why and "it starts again at the next boot" in why, why
@@ -130,12 +136,7 @@ def test_an_installed_bundle_whose_map_key_is_damaged_on_flash_counts_as_no_vers
     # every handler that expects a BundleError: the next install of that agent failed with it.
     b = Board(bundle)
     b.installer.install(bundle("hello.mfs"))
-    with b.flash.open("/agents/a1.mfa", "rb") as f:
-        data = bytearray(f.read())
-    at = bytes(data).index(b"format")
-    data[at] = 0x8C  # not UTF-8
-    with b.flash.open("/agents/a1.mfa", "wb") as f:
-        f.write(data)
+    data = damage(b.flash, "/agents/a1.mfa", lambda data: bytes(data).index(b"format"), ord("f") ^ 0x8C)  # not UTF-8
     assert b.installer.installed_version("a1") == 0
     with b.flash.open("/agents/a1.mfa", "rb") as f:
         why = raises(BundleError, bundles.identity, f, (0, len(data), 2))
