@@ -13,6 +13,7 @@ from microfang import signing
 from microfang.firmware.errors import MicrofangError
 from microfang.gateway.jobs import wait_jobs
 from microfang.gateway.peers import STALE_S, live_gateways
+from microfang.gateway.store import Store
 from microfang.ops import Where, open_store
 from microfang.signing import signed_bundle
 
@@ -68,10 +69,15 @@ def wait(db: Where, job_ids: list[int], timeout: float = 120.0,
     gateway.jobs.JobsFailed (with every row) if any failed or did not end in `timeout` seconds."""
     store = open_store(db)
     try:
-        if not live_gateways(store):
-            raise MicrofangError(f"no gateway is running on {db} (none heard in the last {STALE_S:.0f} s): the jobs "
-                                 f"stay queued until `microfang gateway` runs on this store (`microfang jobs` shows "
-                                 "them)")
+        require_gateway(store, db)
         return asyncio.run(wait_jobs(store, job_ids, timeout, progress))
     finally:
         store.close()
+
+
+def require_gateway(store: Store, db: Where) -> None:
+    """MicrofangError unless a gateway is running on the store (the jobs are queued already)."""
+    if not live_gateways(store):
+        raise MicrofangError(f"no gateway is running on {db} (none heard in the last {STALE_S:.0f} s): the jobs "
+                             f"stay queued until `microfang gateway` runs on this store (`microfang jobs` shows "
+                             "them)")

@@ -21,6 +21,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
 from microfang.gateway.presence import believed_online
+from microfang.gateway.rollouts import Rollouts
 from microfang.gateway.store import Store
 from microfang.mcpcontrol import FleetControl, MemorySearch
 from microfang.ops import Where, open_store
@@ -80,6 +81,23 @@ class FleetReader:
             count, bad = store.verify_audit()
         return {"records_checked": count, "intact": bad is None, "first_bad_record": bad}
 
+    def list_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest deploy, migration and control jobs (oldest first): board, agent, state,
+        bytes sent, result, and the staged rollout and wave a deploy belongs to."""
+        with self._store() as store:
+            rows = store.jobs()[-max(1, min(limit, 200)):]
+        return [{k: job[k] for k in ("id", "kind", "device", "target", "agent", "version", "state", "detail",
+                                     "progress", "size", "rollout", "wave")} for job in rows]
+
+    def list_rollouts(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The latest staged rollouts (oldest first): plan (canary, ramp, abort_at), state
+        (running, done, aborted, cancelled), the wave under way, how many of its jobs are in
+        each state, and why it ended."""
+        with self._store() as store:
+            return [{k: r[k] for k in ("id", "fleet", "agent", "version", "canary", "ramp", "abort_at", "state",
+                                       "wave", "waves", "jobs", "detail")}
+                    for r in Rollouts(store).get(limit=max(1, min(limit, 100)))]
+
     def devices_resource(self) -> str:
         """The fleet's devices and presence, one per line."""
         return "\n".join(f"{d['device']} {d['fleet']} {'online' if d['online'] else 'offline'}"
@@ -133,7 +151,7 @@ def fleet_server(db: Where, read_only: bool = False) -> MCPServer:
                                                  + ("." if read_only else "; send_event asks an agent directly."))
     reader, memory, control = FleetReader(db), MemorySearch(db), FleetControl(db)
     tools: list[Callable[..., Any]] = [reader.list_devices, reader.device_status, reader.list_agents, reader.read_memory_log,
-             reader.verify_audit, memory.search_memory]
+             reader.verify_audit, reader.list_jobs, reader.list_rollouts, memory.search_memory]
     if not read_only:
         tools += [control.send_event, control.spawn_agent, control.suspend_agent, control.resume_agent,
                   control.reclaim_agent]

@@ -11,6 +11,7 @@ from microfang.firmware.errors import MicrofangError
 from microfang.gateway.db import is_url
 from microfang.gateway.presence import believed_online
 from microfang.gateway.registry import remove_device
+from microfang.gateway.rollouts import Rollouts
 from microfang.gateway.store import Store
 
 Where = str | Path  # a SQLite file or a postgresql:// URL
@@ -121,24 +122,32 @@ def recent_jobs(db: Where, limit: int = 20) -> list[dict[str, Any]]:
         store.close()
 
 
+def recent_rollouts(db: Where, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest `limit` staged rollouts with how many of their jobs are in each state, oldest first."""
+    store = open_store(db)
+    try:
+        return Rollouts(store).get(limit=limit)
+    finally:
+        store.close()
+
+
 CANCELLED = "cancelled by the operator"
 
 
 def cancel_jobs(db: Where, ids: list[int] | None = None) -> tuple[list[int], list[str]]:
-    """Cancel queued jobs no gateway has taken yet (`ids`, or every such job): (the cancelled,
-    one line for each that could not be). A job a gateway has taken runs to its end: its board
-    may already hold part of it (a deploy rolls back by itself if it does not start)."""
+    """Cancel jobs no gateway has taken yet, queued or held for their rollout's wave (`ids`, or
+    every such job): (the cancelled, one line for each that could not be). A job a gateway has
+    taken runs to its end: its board may already hold part of it (a deploy rolls back by itself
+    if it does not start)."""
     store = open_store(db)
     try:
         rows = {row["id"]: row for row in store.jobs(ids)}
         problems = [f"job {job_id}: no such job" for job_id in ids or [] if job_id not in rows]
         cancelled = []
         for row in rows.values():
-            if row["state"] == "queued" and not row["owner"]:
+            if row["state"] in ("queued", "held") and not row["owner"]:
                 with store.transaction():
-                    taken = store.db.execute("UPDATE jobs SET state = 'failed', detail = ?, updated = ? "
-                                             "WHERE id = ? AND state = 'queued' AND owner = '' RETURNING id",
-                                             (CANCELLED, time.time(), row["id"])).fetchall()
+                    taken = store.cancel_job(row["id"], CANCELLED)
                 if taken:
                     cancelled.append(row["id"])
                     continue
@@ -147,5 +156,25 @@ def cancel_jobs(db: Where, ids: list[int] | None = None) -> tuple[list[int], lis
                 holder = f" with gateway {row['owner']}" if row["owner"] else ""
                 problems.append(f"job {row['id']}: {row['state']}{holder}, not cancelled")
         return cancelled, problems
+    finally:
+        store.close()
+
+
+def cancel_rollouts(db: Where, ids: list[int] | None = None) -> tuple[list[int], list[str]]:
+    """Stop running rollouts (`ids`, or every running one): (the stopped, one line for each that
+    could not be). Their jobs no gateway has taken are cancelled; the ones under way go on."""
+    store = open_store(db)
+    try:
+        rollouts = Rollouts(store)
+        rows = {r["id"]: r for r in (rollouts.get(ids) if ids is not None else rollouts.running())}
+        problems = [f"rollout {rollout}: no such rollout" for rollout in ids or [] if rollout not in rows]
+        stopped = []
+        for rollout in rows:
+            with store.transaction():
+                if rollouts.cancel(rollout):
+                    stopped.append(rollout)
+                    continue
+            problems.append(f"rollout {rollout}: {rollouts.get([rollout])[0]['state']}, not cancelled")
+        return stopped, problems
     finally:
         store.close()

@@ -148,7 +148,7 @@ def read_sensors(where: str, table: Any) -> dict[int, dict]:
 
 
 def plan_from_flags(boards: int, agents: list[str], runtime: str, profile: str, fleet: str) -> FleetPlan:
-    """N identical boards sim1..simN, each running every agent in `agents`."""
+    """N identical boards sim0000, sim0001, ..., each running every agent in `agents`."""
     if not 1 <= boards <= MAX_BOARDS:
         raise MicrofangError(f"--boards must be 1 to {MAX_BOARDS} (a sim's boards share one process)")
     if not protocol.name_ok(fleet):
@@ -157,8 +157,7 @@ def plan_from_flags(boards: int, agents: list[str], runtime: str, profile: str, 
     with tempfile.TemporaryDirectory() as tmp:
         bundles = [load_agent(spec, Path.cwd(), Path(tmp)) for spec in agents]
     once(bundles, "--agents")
-    width = len(str(boards))
-    return FleetPlan(fleet, [BoardPlan(f"sim{n + 1:0{width}d}", bundles, runtime, profile) for n in range(boards)])
+    return FleetPlan(fleet, [BoardPlan(f"sim{n:04d}", bundles, runtime, profile) for n in range(boards)])
 
 
 def read_fleet_file(path: Path) -> FleetPlan:

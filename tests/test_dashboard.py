@@ -1,6 +1,7 @@
 """`microfang dashboard` in a real headless Chromium (Debian's, driven by Playwright) against a
 running `microfang sim` of two boards: the page lists both boards and their agents and shows an
-agent's log line within 2 s of the gateway storing it; the data needs the token."""
+agent's log line within 2 s of the gateway storing it; a staged rollout started from the CLI
+shows up with its progress and its jobs; the data needs the token."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from commands import started, stopped
+from helpers import HELLO_WAT, build_bundle
 
 from microfang.broker import free_port
 
@@ -83,9 +85,39 @@ def test_the_dashboard_shows_both_boards_their_agents_and_a_fresh_log_line(dashb
             page.screenshot(path=str(folder / "dashboard.png"), full_page=True)
         finally:
             browser.close()
-    assert sorted(boards) == ["sim1", "sim2"]
-    assert sorted(agents) == [["sim1", "hello"], ["sim2", "hello"]]
+    assert sorted(boards) == ["sim0000", "sim0001"]
+    assert sorted(agents) == [["sim0000", "hello"], ["sim0001", "hello"]]
     assert (folder / "dashboard.png").stat().st_size > 0
+
+
+def test_a_rollout_started_from_the_cli_shows_up_with_its_waves_and_jobs(dashboard):
+    from playwright.sync_api import sync_playwright
+
+    port, folder = dashboard
+    (folder / "hello-v2.mfa").write_bytes(build_bundle(HELLO_WAT, **{"agent.version": 2, "sandbox.agent_id": "hello"}))
+    deploy = started(["deploy", "hello-v2.mfa", "--fleet", "sim", "--canary", "1", "--db", "s.db",
+                      "--signing-keys", "s-signing.keys"], folder)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                page = browser.new_page(bypass_csp=True)
+                page.goto(f"http://127.0.0.1:{port}/#token={TOKEN}")
+                page.wait_for_function("document.querySelector('#rollouts tbody tr td:nth-child(4)')?.textContent "
+                                       "== 'done'", timeout=60_000)
+                rollout = page.locator("#rollouts tbody tr:first-child td").all_inner_texts()
+                page.wait_for_function("document.querySelectorAll('#jobs tbody tr').length == 2", timeout=5_000)
+                jobs = [page.locator(f"#jobs tbody tr:nth-child({n}) td").all_inner_texts() for n in (1, 2)]
+                page.screenshot(path=str(folder / "dashboard-rollout.png"), full_page=True)
+            finally:
+                browser.close()
+        assert deploy.wait(timeout=30) == 0
+    finally:
+        stopped(deploy)
+    assert [rollout[n] for n in (1, 2, 3, 4, 6, 7)] == ["hello v2", "sim", "done", "2 / 2", "2 done",
+                                                        "2 of 2 boards took it"], rollout
+    assert sorted((j[1], j[3], j[4], j[6]) for j in jobs) == [("deploy", f"sim000{n}", "done", "version 2 running")
+                                                              for n in (0, 1)], jobs
 
 
 def test_the_fleet_data_needs_the_token_and_the_page_does_not(dashboard):
@@ -104,6 +136,6 @@ def test_the_fleet_data_needs_the_token_and_the_page_does_not(dashboard):
 
     fleet = until(fleet_with_agents, 20)
     assert fleet is not None
-    assert sorted(b["device"] for b in fleet["boards"]) == ["sim1", "sim2"]
+    assert sorted(b["device"] for b in fleet["boards"]) == ["sim0000", "sim0001"]
     agents = [a for b in fleet["boards"] for a in b["agents"]]
     assert agents and all(a["agent"] == "hello" and a["memory"] > 0 and a["fuel_used"] > 0 for a in agents), agents

@@ -33,14 +33,14 @@ def test_cancel_with_ids_cancels_those_queued_jobs(store_with_jobs, capsys):
     db, queued, taken = store_with_jobs
     assert main(["jobs", "cancel", str(queued[0]), "--db", str(db)]) == 0
     assert capsys.readouterr().out.strip() == f"cancelled 1 queued jobs: {queued[0]}"
-    assert states(db)[queued[0]] == ("failed", "cancelled by the operator")
+    assert states(db)[queued[0]] == ("cancelled", "cancelled by the operator")
     assert states(db)[queued[1]][0] == "queued"
 
 
 def test_cancel_alone_cancels_every_queued_job_and_leaves_a_taken_one(store_with_jobs, capsys):
     db, queued, taken = store_with_jobs
     assert main(["jobs", "cancel", "--db", str(db)]) == 0
-    assert [states(db)[j][0] for j in queued] == ["failed", "failed"]
+    assert [states(db)[j][0] for j in queued] == ["cancelled", "cancelled"]
     assert states(db)[taken][0] == "sending"
 
 

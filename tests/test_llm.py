@@ -10,6 +10,8 @@ from fleet import make_board
 from openai_server import OpenAIServer
 
 from microfang.gateway import Gateway, Router
+from microfang.gateway.answers import Answers
+from microfang.gateway.store import Store
 from microfang.llm import OpenAIProvider, llm_handler
 from microfang.llm.handler import TokenBudget
 from microfang.request import Request
@@ -91,6 +93,29 @@ def test_an_agent_gets_the_providers_answer_through_the_whole_path(mosquitto, tm
     answer = "echo from m: In one sentence: why do microcontrollers need low-power sleep modes?"
     assert logs == ["asking the gateway's LLM", answer]
     assert stored == [answer.encode()]  # the example keeps the answer in its memory log
+
+
+def kept_answers(db) -> list[tuple]:
+    store = Store(db)
+    try:
+        return [(a["device"], a["agent"], a["ok"], a["prompt"], a["answer"], a["tokens"]) for a in Answers(store).latest(5)]
+    finally:
+        store.close()
+
+
+def test_the_gateway_keeps_each_llm_answer_with_its_question_for_the_dashboard(mosquitto, tmp_path):
+    with OpenAIServer() as server:
+        ask_through_the_fleet(OpenAIProvider(server.url, "m"), mosquitto.port, tmp_path)
+    question = "In one sentence: why do microcontrollers need low-power sleep modes?"
+    assert kept_answers(tmp_path / "gw.db") == [("b1", "ask", True, question, f"echo from m: {question}", 13)]
+
+
+def test_an_llm_error_is_kept_as_the_answer_marked_failed(mosquitto, tmp_path):
+    with OpenAIServer() as server:
+        server.fail_with = 500
+        ask_through_the_fleet(OpenAIProvider(server.url, "m", timeout=0.3), mosquitto.port, tmp_path)
+    [(device, agent, ok, _, answer, tokens)] = kept_answers(tmp_path / "gw.db")
+    assert (device, agent, ok, tokens) == ("b1", "ask", False, 0) and "HTTP 500" in answer, answer
 
 
 def test_the_local_model_answers_an_agent_through_the_whole_path(mosquitto, tmp_path):

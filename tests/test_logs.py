@@ -35,7 +35,7 @@ def registered(db: Path) -> bool:
     """The sim has provisioned its board in the registry."""
     try:
         with sqlite3.connect(db) as con:
-            return con.execute("SELECT 1 FROM devices WHERE id = 'sim1'").fetchone() is not None
+            return con.execute("SELECT 1 FROM devices WHERE id = 'sim0000'").fetchone() is not None
     except sqlite3.OperationalError:  # not there yet, or its schema not yet
         return False
 
@@ -49,7 +49,7 @@ def test_logs_follow_prints_an_agents_ticks_as_they_happen(runtime, tmp_path, mi
         deadline = time.monotonic() + 90
         while not registered(tmp_path / "s.db") and time.monotonic() < deadline:
             time.sleep(0.2)
-        follow = started(["logs", "-f", "sim1/hello", "--db", "s.db"], cwd=tmp_path)
+        follow = started(["logs", "-f", "sim0000/hello", "--db", "s.db"], cwd=tmp_path)
         out = lines_of(follow)
         ticks: list[tuple[float, int]] = []
         seen: list[str] = []
@@ -59,7 +59,7 @@ def test_logs_follow_prints_an_agents_ticks_as_they_happen(runtime, tmp_path, mi
             except queue.Empty:
                 continue
             seen.append(line)
-            tick = re.fullmatch(r"\d\d:\d\d:\d\d sim1/hello: tick (\d+)", line)
+            tick = re.fullmatch(r"\d\d:\d\d:\d\d sim0000/hello: tick (\d+)", line)
             if tick:
                 ticks.append((time.monotonic(), int(tick[1])))
     finally:

@@ -7,9 +7,9 @@ import os
 import sys
 
 import pytest
-
 from mcp import Client, StdioServerParameters
 
+from microfang.gateway.rollouts import Plan, Rollouts
 from microfang.gateway.store import Store
 from microfang.mcpserver import fleet_server
 
@@ -48,14 +48,34 @@ def test_fleet_tools_answer_through_the_sdk_client(tmp_path):
             return names, devices, agents, log, audit, missing, resource
 
     names, devices, agents, log, audit, missing, resource = asyncio.run(scenario())
-    assert names == ["device_status", "list_agents", "list_devices", "read_memory_log", "search_memory",
-                     "verify_audit"]
+    assert names == ["device_status", "list_agents", "list_devices", "list_jobs", "list_rollouts", "read_memory_log",
+                     "search_memory", "verify_audit"]
     assert [(d["device"], d["online"]) for d in devices] == [("board1", True), ("board2", False)]
     assert agents == [{"agent": "echo", "state": "running", "events": 7}]
     assert log == [{"seq": 1, "base64": "Zmlyc3Qgbm90ZQ==", "text": "first note"}, {"seq": 2, "base64": "//4="}]
     assert audit == {"records_checked": 1, "intact": True, "first_bad_record": None}
     assert missing.is_error and "no device 'ghost' in this fleet" in missing.content[0].text
     assert resource.contents[0].text == "board1 lab online\nboard2 lab offline"
+
+
+def test_jobs_and_a_staged_rollout_with_its_progress_are_read_through_the_sdk_client(tmp_path):
+    db = fleet_db(tmp_path)
+    store = Store(db)
+    rollout = Rollouts(store).add("lab", "echo", 2, Plan(canary=1, abort_at=50), [["board1"], ["board2"]], b"bundle")
+    store.update_job(1, state="done", detail="version 2 running")
+    store.close()
+
+    async def scenario():
+        async with Client(fleet_server(db, read_only=True)) as client:
+            return (result(await client.call_tool("list_rollouts", {})),
+                    result(await client.call_tool("list_jobs", {"limit": 5})))
+
+    rollouts, jobs = asyncio.run(scenario())
+    assert rollouts == [{"id": rollout, "fleet": "lab", "agent": "echo", "version": 2, "canary": 1, "ramp": 2.0,
+                         "abort_at": 50.0, "state": "running", "wave": 0, "waves": 2,
+                         "jobs": {"done": 1, "held": 1}, "detail": ""}]
+    assert [(j["device"], j["state"], j["detail"], j["rollout"], j["wave"]) for j in jobs] == [
+        ("board1", "done", "version 2 running", rollout, 0), ("board2", "held", "", rollout, 1)]
 
 
 def test_tools_say_what_they_do_to_the_fleet_and_the_server_its_version(tmp_path):
@@ -73,7 +93,7 @@ def test_tools_say_what_they_do_to_the_fleet_and_the_server_its_version(tmp_path
     info, tools, resources, templates = asyncio.run(scenario())
     assert info.version == version("microfang")
     assert all(tools[name].read_only_hint for name in ("list_devices", "device_status", "read_memory_log",
-                                                       "verify_audit", "search_memory"))
+                                                       "verify_audit", "search_memory", "list_jobs", "list_rollouts"))
     assert not tools["send_event"].read_only_hint and not tools["send_event"].destructive_hint
     assert tools["spawn_agent"].destructive_hint and tools["reclaim_agent"].destructive_hint
     assert resources == {"fleet://devices": "text/plain"}
@@ -170,7 +190,6 @@ def mcp_client(transport, db, tmp_path):
     process) or streamable HTTP (a `microfang mcp --http` process behind a token)."""
     import contextlib
     import subprocess
-    import time
     import urllib.error
     import urllib.request
 
@@ -218,9 +237,9 @@ def test_an_mcp_client_lists_the_simulated_fleet_and_makes_an_agent_answer(mosqu
 
     from fleet import make_board, wait_until
 
+    from microfang.config import GatewaySettings
     from microfang.firmware import bundle
     from microfang.gateway import Gateway, Router
-    from microfang.config import GatewaySettings
     from microfang.gateway.services import Services
     from microfang.tools.build import build
 

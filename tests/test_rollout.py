@@ -1,12 +1,14 @@
-"""Staged rollouts (rollout.py): canary boards first, growing waves, a stop at the failure rate;
-through a real gateway, Mosquitto and ten boards whose new version traps on three of them (those
-whose sensor reads high), which put their old version back themselves."""
+"""Staged rollouts (rollout.py, gateway/rollouts.py): canary boards first, growing waves, a stop at
+the failure rate, carried out by the gateway; through a real gateway, Mosquitto and ten boards
+whose new version traps on three of them (those whose sensor reads high), which put their old
+version back themselves."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
 import sys
+import time
 
 import pytest
 from fleet import make_board, wait_until
@@ -16,7 +18,9 @@ from microfang.cli import main
 from microfang.deploy import queue_deploy, wait
 from microfang.firmware.errors import MicrofangError
 from microfang.gateway.core import Gateway
-from microfang.rollout import Plan, roll_out, waves_of
+from microfang.gateway.rollouts import Rollouts
+from microfang.gateway.store import Store
+from microfang.rollout import Plan, roll_out
 
 BOARDS = [f"b{n:02d}" for n in range(10)]
 HOT = {"b03", "b04", "b05"}  # their sensor reads 500: version 2 traps there on start
@@ -69,16 +73,16 @@ def run_fleet(port: int, db, stage):
 
 
 def test_waves_start_with_the_canary_and_grow_by_the_ramp():
-    assert [len(w) for w in waves_of(BOARDS, Plan(canary=1, ramp=2.0))] == [1, 2, 4, 3]
-    assert [len(w) for w in waves_of(BOARDS, Plan(canary=2, ramp=1.0))] == [2, 3, 4, 1]
-    assert waves_of(BOARDS, Plan(canary=20))[0] == BOARDS
+    assert [len(w) for w in Plan(canary=1, ramp=2.0).waves(BOARDS)] == [1, 2, 4, 3]
+    assert [len(w) for w in Plan(canary=2, ramp=1.0).waves(BOARDS)] == [2, 3, 4, 1]
+    assert Plan(canary=20).waves(BOARDS)[0] == BOARDS
 
 
 def test_a_rollout_that_fails_on_too_many_boards_stops_and_leaves_the_rest_on_the_old_version(mosquitto, tmp_path):
     v2 = probe(tmp_path, 2, 100)
     result, after = run_fleet(mosquitto.port, tmp_path / "gw.db",
-                              lambda db: roll_out(db, v2, "test", Plan(canary=1, ramp=2.0, abort_at=30.0), timeout=60))
-    assert result.state == "aborted"
+                              lambda db: roll_out(db, v2, "test", Plan(canary=1, ramp=2.0, abort_at=30.0, wave_timeout=60)))
+    assert (result.state, result.detail) == ("aborted", "aborted at wave 3 of 4: 3 of 7 boards failed (43% > 30%)")
     assert result.waves == [["b00"], ["b01", "b02"], ["b03", "b04", "b05", "b06"]]  # 3 of 7 failed: 43% > 30%
     assert sorted(result.failed) == sorted(HOT)
     assert result.untouched == ["b07", "b08", "b09"]
@@ -95,8 +99,43 @@ def test_the_cli_says_why_it_stopped_and_what_was_not_deployed(mosquitto, tmp_pa
     assert done.returncode == 1, done.stderr
     assert "wave 1: 2 boards (b00, b01)" in done.stdout
     assert done.stderr.strip().endswith(
-        "microfang: rollout aborted: 3 of 8 boards failed (38% > 10%); not deployed: b08, b09")
+        "microfang: rollout aborted at wave 2 of 3: 3 of 8 boards failed (38% > 10%); not deployed: b08, b09")
     assert after["b08"] == after["b09"] == (1, "running")
+
+
+def rollout_when(db, check, seconds: float = 60.0) -> dict:
+    """The only rollout in the store once `check(rollout)` holds (polled; None after `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        store = Store(db)
+        try:
+            rows = Rollouts(store).get()
+        finally:
+            store.close()
+        if rows and check(rows[0]):
+            return rows[0]
+        time.sleep(0.1)
+    return None
+
+
+def test_a_rollout_goes_on_in_the_gateway_when_the_cli_that_started_it_is_killed(mosquitto, tmp_path):
+    v2 = probe(tmp_path, 2, 100)
+
+    def start_then_kill(db):
+        cli = subprocess.Popen([sys.executable, "-m", "microfang", "deploy", str(v2), "--fleet", "test", "--db", str(db),
+                                "--canary", "1", "--ramp", "2", "--abort-at", "30", "--timeout", "60"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            assert rollout_when(db, lambda r: r["wave"] >= 1, 60) is not None  # the canary went well
+        finally:
+            cli.kill()
+            cli.wait(timeout=10)
+        return rollout_when(db, lambda r: r["state"] != "running", 60)
+
+    rollout, after = run_fleet(mosquitto.port, tmp_path / "gw.db", start_then_kill)
+    assert (rollout["state"], rollout["detail"]) == ("aborted", "aborted at wave 3 of 4: 3 of 7 boards failed (43% > 30%)")
+    assert rollout["jobs"] == {"done": 4, "failed": 3, "cancelled": 3}
+    assert {name: after[name] for name in ("b07", "b08", "b09")} == dict.fromkeys(("b07", "b08", "b09"), (1, "running"))
 
 
 @pytest.mark.parametrize(("flags", "error"), [

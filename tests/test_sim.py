@@ -53,7 +53,7 @@ def test_flags_run_a_users_manifest_on_every_board(tmp_path):
     assert done.returncode == 0, done.stderr
     with sqlite3.connect(tmp_path / "s.db") as con:
         agents = set(con.execute("SELECT device, agent FROM agent_manifests"))
-    assert agents == {("sim1", "hello"), ("sim2", "hello")}
+    assert agents == {("sim0000", "hello"), ("sim0001", "hello")}
 
 
 def test_running_a_sim_again_reprovisions_its_boards_and_they_are_heard(tmp_path):
@@ -127,8 +127,8 @@ def test_the_table_of_30_boards_fits_an_80x24_terminal(tmp_path):
     assert bundle.decode(plan.boards[0].agents[0])[0]["agent_id"] == "hello"
 
 
-RUNNING = ['microfang_agent_state{device="sim1",agent="hello",state="running"} 1',
-           'microfang_agent_state{device="sim2",agent="hello",state="running"} 1']
+RUNNING = ['microfang_agent_state{device="sim0000",agent="hello",state="running"} 1',
+           'microfang_agent_state{device="sim0001",agent="hello",state="running"} 1']
 
 
 def curl_until(url, lines, seconds=30.0):

@@ -1,7 +1,7 @@
 """`microfang dashboard`: the fleet in a web page, served from the gateway's store (SQLite or
 PostgreSQL, as `status` and `mcp` read it) behind a bearer token: boards with presence and its
-age, agents with state, fuel, memory, events, traps and restarts, their log lines as they come, jobs
-with progress. The page (page.html: plain HTML and a small script, no framework, nothing
+age, agents with state, fuel, memory, events, traps and restarts, their log lines as they come, the
+LLM's latest answers, staged rollouts and jobs with progress. The page (page.html: plain HTML and a small script, no framework, nothing
 fetched from elsewhere) is public; what it shows comes from /api/fleet, which needs the token
 (httpguard.py). The URL printed carries the token in its fragment (#token=...), which browsers
 never send to a server.
@@ -16,11 +16,15 @@ from importlib.resources import files
 from typing import Any
 
 from microfang.gateway.agentlines import AgentLines
+from microfang.gateway.answers import Answers
+from microfang.gateway.rollouts import Rollouts
 from microfang.gateway.store import Store
 from microfang.logs import line_json
 
 LINES_AT_ONCE = 200  # log lines per answer
 JOBS_SHOWN = 20
+ROLLOUTS_SHOWN = 5
+ANSWERS_SHOWN = 10
 PAGE = files(__package__).joinpath("page.html").read_bytes()
 
 
@@ -46,7 +50,10 @@ def snapshot(store: Store, since: int = 0) -> dict[str, Any]:
     fresh = lines.after(since, limit=LINES_AT_ONCE) if since else lines.latest(LINES_AT_ONCE)
     jobs = [{k: job[k] for k in ("id", "kind", "device", "target", "agent", "version", "state", "detail", "progress",
                                  "size")} for job in store.jobs()[-JOBS_SHOWN:]]
-    return {"time": now, "boards": boards, "lines": [line_json(line) for line in fresh], "jobs": jobs[::-1]}
+    rollouts = [{k: r[k] for k in ("id", "fleet", "agent", "version", "state", "wave", "waves", "detail", "jobs")}
+                for r in Rollouts(store).get(limit=ROLLOUTS_SHOWN)]
+    return {"time": now, "boards": boards, "lines": [line_json(line) for line in fresh], "jobs": jobs[::-1],
+            "rollouts": rollouts[::-1], "answers": Answers(store).latest(ANSWERS_SHOWN)}
 
 
 def app(where: str) -> Any:

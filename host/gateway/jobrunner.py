@@ -30,6 +30,8 @@ from microfang.gateway import commands, transfers
 from microfang.gateway.commands import Commands
 from microfang.gateway.jobs import Boards, watch_jobs
 from microfang.gateway.peers import STALE_S
+from microfang.gateway.rollouts import POLL_S as ROLLOUT_POLL_S
+from microfang.gateway.rollouts import Rollouts
 from microfang.gateway.store import Store
 from microfang.gateway.transfers import Transfers
 
@@ -55,8 +57,10 @@ class JobRunner:
 
     async def run(self) -> None:
         """Take up the jobs this gateway can claim (queued ones, its own after a restart, those
-        of a dead gateway), take the answers forwarded to it, and retry stalled transfers."""
+        of a dead gateway), take the answers forwarded to it, retry stalled transfers, and take
+        staged rollouts a wave further (rollouts.py)."""
         draining = False  # a drain is deferred and has not run yet
+        rollouts, next_rollouts = Rollouts(self.store), 0.0
 
         def drain() -> None:
             nonlocal draining
@@ -72,6 +76,12 @@ class JobRunner:
                     draining = True
                     self.gw.defer(drain)
                 self.gw.transfers.retry_stalled()
+                if time.monotonic() >= next_rollouts:
+                    next_rollouts = time.monotonic() + ROLLOUT_POLL_S
+                    with self.store.transaction():
+                        said = rollouts.advance(time.time())
+                    for line in said:
+                        self.gw.log(line)
             except Exception as e:  # a bug or a failing store must not stop the jobs: log it, keep going
                 self.gw.log(f"error in jobs: {e!r}")
 

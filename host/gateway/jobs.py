@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from microfang.firmware.errors import MicrofangError
 from microfang.gateway.db import RETRY_S, StoreFailure
-from microfang.gateway.jobstore import JOB_ACTIVE
+from microfang.gateway.jobstore import JOB_PENDING
 from microfang.gateway.store import Store
 
 POLL_S = 0.02  # an index lookup in SQLite: cheap
@@ -60,7 +60,7 @@ async def watch_jobs(store: Store, ids: list[int] | None = None, *, timeout: flo
             await asyncio.sleep(RETRY_S[1])
             continue
         yield rows
-        if ids is not None and all(row["state"] not in JOB_ACTIVE for row in rows):
+        if ids is not None and all(row["state"] not in JOB_PENDING for row in rows):
             return
         if deadline is not None and time.monotonic() > deadline:
             return
@@ -72,9 +72,9 @@ def unfinished(rows: list[dict[str, Any]], timeout: float) -> list[str]:
     lines = []
     for row in rows:
         where = row["target"] or row["device"]
-        if row["state"] == "failed":
+        if row["state"] in ("failed", "cancelled"):
             lines.append(f"{where}: {row['detail']}")
-        elif row["state"] in JOB_ACTIVE:
+        elif row["state"] in JOB_PENDING:
             lines.append(f"{where}: still {row['state']} after {timeout:.0f} s (is `microfang gateway` running on "
                          "this database and the board online? the job stays queued)")
     return lines

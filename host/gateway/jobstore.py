@@ -1,6 +1,7 @@
 """The jobs in the gateway's store: deploys, migrations and commands that the CLI and the MCP
 control tools queue and a gateway carries out (transfers.py, commands.py), which gateway owns
-each (jobrunner.py), and the boards' answers forwarded to that gateway. A part of Store
+each (jobrunner.py), the boards' answers forwarded to that gateway, and the staged rollouts
+whose jobs wait for their wave (rollouts.py). A part of Store
 (store.py), on its connection and in its transactions.
 """
 
@@ -11,7 +12,8 @@ from typing import Any
 
 from microfang.gateway.db import Database
 
-JOB_ACTIVE = ("queued", "sending", "snapshot", "restoring")
+JOB_ACTIVE = ("queued", "sending", "snapshot", "restoring")  # a gateway takes these up
+JOB_PENDING = (*JOB_ACTIVE, "held")  # not ended: "held" waits for its rollout's wave (rollouts.py)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (            -- queued by `microfang deploy/migrate`, run by the gateway
@@ -22,13 +24,15 @@ CREATE TABLE IF NOT EXISTS jobs (            -- queued by `microfang deploy/migr
     agent TEXT NOT NULL,
     version BIGINT,
     data {blob},                             -- deploy: the signed bundle; migrate: the snapshot once read
-    state TEXT NOT NULL,                     -- queued, sending, snapshot, restoring, done, failed
+    state TEXT NOT NULL,                     -- held, queued, sending, snapshot, restoring, done, failed, cancelled
     detail TEXT NOT NULL DEFAULT '',
     progress BIGINT NOT NULL DEFAULT 0,      -- bytes the board holds of `size`
     size BIGINT NOT NULL DEFAULT 0,
     created DOUBLE PRECISION NOT NULL,
     updated DOUBLE PRECISION NOT NULL,
-    owner TEXT NOT NULL DEFAULT ''           -- the gateway carrying it out (jobrunner.py)
+    owner TEXT NOT NULL DEFAULT '',          -- the gateway carrying it out (jobrunner.py)
+    rollout BIGINT,                          -- the staged rollout it is part of (rollouts.py), and
+    wave BIGINT                              -- its wave there, from 0
 );
 CREATE TABLE IF NOT EXISTS job_answers (     -- boards' answers that reached another gateway than the job's
     n {serial},
@@ -39,23 +43,46 @@ CREATE TABLE IF NOT EXISTS job_answers (     -- boards' answers that reached ano
     body {blob} NOT NULL                     -- the answer's body, CBOR
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);  -- the gateway looks for active jobs often
+CREATE TABLE IF NOT EXISTS rollouts (        -- staged rollouts (rollouts.py); their jobs name them
+    id {serial},
+    fleet TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    canary BIGINT NOT NULL,                  -- the plan (Plan)
+    ramp DOUBLE PRECISION NOT NULL,
+    abort_at DOUBLE PRECISION NOT NULL,
+    wave_timeout DOUBLE PRECISION NOT NULL,
+    waves BIGINT NOT NULL,                   -- how many waves its jobs are in
+    wave BIGINT NOT NULL DEFAULT 0,          -- the wave under way, from 0
+    wave_started DOUBLE PRECISION,           -- when a gateway queued it (NULL: none has seen it yet)
+    state TEXT NOT NULL,                     -- running, done, aborted, cancelled
+    detail TEXT NOT NULL DEFAULT '',
+    created DOUBLE PRECISION NOT NULL,
+    updated DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollouts_state ON rollouts (state);
 """
+INDEXES = "CREATE INDEX IF NOT EXISTS jobs_rollout ON jobs (rollout, wave);"  # once ADDED_COLUMNS are there
+ADDED_COLUMNS = (("owner", "TEXT NOT NULL DEFAULT ''"), ("rollout", "BIGINT"), ("wave", "BIGINT"))  # since the first jobs
+JOB_FIELDS = ("id", "kind", "device", "target", "agent", "version", "state", "detail", "progress", "size", "created",
+              "updated", "owner", "rollout", "wave")
 
 
 class JobStore:
     db: Database
 
     def add_job(self, kind: str, device: str, agent: str, data: bytes | None = None, target: str | None = None,
-                version: int | None = None) -> int:
+                version: int | None = None, rollout: int | None = None, wave: int | None = None,
+                state: str = "queued") -> int:
         now = time.time()
         row = self.db.execute("INSERT INTO jobs (kind, device, target, agent, version, data, state, size, created, "
-                              "updated) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
-                              (kind, device, target, agent, version, data, len(data or b""), now, now)).fetchone()
+                              "updated, rollout, wave) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                              (kind, device, target, agent, version, data, state, len(data or b""), now, now, rollout,
+                               wave)).fetchone()
         return int(row[0])
 
     def jobs(self, ids: list[int] | None = None, active: bool = False) -> list[dict[str, Any]]:
-        query = "SELECT id, kind, device, target, agent, version, state, detail, progress, size, created, updated, " \
-                "owner FROM jobs"
+        query = f"SELECT {', '.join(JOB_FIELDS)} FROM jobs"
         where: list[str] = []
         args: list[Any] = []
         if ids is not None:
@@ -66,18 +93,28 @@ class JobStore:
             args += JOB_ACTIVE
         rows = self.db.execute(query + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id",
                                args).fetchall()
-        names = ("id", "kind", "device", "target", "agent", "version", "state", "detail", "progress", "size",
-                 "created", "updated", "owner")
-        return [dict(zip(names, r, strict=True)) for r in rows]
+        return [dict(zip(JOB_FIELDS, r, strict=True)) for r in rows]
 
     def job_counts(self) -> dict[tuple[str, str], int]:
         """(kind, state) -> how many jobs the store holds (/metrics)."""
         rows = self.db.execute("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state").fetchall()
         return {(str(kind), str(state)): int(n) for kind, state, n in rows}
 
+    def rollout_counts(self) -> dict[str, int]:
+        """state -> how many staged rollouts the store holds (/metrics)."""
+        return {str(state): int(n) for state, n in self.db.execute("SELECT state, COUNT(*) FROM rollouts "
+                                                                    "GROUP BY state").fetchall()}
+
     def job_data(self, job_id: int) -> bytes:
         row = self.db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return bytes(row[0] or b"") if row else b""
+
+    def cancel_job(self, job_id: int, detail: str) -> bool:
+        """End a job no gateway has taken (queued without an owner, or held for its wave) as
+        cancelled; False if it is not such a job (any more)."""
+        return bool(self.db.execute("UPDATE jobs SET state = 'cancelled', detail = ?, updated = ? WHERE id = ? AND "
+                                    "(state = 'held' OR (state = 'queued' AND owner = '')) RETURNING id",
+                                    (detail, time.time(), job_id)).fetchall())
 
     def update_job(self, job_id: int, **fields: Any) -> None:
         fields["updated"] = time.time()

@@ -7,7 +7,8 @@ family has its HELP and TYPE, counters end in _total, base units):
   telemetry it took from each board (`FleetTelemetry`, kept in memory: a scrape reads no
   telemetry from the store) free heap, uptime and each agent's state, fuel, traps, events,
   restarts and memory;
-- the jobs in the store (deploys, migrations, commands) by kind and state: one query.
+- the jobs in the store (deploys, migrations, commands) by kind and state, and the staged
+  rollouts by state: two queries.
 
 With several gateways on one store each takes a share of the boards' telemetry: it exports the
 boards it heard from (query across instances with max by (device, agent)).
@@ -150,10 +151,13 @@ def job_families(out: Exposition, store: Store) -> None:
     in /healthz and store_failures)."""
     try:
         counts = store.job_counts()
+        rollouts = store.rollout_counts()
     except MicrofangError:
         return
     out.family("jobs", "gauge", [({"kind": kind, "state": state}, n) for (kind, state), n in sorted(counts.items())],
                "jobs in the store (deploy, migrate, commands), by kind and state")
+    out.family("rollouts", "gauge", [({"state": state}, n) for state, n in sorted(rollouts.items())],
+               "staged rollouts in the store, by state (running, done, aborted, cancelled)")
 
 
 class _Telemetry(Protocol):

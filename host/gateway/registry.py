@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from microfang.firmware.errors import MicrofangError
-from microfang.gateway.jobstore import JOB_ACTIVE
+from microfang.gateway.jobstore import JOB_PENDING
 from microfang.gateway.store import Store
 
 PRUNE_S = 5.0  # how often a running gateway looks for devices removed from the store (`keys remove`)
@@ -29,10 +29,10 @@ def remove_device(store: Store, device: str) -> None:
             raise MicrofangError(f"no device {device!r} in {store.db.name}")
         for table in _DEVICE_TABLES:
             store.db.execute(f"DELETE FROM {table} WHERE device = ?", (device,))
-        states = ",".join("?" * len(JOB_ACTIVE))
+        states = ",".join("?" * len(JOB_PENDING))
         store.db.execute(f"UPDATE jobs SET state = 'failed', detail = 'device removed', updated = ? "
                          f"WHERE (device = ? OR target = ?) AND state IN ({states})",
-                         (time.time(), device, device, *JOB_ACTIVE))
+                         (time.time(), device, device, *JOB_PENDING))
         store.db.execute("DELETE FROM devices WHERE id = ?", (device,))
         store.audit(device, "-", "device removed", {"by": "keys remove"})
 

@@ -8,12 +8,14 @@ has committed."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Container
 from functools import partial
 from typing import Any
 
 from microfang.firmware import envelope, protocol
 from microfang.gateway import fastcbor
+from microfang.gateway.answers import Answers
 from microfang.gateway.peers import Pending
 from microfang.gateway.router import Router
 from microfang.gateway.store import Store
@@ -24,12 +26,14 @@ Resend = Callable[..., None]  # (device, agent, sealed, on_delivered=...) -> Non
 RESEND_WINDOW = 512  # a kept reply is sent again only this close to the device's latest sequence number
 # (a board's replay window holds 1024: an older one would be dropped as a replay, never answered)
 Defer = Callable[[Callable[[], None]], None]  # run a write in the gateway's next batch
+LLM_KIND = "llm"  # the request kind whose answers are kept (answers.py); services.py routes it
 
 
 class Requests:
     def __init__(self, store: Store, router: Router, send: Send, resend: Resend, metrics: dict[str, int],
                  defer: Defer, owner: str) -> None:
         self.store = store
+        self.answers = Answers(store)  # the llm answers kept for the dashboard
         self.router = router
         self.send = send
         self.resend = resend
@@ -104,3 +108,6 @@ class Requests:
                            on_delivered=partial(self.store.finish_request, request.device, request.agent, request.id))
         self.store.keep_reply(request.device, request.agent, request.id, sealed)
         self.store.audit(request.device, request.agent, "reply", detail)
+        if request.kind == LLM_KIND:
+            self.answers.add(request.device, request.agent, request.body, reply["ok"],
+                             reply if reply["ok"] else reply["error"], time.time())

@@ -24,6 +24,7 @@ from microfang.firmware.errors import MicrofangError
 from microfang.gateway.core import Gateway
 from microfang.gateway.db import is_url
 from microfang.gateway.limits import Ledger, SharedBudget, SharedRateLimiter, SharedSpendWindow
+from microfang.gateway.requests import LLM_KIND
 from microfang.gateway.router import Budget, RateLimiter, Router
 from microfang.llm import LocalProvider, OpenAIProvider, ProviderError, llm_handler
 from microfang.llm.handler import TokenBudget
@@ -65,7 +66,7 @@ class Services:
             raise MicrofangError(str(e)) from None
         stack.callback(provider.close)
         spending = None if self.ledger is None else SharedSpendWindow(self.ledger, "llm_tokens")
-        self.gw.router.add("llm", llm_handler(provider, TokenBudget(s.llm_tokens, spending=spending),
+        self.gw.router.add(LLM_KIND, llm_handler(provider, TokenBudget(s.llm_tokens, spending=spending),
                                                   counts=self.gw.metrics))
         self.summary.append(f"llm {s.llm}")
 

@@ -28,6 +28,7 @@ from microfang.gateway import jobstore
 from microfang.gateway.db import Database, StoreFailure, connect
 from microfang.gateway.jobstore import JobStore
 
+REQUEST_COLUMNS_ADDED = (("owner", "TEXT NOT NULL DEFAULT ''"), ("reply", "{blob}"))  # several gateways, kept replies
 SERVICE_PREFIX = "microfang-"  # broker users and client ids of gateways (core.py, brokerauth.py): no device's
 
 SCHEMA = """
@@ -143,12 +144,13 @@ class Store(JobStore):
         self.db: Database = connect(where, exclusive)
         try:
             self.db.schema(SCHEMA + jobstore.SCHEMA)
-            for table in ("requests", "jobs"):  # a database from before several gateways
+            added = {"requests": REQUEST_COLUMNS_ADDED, "jobs": jobstore.ADDED_COLUMNS}
+            for table, columns_added in added.items():  # a database from before these columns
                 columns = [c[0] for c in self.db.execute(f"SELECT * FROM {table} LIMIT 0").description]
-                if "owner" not in columns:
-                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
-                if table == "requests" and "reply" not in columns:  # a database from before replies were kept
-                    self.db.execute(f"ALTER TABLE requests ADD COLUMN reply {self.db.types['blob']}")
+                for name, kind in columns_added:
+                    if name not in columns:
+                        self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind.format(**self.db.types)}")
+            self.db.schema(jobstore.INDEXES)
         except StoreFailure as e:
             self.db.close()
             raise MicrofangError(f"{self.db.name}: not a gateway database ({str(e).split(': ', 1)[-1]})") from None

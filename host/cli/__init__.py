@@ -38,68 +38,14 @@ import signal
 import sys
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from microfang import console
 from microfang.boards import BOARD_DEFS
+from microfang.cli.args import add_json, add_secret, add_signing_keys, add_store, display, print_json, secret, store_of
+from microfang.cli.jobs import argparse_deploy, argparse_jobs, argparse_migrate, do_deploy, do_jobs, do_migrate
 from microfang.config import DEFAULT_DB
 from microfang.firmware.errors import MicrofangError
-
-
-def add_secret(p: argparse.ArgumentParser, name: str, env: str, what: str) -> None:
-    """A secret option: the first line of a file, or an environment variable; never a value on the
-    command line, where `ps` shows it to every user of the machine."""
-    dest = name.replace("-", "_")
-    p.add_argument(f"--{name}-file", type=Path, metavar="FILE", dest=f"{dest}_file",
-                   help=f"{what}: the first line of FILE (default: environment variable {env})")
-    p.set_defaults(**{f"{dest}_env": env})
-
-
-def secret(args: argparse.Namespace, name: str) -> str | None:
-    """The value of a secret option declared with add_secret."""
-    from microfang.config import read_secret_file
-
-    dest = name.replace("-", "_")
-    path = getattr(args, f"{dest}_file")
-    return read_secret_file(path, f"--{name}-file") if path else os.environ.get(getattr(args, f"{dest}_env")) or None
-
-
-def add_json(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print the data as JSON (for scripts) instead of a table")
-
-
-def print_json(data: object) -> None:
-    """JSON for scripts: plain print, never wrapped or coloured to the terminal's width."""
-    print(json.dumps(data, indent=2, default=str), flush=True)
-
-
-def add_store(p: argparse.ArgumentParser, default: Path = DEFAULT_DB) -> None:
-    """The gateway's store, named one way for every command that reads or writes it: `--store
-    URL|FILE` (alias `--db`) or the `--config` file's `[gateway] store` (or `db`); see store_of."""
-    p.add_argument("--store", "--db", dest="store", metavar="URL|FILE",
-                   help=f"the gateway's store: a postgresql:// URL or a SQLite file (default: --config's [gateway] "
-                        f"store or db, else MICROFANG_STORE, else {default})")
-    if not any(action.dest == "config" for action in p._actions):
-        p.add_argument("--config", type=Path, help="the gateway's TOML configuration, to take the store from")
-    p.set_defaults(store_default=default)
-
-
-def store_of(args: argparse.Namespace) -> str:
-    """Where the command's store is (add_store's options)."""
-    from microfang.config import store_setting
-
-    return store_setting(args.config, args.store, args.store_default)
-
-
-def display(where: str) -> str:
-    """A store's location as shown: a URL without its password."""
-    from microfang.gateway.db import is_url
-
-    if not is_url(where) or "@" not in where:
-        return where
-    scheme, rest = where.split("://", 1)
-    user, host = rest.rsplit("@", 1)
-    return f"{scheme}://{user.split(':', 1)[0]}@{host}"
 
 
 def argparse_build(sub: argparse._SubParsersAction) -> None:
@@ -290,14 +236,6 @@ def do_status(args: argparse.Namespace) -> None:
     console.out.print(table)
 
 
-def _cancel_jobs(where: str, ids: list[int] | None) -> None:
-    from microfang.ops import cancel_jobs
-
-    cancelled, problems = cancel_jobs(where, ids)
-    console.info(f"cancelled {len(cancelled)} queued jobs" + (f": {', '.join(map(str, cancelled))}" if cancelled else ""))
-    if problems:
-        raise MicrofangError("; ".join(problems))
-
 
 def argparse_logs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("logs", help="agents' log lines (mf_log) as boards forward them; -f follows new ones")
@@ -317,43 +255,6 @@ def do_logs(args: argparse.Namespace) -> None:
         else:
             print(format_line(line), flush=True)
 
-
-def argparse_jobs(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("jobs", help="the latest deploy, migration and control jobs and their results; "
-                                    "`jobs cancel [ID...]` cancels queued ones")
-    p.add_argument("action", nargs="?", choices=["cancel"], help="cancel the queued jobs given (default: all)")
-    p.add_argument("ids", nargs="*", type=int, metavar="ID", help="jobs to cancel")
-    add_store(p)
-    add_json(p)
-    p.add_argument("-n", "--limit", type=int, default=20)
-
-
-def do_jobs(args: argparse.Namespace) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    from microfang.ops import recent_jobs
-
-    where = store_of(args)
-    if args.action == "cancel":
-        _cancel_jobs(where, args.ids or None)
-        return
-    if args.ids:
-        raise MicrofangError("job ids go with `jobs cancel ID...`")
-    rows = recent_jobs(where, args.limit)
-    if args.json:
-        print_json(rows)
-        return
-    table = Table(title=f"jobs in {display(where)}: {len(rows)} shown")
-    for column in ("id", "kind", "agent", "board", "state", "progress", "detail"):
-        table.add_column(column)
-    for job in rows:
-        board = f"{job['device']} -> {job['target']}" if job["target"] else job["device"]
-        progress = f"{job['progress']:,}/{job['size']:,} B" if job["size"] else "-"
-        # The whole result, wrapped in its column (not cut mid-sentence), as text: no markup, no escapes.
-        table.add_row(str(job["id"]), job["kind"], job["agent"], board, job["state"], progress,
-                      Text(console.printable(job["detail"])))
-    console.out.print(table)
 
 
 def argparse_audit(sub: argparse._SubParsersAction) -> None:
@@ -391,10 +292,6 @@ def do_audit(args: argparse.Namespace) -> None:
     console.info(f"audit log intact: {count} records, hash chain verified")
 
 
-def add_signing_keys(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--signing-keys", type=Path, metavar="FILE", dest="signing_keys",
-                   help="the operator's Ed25519 keyring (default: MICROFANG_SIGNING_KEY, else the file "
-                        "MICROFANG_SIGNING_KEYS, else ./signing.keys)")
 
 
 def argparse_keys(sub: argparse._SubParsersAction) -> None:
@@ -527,126 +424,6 @@ def do_flash(args: argparse.Namespace) -> None:
         console.info(f"{done.port}: {spec.NAME} flashed as device {done.device} of fleet {done.fleet} with "
                      f"{done.agents} agents")
 
-
-def argparse_deploy(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("deploy", help="install a bundle on boards: over the air through the gateway, or over USB")
-    p.add_argument("bundle", type=Path, help="agent bundle (.mfa, signed here with the operator's key) or signed (.mfs)")
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--device", action="append", metavar="ID", help="a board (repeat for several)")
-    where.add_argument("--fleet", metavar="NAME", help="every board of a fleet")
-    where.add_argument("--port", metavar="PORT", help="a board on USB (mpremote): /dev/ttyUSB0, socket://host:port")
-    add_store(p)
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the boards (default 120)")
-    p.add_argument("--supersede", type=int, default=0, metavar="VERSION",
-                   help="this bundle replaces installed VERSION although it is not newer (VERSION is withdrawn)")
-    staged = p.add_argument_group("staged rollout (with --fleet): canary boards first, then growing waves")
-    staged.add_argument("--canary", type=int, metavar="N", help="boards in the first wave")
-    staged.add_argument("--ramp", type=float, metavar="X", help="each wave X times the last (default 2)")
-    staged.add_argument("--abort-at", type=float, metavar="PERCENT",
-                        help="stop once more than PERCENT of the boards reached failed (default 100: never)")
-    add_signing_keys(p)
-
-
-def _wait_jobs(db: str, job_ids: list[int], timeout: float) -> None:
-    """Show the jobs' progress until they end, then each board's answer; raise if any failed."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
-    from microfang.deploy import wait
-    from microfang.gateway.jobs import JobsFailed
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[state]}"),
-                  console=console.err_console, transient=True) as progress:
-        bars: dict[int, Any] = {}
-
-        def show(rows: list[dict[str, Any]]) -> None:
-            for job in rows:
-                if job["id"] not in bars:
-                    label = f"{job['kind']} {job['agent']} -> {job['target'] or job['device']}"
-                    bars[job["id"]] = progress.add_task(label, total=job["size"] or None, state=job["state"])
-                progress.update(bars[job["id"]], completed=job["progress"], total=job["size"] or None,
-                                state=job["state"])
-
-        try:
-            rows, failed = wait(db, job_ids, timeout, show), None
-        except JobsFailed as e:
-            rows, failed = e.jobs, e
-    for job in rows:
-        where = job["target"] or job["device"]
-        if job["state"] == "done":
-            console.info(f"{job['agent']} on {where}: {job['detail']}")
-        elif job["state"] == "failed":
-            console.error(f"{job['agent']} on {where}: refused: {job['detail']}")
-        else:
-            console.error(f"{job['agent']} on {where}: still {job['state']} after {timeout:.0f} s "
-                          "(is the gateway running and the board online? the job stays queued)")
-    if failed is not None:
-        raise MicrofangError(f"{len(rows) - sum(j['state'] == 'done' for j in rows)} of {len(rows)} "
-                             f"{rows[0]['kind']} jobs did not succeed")
-
-
-def do_deploy(args: argparse.Namespace) -> None:
-    if args.port is not None:
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
-        from microfang.usb import deploy_usb
-
-        with Progress(TextColumn(f"copying {args.bundle.name}"), BarColumn(), DownloadColumn(),
-                      console=console.err_console, transient=True) as progress:
-            bar = progress.add_task("copy", total=None)
-            done = deploy_usb(args.bundle, args.port, args.signing_keys,
-                              lambda copied, total: progress.update(bar, completed=copied, total=total), args.supersede)
-        console.info(f"{done.device}: {done.agent} version {done.version} {done.state} ({', '.join(done.figures)})")
-        return
-    if (args.canary, args.ramp, args.abort_at) != (None, None, None):
-        _roll_out(args)
-        return
-    from microfang.deploy import queue_deploy
-
-    where = store_of(args)
-    _wait_jobs(where, queue_deploy(where, args.bundle, args.device, args.fleet, args.signing_keys, args.supersede),
-               args.timeout)
-
-
-def _roll_out(args: argparse.Namespace) -> None:
-    from microfang.rollout import Plan, roll_out
-
-    if args.fleet is None:
-        raise MicrofangError("--canary, --ramp and --abort-at stage a rollout to a --fleet")
-    plan = Plan(1 if args.canary is None else args.canary, 2.0 if args.ramp is None else args.ramp,
-                100.0 if args.abort_at is None else args.abort_at)
-    result = roll_out(store_of(args), args.bundle, args.fleet, plan, args.signing_keys, args.supersede, args.timeout,
-                      wave_started=lambda n, wave: console.info(f"wave {n + 1}: {len(wave)} boards ({', '.join(wave)})"))
-    for job in result.rows:
-        if job["state"] == "done":
-            console.info(f"{job['agent']} on {job['device']}: {job['detail']}")
-        else:
-            console.error(f"{job['agent']} on {job['device']}: {job['state']}: {job['detail']}")
-    reached, failed = len(result.rows), len(result.failed)
-    if result.state == "aborted":
-        raise MicrofangError(f"rollout aborted: {failed} of {reached} boards failed ({100 * failed / reached:.0f}% > "
-                             f"{plan.abort_at:g}%); not deployed: {', '.join(result.untouched) or 'none'}")
-    console.info(f"rollout done: {reached - failed} of {reached} boards took it")
-    if failed:
-        raise MicrofangError(f"{failed} of {reached} deploy jobs did not succeed")
-
-
-def argparse_migrate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("migrate", help="move a running agent, memory and memory log, to another board")
-    p.add_argument("agent")
-    p.add_argument("--from", dest="source", required=True, metavar="DEVICE")
-    p.add_argument("--to", dest="target", required=True, metavar="DEVICE")
-    add_store(p)
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the boards (default 120)")
-    p.add_argument("--supersede", type=int, default=0, metavar="VERSION",
-                   help="this bundle replaces installed VERSION although it is not newer (VERSION is withdrawn)")
-    add_signing_keys(p)
-
-
-def do_migrate(args: argparse.Namespace) -> None:
-    from microfang.deploy import queue_migrate
-
-    where = store_of(args)
-    _wait_jobs(where, queue_migrate(where, args.agent, args.source, args.target), args.timeout)
 
 
 DEFAULT_SIM_AGENTS = ("echo", "hello", "threshold")
