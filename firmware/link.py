@@ -26,6 +26,7 @@ _OUTBOX_BYTES = 16 * 1024
 _CURSOR_EVERY_MS = 1000  # how often acknowledgements are written to flash (wear vs resends)
 _BACKOFF_MIN_MS = 250
 _BACKOFF_MAX_MS = 30000
+_SHORT_OF_MEMORY_SESSIONS = 3  # sessions in a row ended by a MemoryError: then an agent makes room (relieve_memory)
 _ANSWERED_KEEP = 1024  # request ids remembered per agent to drop a re-sent reply
 _RTT_KEEP = 256  # request round trips kept for telemetry
 _DOWN = protocol.DOWN + "/"
@@ -319,14 +320,25 @@ class Link:
     async def run(self, duration_ms=None):
         """Stay connected (reconnecting with backoff and jitter) until stopped or timed out."""
         backoff = _BACKOFF_MIN_MS
+        short = 0  # sessions in a row that ended in a MemoryError
         start = self.clock()
         while not self._stop and (duration_ms is None or port.ticks_diff(self.clock(), start) < duration_ms):
+            failed_for_memory = False
             try:
                 await self._session(start, duration_ms)
             except (OSError, MQTTError, EOFError) as e:
                 self.supervisor.report("", "link", "disconnected: %s" % e)
+            except MemoryError as e:  # its agents left the link too little: the link comes first
+                self.supervisor.report("", "link", "disconnected: MemoryError: %s" % e)
+                failed_for_memory = True
+                short += 1
+                if short >= _SHORT_OF_MEMORY_SESSIONS:
+                    short = 0
+                    self.supervisor.relieve_memory("MemoryError: %s" % e)
             except Exception as e:  # a bug must cost a reconnect, never the board's link for good
                 self.supervisor.report("", "link", "disconnected: %s: %s" % (type(e).__name__, e))
+            if not failed_for_memory:
+                short = 0
             if self.connected:  # that session got through: the next outage starts from the shortest wait
                 backoff = _BACKOFF_MIN_MS
             self.connected = False

@@ -238,6 +238,22 @@ class Supervisor:
         agent.queue = []
         self.report(agent_id, "state", "reclaimed")
 
+    def relieve_memory(self, why):
+        """The board's link keeps running out of memory: it is the board's lifeline (without it
+        no operator can reach the board to fix anything), so the agent holding the most linear
+        memory is reclaimed, saying why. Its id, or None when no agent holds any."""
+        biggest, most = None, 0
+        for agent_id, agent in self.agents.items():
+            held = agent.sandbox.memory_bytes if agent.sandbox is not None else 0
+            if held > most:
+                biggest, most = agent_id, held
+        if biggest is not None:
+            self.report(biggest, "fault", "reclaimed: the board's link ran out of memory (%s) while it held %d B"
+                        % (why, most))
+            self.reclaim(biggest)
+            port.collect_before_records()
+        return biggest
+
     def _get(self, agent_id):
         agent = self.agents.get(agent_id)
         if agent is None:

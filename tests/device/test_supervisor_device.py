@@ -99,6 +99,17 @@ def test_sub_page_cap_traps_at_the_byte(bundle):
     assert faults and "out of bounds memory access" in faults[0], faults
 
 
+def test_a_link_short_of_memory_reclaims_the_agent_holding_the_most_then_the_next(bundle):
+    sup, rec = started(bundle("small"))  # a1: 2 KB of linear memory
+    sup.spawn(bundle("big_wasm"))  # big: 8 KB
+    assert sup.relieve_memory("MemoryError: 147 bytes") == "big"
+    assert sorted(sup.agents) == ["a1"]
+    assert rec.texts("big", "fault") == ["reclaimed: the board's link ran out of memory (MemoryError: 147 bytes) "
+                                         "while it held 8192 B"], rec.seen
+    assert sup.relieve_memory("again") == "a1"
+    assert sup.relieve_memory("again") is None and not sup.agents
+
+
 def test_huge_declared_memory_is_refused_at_spawn(bundle):
     message = raises(SandboxError, Supervisor().spawn, bundle("huge_memory"))
     assert "above the memory cap of 8192 bytes" in message, message
