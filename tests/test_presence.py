@@ -18,9 +18,11 @@ GRACE_S = 10.0
 
 
 @pytest.fixture
-def presence(tmp_path):
-    """(Presence, the registry's records, the clock's [now]) over a store with device b1, offline."""
-    store = Store(tmp_path / "gw.db")
+def presence(tmp_path, request):
+    """(Presence, the registry's records, the clock's [now]) over a store with device b1, offline:
+    SQLite, or PostgreSQL when parametrized so (indirect)."""
+    engine = getattr(request, "param", "sqlite")
+    store = Store(tmp_path / "gw.db" if engine == "sqlite" else request.getfixturevalue("pg_store"))
     store.add_device("b1", "test")
     records = store.devices()
     now = [time.time()]
@@ -191,6 +193,7 @@ def test_a_board_heard_here_but_not_yet_committed_is_not_silent(presence):
     assert (records["b1"]["online"], stored_online(p)) == (True, True)
 
 
+@pytest.mark.parametrize("presence", ["sqlite", "postgresql"], indirect=True)
 def test_a_board_another_gateway_heard_is_online_here(presence):
     """The shared subscription may hand this gateway none of a board's messages (two boards'
     telemetry alternating between two gateways: each hears one board): what another gateway

@@ -63,8 +63,8 @@ class Requests:
         self.store.keep_reply(device, agent, request_id, sealed)
 
     def resume(self, pending: list[Pending], devices: Container[str]) -> None:
-        """Answer requests accepted earlier (by this gateway before a restart, or by one that
-        died) that had no reply delivered yet."""
+        """Answer requests accepted or refused earlier (by this gateway before a restart, or by
+        one that died) that had no reply delivered yet."""
         for device, agent, request_id, kind, body, sealed in pending:
             if device not in devices:
                 continue
