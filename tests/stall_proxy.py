@@ -3,8 +3,9 @@ stall() keeps the connections there are open and stops forwarding on them (a NAT
 its state, a half-dead Wi-Fi link: nothing arrives, nothing errors; new connections go
 through), mute() stops only what the connections open now send upstream (the client still
 hears the broker, the broker hears nothing more from it: a process killed before its
-acknowledgements and publishes left it), cut() closes every connection at once (an access point reboot), partition() stalls
-the connections there are and every new one too (accepted, never forwarded) until heal().
+acknowledgements and publishes left it), cut() closes every connection at once (an access
+point reboot), partition() stalls the connections there are and every new one too
+(accepted, never forwarded) until heal().
 What a stalled connection swallowed is lost with it: the peers must find out by their own
 deadlines."""
 

@@ -4,7 +4,8 @@ agent sees a reply twice.
 A board (real firmware on CPython) runs an agent that fires REQUESTS echo requests at once
 and stores every reply it gets in its memory log. Mid-stream the gateway process is killed
 with SIGKILL (and restarted), or the broker is restarted; at the end each request id must
-appear exactly once in the agent's log.
+appear exactly once in the agent's log. A request refused at intake is answered after such a
+kill too (a board on the wire, tests/wireboard.py).
 """
 
 import asyncio
