@@ -4,19 +4,21 @@ agent sees a reply twice.
 A board (real firmware on CPython) runs an agent that fires REQUESTS echo requests at once
 and stores every reply it gets in its memory log. Mid-stream the gateway process is killed
 with SIGKILL (and restarted), or the broker is restarted; at the end each request id must
-appear exactly once in the agent's log.
+appear exactly once in the agent's log. A request refused at intake is answered after such a
+kill too (a board on the wire, tests/wireboard.py).
 """
 
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 
 import pytest
 from brokers import Mosquitto
-from fleet import make_board
+from fleet import make_board, wait_until
 from helpers import agent_wat, build_bundle
 
 from microfang.firmware import cbor
@@ -132,6 +134,65 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(persistent_broke
     got, board = asyncio.run(run_with_crash(persistent_broker, tmp_path / "gw.db", restart_broker))
     assert got == list(range(1, REQUESTS + 1)), got
     assert board.link.stats["reconnects"] >= 1
+
+
+DENIED = "request is not allowed by the agent's registered manifest"
+
+
+def refused_then_killed(port, tmp_path, sent_meanwhile=0):
+    """A request refused at intake (its registered manifest does not allow requests) is
+    committed (its sequence number taken) with its error reply; the gateway is killed before
+    the broker has the reply or the request's PUBACK; `sent_meanwhile` messages later (sent to
+    the board by another gateway) it starts again, and the broker gives it the request again:
+    a replay now. (refused and audited before the kill, replies before the restart, replies
+    after it: id -> error)."""
+    from stall_proxy import StallProxy
+    from wireboard import WireBoard
+
+    db = tmp_path / "gw.db"
+    store = Store(db)
+    key = store.add_device("dev1", "f")
+    store.register_manifest("dev1", {"agent_id": "a1", "version": 1,
+                                     "permissions": {"allowed": [], "denied": ["request"]}})
+    store.close()
+
+    def refusals_audited():
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT COUNT(*) FROM audit WHERE action = 'request denied'").fetchone()[0]
+
+    async def scenario():
+        async with StallProxy(port) as proxy:
+            gateway = await asyncio.to_thread(start_gateway, proxy.port, db)
+            board = WireBoard(port, "dev1", key)
+            try:
+                proxy.mute()  # what the gateway sends from now on never reaches the broker
+                board.send(1, 1)
+                refused = await wait_until(refusals_audited, 10)  # committed with its reply
+                os.kill(gateway.pid, signal.SIGKILL)
+                gateway.wait(timeout=10)
+                before_restart = dict(board.errors)
+                with sqlite3.connect(db) as conn:
+                    conn.execute("UPDATE devices SET down_seq = down_seq + ? WHERE id = 'dev1'", (sent_meanwhile,))
+                gateway = await asyncio.to_thread(start_gateway, port, db)
+                await wait_until(lambda: board.errors, 10)
+                await asyncio.sleep(0.5)  # a second answer would come now
+                return refused, before_restart, dict(board.errors), list(board.replies)
+            finally:
+                board.stop()
+                stop_gateway(gateway, db)
+
+    return asyncio.run(scenario())
+
+
+def test_a_refused_request_whose_gateway_is_killed_before_the_broker_had_its_answer_is_answered_after_a_restart(
+        mosquitto, tmp_path):
+    assert refused_then_killed(mosquitto.port, tmp_path) == (True, {}, {1: DENIED}, [1])
+
+
+def test_a_refused_request_whose_kept_answer_is_too_old_to_resend_is_refused_again_not_run(mosquitto, tmp_path):
+    from microfang.gateway.requests import RESEND_WINDOW
+
+    assert refused_then_killed(mosquitto.port, tmp_path, RESEND_WINDOW) == (True, {}, {1: DENIED}, [1])
 
 
 # ---- several gateways on one PostgreSQL store ------------------------------------------------

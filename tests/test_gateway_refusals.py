@@ -1,6 +1,6 @@
 """Fair, cheap refusals (issue 17 item 6): limits come only from the manifests the host
-registered, and a request refused at intake costs an error reply, not a request row and audit
-records of its own. A board on the wire is a paho client sending signed requests
+registered, and a request refused at intake costs an error reply (its row kept only until the
+broker has it), not audit records of its own. A board on the wire is a paho client sending signed requests
 (tests/wireboard.py) to a real gateway on a real Mosquitto."""
 
 import asyncio

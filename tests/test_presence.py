@@ -11,16 +11,18 @@ import pytest
 from fleet import make_board, wait_until
 
 from microfang.gateway import Gateway
-from microfang.gateway.presence import Presence
+from microfang.gateway.presence import SILENCE_CHECK_S, Presence
 from microfang.gateway.store import Store
 
 GRACE_S = 10.0
 
 
 @pytest.fixture
-def presence(tmp_path):
-    """(Presence, the registry's records, the clock's [now]) over a store with device b1, offline."""
-    store = Store(tmp_path / "gw.db")
+def presence(tmp_path, request):
+    """(Presence, the registry's records, the clock's [now]) over a store with device b1, offline:
+    SQLite, or PostgreSQL when parametrized so (indirect)."""
+    engine = getattr(request, "param", "sqlite")
+    store = Store(tmp_path / "gw.db" if engine == "sqlite" else request.getfixturevalue("pg_store"))
     store.add_device("b1", "test")
     records = store.devices()
     now = [time.time()]
@@ -189,6 +191,30 @@ def test_a_board_heard_here_but_not_yet_committed_is_not_silent(presence):
         p.heard("b1", records["b1"])
         p.expire()
     assert (records["b1"]["online"], stored_online(p)) == (True, True)
+
+
+@pytest.mark.parametrize("presence", ["sqlite", "postgresql"], indirect=True)
+def test_a_board_another_gateway_heard_is_online_here(presence):
+    """The shared subscription may hand this gateway none of a board's messages (two boards'
+    telemetry alternating between two gateways: each hears one board): what another gateway
+    on the store verified puts the board online here too (job retries wait for online)."""
+    p, records, now = presence
+    p.store.set_presence("b1", True)  # what the other gateway writes for a verified message
+    heard_at(p.store, "b1", now[0])
+    now[0] += SILENCE_CHECK_S
+    with p.store.transaction():
+        p.expire()
+    assert records["b1"]["online"]
+
+
+def test_a_board_the_store_calls_online_but_nobody_heard_within_the_silence_stays_offline(presence):
+    p, records, now = presence
+    p.store.set_presence("b1", True)
+    heard_at(p.store, "b1", now[0] - SILENCE_S - 1)
+    now[0] += SILENCE_CHECK_S
+    with p.store.transaction():
+        p.expire()
+    assert (records["b1"]["online"], stored_online(p)) == (False, False)
 
 
 def test_a_silent_board_left_online_by_a_gateway_that_died_is_offline_after_the_next_start(mosquitto, tmp_path):

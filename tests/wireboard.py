@@ -18,6 +18,7 @@ class WireBoard:
         self.device, self.key, self.fleet = device, key, fleet
         self.replies = []
         self.ok = {}  # reply id -> whether it was a success
+        self.errors = {}  # reply id -> the error of a failure
         self.lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device)
         self.client.on_message = self._on_message
@@ -31,6 +32,8 @@ class WireBoard:
         with self.lock:
             self.replies.append(doc["body"]["id"])
             self.ok[doc["body"]["id"]] = doc["body"]["ok"]
+            if not doc["body"]["ok"]:
+                self.errors[doc["body"]["id"]] = doc["body"].get("error")
 
     def send(self, first, count):
         for i in range(first, first + count):

@@ -7,7 +7,10 @@ is only a claim, and a claim alone changes nothing:
 
 - A device becomes online at a message from it that verified (HMAC, replay window: any kind,
   telemetry included), never at an "online" claim: a forged "online" for a board that is not
-  there leaves it offline.
+  there leaves it offline. A message another gateway on the store verified counts too (the
+  store's `online` and `last_seen`, read every SILENCE_CHECK_S): the shared subscription may
+  hand this gateway none of a board's messages (two boards' telemetry alternating between two
+  gateways: each hears one board; or one of them dead, its session still taking its turn).
 - An "offline" claim is believed once no verified message from the device followed it for
   `grace_s` seconds (boards send telemetry every few seconds while connected): a forged
   "offline" for a board that is talking is disproved by its next message and changes nothing.
@@ -113,6 +116,18 @@ class Presence:
             if stored_online:
                 self.store.set_presence(device, False)
             self._heard.pop(device, None)
+        self._believe_others(quiet_since)
+
+    def _believe_others(self, quiet_since: float) -> None:
+        """Boards another gateway on the store verified a message from within the silence are
+        online here too (the module docstring: this gateway may hear none of their messages)."""
+        records = self.devices()
+        rows = self.store.db.execute("SELECT id FROM devices WHERE online = 1 AND last_seen >= ?",
+                                     (quiet_since,)).fetchall()
+        for (device,) in rows:
+            record = records.get(device)
+            if record is not None and not record.get("online"):
+                record["online"] = True
 
     @property
     def unconfirmed(self) -> int:

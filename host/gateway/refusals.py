@@ -1,9 +1,11 @@
 """Refused requests, cheap: counted, and audited in aggregate.
 
 A request refused at intake (over its agent's rate limit or budget, or not allowed by the
-registered manifest) gets its error reply and nothing else: no request row, no audit record of
-its own. Each device's refusals are counted per (action, agent, reason) and written as one audit
-record per device and action a second at most, with the counts:
+registered manifest) gets its error reply and nothing else: no audit record of its own, and a
+request row only while its error reply is on its way (requests.py: kept until the broker has
+it, so a gateway killed meanwhile still answers it). Each device's refusals are counted per
+(action, agent, reason) and written as one audit record per device and action a second at
+most, with the counts:
 
     request refused  {"agent": "a1", "reason": "rate limited: ...", "count": 1834, "window_s": 1.0}
 

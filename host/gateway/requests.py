@@ -4,7 +4,9 @@ has acknowledged its reply, so a gateway killed in between answers it again afte
 drops a second copy, where a second answer would run the handler twice and reach the agent);
 the router (router.py) runs its handler once the request is committed; every reply is audited
 next to its request, written with the gateway's next batch (`defer`), and published once that
-has committed."""
+has committed. A request refused at intake is kept the same way until the broker has its error
+reply (a row of kind REFUSED, its body the reason): the board's copy the broker delivers again
+after a crash is a replay then, dropped, so only the kept reply can still answer it."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ RESEND_WINDOW = 512  # a kept reply is sent again only this close to the device'
 # (a board's replay window holds 1024: an older one would be dropped as a replay, never answered)
 Defer = Callable[[Callable[[], None]], None]  # run a write in the gateway's next batch
 LLM_KIND = "llm"  # the request kind whose answers are kept (answers.py); services.py routes it
+REFUSED = ""  # the kind of a refused request's row: no request has it (shapes.py: 1..64 characters)
 
 
 class Requests:
@@ -52,13 +55,20 @@ class Requests:
 
     def refuse(self, device: str, agent: str, body: dict[str, Any], reason: str) -> None:
         """Answer a request refused at intake with an error, sent once the message's transaction
-        commits: no request row, no audit record of its own (refusals.py counts it)."""
+        commits and kept until the broker has it; no audit record of its own (refusals.py
+        counts it)."""
         self.metrics["replies"] += 1
-        self.send(device, agent, protocol.K_REPLY, {"id": body["id"], "ok": False, "error": reason})
+        self._refusal(device, agent, body["id"], reason)
+
+    def _refusal(self, device: str, agent: str, request_id: int, reason: str) -> None:
+        self.store.add_request(device, agent, request_id, REFUSED, reason.encode(), self.owner)
+        sealed = self.send(device, agent, protocol.K_REPLY, {"id": request_id, "ok": False, "error": reason},
+                           on_delivered=partial(self.store.finish_request, device, agent, request_id))
+        self.store.keep_reply(device, agent, request_id, sealed)
 
     def resume(self, pending: list[Pending], devices: Container[str]) -> None:
-        """Answer requests accepted earlier (by this gateway before a restart, or by one that
-        died) that had no reply delivered yet."""
+        """Answer requests accepted or refused earlier (by this gateway before a restart, or by
+        one that died) that had no reply delivered yet."""
         for device, agent, request_id, kind, body, sealed in pending:
             if device not in devices:
                 continue
@@ -66,6 +76,8 @@ class Requests:
                 self.metrics["replies_resent"] += 1
                 self.resend(device, agent, sealed,
                             on_delivered=partial(self.store.finish_request, device, agent, request_id))
+            elif kind == REFUSED:  # never run: its error reply again, sealed anew
+                self._refusal(device, agent, request_id, body.decode(errors="replace"))
             else:
                 self._start(Request(device, agent, kind, request_id, None), body)
 
