@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from commands import started, stopped
+from commands import started, stopped, until
 from helpers import HELLO_WAT, build_bundle
 
 from microfang.broker import free_port
@@ -37,14 +36,6 @@ def newest_line(db: Path) -> str | None:
     return None if row is None else f"{row[0]}/{row[1]}: {row[2]}"
 
 
-def until(check, seconds: float):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    return None
 
 
 @pytest.fixture

@@ -8,9 +8,8 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-import time
 
-from commands import started, stopped
+from commands import started, stopped, until
 from helpers import agent_wat, build_bundle
 
 BOARDS = [f"b{n:02d}" for n in range(10)]
@@ -46,14 +45,6 @@ def probe_versions(db) -> dict[str, int]:
         return {}
 
 
-def until(check, seconds: float):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    return None
 
 
 def test_a_rollout_to_a_ten_board_sim_stops_at_the_threshold_and_the_trapping_boards_roll_back(tmp_path, micropython):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from microfang.config import DEFAULT_DB
 
@@ -36,6 +38,26 @@ def add_json(p: argparse.ArgumentParser) -> None:
 def print_json(data: object) -> None:
     """JSON for scripts: plain print, never wrapped or coloured to the terminal's width."""
     print(json.dumps(data, indent=2, default=str), flush=True)
+
+
+def show_rows(rows: list[dict[str, Any]], as_json: bool, title: str, columns: tuple[str, ...],
+              cells: Callable[[dict[str, Any]], list[str]]) -> None:
+    """Rows as JSON (for scripts) or as a table of `columns`, `cells(row)` giving each row's cells,
+    printed as text: wrapped in their columns (never cut mid-sentence), no markup, no escapes."""
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    from microfang import console
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(Text(console.printable(cell)) for cell in cells(row)))
+    console.out.print(table)
 
 
 def add_store(p: argparse.ArgumentParser, default: Path = DEFAULT_DB) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from microfang import console
-from microfang.cli.args import add_json, add_signing_keys, add_store, display, print_json, store_of
+from microfang.cli.args import add_json, add_signing_keys, add_store, display, show_rows, store_of
 from microfang.firmware.errors import MicrofangError
 
 
@@ -43,10 +43,7 @@ def argparse_jobs(sub: argparse._SubParsersAction) -> None:
 
 
 def do_jobs(args: argparse.Namespace) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    from microfang.ops import recent_jobs
+    from microfang.ops import recent_jobs, recent_rollouts
 
     where = store_of(args)
     if args.action == "cancel":
@@ -55,44 +52,27 @@ def do_jobs(args: argparse.Namespace) -> None:
     if args.ids or args.rollout:
         raise MicrofangError("job ids and --rollout go with `jobs cancel`")
     if args.action == "rollouts":
-        _show_rollouts(where, args)
+        rollouts = recent_rollouts(where, args.limit)
+        show_rows(rollouts, args.json, f"rollouts in {display(where)}: {len(rollouts)} shown",
+                  ("id", "agent", "fleet", "plan", "state", "wave", "boards", "detail"), _rollout_cells)
         return
-    rows = recent_jobs(where, args.limit)
-    if args.json:
-        print_json(rows)
-        return
-    table = Table(title=f"jobs in {display(where)}: {len(rows)} shown")
-    for column in ("id", "kind", "agent", "board", "state", "progress", "rollout", "detail"):
-        table.add_column(column)
-    for job in rows:
-        board = f"{job['device']} -> {job['target']}" if job["target"] else job["device"]
-        progress = f"{job['progress']:,}/{job['size']:,} B" if job["size"] else "-"
-        rollout = "-" if job["rollout"] is None else f"{job['rollout']} wave {job['wave'] + 1}"
-        # The whole result, wrapped in its column (not cut mid-sentence), as text: no markup, no escapes.
-        table.add_row(str(job["id"]), job["kind"], job["agent"], board, job["state"], progress, rollout,
-                      Text(console.printable(job["detail"])))
-    console.out.print(table)
+    jobs = recent_jobs(where, args.limit)
+    show_rows(jobs, args.json, f"jobs in {display(where)}: {len(jobs)} shown",
+              ("id", "kind", "agent", "board", "state", "progress", "rollout", "detail"), _job_cells)
 
 
-def _show_rollouts(where: str, args: argparse.Namespace) -> None:
-    from rich.table import Table
-    from rich.text import Text
+def _job_cells(job: dict[str, Any]) -> list[str]:
+    board = f"{job['device']} -> {job['target']}" if job["target"] else job["device"]
+    progress = f"{job['progress']:,}/{job['size']:,} B" if job["size"] else "-"
+    rollout = "-" if job["rollout"] is None else f"{job['rollout']} wave {job['wave'] + 1}"
+    return [str(job["id"]), job["kind"], job["agent"], board, job["state"], progress, rollout, job["detail"]]
 
-    from microfang.ops import recent_rollouts
 
-    rows = recent_rollouts(where, args.limit)
-    if args.json:
-        print_json(rows)
-        return
-    table = Table(title=f"rollouts in {display(where)}: {len(rows)} shown")
-    for column in ("id", "agent", "fleet", "plan", "state", "wave", "boards", "detail"):
-        table.add_column(column)
-    for r in rows:
-        plan = f"canary {r['canary']}, ramp {r['ramp']:g}, abort at {r['abort_at']:g}%"
-        boards = ", ".join(f"{n} {state}" for state, n in sorted(r["jobs"].items()))
-        table.add_row(str(r["id"]), f"{r['agent']} v{r['version']}", r["fleet"], plan, r["state"],
-                      f"{r['wave'] + 1}/{r['waves']}", boards, Text(console.printable(r["detail"])))
-    console.out.print(table)
+def _rollout_cells(r: dict[str, Any]) -> list[str]:
+    plan = f"canary {r['canary']}, ramp {r['ramp']:g}, abort at {r['abort_at']:g}%"
+    boards = ", ".join(f"{n} {state}" for state, n in sorted(r["jobs"].items()))
+    return [str(r["id"]), f"{r['agent']} v{r['version']}", r["fleet"], plan, r["state"], f"{r['wave'] + 1}/{r['waves']}",
+            boards, r["detail"]]
 
 
 def argparse_deploy(sub: argparse._SubParsersAction) -> None:
