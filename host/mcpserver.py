@@ -20,7 +20,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
-from microfang.gateway.presence import believed_online
+from microfang.gateway.presence import reader_view
 from microfang.gateway.rollouts import Rollouts
 from microfang.gateway.store import Store
 from microfang.mcpcontrol import FleetControl, MemorySearch
@@ -52,8 +52,8 @@ class FleetReader:
     def list_devices(self) -> list[dict[str, Any]]:
         """List the fleet's boards with their fleet, presence and when they were last seen."""
         with self._store() as store:
-            now = time.time()
-            return [{"device": name, "fleet": d["fleet"], "online": believed_online(d, now),
+            now, online = time.time(), reader_view(store)
+            return [{"device": name, "fleet": d["fleet"], "online": online(d, now),
                      "last_seen_s_ago": None if d["last_seen"] is None else round(now - d["last_seen"], 1)}
                     for name, d in sorted(store.devices().items())]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from microfang.firmware.errors import MicrofangError
 from microfang.gateway.db import is_url
-from microfang.gateway.presence import believed_online
+from microfang.gateway.presence import reader_view
 from microfang.gateway.registry import remove_device
 from microfang.gateway.rollouts import Rollouts
 from microfang.gateway.store import Store
@@ -36,10 +36,10 @@ def fleet_status(db: Where) -> list[dict[str, Any]]:
     store = open_store(db)
     try:
         rows = []
-        now = time.time()
+        now, online = time.time(), reader_view(store)
         for device, d in sorted(store.devices().items()):
             agents = _agents_of(store.latest_telemetry(device))
-            rows.append({"device": device, "fleet": d["fleet"], "online": believed_online(d, now),
+            rows.append({"device": device, "fleet": d["fleet"], "online": online(d, now),
                          "last_seen_s_ago": None if d["last_seen"] is None else time.time() - d["last_seen"],
                          "agents": len(agents), "states": sorted({a.get("state", "?") for a in agents.values()}),
                          "fuel_used": sum(a.get("fuel_used", 0) for a in agents.values()),
@@ -97,8 +97,8 @@ def registered_devices(db: Where) -> list[dict[str, Any]]:
     """The registry without its secrets: one row per device with its fleet and presence."""
     store = open_store(db)
     try:
-        now = time.time()
-        return [{"device": device, "fleet": d["fleet"], "online": believed_online(d, now), "last_seen": d["last_seen"]}
+        now, online = time.time(), reader_view(store)
+        return [{"device": device, "fleet": d["fleet"], "online": online(d, now), "last_seen": d["last_seen"]}
                 for device, d in sorted(store.devices().items())]
     finally:
         store.close()

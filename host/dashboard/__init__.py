@@ -17,6 +17,7 @@ from typing import Any
 
 from microfang.gateway.agentlines import AgentLines
 from microfang.gateway.answers import Answers
+from microfang.gateway.presence import reader_view
 from microfang.gateway.rollouts import Rollouts
 from microfang.gateway.store import Store
 from microfang.logs import line_json
@@ -35,7 +36,7 @@ def _agents(telemetry: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
 
 def snapshot(store: Store, since: int = 0) -> dict[str, Any]:
     """The fleet now, and the log lines numbered above `since`."""
-    now = time.time()
+    now, online = time.time(), reader_view(store)
     boards = []
     for device, d in sorted(store.devices().items()):
         telemetry = store.latest_telemetry(device)
@@ -43,7 +44,7 @@ def snapshot(store: Store, since: int = 0) -> dict[str, Any]:
                    "events": a.get("events", 0), "traps": a.get("traps", 0), "restarts": a.get("restarts", 0),
                    "memory": a.get("memory", 0)}
                   for name, a in sorted(_agents(telemetry).items())]
-        boards.append({"device": device, "fleet": d["fleet"], "online": bool(d["online"]),
+        boards.append({"device": device, "fleet": d["fleet"], "online": online(d, now),
                        "seen_s_ago": None if d["last_seen"] is None else round(now - d["last_seen"], 1),
                        "free_heap": (telemetry or {}).get("free_heap"), "agents": agents})
     lines = AgentLines(store)

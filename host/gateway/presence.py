@@ -39,10 +39,22 @@ SILENCE_CHECK_S = 5.0  # how often the store is asked who fell silent (one query
 
 
 def believed_online(record: dict[str, Any], now: float, silence_s: float = SILENCE_S) -> bool:
-    """Whether a store's device record (store.devices) is online as a reader sees it: online,
-    and heard within silence_s (with no gateway running, nobody marks a silent board offline)."""
+    """Whether a store's device record (store.devices) is online with no gateway running: online,
+    and heard within silence_s (nobody marks a silent board offline then)."""
     seen = record.get("last_seen")
     return bool(record.get("online")) and seen is not None and now - seen < silence_s
+
+
+def reader_view(store: Store) -> Callable[[dict[str, Any], float], bool]:
+    """How a reader of the store (`status`, `keys list`, MCP, the dashboard) tells whether a
+    device record is online: while a gateway runs, what it believes (it turns a board offline
+    after its own --offline-after silence, which a reader does not know); with none running,
+    believed_online's default silence."""
+    from microfang.gateway.peers import live_gateways
+
+    if live_gateways(store):
+        return lambda record, now: bool(record.get("online"))
+    return believed_online
 
 
 class Presence:
