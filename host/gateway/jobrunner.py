@@ -78,8 +78,10 @@ class JobRunner:
                 self.gw.transfers.retry_stalled()
                 if time.monotonic() >= next_rollouts:
                     next_rollouts = time.monotonic() + ROLLOUT_POLL_S
-                    with self.store.transaction():
-                        said = rollouts.advance(time.time())
+                    said = []
+                    if rollouts.running():  # a read first: a write transaction only when one may step
+                        with self.store.transaction():
+                            said = rollouts.advance(time.time())
                     for line in said:
                         self.gw.log(line)
             except Exception as e:  # a bug or a failing store must not stop the jobs: log it, keep going
