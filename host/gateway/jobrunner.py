@@ -78,10 +78,10 @@ class JobRunner:
                 self.gw.transfers.retry_stalled()
                 if time.monotonic() >= next_rollouts:
                     next_rollouts = time.monotonic() + ROLLOUT_POLL_S
-                    said = []
-                    if rollouts.running():  # a read first: a write transaction only when one may step
+                    said, running = [], rollouts.running()  # a read: a write transaction only when one runs
+                    if running:
                         with self.store.transaction():
-                            said = rollouts.advance(time.time())
+                            said = rollouts.advance(time.time(), running)
                     for line in said:
                         self.gw.log(line)
             except Exception as e:  # a bug or a failing store must not stop the jobs: log it, keep going

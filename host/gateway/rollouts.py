@@ -134,11 +134,11 @@ class Rollouts:
             failed, going = failed + going, 0
         return Tally(done, failed, going, done + failed + going)
 
-    def advance(self, now: float) -> list[str]:
-        """Take each running rollout one step if its wave has ended; a line for each step. Call
-        inside a transaction."""
+    def advance(self, now: float, running: list[dict[str, Any]] | None = None) -> list[str]:
+        """Take each running rollout (`running`: their rows, read already) one step if its wave
+        has ended; a line for each step. Call inside a transaction."""
         said = []
-        for r in self.running():
+        for r in self.running() if running is None else running:
             if r["wave_started"] is None:  # queued while no gateway ran: its time starts now
                 self.store.db.execute("UPDATE rollouts SET wave_started = ? WHERE id = ? AND wave_started IS NULL",
                                       (now, r["id"]))
