@@ -21,17 +21,8 @@ import socket
 import time
 
 from microfang.firmware.errors import MicrofangError
-from microfang.gateway.db import StoreFailure
 from microfang.gateway.store import Store
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS gateways (
-    name TEXT PRIMARY KEY,
-    pid BIGINT NOT NULL,
-    host TEXT NOT NULL,
-    seen DOUBLE PRECISION NOT NULL   -- its last heartbeat
-)
-"""
 HEARTBEAT_S = 1.0
 STALE_S = 5.0  # silent this long: dead, its requests adopted by another gateway
 JOIN_WAIT_S = 2.0
@@ -51,7 +42,7 @@ class Peers:
     def __init__(self, store: Store, name: str) -> None:
         self.store = store
         self.name = name
-        self.store.db.schema(SCHEMA)
+        # the `gateways` table is in store.SCHEMA: readers ask it before any gateway has run
 
     def join(self) -> None:
         """Take the name, refused while a running gateway holds it: on PostgreSQL a session
@@ -115,13 +106,8 @@ class Peers:
 
 def live_gateways(store: Store) -> list[str]:
     """The names of the gateways running on the store (heard within STALE_S)."""
-    try:
-        return [r[0] for r in store.db.execute("SELECT name FROM gateways WHERE seen > ? ORDER BY name",
-                                               (time.time() - STALE_S,))]
-    except StoreFailure:
-        if store.db.in_transaction:
-            raise
-        return []  # no gateway ever ran on this store: no gateways table yet
+    return [r[0] for r in store.db.execute("SELECT name FROM gateways WHERE seen > ? ORDER BY name",
+                                           (time.time() - STALE_S,))]
 
 
 def _pending(row: tuple) -> Pending:

@@ -42,6 +42,12 @@ CREATE TABLE IF NOT EXISTS devices (
     up_window {blob},                      -- envelope.ReplayWindow of the sequences accepted from it
     down_seq BIGINT NOT NULL DEFAULT 0     -- last sequence the gateway sent to the device
 );
+CREATE TABLE IF NOT EXISTS gateways (         -- the gateways running on the store (peers.py)
+    name TEXT PRIMARY KEY,
+    pid BIGINT NOT NULL,
+    host TEXT NOT NULL,
+    seen DOUBLE PRECISION NOT NULL   -- its last heartbeat
+);
 CREATE TABLE IF NOT EXISTS audit (
     n {serial},
     ts DOUBLE PRECISION NOT NULL,
